@@ -1,0 +1,43 @@
+# Two commands on a fresh machine with Python 3.11 and make:
+#   make demo   set up, seed the embedded warehouse, run the whole pipeline
+#   make test   set up and run the test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# The repository root is the Dagster instance home: dagster.yaml lives here and
+# everything the instance writes goes under .dagster/ (git-ignored).
+export DAGSTER_HOME := $(CURDIR)
+
+.PHONY: setup demo test test-fast ui instance lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+instance: setup
+	@mkdir -p .dagster
+	@$(BIN)/dagster instance concurrency set gpu 1 >/dev/null
+
+demo: instance
+	$(BIN)/churn demo
+
+test: setup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+test-fast: setup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow"
+
+ui: instance
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+lint: setup
+	$(BIN)/ruff check ml_assets ml_assets_tests resources sensors
+
+clean:
+	rm -rf .data .dagster

@@ -1,0 +1,173 @@
+"""Command line: generate source data, and run the whole pipeline as a demo.
+
+    churn generate --start 2024-07-01 --end 2025-06-30 --customers 5000 --drift-date 2025-06-01
+    churn demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+import warnings
+
+# Defaults shared by the demo, the README and the tests: one year of history,
+# behaviour shifting on 2025-06-01, the last six weeks scored.
+DEMO_START = dt.date(2024, 7, 1)
+DEMO_END = dt.date(2025, 6, 30)
+DEMO_DRIFT = dt.date(2025, 6, 1)
+DEMO_SCORE_FROM = dt.date(2025, 5, 18)
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date in YYYY-MM-DD form") from exc
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from ml_assets.lib.datagen import GeneratorConfig, customers_for_transactions, generate_transactions
+    from resources import build_warehouse
+
+    days = (args.end - args.start).days + 1
+    customers = args.customers or customers_for_transactions(args.transactions, days)
+    cfg = GeneratorConfig(start=args.start, end=args.end, customers=customers, seed=args.seed, drift_date=args.drift_date)
+    t0 = time.perf_counter()
+    frame = generate_transactions(cfg)
+    t1 = time.perf_counter()
+    warehouse = build_warehouse()
+    if args.url:
+        warehouse = warehouse.model_copy(update={"url": args.url})
+    warehouse.create_table(replace=args.replace)
+    written = warehouse.append(frame)
+    t2 = time.perf_counter()
+    print(
+        f"generated {frame.height:,} transactions of {frame['customer_id'].n_unique():,} customers "
+        f"({args.start}..{args.end}, drift from {args.drift_date or 'never'}) in {t1 - t0:.1f}s; "
+        f"wrote {written:,} rows to table {warehouse.table!r} in {t2 - t1:.1f}s"
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from ml_assets.pipeline import INGEST_TO_FEATURES, SCORING, TRAINING, materialize_range, materialize_unpartitioned, training_run_config
+    from resources import data_dir
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    gen = argparse.Namespace(
+        start=DEMO_START, end=DEMO_END, customers=args.customers, transactions=0, seed=7, drift_date=DEMO_DRIFT, url=None, replace=True
+    )
+    print("== 1/4 seeding the embedded warehouse")
+    cmd_generate(gen)
+    instance = dg.DagsterInstance.get()
+    stages = [
+        ("2/4 ingest, validate, features", lambda: materialize_range(INGEST_TO_FEATURES, DEMO_START, DEMO_END, instance)),
+        (
+            "3/4 training set, LightGBM, ONNX",
+            lambda: materialize_unpartitioned(TRAINING, instance, training_run_config(DEMO_SCORE_FROM - dt.timedelta(days=1))),
+        ),
+        ("4/4 batch predictions and drift reports", lambda: materialize_range(SCORING, DEMO_SCORE_FROM, DEMO_END, instance)),
+    ]
+    results = {}
+    for title, run in stages:
+        print(f"== {title}")
+        t0 = time.perf_counter()
+        result = run()
+        print(f"   {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s (run {result.run_id})")
+        if not result.success:
+            return 1
+        results[title] = result
+    print()
+    print(summarize(instance, data_dir()))
+    return 0
+
+
+def summarize(instance, data_root) -> str:  # noqa: ANN001
+    """Rows per stage, model metrics, drift verdicts and where things are."""
+    import dagster as dg
+
+    def latest(key: str, partition: str | None = None):  # noqa: ANN202
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition] if partition else None), limit=1
+        ).records
+        return records[0].asset_materialization.metadata if records else {}
+
+    def total_rows(key: str, start: dt.date, end: dt.date) -> int:
+        keys = [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+        n = 0
+        for k in keys:
+            md = latest(key, k)
+            n += int(md["dagster/row_count"].value) if "dagster/row_count" in md else 0
+        return n
+
+    lines = ["Summary", "-------"]
+    for key in ("raw_transactions", "validated_transactions", "quarantined_transactions"):
+        lines.append(f"{key:28s} {total_rows(key, DEMO_START, DEMO_END):>10,} rows ({DEMO_START}..{DEMO_END})")
+    feats = latest("customer_features", DEMO_END.isoformat())
+    lines.append(f"{'customer_features':28s} {int(feats['dagster/row_count'].value):>10,} active customers on {DEMO_END}")
+    ts = latest("training_set")
+    lines.append(f"{'training_set':28s} {int(ts['dagster/row_count'].value):>10,} labelled snapshots, churn rate {ts['churn_rate'].value:.1%}")
+    model = latest("lgbm_model")
+    lines.append(
+        f"{'lgbm_model':28s} ROC-AUC {model['roc_auc'].value:.3f}  PR-AUC {model['pr_auc'].value:.3f}  "
+        f"log loss {model['log_loss'].value:.3f}  ({model['model_version'].value})"
+    )
+    onnx = latest("lgbm_onnx")
+    lines.append(f"{'lgbm_onnx':28s} max |onnx - native| = {onnx['parity_max_abs_diff'].value:.2e} on {int(onnx['parity_rows'].value):,} rows")
+    lines.append(f"{'batch_predictions':28s} {total_rows('batch_predictions', DEMO_SCORE_FROM, DEMO_END):>10,} scores ({DEMO_SCORE_FROM}..{DEMO_END})")
+    drift_days = []
+    day = DEMO_SCORE_FROM
+    while day <= DEMO_END:
+        md = latest("drift_report", day.isoformat())
+        if md and md["dataset_drift"].value:
+            drift_days.append(day)
+        day += dt.timedelta(days=1)
+    first = drift_days[0].isoformat() if drift_days else "none"
+    lines.append(
+        f"{'drift_report':28s} dataset drift on {len(drift_days)} of {(DEMO_END - DEMO_SCORE_FROM).days + 1} days, "
+        f"first {first} (behaviour shift injected {DEMO_DRIFT})"
+    )
+    lines += [
+        "",
+        f"lake:      {data_root / 'lake'}",
+        f"artifacts: {data_root / 'artifacts'} (models, ONNX, drift_reports/*.html)",
+        f"warehouse: {data_root / 'warehouse.sqlite'}",
+        "",
+        "Open the UI on this instance with:  make ui   (then http://127.0.0.1:3000)",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="churn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write generated transactions into the source database")
+    gen.add_argument("--start", type=_date, default=DEMO_START)
+    gen.add_argument("--end", type=_date, default=DEMO_END, help="last day, inclusive")
+    size = gen.add_mutually_exclusive_group()
+    size.add_argument("--customers", type=int, default=0, help="visible customers (default 5000)")
+    size.add_argument("--transactions", type=int, default=0, help="approximate number of transactions instead of --customers")
+    gen.add_argument("--drift-date", type=_date, default=None, help="behaviour shifts from this day on")
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--url", default=None, help="SQLAlchemy URL (default: CHURN_WAREHOUSE_URL or the embedded SQLite file)")
+    gen.add_argument("--replace", action="store_true", help="drop and recreate the table first")
+    gen.set_defaults(func=cmd_generate)
+
+    demo = sub.add_parser("demo", help="seed the embedded warehouse and materialize the whole graph")
+    demo.add_argument("--customers", type=int, default=int(os.environ.get("CHURN_DEMO_CUSTOMERS", "5000")))
+    demo.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(argv)
+    if args.command == "generate" and not args.customers and not args.transactions:
+        args.customers = 5000
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""The code location: every asset, check, job, schedule and resource of the churn pipeline.
+
+Loading this module must stay fast: the ML libraries (lightgbm, onnx,
+onnxruntime, evidently, ...) are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ml_assets.export import lgbm_onnx
+from ml_assets.features import customer_features
+from ml_assets.inference import batch_predictions
+from ml_assets.ingest import raw_transactions
+from ml_assets.jobs import daily_pipeline_job, training_job
+from ml_assets.monitoring import drift_report
+from ml_assets.training import lgbm_model, training_set
+from ml_assets.validation import validated_transactions
+from resources import build_resources
+from sensors import daily_pipeline_schedule, weekly_training_schedule
+
+ALL_ASSETS = [
+    raw_transactions,
+    validated_transactions,
+    customer_features,
+    training_set,
+    lgbm_model,
+    lgbm_onnx,
+    batch_predictions,
+    drift_report,
+]
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    jobs=[daily_pipeline_job, training_job],
+    schedules=[daily_pipeline_schedule, weekly_training_schedule],
+    resources=build_resources(),
+)

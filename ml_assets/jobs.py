@@ -1,0 +1,23 @@
+"""Jobs: the daily scoring pipeline and the training pipeline."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ml_assets.partitions import daily_partitions
+
+DAILY_GROUPS = ("ingest", "validation", "features", "inference", "monitoring")
+
+daily_pipeline_job = dg.define_asset_job(
+    "daily_pipeline_job",
+    selection=dg.AssetSelection.groups(*DAILY_GROUPS),
+    partitions_def=daily_partitions,
+    description="Ingest, validate, build features, score and report drift for one day.",
+)
+
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.groups("training", "export"),
+    description="Rebuild the training set from materialized features, train LightGBM and export it to ONNX.",
+    tags={"ml/run_kind": "training"},
+)

@@ -1,0 +1,161 @@
+"""Point-in-time customer features, computed with polars.
+
+A snapshot for day ``D`` describes each customer as of the end of that day: it
+only ever looks at transactions with ``ts < D + 1 day`` (the *cutoff*) and no
+older than the lookback window.  Every windowed feature is measured back from
+the cutoff, so the same code gives the same value for a snapshot no matter how
+much later data exists: that is what makes training rows leakage-free.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+# How far back any feature looks.  Also the span of validated partitions the
+# features asset loads, so it is fixed at definition time.
+LOOKBACK_DAYS = 180
+
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "recency_days",
+    "tenure_days",
+    "tx_count_7d",
+    "tx_count_30d",
+    "tx_count_90d",
+    "spend_7d",
+    "spend_30d",
+    "spend_90d",
+    "spend_lookback",
+    "avg_basket",
+    "max_amount",
+    "avg_quantity",
+    "spend_trend",
+    "frequency_trend",
+    "mean_gap_days",
+    "active_days_90d",
+    "mobile_share",
+    "store_share",
+    "weekend_share",
+    "n_categories",
+)
+
+KEY_COLUMNS: tuple[str, ...] = ("customer_id", "snapshot_date")
+# Kept beside the features but never fed to a model: labels are derived from it.
+AUX_COLUMNS: tuple[str, ...] = ("feature_timestamp", "last_tx_ts")
+
+_DAY = dt.timedelta(days=1)
+
+
+def cutoff_for(snapshot_date: dt.date) -> dt.datetime:
+    """First instant after ``snapshot_date``: features see only ``ts < cutoff``."""
+    return dt.datetime.combine(snapshot_date + _DAY, dt.time())
+
+
+def snapshot_features(transactions: pl.DataFrame | pl.LazyFrame, snapshot_date: dt.date, lookback_days: int = LOOKBACK_DAYS) -> pl.DataFrame:
+    """One row per customer with at least one transaction in the lookback window.
+
+    ``transactions`` needs ``customer_id, ts, amount, quantity, channel,
+    category``; rows after the cutoff are ignored, so passing more history than
+    needed is safe.
+    """
+    cutoff = cutoff_for(snapshot_date)
+    window_start = cutoff - dt.timedelta(days=lookback_days)
+    lf = transactions.lazy().filter((pl.col("ts") < cutoff) & (pl.col("ts") >= window_start))
+    return _aggregate(lf, cutoff, snapshot_date).collect()
+
+
+def snapshots_features(transactions: pl.DataFrame, snapshot_dates: list[dt.date], lookback_days: int = LOOKBACK_DAYS) -> pl.DataFrame:
+    """Features for several snapshot days, concatenated (polars runs them in parallel)."""
+    if not snapshot_dates:
+        return empty_features()
+    frames = []
+    tx = transactions.lazy()
+    for day in snapshot_dates:
+        cutoff = cutoff_for(day)
+        window_start = cutoff - dt.timedelta(days=lookback_days)
+        lf = tx.filter((pl.col("ts") < cutoff) & (pl.col("ts") >= window_start))
+        frames.append(_aggregate(lf, cutoff, day))
+    return pl.concat(pl.collect_all(frames), how="vertical")
+
+
+def _aggregate(lf: pl.LazyFrame, cutoff: dt.datetime, snapshot_date: dt.date) -> pl.LazyFrame:
+    def since(days: int) -> pl.Expr:
+        return pl.col("ts") >= cutoff - dt.timedelta(days=days)
+
+    days_before = (pl.lit(cutoff) - pl.col("ts")).dt.total_seconds() / 86_400.0
+    agg = lf.group_by("customer_id").agg(
+        pl.col("ts").max().alias("last_tx_ts"),
+        days_before.min().alias("recency_days"),
+        days_before.max().alias("tenure_days"),
+        since(7).sum().cast(pl.Float64).alias("tx_count_7d"),
+        since(30).sum().cast(pl.Float64).alias("tx_count_30d"),
+        since(90).sum().cast(pl.Float64).alias("tx_count_90d"),
+        pl.col("amount").filter(since(7)).sum().alias("spend_7d"),
+        pl.col("amount").filter(since(30)).sum().alias("spend_30d"),
+        pl.col("amount").filter(since(90)).sum().alias("spend_90d"),
+        pl.col("amount").sum().alias("spend_lookback"),
+        pl.col("amount").mean().alias("avg_basket"),
+        pl.col("amount").max().alias("max_amount"),
+        pl.col("quantity").cast(pl.Float64).mean().alias("avg_quantity"),
+        pl.len().cast(pl.Float64).alias("_n"),
+        pl.col("ts").dt.date().filter(since(90)).n_unique().cast(pl.Float64).alias("active_days_90d"),
+        (pl.col("channel") == "mobile").mean().alias("mobile_share"),
+        (pl.col("channel") == "store").mean().alias("store_share"),
+        (pl.col("ts").dt.weekday() >= 6).mean().alias("weekend_share"),
+        pl.col("category").n_unique().cast(pl.Float64).alias("n_categories"),
+    )
+    return agg.select(
+        pl.col("customer_id"),
+        pl.lit(snapshot_date).alias("snapshot_date"),
+        pl.col("recency_days"),
+        pl.col("tenure_days"),
+        pl.col("tx_count_7d"),
+        pl.col("tx_count_30d"),
+        pl.col("tx_count_90d"),
+        pl.col("spend_7d"),
+        pl.col("spend_30d"),
+        pl.col("spend_90d"),
+        pl.col("spend_lookback"),
+        pl.col("avg_basket"),
+        pl.col("max_amount"),
+        pl.col("avg_quantity"),
+        # Last 30 days against the monthly average of the 60 days before them:
+        # log-scale, so it stays finite when either side is zero.
+        ((pl.col("spend_30d") + 1).log() - ((pl.col("spend_90d") - pl.col("spend_30d")) / 2 + 1).log()).alias("spend_trend"),
+        (pl.col("tx_count_30d") - (pl.col("tx_count_90d") - pl.col("tx_count_30d")) / 2).alias("frequency_trend"),
+        ((pl.col("tenure_days") - pl.col("recency_days")) / pl.max_horizontal(pl.col("_n") - 1, pl.lit(1.0))).alias("mean_gap_days"),
+        pl.col("active_days_90d"),
+        pl.col("mobile_share"),
+        pl.col("store_share"),
+        pl.col("weekend_share"),
+        pl.col("n_categories"),
+        pl.lit(cutoff).dt.cast_time_unit("us").alias("feature_timestamp"),
+        pl.col("last_tx_ts").dt.cast_time_unit("us"),
+    ).sort("customer_id")
+
+
+def empty_features() -> pl.DataFrame:
+    schema: dict[str, pl.DataType] = {"customer_id": pl.String(), "snapshot_date": pl.Date()}
+    schema.update({c: pl.Float64() for c in FEATURE_COLUMNS})
+    schema.update({"feature_timestamp": pl.Datetime("us"), "last_tx_ts": pl.Datetime("us")})
+    return pl.DataFrame(schema=schema)
+
+
+def churn_labels(snapshot: pl.DataFrame, later: pl.DataFrame, snapshot_date: dt.date) -> pl.DataFrame:
+    """Label each customer of ``snapshot``: churned = no purchase in the horizon.
+
+    ``later`` is the feature snapshot at ``snapshot_date + horizon``: a
+    customer bought within the horizon exactly when their last purchase as of
+    that later day falls after this snapshot's cutoff.  A customer missing from
+    ``later`` bought nothing in its lookback window, so nothing in the horizon.
+    """
+    cutoff = cutoff_for(snapshot_date)
+    last = later.select("customer_id", pl.col("last_tx_ts").alias("_later_last"))
+    return (
+        snapshot.join(last, on="customer_id", how="left")
+        .with_columns(
+            (pl.col("_later_last").is_null() | (pl.col("_later_last") < cutoff)).cast(pl.Int8).alias("churned")
+        )
+        .drop("_later_last")
+    )

@@ -1,0 +1,161 @@
+"""Training set assembly, LightGBM training and evaluation metrics (framework-free)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from ml_assets.lib.features import FEATURE_COLUMNS
+
+if TYPE_CHECKING:
+    import lightgbm
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    train_dates: list[dt.date]
+    valid_dates: list[dt.date]
+
+
+def plan_snapshots(
+    available: list[dt.date],
+    horizon_days: int,
+    every_days: int,
+    max_snapshots: int,
+    valid_fraction: float,
+    min_history_days: int,
+) -> SplitPlan:
+    """Choose labelled snapshot days and split them by time.
+
+    A snapshot day ``S`` is usable when the feature partition ``S + horizon``
+    exists (its label has matured) and ``S`` has at least ``min_history_days`` of
+    partitions before it.  The newest snapshots form the validation split; train
+    snapshots stop ``horizon`` days before it so no train label window overlaps
+    a validation snapshot's features.
+    """
+    have = set(available)
+    if not have:
+        return SplitPlan([], [])
+    first = min(have)
+    last = max(have)
+    usable = sorted(
+        d for d in have if (d + dt.timedelta(days=horizon_days)) in have and (d - first).days >= min_history_days
+    )
+    # Anchor the weekly grid on the newest usable day so the freshest labels are used.
+    if not usable:
+        return SplitPlan([], [])
+    newest = usable[-1]
+    picked = [d for d in usable if (newest - d).days % every_days == 0][-max_snapshots:]
+    n_valid = max(1, int(round(len(picked) * valid_fraction)))
+    valid = picked[-n_valid:]
+    gap_end = valid[0] - dt.timedelta(days=horizon_days)
+    train = [d for d in picked[:-n_valid] if d <= gap_end]
+    del last
+    return SplitPlan(train, valid)
+
+
+@dataclass
+class TrainedModel:
+    model_text: str
+    best_iteration: int
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    valid_scores: np.ndarray = field(repr=False)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.model_text.encode()).hexdigest()
+
+
+def feature_matrix(frame: pl.DataFrame, columns: tuple[str, ...] = FEATURE_COLUMNS) -> np.ndarray:
+    """Model input matrix in the fixed feature order, float32 as ONNX expects."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise KeyError(f"feature columns missing from frame: {missing}")
+    return frame.select(columns).to_numpy().astype(np.float32, copy=False)
+
+
+def train_lgbm(train: pl.DataFrame, valid: pl.DataFrame, params: dict[str, Any], num_boost_round: int, early_stopping_rounds: int) -> TrainedModel:
+    import lightgbm as lgb
+
+    x_train, y_train = feature_matrix(train), train["churned"].to_numpy()
+    x_valid, y_valid = feature_matrix(valid), valid["churned"].to_numpy()
+    full_params = {"objective": "binary", "verbosity": -1, "deterministic": True, "seed": 17, "num_threads": 2, **params}
+    dtrain = lgb.Dataset(x_train, y_train, feature_name=list(FEATURE_COLUMNS), free_raw_data=True)
+    dvalid = lgb.Dataset(x_valid, y_valid, reference=dtrain)
+    booster: lightgbm.Booster = lgb.train(
+        full_params,
+        dtrain,
+        num_boost_round=num_boost_round,
+        valid_sets=[dvalid],
+        callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
+    )
+    # Save only the trees early stopping kept, so every consumer scores the same model.
+    text = float32_exact_thresholds(booster.model_to_string(num_iteration=booster.best_iteration))
+    scores = load_booster(text).predict(x_valid)
+    return TrainedModel(
+        model_text=text,
+        best_iteration=int(booster.best_iteration),
+        params=full_params,
+        metrics=classification_metrics(y_valid, scores),
+        valid_scores=np.asarray(scores),
+    )
+
+
+_THRESHOLD_LINE = re.compile(r"^threshold=(.*)$", re.MULTILINE)
+_TREE_SIZES_LINE = re.compile(r"^tree_sizes=.*\n", re.MULTILINE)
+
+
+def float32_exact_thresholds(model_text: str) -> str:
+    """Round every split threshold down to the nearest float32.
+
+    Model inputs are float32 (that is what ONNX serving receives).  For a
+    float32 ``x`` and a double threshold ``t``, ``x <= t`` holds exactly when
+    ``x <= floor32(t)``, so the rewritten model makes the same decision as the
+    original on every input it will ever see.  But ONNX's tree ensemble stores
+    thresholds as float32, rounding to *nearest*: where that rounds up past a
+    feature value, ONNX and LightGBM send the row down different branches.
+    With thresholds already float32-exact, the conversion is lossless and the
+    two agree to float rounding of the leaf sums.
+    """
+
+    def snap(match: re.Match[str]) -> str:
+        values = np.array(match.group(1).split(), dtype=np.float64)
+        down = values.astype(np.float32)
+        over = down.astype(np.float64) > values
+        down[over] = np.nextafter(down[over], np.float32(-np.inf))
+        return "threshold=" + " ".join(repr(float(v)) for v in down)
+
+    snapped = _THRESHOLD_LINE.sub(snap, model_text)
+    # tree_sizes holds each tree's byte length, now changed; without it
+    # LightGBM parses the trees sequentially.
+    return _TREE_SIZES_LINE.sub("", snapped)
+
+
+def load_booster(model_text: str) -> lightgbm.Booster:
+    import lightgbm as lgb
+
+    return lgb.Booster(model_str=model_text)
+
+
+def classification_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+    y_true = np.asarray(y_true)
+    if len(np.unique(y_true)) < 2:
+        raise ValueError("the holdout has a single class; metrics are undefined (more snapshots or customers are needed)")
+    clipped = np.clip(scores, 1e-7, 1 - 1e-7)
+    return {
+        "roc_auc": float(roc_auc_score(y_true, scores)),
+        "pr_auc": float(average_precision_score(y_true, scores)),
+        "log_loss": float(log_loss(y_true, clipped)),
+        "brier": float(brier_score_loss(y_true, scores)),
+        "positive_rate": float(np.mean(y_true)),
+        "rows": float(len(y_true)),
+    }

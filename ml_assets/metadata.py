@@ -1,0 +1,56 @@
+"""Helpers that turn data and plots into metadata the Dagster UI renders."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+import polars as pl
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def column_schema(frame: pl.DataFrame, descriptions: dict[str, str] | None = None) -> dg.TableSchema:
+    descriptions = descriptions or {}
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name, str(dtype), description=descriptions.get(name)) for name, dtype in frame.schema.items()]
+    )
+
+
+def frame_metadata(frame: pl.DataFrame, descriptions: dict[str, str] | None = None, preview_rows: int = 5) -> dict[str, Any]:
+    """Row count, column schema and a small preview, for any table output."""
+    preview = frame.head(preview_rows)
+    return {
+        "dagster/row_count": frame.height,
+        "dagster/column_schema": column_schema(frame, descriptions),
+        "preview": dg.MetadataValue.md(markdown_table(preview)),
+    }
+
+
+def markdown_table(frame: pl.DataFrame) -> str:
+    if frame.is_empty():
+        return "_no rows_"
+    header = "| " + " | ".join(frame.columns) + " |"
+    sep = "|" + "---|" * len(frame.columns)
+    rows = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.iter_rows()]
+    return "\n".join([header, sep, *rows])
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def figure_markdown(fig: Figure, alt: str) -> dg.MetadataValue:
+    """Embed a matplotlib figure as a PNG the UI shows inline."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode()
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")

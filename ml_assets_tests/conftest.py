@@ -1,0 +1,118 @@
+"""Shared fixtures: small generated data, temporary lakes, a once-per-session full pipeline run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from ml_assets.lib.datagen import GeneratorConfig, generate_transactions
+
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+PG_URL = os.environ.get("CHURN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+# The end-to-end scenario: a year of history, behaviour shift on E2E_DRIFT.
+E2E_START = dt.date(2024, 7, 1)
+E2E_END = dt.date(2025, 6, 30)
+E2E_DRIFT = dt.date(2025, 6, 1)
+E2E_TRAIN_UNTIL = dt.date(2025, 5, 17)
+E2E_QUIET_DAYS = (dt.date(2025, 5, 20), dt.date(2025, 5, 21))  # before the shift
+E2E_DRIFT_DAYS = (dt.date(2025, 6, 27), dt.date(2025, 6, 28))  # four weeks after it
+E2E_CUSTOMERS = 2500
+
+
+def resources_for(root: Path, warehouse_url: str, **warehouse: object) -> dict[str, object]:
+    from resources import ArtifactStore, Lake, LakeIOManager, SqlWarehouse
+
+    lake = Lake(root=str(root / "lake"))
+    return {
+        "warehouse": SqlWarehouse(url=warehouse_url, **warehouse),
+        "io_manager": LakeIOManager(lake=lake),
+        "lake": lake,
+        "artifacts": ArtifactStore(root=str(root / "artifacts")),
+    }
+
+
+@pytest.fixture
+def small_transactions() -> pl.DataFrame:
+    return generate_transactions(GeneratorConfig(start=dt.date(2025, 1, 1), end=dt.date(2025, 1, 31), customers=300, seed=3))
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A throw-away PostgreSQL schema in database `test`."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_URL)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+    except Exception as exc:  # pragma: no cover - CI and the dev machine have it
+        pytest.fail(f"PostgreSQL is required at {PG_URL}: {exc}")
+    name = f"churn_{uuid.uuid4().hex[:10]}"
+    with engine.begin() as conn:
+        conn.execute(sa.schema.CreateSchema(name))
+    try:
+        yield name
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.schema.DropSchema(name, cascade=True))
+        engine.dispose()
+
+
+@dataclass
+class PipelineRun:
+    root: Path
+    resources: dict[str, object]
+    instance: dg.DagsterInstance
+    transactions: pl.DataFrame
+    results: dict[str, dg.ExecuteInProcessResult]
+
+    def read(self, key: str, days: list[dt.date] | None = None) -> pl.DataFrame:
+        lake = self.resources["lake"]
+        if days is None:
+            return lake.read_single(dg.AssetKey(key))
+        return lake.read_partitions(dg.AssetKey(key), [d.isoformat() for d in days])
+
+    def metadata(self, key: str, partition: dt.date | None = None) -> dict[str, object]:
+        records = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition.isoformat()] if partition else None), limit=1
+        ).records
+        assert records, f"{key} {partition} was never materialized"
+        return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+def run_full_pipeline(root: Path, warehouse_url: str, instance: dg.DagsterInstance, **warehouse: object) -> PipelineRun:
+    from ml_assets.pipeline import INGEST_TO_FEATURES, SCORING, TRAINING, materialize_range, materialize_unpartitioned, training_run_config
+    from resources import SqlWarehouse
+
+    tx = generate_transactions(GeneratorConfig(start=E2E_START, end=E2E_END, customers=E2E_CUSTOMERS, seed=21, drift_date=E2E_DRIFT))
+    source = SqlWarehouse(url=warehouse_url, **warehouse)
+    source.create_table(replace=True)
+    source.append(tx)
+    res = resources_for(root, warehouse_url, **warehouse)
+    results = {
+        "ingest": materialize_range(INGEST_TO_FEATURES, E2E_START, E2E_END, instance, res),
+        "train": materialize_unpartitioned(TRAINING, instance, training_run_config(E2E_TRAIN_UNTIL), res),
+        "score_quiet": materialize_range(SCORING, *E2E_QUIET_DAYS, instance, res),
+        "score_drift": materialize_range(SCORING, *E2E_DRIFT_DAYS, instance, res),
+    }
+    for name, result in results.items():
+        assert result.success, f"stage {name} failed"
+    return PipelineRun(root, res, instance, tx, results)
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineRun]:
+    root = tmp_path_factory.mktemp("e2e")
+    with dg.instance_for_test() as instance:
+        yield run_full_pipeline(root, f"sqlite:///{root / 'warehouse.sqlite'}", instance)

@@ -1,0 +1,78 @@
+"""Every external system the pipeline touches, as typed Dagster resources.
+
+``build_resources`` is the one place that reads the environment and decides
+where things live; assets only see the resources.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from resources.artifacts import ArtifactIntegrityError, ArtifactRef, ArtifactStore
+from resources.lake import Lake, LakeIOManager, MissingPartitionError
+from resources.warehouse import SourceSchemaError, SqlWarehouse
+
+__all__ = [
+    "ArtifactIntegrityError",
+    "ArtifactRef",
+    "ArtifactStore",
+    "Lake",
+    "LakeIOManager",
+    "MissingPartitionError",
+    "SourceSchemaError",
+    "SqlWarehouse",
+    "build_resources",
+    "data_dir",
+    "default_warehouse_url",
+]
+
+
+def data_dir() -> Path:
+    """Where the embedded defaults live (git-ignored)."""
+    return Path(os.environ.get("CHURN_DATA_DIR", ".data")).resolve()
+
+
+def default_warehouse_url() -> str:
+    return f"sqlite:///{data_dir() / 'warehouse.sqlite'}"
+
+
+def _column_map() -> dict[str, str]:
+    raw = os.environ.get("CHURN_COLUMN_MAP", "").strip()
+    if not raw:
+        return {}
+    try:
+        mapping = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"CHURN_COLUMN_MAP is not valid JSON: {exc}") from exc
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+        raise ValueError('CHURN_COLUMN_MAP must be a JSON object of strings, e.g. {"ts": "created_at"}')
+    return mapping
+
+
+def build_warehouse() -> SqlWarehouse:
+    # The URL may carry a password: when it comes from the environment it goes
+    # through EnvVar, so it is resolved at run time and never shown in the UI.
+    url: str | dg.EnvVar = dg.EnvVar("CHURN_WAREHOUSE_URL") if os.environ.get("CHURN_WAREHOUSE_URL") else default_warehouse_url()
+    return SqlWarehouse(
+        url=url,
+        table=os.environ.get("CHURN_SOURCE_TABLE", "transactions"),
+        db_schema=os.environ.get("CHURN_SOURCE_SCHEMA") or None,
+        column_map=_column_map(),
+    )
+
+
+def build_resources() -> dict[str, object]:
+    base = data_dir()
+    lake = Lake(root=os.environ.get("CHURN_LAKE_ROOT", str(base / "lake")))
+    return {
+        "warehouse": build_warehouse(),
+        # The same lake is the default IO manager and a resource for assets
+        # that choose which partitions to read at run time (training_set).
+        "io_manager": LakeIOManager(lake=lake),
+        "lake": lake,
+        "artifacts": ArtifactStore(root=os.environ.get("CHURN_ARTIFACT_ROOT", str(base / "artifacts"))),
+    }

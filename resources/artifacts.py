@@ -1,0 +1,73 @@
+"""Model artifacts and reports, content-checked on every read.
+
+Artifacts are written once under a name that includes their sha256 and are
+verified against it before anyone loads them, so a truncated or tampered file
+is refused instead of deserialized.  No pickle anywhere: models are stored in
+their own formats (LightGBM text, ONNX protobuf), reports as HTML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+
+import dagster as dg
+from pydantic import Field
+from upath import UPath
+
+
+class ArtifactIntegrityError(RuntimeError):
+    """A stored artifact does not match its recorded checksum."""
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    uri: str
+    sha256: str
+    size_bytes: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {"uri": self.uri, "sha256": self.sha256, "size_bytes": self.size_bytes}
+
+
+class ArtifactStore(dg.ConfigurableResource):
+    """Content-addressed storage for models, ONNX files and reports."""
+
+    root: str = Field(description="Artifact root: a local folder or an fsspec URL such as s3://bucket/artifacts.")
+
+    def put(self, namespace: str, data: bytes, suffix: str) -> ArtifactRef:
+        """Store ``data`` as ``<root>/<namespace>/<sha256><suffix>`` (idempotent)."""
+        digest = hashlib.sha256(data).hexdigest()
+        path = UPath(self.root) / namespace / f"{digest}{suffix}"
+        if not (path.exists() and _sha256(path.read_bytes()) == digest):
+            _atomic_write(path, data)
+        return ArtifactRef(str(path), digest, len(data))
+
+    def put_named(self, namespace: str, name: str, data: bytes) -> ArtifactRef:
+        """Store under a readable name (reports); replaced when written again."""
+        path = UPath(self.root) / namespace / name
+        _atomic_write(path, data)
+        return ArtifactRef(str(path), hashlib.sha256(data).hexdigest(), len(data))
+
+    def get(self, uri: str, sha256: str) -> bytes:
+        """Read an artifact and verify it before returning a byte of it."""
+        try:
+            data = UPath(uri).read_bytes()
+        except FileNotFoundError as exc:
+            raise ArtifactIntegrityError(f"artifact {uri} is missing") from exc
+        actual = _sha256(data)
+        if actual != sha256:
+            raise ArtifactIntegrityError(f"artifact {uri} has sha256 {actual}, expected {sha256}; refusing to load it")
+        return data
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _atomic_write(path: UPath, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_bytes(data)
+    tmp.rename(path)
