@@ -1,0 +1,65 @@
+"""The paths a user takes from a shell: the generator CLI and `dagster asset materialize`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    return {**os.environ, "DAGSTER_HOME": str(home), "CHURN_DATA_DIR": str(tmp_path / "data"), "PYTHONWARNINGS": "ignore"}
+
+
+def test_generate_then_dagster_asset_materialize(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    env = _env(tmp_path)
+    gen = subprocess.run(
+        [str(BIN / "churn"), "generate", "--start", "2024-07-01", "--end", "2024-07-10", "--customers", "300", "--replace"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert gen.returncode == 0, gen.stderr
+    assert "generated" in gen.stdout
+
+    run = subprocess.run(
+        [
+            str(BIN / "dagster"), "asset", "materialize", "-m", "ml_assets.definitions",
+            "--select", "raw_transactions,validated_transactions,quarantined_transactions",
+            "--partition-range", "2024-07-02...2024-07-04",
+        ],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    lake = tmp_path / "data" / "lake"
+    for day in ("2024-07-02", "2024-07-03", "2024-07-04"):
+        raw = pl.read_parquet(lake / "raw_transactions" / f"{day}.parquet")
+        valid = pl.read_parquet(lake / "validated_transactions" / f"{day}.parquet")
+        quarantined = pl.read_parquet(lake / "quarantined_transactions" / f"{day}.parquet")
+        assert raw.height == valid.height + quarantined.height > 0
+        assert (raw["ts"].dt.date().cast(pl.String) == day).all()
+    assert not (lake / "raw_transactions" / "2024-07-05.parquet").exists()
+
+    # The run is recorded in the instance the UI reads (dagster.yaml's storage, relative to the working directory).
+    monkeypatch.chdir(tmp_path)
+    instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+    try:
+        assert instance.get_materialized_partitions(dg.AssetKey("validated_transactions")) == {"2024-07-02", "2024-07-03", "2024-07-04"}
+    finally:
+        instance.dispose()
+
+
+def test_generate_rejects_a_bad_date(tmp_path: Path) -> None:
+    res = subprocess.run([str(BIN / "churn"), "generate", "--start", "yesterday"], env=_env(tmp_path), capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "YYYY-MM-DD" in res.stderr

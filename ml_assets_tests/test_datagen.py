@@ -1,0 +1,77 @@
+"""The generator: seeded, realistic, sized on demand, drifting only where told."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from ml_assets.lib.datagen import CATEGORIES, CHANNELS, GeneratorConfig, customers_for_transactions, generate_transactions
+
+START, END = dt.date(2025, 1, 1), dt.date(2025, 4, 30)
+
+
+def test_same_seed_same_data_other_seed_other_data() -> None:
+    cfg = GeneratorConfig(start=START, end=END, customers=400, seed=5)
+    a, b = generate_transactions(cfg), generate_transactions(cfg)
+    assert a.equals(b)
+    c = generate_transactions(GeneratorConfig(start=START, end=END, customers=400, seed=6))
+    assert not a.equals(c)
+
+
+def test_rows_follow_the_raw_schema_and_stay_in_range() -> None:
+    from ml_assets.schema import RAW_SCHEMA
+
+    tx = generate_transactions(GeneratorConfig(start=START, end=END, customers=500))
+    assert dict(tx.schema) == RAW_SCHEMA
+    assert tx["transaction_id"].is_unique().all()
+    assert tx["ts"].min() >= dt.datetime(2025, 1, 1) and tx["ts"].max() < dt.datetime(2025, 5, 1)
+    assert (tx["amount"] > 0).all() and (tx["quantity"] >= 1).all()
+    assert set(tx["channel"]) <= set(CHANNELS) and set(tx["category"]) <= set(CATEGORIES)
+    assert tx["customer_id"].str.contains(r"^C\d{8}$").all()
+
+
+def test_size_is_configurable_by_transactions() -> None:
+    days = (END - START).days + 1
+    target = 60_000
+    tx = generate_transactions(GeneratorConfig(start=START, end=END, customers=customers_for_transactions(target, days)))
+    assert 0.6 * target < tx.height < 1.5 * target
+
+
+def test_weekends_are_busier_than_weekdays() -> None:
+    tx = generate_transactions(GeneratorConfig(start=START, end=END, customers=2000))
+    per_day = tx.group_by(pl.col("ts").dt.date().alias("day")).len().with_columns(pl.col("day").dt.weekday().alias("wd"))
+    weekend = per_day.filter(pl.col("wd") >= 6)["len"].mean()
+    weekday = per_day.filter(pl.col("wd") <= 4)["len"].mean()
+    assert weekend > 1.15 * weekday
+
+
+def test_behaviour_shifts_at_the_drift_date_only() -> None:
+    drift = dt.date(2025, 3, 15)
+    tx = generate_transactions(GeneratorConfig(start=START, end=END, customers=2000, drift_date=drift))
+    cut = dt.datetime.combine(drift, dt.time())
+    before = tx.filter(pl.col("ts") < cut)
+    early, late = before.filter(pl.col("ts") < dt.datetime(2025, 2, 7)), before.filter(pl.col("ts") >= dt.datetime(2025, 2, 7))
+    after = tx.filter(pl.col("ts") >= cut)
+    # Stationary before the shift...
+    assert abs(early["amount"].median() / late["amount"].median() - 1) < 0.05
+    # ...and clearly different after it: larger baskets, more mobile.
+    assert after["amount"].median() > 1.4 * before["amount"].median()
+    assert (after["channel"] == "mobile").mean() > (before["channel"] == "mobile").mean() + 0.2
+
+
+def test_customers_about_to_churn_slow_down() -> None:
+    # Customers who stopped buying well before the end (they churned) bought
+    # less in their final month than in the two months before it.
+    tx = generate_transactions(GeneratorConfig(start=START, end=END, customers=3000))
+    last = tx.group_by("customer_id").agg(pl.col("ts").max().alias("last"), pl.col("ts").min().alias("first"))
+    churned = last.filter(
+        pl.col("last").is_between(dt.datetime(2025, 3, 15), dt.datetime(2025, 3, 31)) & (pl.col("first") < dt.datetime(2025, 1, 5))
+    )
+    joined = tx.join(churned, on="customer_id")
+    days_before_end = (pl.col("last") - pl.col("ts")).dt.total_days()
+    # The last purchase itself is excluded: it is in the final month by construction.
+    final = joined.filter((days_before_end < 30) & (days_before_end > 0))["amount"].sum()
+    previous = joined.filter((days_before_end >= 30) & (days_before_end < 90))["amount"].sum() / 2
+    assert churned.height > 30
+    assert final < 0.8 * previous

@@ -1,0 +1,98 @@
+"""Feature math on hand-built data, leakage, and labels."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from ml_assets.lib.features import FEATURE_COLUMNS, churn_labels, snapshot_features, snapshots_features
+
+D = dt.date(2025, 3, 31)
+
+
+def _tx(rows: list[tuple[str, dt.datetime, float]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "customer_id": [r[0] for r in rows],
+            "ts": [r[1] for r in rows],
+            "amount": [r[2] for r in rows],
+            "quantity": [1] * len(rows),
+            "channel": ["mobile", "web", "store"] * (len(rows) // 3) + ["web"] * (len(rows) % 3),
+            "category": ["grocery"] * len(rows),
+        },
+        schema_overrides={"ts": pl.Datetime("us")},
+    )
+
+
+def test_windows_are_measured_back_from_the_end_of_the_day() -> None:
+    tx = _tx(
+        [
+            ("C1", dt.datetime(2025, 3, 31, 23, 0), 10.0),  # same day: counts
+            ("C1", dt.datetime(2025, 3, 25, 12, 0), 20.0),  # 7d window
+            ("C1", dt.datetime(2025, 3, 10, 12, 0), 30.0),  # 30d window
+            ("C1", dt.datetime(2025, 1, 15, 12, 0), 40.0),  # 90d window
+            ("C2", dt.datetime(2024, 12, 1, 12, 0), 50.0),  # 120 days back: lookback only
+        ]
+    )
+    f = snapshot_features(tx, D).sort("customer_id")
+    c1 = f.row(0, named=True)
+    assert c1["tx_count_7d"] == 2 and c1["tx_count_30d"] == 3 and c1["tx_count_90d"] == 4
+    assert c1["spend_7d"] == 30 and c1["spend_30d"] == 60 and c1["spend_90d"] == 100
+    assert c1["recency_days"] == pytest.approx(1 / 24)
+    assert c1["avg_basket"] == 25
+    c2 = f.row(1, named=True)
+    assert c2["tx_count_90d"] == 0 and c2["spend_lookback"] == 50
+    assert set(FEATURE_COLUMNS) <= set(f.columns)
+    assert not f.select(FEATURE_COLUMNS).to_numpy().__contains__(float("nan"))
+
+
+def test_a_future_transaction_does_not_change_the_snapshot(small_transactions: pl.DataFrame) -> None:
+    day = dt.date(2025, 1, 20)
+    before = snapshot_features(small_transactions, day)
+    customer = before["customer_id"][0]
+    # Planted one microsecond after the cutoff, huge, for a customer who exists.
+    planted = pl.DataFrame(
+        {
+            "transaction_id": [10**9],
+            "customer_id": [customer],
+            "ts": [dt.datetime(2025, 1, 21, 0, 0, 0, 1)],
+            "amount": [99_999.0],
+            "quantity": [50],
+            "channel": ["web"],
+            "category": ["electronics"],
+            "payment_method": ["card"],
+        },
+        schema=small_transactions.schema,
+    )
+    after = snapshot_features(pl.concat([small_transactions, planted]), day)
+    assert after.equals(before)
+    # The same transaction planted just before the cutoff does change it: the test can fail.
+    inside = planted.with_columns(pl.lit(dt.datetime(2025, 1, 20, 23, 59)).cast(pl.Datetime("us")).alias("ts"))
+    changed = snapshot_features(pl.concat([small_transactions, inside]), day)
+    assert not changed.equals(before)
+    assert changed.filter(pl.col("customer_id") == customer)["max_amount"].item() == 99_999.0
+
+
+def test_many_snapshots_equal_single_snapshots(small_transactions: pl.DataFrame) -> None:
+    days = [dt.date(2025, 1, 10), dt.date(2025, 1, 25)]
+    many = snapshots_features(small_transactions, days)
+    for day in days:
+        assert many.filter(pl.col("snapshot_date") == day).equals(snapshot_features(small_transactions, day))
+
+
+def test_churn_label_is_no_purchase_within_the_horizon() -> None:
+    tx = _tx(
+        [
+            ("BUYS_AGAIN", dt.datetime(2025, 3, 1), 10.0),
+            ("BUYS_AGAIN", dt.datetime(2025, 4, 20), 10.0),
+            ("GONE", dt.datetime(2025, 3, 2), 10.0),
+            ("LATE", dt.datetime(2025, 3, 3), 10.0),
+            ("LATE", dt.datetime(2025, 5, 2), 10.0),  # after the 30-day horizon
+        ]
+    )
+    snap = snapshot_features(tx, D)
+    later = snapshot_features(tx, D + dt.timedelta(days=30))
+    labels = dict(churn_labels(snap, later, D).select("customer_id", "churned").iter_rows())
+    assert labels == {"BUYS_AGAIN": 0, "GONE": 1, "LATE": 1}
