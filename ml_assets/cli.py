@@ -66,12 +66,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cmd_generate(gen)
     instance = dg.DagsterInstance.get()
     stages = [
-        ("2/4 ingest, validate, features", lambda: materialize_range(INGEST_TO_FEATURES, DEMO_START, DEMO_END, instance)),
+        ("2/4 ingest, validate, features", lambda: materialize_range(INGEST_TO_FEATURES, DEMO_START, DEMO_END, instance, log_level=args.log_level)),
         (
             "3/4 training set, LightGBM, ONNX",
-            lambda: materialize_unpartitioned(TRAINING, instance, training_run_config(DEMO_SCORE_FROM - dt.timedelta(days=1))),
+            lambda: materialize_unpartitioned(
+                TRAINING, instance, training_run_config(DEMO_SCORE_FROM - dt.timedelta(days=1)), log_level=args.log_level
+            ),
         ),
-        ("4/4 batch predictions and drift reports", lambda: materialize_range(SCORING, DEMO_SCORE_FROM, DEMO_END, instance)),
+        ("4/4 batch predictions and drift reports", lambda: materialize_range(SCORING, DEMO_SCORE_FROM, DEMO_END, instance, log_level=args.log_level)),
     ]
     results = {}
     for title, run in stages:
@@ -161,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = sub.add_parser("demo", help="seed the embedded warehouse and materialize the whole graph")
     demo.add_argument("--customers", type=int, default=int(os.environ.get("CHURN_DEMO_CUSTOMERS", "5000")))
+    demo.add_argument("--log-level", default="ERROR", help="console log level of the runs (the instance keeps every event)")
     demo.set_defaults(func=cmd_demo)
 
     args = parser.parse_args(argv)

@@ -24,6 +24,7 @@ def materialize_range(
     end: dt.date,
     instance: dg.DagsterInstance,
     resources: Mapping[str, Any] | None = None,
+    log_level: str = "DEBUG",
 ) -> dg.ExecuteInProcessResult:
     """Materialize daily assets for the inclusive day range in one run."""
     from ml_assets.definitions import ALL_ASSETS
@@ -35,6 +36,7 @@ def materialize_range(
         instance=instance,
         resources=resources or build_resources(),
         tags={ASSET_PARTITION_RANGE_START_TAG: start.isoformat(), ASSET_PARTITION_RANGE_END_TAG: end.isoformat()},
+        run_config=_console(log_level),
     )
 
 
@@ -43,13 +45,23 @@ def materialize_unpartitioned(
     instance: dg.DagsterInstance,
     run_config: Mapping[str, Any] | None = None,
     resources: Mapping[str, Any] | None = None,
+    log_level: str = "DEBUG",
 ) -> dg.ExecuteInProcessResult:
     from ml_assets.definitions import ALL_ASSETS
     from resources import build_resources
 
     return dg.materialize(
-        ALL_ASSETS, selection=list(keys), instance=instance, resources=resources or build_resources(), run_config=dict(run_config or {})
+        ALL_ASSETS,
+        selection=list(keys),
+        instance=instance,
+        resources=resources or build_resources(),
+        run_config={**dict(run_config or {}), **_console(log_level)},
     )
+
+
+def _console(log_level: str) -> dict[str, Any]:
+    # Only the console: the instance's event log keeps every event whatever this says.
+    return {"loggers": {"console": {"config": {"log_level": log_level}}}}
 
 
 def training_run_config(latest_snapshot: dt.date | None = None, **lgbm: Any) -> dict[str, Any]:

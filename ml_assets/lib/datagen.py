@@ -62,7 +62,7 @@ def customers_for_transactions(transactions: int, days: int, mean_daily_rate: fl
     customer is active for roughly half of a long range; the factor below was
     calibrated on the generator itself (see the datagen tests).
     """
-    per_customer = mean_daily_rate * min(days, 365) * 0.62
+    per_customer = mean_daily_rate * min(days, 365) * 0.555
     return max(50, int(transactions / per_customer))
 
 

@@ -33,7 +33,14 @@ def lgbm_to_onnx(model_text: str, n_features: int) -> bytes:
     model = convert_lightgbm(
         booster, initial_types=[(ONNX_INPUT_NAME, FloatTensorType([None, n_features]))], zipmap=False, target_opset=15
     )
-    onnx.checker.check_model(model)
+    # The converter declares the label output with a fixed batch size of 1;
+    # onnxruntime then warns on every batch. Declare it as a batch dimension.
+    for output in model.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        if dims:
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "N"
+    onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()
 
 
