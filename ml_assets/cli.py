@@ -32,8 +32,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from ml_assets.lib.datagen import GeneratorConfig, customers_for_transactions, generate_transactions
     from resources import build_warehouse
 
-    days = (args.end - args.start).days + 1
-    customers = args.customers or customers_for_transactions(args.transactions, days)
+    customers = args.customers or customers_for_transactions(args.transactions, args.start, args.end, args.drift_date)
     cfg = GeneratorConfig(start=args.start, end=args.end, customers=customers, seed=args.seed, drift_date=args.drift_date)
     t0 = time.perf_counter()
     frame = generate_transactions(cfg)

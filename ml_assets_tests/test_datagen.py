@@ -32,10 +32,10 @@ def test_rows_follow_the_raw_schema_and_stay_in_range() -> None:
 
 
 def test_size_is_configurable_by_transactions() -> None:
-    days = (END - START).days + 1
-    target = 60_000
-    tx = generate_transactions(GeneratorConfig(start=START, end=END, customers=customers_for_transactions(target, days)))
-    assert 0.6 * target < tx.height < 1.5 * target
+    for target, end in ((60_000, END), (300_000, dt.date(2025, 12, 31))):
+        customers = customers_for_transactions(target, START, end)
+        tx = generate_transactions(GeneratorConfig(start=START, end=end, customers=customers))
+        assert 0.9 * target < tx.height < 1.1 * target
 
 
 def test_weekends_are_busier_than_weekdays() -> None:

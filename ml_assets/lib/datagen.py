@@ -26,6 +26,8 @@ import polars as pl
 CHANNELS = ("web", "mobile", "store")
 CATEGORIES = ("grocery", "electronics", "apparel", "home", "beauty", "sports")
 PAYMENT_METHODS = ("card", "wallet", "cash")
+CHANNEL_POPULARITY = np.array([0.45, 0.30, 0.25])
+CATEGORY_POPULARITY = np.array([0.30, 0.12, 0.18, 0.15, 0.12, 0.13])
 
 # Relative purchase intensity by weekday (Mon..Sun): weekend peak.
 WEEKDAY_INTENSITY = np.array([0.90, 0.85, 0.90, 0.95, 1.10, 1.35, 1.25])
@@ -55,15 +57,15 @@ class GeneratorConfig:
         return (self.end - self.start).days + 1
 
 
-def customers_for_transactions(transactions: int, days: int, mean_daily_rate: float = 0.12) -> int:
-    """Roughly how many visible customers give ``transactions`` rows over ``days``.
+def customers_for_transactions(transactions: int, start: dt.date, end: dt.date, drift_date: dt.date | None = None) -> int:
+    """How many visible customers give about ``transactions`` rows over the range.
 
-    About 40% of the simulated population is active on a given day and a visible
-    customer is active for roughly half of a long range; the factor below was
-    calibrated on the generator itself (see the datagen tests).
+    Rows per customer depend on the range (short ranges see little of each
+    lifetime), so a small pilot population is simulated and scaled linearly.
     """
-    per_customer = mean_daily_rate * min(days, 365) * 0.555
-    return max(50, int(transactions / per_customer))
+    pilot = 2_000
+    rows = generate_transactions(GeneratorConfig(start=start, end=end, customers=pilot, seed=0, drift_date=drift_date)).height
+    return max(50, round(transactions * pilot / max(rows, 1)))
 
 
 def generate_transactions(cfg: GeneratorConfig) -> pl.DataFrame:
@@ -87,8 +89,10 @@ def generate_transactions(cfg: GeneratorConfig) -> pl.DataFrame:
     rate = cfg.mean_daily_rate * np.exp(rng.normal(0.0, 0.55, n) - 0.25 * (np.log(hazard) - np.log(1 / mean_lifetime)))
     rate = np.clip(rate, 0.005, 2.0)
     basket = np.exp(rng.normal(np.log(35.0), 0.5, n))
-    channel_pref = rng.dirichlet([2.0, 1.5, 1.5], n)
-    category_pref = rng.dirichlet([0.6] * len(CATEGORIES), n)
+    # Habits: each customer has a preferred channel and a favourite category
+    # that most (not all) of their purchases follow.
+    favourite_channel = rng.choice(len(CHANNELS), size=n, p=CHANNEL_POPULARITY).astype(np.int8)
+    favourite_category = rng.choice(len(CATEGORIES), size=n, p=CATEGORY_POPULARITY).astype(np.int8)
 
     lo = np.maximum(arrival, 0.0)
     hi = np.minimum(churn_at, horizon)
@@ -126,12 +130,10 @@ def generate_transactions(cfg: GeneratorConfig) -> pl.DataFrame:
     amount = np.maximum(amount, 0.5)
     quantity = 1 + rng.poisson(np.clip(amount / 40.0, 0.2, 6.0))
 
-    prefs = channel_pref[owner]
-    shift = np.where(after, cfg.drift_mobile_shift, 0.0)
-    prefs = prefs * (1.0 - shift[:, None])
-    prefs[:, 1] += shift
-    channel = _categorical(rng, prefs)
-    category = _categorical(rng, category_pref[owner])
+    channel = _habit(rng, favourite_channel[owner], CHANNEL_POPULARITY, loyalty=0.7)
+    # After the shift a share of every customer's purchases moves to mobile.
+    channel[after & (rng.uniform(size=m) < cfg.drift_mobile_shift)] = CHANNELS.index("mobile")
+    category = _habit(rng, favourite_category[owner], CATEGORY_POPULARITY, loyalty=0.6)
     # Cash only in stores; wallets mostly on mobile.
     pay_u = rng.uniform(size=m)
     payment = np.where(
@@ -165,8 +167,7 @@ def generate_transactions(cfg: GeneratorConfig) -> pl.DataFrame:
     )
 
 
-def _categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
-    """One draw per row from row-wise probabilities (vectorized inverse CDF)."""
-    cum = np.cumsum(probs, axis=1)
-    u = rng.uniform(size=(probs.shape[0], 1)) * cum[:, -1:]
-    return np.minimum((u > cum).sum(axis=1), probs.shape[1] - 1)
+def _habit(rng: np.random.Generator, favourite: np.ndarray, popularity: np.ndarray, loyalty: float) -> np.ndarray:
+    """The customer's favourite with probability ``loyalty``, else a draw by popularity."""
+    other = rng.choice(len(popularity), size=favourite.size, p=popularity).astype(np.int8)
+    return np.where(rng.uniform(size=favourite.size) < loyalty, favourite, other)
