@@ -22,7 +22,7 @@ EXPECTED_DEPS = {
     "batch_predictions": {"customer_features", "lgbm_onnx"},
     "drift_report": {"customer_features", "batch_predictions", "training_set", "lgbm_onnx"},
 }
-HEAVY = ("torch", "lightgbm", "feast", "great_expectations", "evidently", "onnx", "onnxruntime", "sklearn", "matplotlib")
+HEAVY = ("torch", "lightgbm", "feast", "great_expectations", "evidently", "onnx", "onnxruntime", "sklearn", "matplotlib", "pandas")
 
 
 def test_graph_has_the_documented_assets_and_lineage() -> None:

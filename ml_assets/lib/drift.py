@@ -10,9 +10,12 @@ would switch to a K-S p-value below 1,000 rows, whose power grows with n.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DRIFT_METHOD = "wasserstein"
 
