@@ -1,7 +1,7 @@
 """Command line: generate source data, and run the whole pipeline as a demo.
 
-    churn generate --start 2024-07-01 --end 2025-06-30 --customers 5000 --drift-date 2025-06-01
-    churn demo
+churn generate --start 2024-07-01 --end 2025-06-30 --customers 5000 --drift-date 2025-06-01
+churn demo
 """
 
 from __future__ import annotations
@@ -65,14 +65,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cmd_generate(gen)
     instance = dg.DagsterInstance.get()
     stages = [
-        ("2/4 ingest, validate, features", lambda: materialize_range(INGEST_TO_FEATURES, DEMO_START, DEMO_END, instance, log_level=args.log_level)),
+        (
+            "2/4 ingest, validate, features",
+            lambda: materialize_range(INGEST_TO_FEATURES, DEMO_START, DEMO_END, instance, log_level=args.log_level),
+        ),
         (
             "3/4 training set, LightGBM, ONNX",
             lambda: materialize_unpartitioned(
                 TRAINING, instance, training_run_config(DEMO_SCORE_FROM - dt.timedelta(days=1)), log_level=args.log_level
             ),
         ),
-        ("4/4 batch predictions and drift reports", lambda: materialize_range(SCORING, DEMO_SCORE_FROM, DEMO_END, instance, log_level=args.log_level)),
+        (
+            "4/4 batch predictions and drift reports",
+            lambda: materialize_range(SCORING, DEMO_SCORE_FROM, DEMO_END, instance, log_level=args.log_level),
+        ),
     ]
     results = {}
     for title, run in stages:
@@ -112,15 +118,21 @@ def summarize(instance, data_root) -> str:  # noqa: ANN001
     feats = latest("customer_features", DEMO_END.isoformat())
     lines.append(f"{'customer_features':28s} {int(feats['dagster/row_count'].value):>10,} active customers on {DEMO_END}")
     ts = latest("training_set")
-    lines.append(f"{'training_set':28s} {int(ts['dagster/row_count'].value):>10,} labelled snapshots, churn rate {ts['churn_rate'].value:.1%}")
+    lines.append(
+        f"{'training_set':28s} {int(ts['dagster/row_count'].value):>10,} labelled snapshots, churn rate {ts['churn_rate'].value:.1%}"
+    )
     model = latest("lgbm_model")
     lines.append(
         f"{'lgbm_model':28s} ROC-AUC {model['roc_auc'].value:.3f}  PR-AUC {model['pr_auc'].value:.3f}  "
         f"log loss {model['log_loss'].value:.3f}  ({model['model_version'].value})"
     )
     onnx = latest("lgbm_onnx")
-    lines.append(f"{'lgbm_onnx':28s} max |onnx - native| = {onnx['parity_max_abs_diff'].value:.2e} on {int(onnx['parity_rows'].value):,} rows")
-    lines.append(f"{'batch_predictions':28s} {total_rows('batch_predictions', DEMO_SCORE_FROM, DEMO_END):>10,} scores ({DEMO_SCORE_FROM}..{DEMO_END})")
+    lines.append(
+        f"{'lgbm_onnx':28s} max |onnx - native| = {onnx['parity_max_abs_diff'].value:.2e} on {int(onnx['parity_rows'].value):,} rows"
+    )
+    lines.append(
+        f"{'batch_predictions':28s} {total_rows('batch_predictions', DEMO_SCORE_FROM, DEMO_END):>10,} scores ({DEMO_SCORE_FROM}..{DEMO_END})"
+    )
     drift_days = []
     day = DEMO_SCORE_FROM
     while day <= DEMO_END:

@@ -1,6 +1,5 @@
 """Export: the trained model as a verified ONNX artifact for serving."""
 
-
 from typing import Any
 
 import dagster as dg
@@ -21,7 +20,11 @@ class OnnxExportConfig(dg.Config):
 
 @dg.asset(group_name="export", kinds={"onnx"}, owners=["team:ml-platform"])
 def lgbm_onnx(
-    context: dg.AssetExecutionContext, config: OnnxExportConfig, lgbm_model: dict[str, Any], training_set: pl.DataFrame, artifacts: ArtifactStore
+    context: dg.AssetExecutionContext,
+    config: OnnxExportConfig,
+    lgbm_model: dict[str, Any],
+    training_set: pl.DataFrame,
+    artifacts: ArtifactStore,
 ) -> dict[str, Any]:
     """The LightGBM churn model converted to ONNX, the format batch scoring and serving load.
 

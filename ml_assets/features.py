@@ -1,10 +1,9 @@
 """Features: point-in-time customer snapshots, one row per active customer per day."""
 
-
 import dagster as dg
 import polars as pl
 
-from ml_assets.lib.features import FEATURE_COLUMNS, LOOKBACK_DAYS, snapshots_features
+from ml_assets.lib.features import LOOKBACK_DAYS, snapshots_features
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
 
@@ -74,7 +73,9 @@ def customer_features(context: dg.AssetExecutionContext, validated_transactions:
     by_day = {k[0]: g for k, g in frame.partition_by("snapshot_date", as_dict=True).items()}
     for day in days:
         part = by_day.get(day, frame.clear())
-        means = {c: round(float(part[c].mean()), 4) for c in ("recency_days", "tx_count_30d", "spend_30d", "avg_basket")} if part.height else {}
+        means = (
+            {c: round(float(part[c].mean()), 4) for c in ("recency_days", "tx_count_30d", "spend_30d", "avg_basket")} if part.height else {}
+        )
         context.add_asset_metadata(
             {
                 **frame_metadata(part, FEATURE_DESCRIPTIONS),

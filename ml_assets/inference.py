@@ -1,6 +1,5 @@
 """Inference: daily churn scores for every active customer."""
 
-
 from typing import Any
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """Ingestion: one day of raw transactions from the SQL source into the lake."""
 
-
 import dagster as dg
 import polars as pl
 

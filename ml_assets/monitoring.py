@@ -1,6 +1,5 @@
 """Monitoring: daily data and prediction drift against the training reference."""
 
-
 from typing import Any
 
 import dagster as dg
@@ -9,7 +8,6 @@ from pydantic import Field
 
 from ml_assets.lib.drift import compute_drift, sample_rows
 from ml_assets.lib.export import onnx_churn_probability, onnx_session
-from ml_assets.lib.training import feature_matrix
 from ml_assets.partitions import daily_partitions, partition_days
 from resources import ArtifactStore
 
@@ -54,7 +52,9 @@ def drift_report(
     ref_frame["prediction"] = onnx_churn_probability(session, ref_frame[features].to_numpy())
     columns = [*features, "prediction"]
 
-    scored = customer_features.join(batch_predictions.select("customer_id", "snapshot_date", "churn_probability"), on=["customer_id", "snapshot_date"], how="inner")
+    scored = customer_features.join(
+        batch_predictions.select("customer_id", "snapshot_date", "churn_probability"), on=["customer_id", "snapshot_date"], how="inner"
+    )
     if scored.height != customer_features.height:
         raise dg.Failure(
             f"drift_report: {customer_features.height - scored.height} customers have features but no prediction; "
@@ -93,7 +93,9 @@ def drift_report(
             partition_key=key,
         )
         if result.dataset_drift:
-            context.log.warning(f"drift_report {key}: dataset drift, {len(result.drifted_columns)} columns drifted: {result.drifted_columns}")
+            context.log.warning(
+                f"drift_report {key}: dataset drift, {len(result.drifted_columns)} columns drifted: {result.drifted_columns}"
+            )
     return pl.DataFrame(
         rows, schema={"snapshot_date": pl.Date, "column": pl.String, "drift_score": pl.Float64, "drifted": pl.Boolean}, orient="row"
     )

@@ -24,4 +24,4 @@ def partition_days(context: dg.AssetExecutionContext) -> list[dt.date]:
 
 def naive_utc(moment: dt.datetime) -> dt.datetime:
     """Partition bounds are tz-aware UTC; the warehouse stores naive UTC."""
-    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return moment.astimezone(dt.UTC).replace(tzinfo=None)

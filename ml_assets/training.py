@@ -1,6 +1,5 @@
 """Training: labelled snapshots and the LightGBM churn model."""
 
-
 import datetime as dt
 from typing import Any
 
@@ -22,7 +21,9 @@ class TrainingSetConfig(dg.Config):
     max_snapshots: int = Field(default=26, description="Newest labelled snapshots to use (train + validation).")
     valid_fraction: float = Field(default=0.25, description="Share of the newest snapshots held out for validation.")
     min_history_days: int = Field(default=180, description="Skip snapshots with fewer days of history before them (windows not yet full).")
-    latest_snapshot: str | None = Field(default=None, description="Ignore feature partitions after this day (YYYY-MM-DD); default: all materialized.")
+    latest_snapshot: str | None = Field(
+        default=None, description="Ignore feature partitions after this day (YYYY-MM-DD); default: all materialized."
+    )
 
 
 class LgbmConfig(dg.Config):
@@ -65,7 +66,10 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
             f"customer_features partitions materialized: {len(available)} ({span}). A snapshot needs {config.min_history_days} days "
             f"of history before it and its partition + {config.horizon_days} days materialized; materialize more customer_features days."
         )
-    needed = sorted({*plan.train_dates, *plan.valid_dates} | {d + dt.timedelta(days=config.horizon_days) for d in [*plan.train_dates, *plan.valid_dates]})
+    needed = sorted(
+        {*plan.train_dates, *plan.valid_dates}
+        | {d + dt.timedelta(days=config.horizon_days) for d in [*plan.train_dates, *plan.valid_dates]}
+    )
     frames = lake.read_partitions(CUSTOMER_FEATURES, [d.isoformat() for d in needed], needed_by=" (needed by training_set)")
     by_day = {k[0]: g for k, g in frames.partition_by("snapshot_date", as_dict=True).items()}
     empty = frames.clear()
@@ -95,7 +99,9 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
     owners=["team:data-science"],
     tags={"ml/compute": "cpu"},
 )
-def lgbm_model(context: dg.AssetExecutionContext, config: LgbmConfig, training_set: pl.DataFrame, artifacts: ArtifactStore) -> dict[str, Any]:
+def lgbm_model(
+    context: dg.AssetExecutionContext, config: LgbmConfig, training_set: pl.DataFrame, artifacts: ArtifactStore
+) -> dict[str, Any]:
     """The gradient-boosted churn classifier (LightGBM), trained on the train split with early stopping on
     the validation split.
 
@@ -144,7 +150,7 @@ def lgbm_model(context: dg.AssetExecutionContext, config: LgbmConfig, training_s
         "metrics": metrics,
         "best_iteration": model.best_iteration,
         "params": model.params,
-        "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "trained_at": dt.datetime.now(dt.UTC).isoformat(),
     }
 
 
@@ -153,7 +159,7 @@ def _importance(model_text: str) -> dict[str, float]:
 
     booster = load_booster(model_text)
     gains = booster.feature_importance(importance_type="gain")
-    return dict(sorted(zip(booster.feature_name(), map(float, gains)), key=lambda kv: -kv[1]))
+    return dict(sorted(zip(booster.feature_name(), map(float, gains), strict=True), key=lambda kv: -kv[1]))
 
 
 def _roc_plot(y, scores) -> dg.MetadataValue:  # noqa: ANN001

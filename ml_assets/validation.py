@@ -1,6 +1,5 @@
 """Validation: split each day's raw rows into usable rows and a quarantine."""
 
-
 import datetime as dt
 from collections.abc import Iterator
 
@@ -96,6 +95,10 @@ def validated_transactions(context: dg.AssetExecutionContext, raw_transactions: 
         check_name="rows_conserved",
         asset_key=VALIDATED,
         passed=raw_n == valid_n + rej_n and not bad_days,
-        metadata={"raw_rows": raw_n, "validated_rows": valid_n, "quarantined_rows": rej_n, "days_not_conserved": dg.MetadataValue.json(bad_days)},
+        metadata={
+            "raw_rows": raw_n,
+            "validated_rows": valid_n,
+            "quarantined_rows": rej_n,
+            "days_not_conserved": dg.MetadataValue.json(bad_days),
+        },
     )
-

@@ -26,18 +26,32 @@ def test_generate_then_dagster_asset_materialize(tmp_path: Path, monkeypatch) ->
     env = _env(tmp_path)
     gen = subprocess.run(
         [str(BIN / "churn"), "generate", "--start", "2024-07-01", "--end", "2024-07-10", "--customers", "300", "--replace"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert gen.returncode == 0, gen.stderr
     assert "generated" in gen.stdout
 
     run = subprocess.run(
         [
-            str(BIN / "dagster"), "asset", "materialize", "-m", "ml_assets.definitions",
-            "--select", "raw_transactions,validated_transactions,quarantined_transactions",
-            "--partition-range", "2024-07-02...2024-07-04",
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "ml_assets.definitions",
+            "--select",
+            "raw_transactions,validated_transactions,quarantined_transactions",
+            "--partition-range",
+            "2024-07-02...2024-07-04",
         ],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 

@@ -6,7 +6,6 @@ import datetime as dt
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 import pytest
 import sqlalchemy as sa
 
@@ -23,7 +22,9 @@ def test_whole_pipeline_with_postgres_source(tmp_path: Path, pg_schema: str) -> 
             source_rows = conn.execute(sa.text(f'select count(*) from "{pg_schema}".sales')).scalar_one()
             # Stored as a real timestamp column, not text.
             col_type = conn.execute(
-                sa.text("select data_type from information_schema.columns where table_schema = :s and table_name = 'sales' and column_name = 'sold_at'"),
+                sa.text(
+                    "select data_type from information_schema.columns where table_schema = :s and table_name = 'sales' and column_name = 'sold_at'"
+                ),
                 {"s": pg_schema},
             ).scalar_one()
         assert col_type.startswith("timestamp")

@@ -11,7 +11,7 @@ from sensors import daily_pipeline_schedule, weekly_training_schedule
 
 def test_daily_schedule_runs_the_previous_day() -> None:
     with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2025, 6, 2, 2, 0, tzinfo=dt.timezone.utc))
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2025, 6, 2, 2, 0, tzinfo=dt.UTC))
         result = daily_pipeline_schedule.evaluate_tick(context)
     assert len(result.run_requests) == 1
     assert result.run_requests[0].partition_key == "2025-06-01"

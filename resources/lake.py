@@ -56,7 +56,6 @@ class Lake(dg.ConfigurableResource):
         tmp.write_bytes(data)
         tmp.rename(path)
 
-
     def read_partitions(self, key: dg.AssetKey, partitions: list[str], needed_by: str = "") -> pl.DataFrame:
         frames = []
         missing = []
@@ -82,7 +81,6 @@ class Lake(dg.ConfigurableResource):
             return []
         return sorted(p.name.removesuffix(".parquet") for p in base.iterdir() if p.name.endswith(".parquet") and not p.name.startswith("."))
 
-
     def read_single(self, key: dg.AssetKey) -> Any:
         parquet = self.path_for(key, None, ".parquet")
         if parquet.exists():
@@ -90,7 +88,9 @@ class Lake(dg.ConfigurableResource):
         record = self.path_for(key, None, ".json")
         if record.exists():
             return json.loads(record.read_bytes())
-        raise MissingPartitionError(f"{key.to_user_string()} has not been materialized yet (looked in {parquet.parent}); materialize it first")
+        raise MissingPartitionError(
+            f"{key.to_user_string()} has not been materialized yet (looked in {parquet.parent}); materialize it first"
+        )
 
 
 class LakeIOManager(dg.ConfigurableIOManager):
@@ -151,7 +151,6 @@ class LakeIOManager(dg.ConfigurableIOManager):
             keys = list(context.asset_partition_keys)
             return self.lake.read_partitions(key, keys, needed_by=_describe(context))
         return self.lake.read_single(key)
-
 
 
 def _describe(context: dg.InputContext) -> str:

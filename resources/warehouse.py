@@ -97,7 +97,7 @@ class SqlWarehouse(dg.ConfigurableResource):
             detail = ", ".join(f"{n!r} (looked for column {self.source_column(n)!r})" for n in missing_required)
             raise SourceSchemaError(
                 f"table {self.table!r} lacks required column(s) {detail}; found {sorted(present)}. "
-                "Map your names with CHURN_COLUMN_MAP, e.g. '{\"ts\": \"created_at\"}'."
+                'Map your names with CHURN_COLUMN_MAP, e.g. \'{"ts": "created_at"}\'.'
             )
         return missing_optional
 
@@ -144,4 +144,3 @@ class SqlWarehouse(dg.ConfigurableResource):
 
     def _safe_url(self) -> str:
         return sa.make_url(self.url).render_as_string(hide_password=True)
-

@@ -17,7 +17,12 @@ class ParityReport:
     mean_abs_diff: float
 
     def as_dict(self) -> dict[str, float]:
-        return {"rows": self.rows, "max_abs_diff": self.max_abs_diff, "p999_abs_diff": self.p999_abs_diff, "mean_abs_diff": self.mean_abs_diff}
+        return {
+            "rows": self.rows,
+            "max_abs_diff": self.max_abs_diff,
+            "p999_abs_diff": self.p999_abs_diff,
+            "mean_abs_diff": self.mean_abs_diff,
+        }
 
 
 def lgbm_to_onnx(model_text: str, n_features: int) -> bytes:
@@ -30,9 +35,7 @@ def lgbm_to_onnx(model_text: str, n_features: int) -> bytes:
 
     booster = load_booster(model_text)
     # zipmap=False: probabilities come out as a plain [n, 2] tensor.
-    model = convert_lightgbm(
-        booster, initial_types=[(ONNX_INPUT_NAME, FloatTensorType([None, n_features]))], zipmap=False, target_opset=15
-    )
+    model = convert_lightgbm(booster, initial_types=[(ONNX_INPUT_NAME, FloatTensorType([None, n_features]))], zipmap=False, target_opset=15)
     # The converter declares the label output with a fixed batch size of 1;
     # onnxruntime then warns on every batch. Declare it as a batch dimension.
     for output in model.graph.output:

@@ -52,7 +52,9 @@ def cutoff_for(snapshot_date: dt.date) -> dt.datetime:
     return dt.datetime.combine(snapshot_date + _DAY, dt.time())
 
 
-def snapshot_features(transactions: pl.DataFrame | pl.LazyFrame, snapshot_date: dt.date, lookback_days: int = LOOKBACK_DAYS) -> pl.DataFrame:
+def snapshot_features(
+    transactions: pl.DataFrame | pl.LazyFrame, snapshot_date: dt.date, lookback_days: int = LOOKBACK_DAYS
+) -> pl.DataFrame:
     """One row per customer with at least one transaction in the lookback window.
 
     ``transactions`` needs ``customer_id, ts, amount, quantity, channel,
@@ -154,8 +156,6 @@ def churn_labels(snapshot: pl.DataFrame, later: pl.DataFrame, snapshot_date: dt.
     last = later.select("customer_id", pl.col("last_tx_ts").alias("_later_last"))
     return (
         snapshot.join(last, on="customer_id", how="left")
-        .with_columns(
-            (pl.col("_later_last").is_null() | (pl.col("_later_last") < cutoff)).cast(pl.Int8).alias("churned")
-        )
+        .with_columns((pl.col("_later_last").is_null() | (pl.col("_later_last") < cutoff)).cast(pl.Int8).alias("churned"))
         .drop("_later_last")
     )

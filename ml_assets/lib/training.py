@@ -44,9 +44,7 @@ def plan_snapshots(
         return SplitPlan([], [])
     first = min(have)
     last = max(have)
-    usable = sorted(
-        d for d in have if (d + dt.timedelta(days=horizon_days)) in have and (d - first).days >= min_history_days
-    )
+    usable = sorted(d for d in have if (d + dt.timedelta(days=horizon_days)) in have and (d - first).days >= min_history_days)
     # Anchor the weekly grid on the newest usable day so the freshest labels are used.
     if not usable:
         return SplitPlan([], [])
@@ -81,7 +79,9 @@ def feature_matrix(frame: pl.DataFrame, columns: tuple[str, ...] = FEATURE_COLUM
     return frame.select(columns).to_numpy().astype(np.float32, copy=False)
 
 
-def train_lgbm(train: pl.DataFrame, valid: pl.DataFrame, params: dict[str, Any], num_boost_round: int, early_stopping_rounds: int) -> TrainedModel:
+def train_lgbm(
+    train: pl.DataFrame, valid: pl.DataFrame, params: dict[str, Any], num_boost_round: int, early_stopping_rounds: int
+) -> TrainedModel:
     import lightgbm as lgb
 
     x_train, y_train = feature_matrix(train), train["churned"].to_numpy()

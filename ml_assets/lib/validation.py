@@ -29,9 +29,7 @@ class Rule:
 
 def rules_for_day(day_start: dt.datetime, day_end: dt.datetime) -> list[Rule]:
     rules = [
-        Rule(f"{name}_not_null", f"{name} is present", pl.col(name).is_null())
-        for name, (_, required, _) in RAW_COLUMNS.items()
-        if required
+        Rule(f"{name}_not_null", f"{name} is present", pl.col(name).is_null()) for name, (_, required, _) in RAW_COLUMNS.items() if required
     ]
     amount = pl.col("amount")
     rules += [
@@ -60,7 +58,9 @@ def rules_for_day(day_start: dt.datetime, day_end: dt.datetime) -> list[Rule]:
         Rule(
             "transaction_id_unique",
             "transaction_id appears once",
-            pl.col("transaction_id").is_not_null() & pl.col("transaction_id").is_duplicated() & ~pl.col("transaction_id").is_first_distinct(),
+            pl.col("transaction_id").is_not_null()
+            & pl.col("transaction_id").is_duplicated()
+            & ~pl.col("transaction_id").is_first_distinct(),
         ),
     ]
     return rules
@@ -75,7 +75,10 @@ def split_valid(frame: pl.DataFrame, day_start: dt.datetime, day_end: dt.datetim
     flags = frame.with_columns([r.broken.fill_null(False).alias(f"__{r.name}") for r in rules])
     flag_cols = [f"__{r.name}" for r in rules]
     flags = flags.with_columns(
-        pl.concat_list([pl.when(pl.col(f"__{r.name}")).then(pl.lit(r.name)) for r in rules]).list.drop_nulls().list.join(";").alias("rejected_reasons")
+        pl.concat_list([pl.when(pl.col(f"__{r.name}")).then(pl.lit(r.name)) for r in rules])
+        .list.drop_nulls()
+        .list.join(";")
+        .alias("rejected_reasons")
     )
     bad = flags["rejected_reasons"] != ""
     valid = flags.filter(~bad).drop([*flag_cols, "rejected_reasons"])
