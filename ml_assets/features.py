@@ -3,7 +3,8 @@
 import dagster as dg
 import polars as pl
 
-from ml_assets.lib.features import LOOKBACK_DAYS, snapshots_features
+from ml_assets.lib.expectations import outcome_table, validate_features
+from ml_assets.lib.features import FEATURE_COLUMNS, LOOKBACK_DAYS, snapshots_features
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
 
@@ -56,7 +57,16 @@ FEATURE_DESCRIPTIONS = {
             asset="customer_features",
             description="Each customer appears at most once per snapshot day.",
             blocking=True,
-        )
+        ),
+        dg.AssetCheckSpec(
+            "feature_expectations",
+            asset="customer_features",
+            description=(
+                "The great-expectations suite `customer_features`: no nulls, shares in [0, 1], counts and spend "
+                "non-negative, recency and tenure within the lookback, nested windows, fresh feature timestamps."
+            ),
+            blocking=True,
+        ),
     ],
 )
 def customer_features(context: dg.AssetExecutionContext, validated_transactions: pl.DataFrame):
@@ -86,5 +96,17 @@ def customer_features(context: dg.AssetExecutionContext, validated_transactions:
         )
         if part.is_empty():
             context.log.warning(f"customer_features {day}: no customer bought anything in the {LOOKBACK_DAYS} days up to this day")
+    outcomes = validate_features(frame, LOOKBACK_DAYS, FEATURE_COLUMNS) if frame.height else []
+    failed = [o for o in outcomes if not o.success]
     yield dg.Output(frame)
     yield dg.AssetCheckResult(check_name="one_row_per_customer", passed=dupes == 0, metadata={"duplicate_rows": dupes})
+    yield dg.AssetCheckResult(
+        check_name="feature_expectations",
+        passed=not failed,
+        description=("Failed: " + ", ".join(f"{o.rule} (observed {o.observed})" for o in failed)) if failed else None,
+        metadata={
+            "expectations": len(outcomes),
+            "failed": dg.MetadataValue.json({o.rule: {"observed": o.observed, "expected": o.expected} for o in failed}),
+            "rules": dg.MetadataValue.md(outcome_table(outcomes)),
+        },
+    )

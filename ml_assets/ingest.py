@@ -6,9 +6,11 @@ import polars as pl
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, naive_utc, partition_days
 from ml_assets.schema import RAW_COLUMNS
-from resources import SqlWarehouse
+from resources import SourceSchemaError, SqlWarehouse
 
-RAW_DESCRIPTIONS = {name: spec[2] for name, spec in RAW_COLUMNS.items()}
+RAW_DESCRIPTIONS = {name: spec[2] for name, spec in RAW_COLUMNS.items()} | {
+    "_type_errors": "Source values that could not be read as their column's type, as JSON {column: original}; null when all fit."
+}
 
 # A database that is restarting or briefly unreachable is retried with backoff
 # rather than failing the day's run.
@@ -25,20 +27,40 @@ SOURCE_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONEN
     metadata={"partition_expr": "ts"},
 )
 def raw_transactions(context: dg.AssetExecutionContext, warehouse: SqlWarehouse) -> pl.DataFrame:
-    """Every transaction recorded in the source database on this day (UTC), exactly as read.
+    """Every transaction recorded in the source database on this day (UTC), as read.
 
     One row per purchase: who bought (customer_id), when (ts), how much
     (amount, quantity), where (channel) and what (category).  Nothing is fixed
-    or dropped here; the validation stage decides which rows are usable.
+    or dropped here: a value that does not fit its column's type is kept as text
+    in `_type_errors`, and the validation stage decides which rows are usable.
     """
     window = context.partition_time_window
+    try:
+        source = warehouse.inspect_source()
+    except SourceSchemaError as exc:
+        # A schema problem does not heal by retrying: fail once, clearly.
+        raise dg.Failure(f"raw_transactions {context.partition_key_range.start}: {exc}", allow_retries=False) from exc
+    if source.extra:
+        context.log.warning(f"raw_transactions: ignoring column(s) not in the raw schema: {source.extra}")
     frame = warehouse.read_transactions(naive_utc(window.start), naive_utc(window.end))
+    undated = warehouse.count_rows_without_timestamp()
+    if undated:
+        context.log.warning(
+            f"raw_transactions: {undated} source row(s) have no timestamp and belong to no day; "
+            f"find them with: SELECT * FROM {warehouse.table} WHERE {warehouse.source_column('ts')} IS NULL"
+        )
     days = partition_days(context)
     per_day = dict(frame.group_by(pl.col("ts").dt.date()).len().iter_rows()) if frame.height else {}
     for day in days:
         part = frame.filter(pl.col("ts").dt.date() == day) if len(days) > 1 else frame
         context.add_asset_metadata(
-            {**frame_metadata(part, RAW_DESCRIPTIONS), "source_table": warehouse.table},
+            {
+                **frame_metadata(part, RAW_DESCRIPTIONS),
+                "source_table": warehouse.table,
+                "ignored_source_columns": dg.MetadataValue.json(source.extra),
+                "source_rows_without_timestamp": undated,
+                "values_of_wrong_type": int(part["_type_errors"].is_not_null().sum()),
+            },
             partition_key=day.isoformat(),
         )
     empty = [d.isoformat() for d in days if per_day.get(d, 0) == 0]

@@ -1,40 +1,49 @@
-"""Validation: split each day's raw rows into usable rows and a quarantine."""
+"""Validation: split each day's raw rows into usable rows and a quarantine, with GX."""
 
 import datetime as dt
 from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from ml_assets.ingest import RAW_DESCRIPTIONS
-from ml_assets.lib.validation import rule_counts, split_valid
+from ml_assets.lib.expectations import outcome_table, partition_day, quarantine
 from ml_assets.metadata import frame_metadata
-from ml_assets.partitions import daily_partitions, partition_days
+from ml_assets.partitions import daily_partitions, naive_utc, partition_days
+from resources import SqlWarehouse
 
 VALIDATED = dg.AssetKey("validated_transactions")
 QUARANTINED = dg.AssetKey("quarantined_transactions")
+
+
+class ValidationConfig(dg.Config):
+    max_rejected_share: float = Field(
+        default=0.05,
+        description="Largest share of a day's rows that may be quarantined; above it the day is blocked from downstream assets.",
+    )
 
 
 @dg.multi_asset(
     outs={
         "validated_transactions": dg.AssetOut(
             description=(
-                "Transactions that passed every data rule, in the canonical schema. "
-                "This is the only transaction data features and models ever see."
+                "Transactions that passed every data rule (great-expectations suite `raw_transactions`), in the "
+                "canonical schema. This is the only transaction data features and models ever see."
             ),
             group_name="validation",
-            kinds={"polars", "parquet"},
+            kinds={"great_expectations", "polars", "parquet"},
             owners=["team:ml-platform"],
             metadata={"partition_expr": "ts"},
         ),
         "quarantined_transactions": dg.AssetOut(
             description=(
-                "Every raw row that broke at least one data rule, unchanged, with `rejected_reasons` "
-                "listing the rules it broke (semicolon-separated). Nothing is dropped silently: "
-                "raw = validated + quarantined for every day."
+                "Every raw row that broke at least one data rule, with its original values, `rejected_reasons` "
+                "(the rules it broke, semicolon-separated), `_type_errors` (source values that were not of their "
+                "column's type) and `partition_date`. Nothing is dropped silently: raw = validated + quarantined for every day."
             ),
             group_name="validation",
-            kinds={"polars", "parquet"},
+            kinds={"great_expectations", "polars", "parquet"},
             owners=["team:ml-platform"],
             metadata={"partition_expr": "partition_date"},
         ),
@@ -48,57 +57,114 @@ QUARANTINED = dg.AssetKey("quarantined_transactions")
             additional_deps=[QUARANTINED],
             description="Every raw row is either validated or quarantined, never both, never neither.",
             blocking=True,
-        )
+        ),
+        dg.AssetCheckSpec(
+            "rejected_share_below_threshold",
+            asset=VALIDATED,
+            description="The share of quarantined rows stays below `max_rejected_share` on every day; otherwise the day is blocked.",
+            blocking=True,
+        ),
+        dg.AssetCheckSpec(
+            "raw_expectations",
+            asset=VALIDATED,
+            description="The great-expectations suite `raw_transactions`: observed vs expected for every rule (rows breaking it are quarantined).",
+        ),
     ],
 )
-def validated_transactions(context: dg.AssetExecutionContext, raw_transactions: pl.DataFrame) -> Iterator[object]:
+def validated_transactions(
+    context: dg.AssetExecutionContext, config: ValidationConfig, raw_transactions: pl.DataFrame, warehouse: SqlWarehouse
+) -> Iterator[object]:
     days = partition_days(context)
-    # Rules run per day so that "inside the partition's day" and id uniqueness
-    # mean the same thing in a single-day run and in a multi-day backfill.
-    valid_parts, rejected_parts, per_day = [], [], []
-    # A row whose timestamp could not be read has no day: it goes with the first
-    # day of the run, where the not-null rule quarantines it.
-    day_of = pl.col("ts").dt.date().fill_null(days[0])
-    by_day = {d: raw_transactions.filter(day_of == d) for d in days} if len(days) > 1 else {days[0]: raw_transactions}
+    window = context.partition_time_window
+    # Ids recorded on an earlier day in the source are duplicates of data
+    # already ingested; ids repeated within the run are caught by the suite.
+    ids = raw_transactions["transaction_id"].drop_nulls().unique().to_list()
+    seen_before = warehouse.ids_recorded_before(ids, naive_utc(window.start))
+    result = quarantine(raw_transactions, days, seen_before, now=dt.datetime.now(dt.UTC).replace(tzinfo=None))
+    validated, quarantined = result.valid, result.rejected
+
+    raw_by_day = _counts(raw_transactions.with_columns(partition_day(days).alias("_d")), "_d")
+    valid_by_day = _counts(validated.with_columns(pl.col("ts").dt.date().alias("_d")), "_d")
+    rej_by_day = _counts(quarantined, "partition_date")
+    rejected_parts = {k[0]: g for k, g in quarantined.partition_by("partition_date", as_dict=True).items()} if quarantined.height else {}
+    blocked = []
     for day in days:
-        raw = by_day[day]
-        start = dt.datetime.combine(day, dt.time())
-        valid, rejected = split_valid(raw, start, start + dt.timedelta(days=1))
-        rejected = rejected.with_columns(pl.lit(day).alias("partition_date"))
-        valid_parts.append(valid)
-        rejected_parts.append(rejected)
-        counts = rule_counts(rejected)
-        per_day.append((day, raw.height, valid.height, rejected.height))
         key = day.isoformat()
-        context.add_asset_metadata(
-            {**frame_metadata(valid, RAW_DESCRIPTIONS), "rejected_rows": rejected.height}, asset_key=VALIDATED, partition_key=key
-        )
+        n_raw, n_valid, n_rej = raw_by_day.get(day, 0), valid_by_day.get(day, 0), rej_by_day.get(day, 0)
+        part = rejected_parts.get(day, quarantined.clear())
+        reasons = _reason_counts(part)
+        share = n_rej / n_raw if n_raw else 0.0
+        if share > config.max_rejected_share:
+            blocked.append(f"{key}: {n_rej} of {n_raw} rows ({share:.1%}) quarantined, by rule {reasons}")
         context.add_asset_metadata(
             {
-                **frame_metadata(rejected),
-                "rejected_share": (rejected.height / raw.height) if raw.height else 0.0,
-                "rejected_by_rule": dg.MetadataValue.json(counts),
+                "dagster/row_count": n_valid,
+                "raw_rows": n_raw,
+                "rejected_rows": n_rej,
+                "rejected_share": share,
+                "empty_partition": n_raw == 0,
             },
+            asset_key=VALIDATED,
+            partition_key=key,
+        )
+        context.add_asset_metadata(
+            {**frame_metadata(part), "rejected_share": share, "rejected_by_rule": dg.MetadataValue.json(reasons)},
             asset_key=QUARANTINED,
             partition_key=key,
         )
-        if rejected.height:
-            context.log.warning(f"{key}: quarantined {rejected.height} of {raw.height} rows: {counts}")
+        if n_raw == 0:
+            context.log.warning(f"validated_transactions {key}: the source has no rows for this day (empty partition)")
+        elif n_rej:
+            context.log.warning(f"validated_transactions {key}: quarantined {n_rej} of {n_raw} rows: {reasons}")
+    context.add_output_metadata(
+        {"dagster/column_schema": frame_metadata(validated, RAW_DESCRIPTIONS)["dagster/column_schema"]},
+        output_name="validated_transactions",
+    )
 
-    validated = pl.concat(valid_parts, how="vertical_relaxed")
-    quarantined = pl.concat(rejected_parts, how="vertical_relaxed")
-    raw_n, valid_n, rej_n = raw_transactions.height, validated.height, quarantined.height
     yield dg.Output(validated, output_name="validated_transactions")
     yield dg.Output(quarantined, output_name="quarantined_transactions")
-    bad_days = [d.isoformat() for d, r, v, q in per_day if r != v + q]
+
+    not_conserved = [d.isoformat() for d in days if raw_by_day.get(d, 0) != valid_by_day.get(d, 0) + rej_by_day.get(d, 0)]
     yield dg.AssetCheckResult(
         check_name="rows_conserved",
         asset_key=VALIDATED,
-        passed=raw_n == valid_n + rej_n and not bad_days,
+        passed=not not_conserved and raw_transactions.height == validated.height + quarantined.height,
         metadata={
-            "raw_rows": raw_n,
-            "validated_rows": valid_n,
-            "quarantined_rows": rej_n,
-            "days_not_conserved": dg.MetadataValue.json(bad_days),
+            "raw_rows": raw_transactions.height,
+            "validated_rows": validated.height,
+            "quarantined_rows": quarantined.height,
+            "days_not_conserved": dg.MetadataValue.json(not_conserved),
         },
     )
+    if blocked:
+        context.log.error("validated_transactions blocked: " + " | ".join(blocked))
+    yield dg.AssetCheckResult(
+        check_name="rejected_share_below_threshold",
+        asset_key=VALIDATED,
+        passed=not blocked,
+        description=("Blocked: " + " | ".join(blocked[:10])) if blocked else None,
+        metadata={"max_rejected_share": config.max_rejected_share, "blocked_days": dg.MetadataValue.json(blocked)},
+    )
+    yield dg.AssetCheckResult(
+        check_name="raw_expectations",
+        asset_key=VALIDATED,
+        passed=all(o.success for o in result.outcomes),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "rules": dg.MetadataValue.md(outcome_table(result.outcomes)),
+            "rows_quarantined_by_rule": dg.MetadataValue.json(result.counts()),
+        },
+    )
+
+
+def _counts(frame: pl.DataFrame, column: str) -> dict[dt.date, int]:
+    if frame.is_empty():
+        return {}
+    return dict(frame.group_by(column).len().iter_rows())
+
+
+def _reason_counts(rejected: pl.DataFrame) -> dict[str, int]:
+    if rejected.is_empty():
+        return {}
+    counts = rejected.select(pl.col("rejected_reasons").str.split(";").explode()).group_by("rejected_reasons").len()
+    return {r: int(n) for r, n in counts.sort("rejected_reasons").iter_rows()}

@@ -14,7 +14,7 @@ import dagster as dg
 
 from resources.artifacts import ArtifactIntegrityError, ArtifactRef, ArtifactStore
 from resources.lake import Lake, LakeIOManager, MissingPartitionError
-from resources.warehouse import SourceSchemaError, SqlWarehouse
+from resources.warehouse import TYPE_ERRORS, SourceSchemaError, SqlWarehouse
 
 __all__ = [
     "ArtifactIntegrityError",
@@ -25,6 +25,7 @@ __all__ = [
     "MissingPartitionError",
     "SourceSchemaError",
     "SqlWarehouse",
+    "TYPE_ERRORS",
     "build_resources",
     "data_dir",
     "default_warehouse_url",

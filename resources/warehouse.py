@@ -10,8 +10,12 @@ bound parameters, never formatted into SQL text.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import decimal
+import json
+import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -35,7 +39,114 @@ _SA_TYPES: dict[str, sa.types.TypeEngine] = {
 
 
 class SourceSchemaError(ValueError):
-    """The source table lacks a column the pipeline needs."""
+    """The source table lacks a column the pipeline needs, or has it with the wrong type."""
+
+
+TYPE_ERRORS = "_type_errors"
+
+_EXPECTED_FAMILY = {
+    "transaction_id": "an integer type",
+    "customer_id": "a string type",
+    "ts": "a timestamp type",
+    "amount": "a numeric type",
+    "quantity": "an integer type",
+    "channel": "a string type",
+    "category": "a string type",
+    "payment_method": "a string type",
+}
+
+
+@dataclass(frozen=True)
+class SourceColumns:
+    missing_optional: list[str]
+    extra: list[str]
+
+
+def _compatible(name: str, declared: sa.types.TypeEngine) -> bool:
+    if isinstance(declared, sa.types.NullType):
+        return True  # SQLite without a declared type: checked per value instead
+    family = _EXPECTED_FAMILY[name]
+    if family == "an integer type":
+        return isinstance(declared, sa.Integer)
+    if family == "a numeric type":
+        return isinstance(declared, sa.Integer | sa.Numeric | sa.Float)
+    if family == "a timestamp type":
+        return isinstance(declared, sa.DateTime | sa.TIMESTAMP)
+    return isinstance(declared, sa.String | sa.Text | sa.Enum)
+
+
+def _convert(values: list[object], name: str) -> tuple[pl.Series, list[tuple[int, str]]]:
+    """Cast one column to its canonical type; return the rows whose value did not fit.
+
+    A value that does not fit becomes null in the typed column; its original
+    text goes back to the caller, so the row can be quarantined with it.
+    """
+    dtype = RAW_SCHEMA[name]
+    if name == "ts":
+        accept: Callable[[object], object] = _utc_naive
+    elif dtype == pl.String():
+        accept = _text
+    elif dtype.is_integer():
+        accept = _integer
+    else:
+        accept = _number
+    clean: list[object] = []
+    bad: list[tuple[int, str]] = []
+    for i, value in enumerate(values):
+        converted = None if value is None else accept(value)
+        if value is not None and converted is _REJECT:
+            bad.append((i, str(value)[:200]))
+            converted = None
+        clean.append(converted)
+    return pl.Series(name, clean, dtype=dtype), bad
+
+
+_REJECT = object()
+
+
+def _text(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return value if isinstance(value, str) else str(value)
+
+
+def _number(value: object) -> object:
+    if isinstance(value, bool):
+        return _REJECT
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, str | bytes):
+        try:
+            return float(value)
+        except ValueError:
+            return _REJECT
+    return _REJECT
+
+
+def _integer(value: object) -> object:
+    number = _number(value)
+    if number is _REJECT or not math.isfinite(number) or not float(number).is_integer():  # type: ignore[arg-type]
+        return _REJECT
+    return int(value) if isinstance(value, int) else int(number)  # type: ignore[arg-type]
+
+
+def _utc_naive(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return _REJECT
+    if not isinstance(value, dt.datetime):
+        return _REJECT
+    if value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def _lenient_sqlite_text(dbapi_connection: object, _record: object) -> None:
+    dbapi_connection.text_factory = lambda raw: raw.decode("utf-8", "backslashreplace")  # type: ignore[attr-defined]
 
 
 class SqlWarehouse(dg.ConfigurableResource):
@@ -64,6 +175,11 @@ class SqlWarehouse(dg.ConfigurableResource):
             # pool_pre_ping: a connection dropped by a database restart is
             # replaced instead of failing the next query.
             self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+            if url.get_backend_name() == "sqlite":
+                # SQLite stores whatever bytes it is given; bytes that are not
+                # UTF-8 would fail the whole fetch. Decode them visibly instead
+                # (\\xff) so the row reaches validation and is quarantined.
+                sa.event.listen(self._engine, "connect", _lenient_sqlite_text)
         return self._engine
 
     @contextmanager
@@ -84,28 +200,51 @@ class SqlWarehouse(dg.ConfigurableResource):
 
     # --- reading -----------------------------------------------------------
 
-    def check_source_columns(self) -> list[str]:
-        """Raise when a required column is missing; return the optional ones that are."""
-        present = {c["name"] for c in sa.inspect(self.engine).get_columns(self.table, schema=self.db_schema)}
+    def inspect_source(self) -> SourceColumns:
+        """Check the table's columns against the raw schema before reading.
+
+        A missing (or renamed) required column, or a column whose declared type
+        cannot hold the canonical type, fails with the column named.  Extra
+        columns are reported and ignored.
+        """
+        try:
+            columns = sa.inspect(self.engine).get_columns(self.table, schema=self.db_schema)
+        except sa.exc.NoSuchTableError as exc:
+            raise SourceSchemaError(f"table {self.table!r} does not exist in {self._safe_url()}") from exc
+        present = {c["name"]: c["type"] for c in columns}
         if not present:
             raise SourceSchemaError(f"table {self.table!r} does not exist in {self._safe_url()}")
-        missing_required, missing_optional = [], []
+        missing_required, missing_optional, wrong_type = [], [], []
         for name, (_, required, _) in RAW_COLUMNS.items():
-            if self.source_column(name) not in present:
+            source = self.source_column(name)
+            if source not in present:
                 (missing_required if required else missing_optional).append(name)
+            elif not _compatible(name, present[source]):
+                wrong_type.append(f"{source!r} is {present[source]}, expected {_EXPECTED_FAMILY[name]}")
         if missing_required:
             detail = ", ".join(f"{n!r} (looked for column {self.source_column(n)!r})" for n in missing_required)
             raise SourceSchemaError(
                 f"table {self.table!r} lacks required column(s) {detail}; found {sorted(present)}. "
-                'Map your names with CHURN_COLUMN_MAP, e.g. \'{"ts": "created_at"}\'.'
+                'If a column was renamed, map it with CHURN_COLUMN_MAP, e.g. \'{"ts": "created_at"}\'.'
             )
-        return missing_optional
+        if wrong_type:
+            raise SourceSchemaError(f"table {self.table!r} has column(s) of the wrong type: {'; '.join(wrong_type)}")
+        mapped = {self.source_column(n) for n in RAW_COLUMNS}
+        return SourceColumns(missing_optional=missing_optional, extra=sorted(set(present) - mapped))
 
     def read_transactions(self, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
-        """Rows with ``start <= ts < end``, in canonical column names."""
-        missing_optional = self.check_source_columns()
-        t = self._table
-        wanted = [n for n in RAW_COLUMNS if n not in missing_optional]
+        """Rows with ``start <= ts < end``, in canonical column names.
+
+        Values are read untyped and converted here: a value that is not of its
+        column's type (SQLite stores anything anywhere) becomes null and its
+        original text is kept in ``_type_errors``, so validation quarantines
+        the row with the value intact instead of failing the partition.
+        Timestamps with a UTC offset are converted to naive UTC.
+        """
+        source = self.inspect_source()
+        wanted = [n for n in RAW_COLUMNS if n not in source.missing_optional]
+        # Untyped columns: no driver-side conversion that could raise on one bad value.
+        t = sa.table(self.table, *[sa.column(self.source_column(n)) for n in wanted], schema=self.db_schema)
         ts_col = t.c[self.source_column("ts")]
         stmt = (
             sa.select(*[t.c[self.source_column(n)].label(n) for n in wanted])
@@ -113,15 +252,43 @@ class SqlWarehouse(dg.ConfigurableResource):
             .order_by(ts_col)
         )
         with self.connect() as conn:
-            result = conn.execute(stmt, {"start": start, "end": end})
-            rows = result.fetchall()
-        columns = {n: [r[i] for r in rows] for i, n in enumerate(wanted)}
-        # strict=False: a value of the wrong type becomes null here and is then
-        # quarantined by validation, instead of failing the whole partition.
-        frame = pl.DataFrame(columns, schema={n: RAW_SCHEMA[n] for n in wanted}, strict=False)
-        for name in missing_optional:
+            rows = conn.execute(stmt, {"start": start, "end": end}).fetchall()
+        series = []
+        errors: list[dict[str, str] | None] = [None] * len(rows)
+        for i, name in enumerate(wanted):
+            converted, bad = _convert([r[i] for r in rows], name)
+            series.append(converted)
+            for row, original in bad:
+                errors[row] = {**(errors[row] or {}), name: original}
+        frame = pl.DataFrame(series) if series else pl.DataFrame()
+        for name in source.missing_optional:
             frame = frame.with_columns(pl.lit(None, dtype=RAW_SCHEMA[name]).alias(name))
-        return frame.select(list(RAW_COLUMNS))
+        type_errors = pl.Series(TYPE_ERRORS, [json.dumps(e, sort_keys=True) if e else None for e in errors], dtype=pl.String)
+        return frame.select(list(RAW_COLUMNS)).with_columns(type_errors)
+
+    def count_rows_without_timestamp(self) -> int:
+        """Rows whose timestamp is null belong to no day, so no partition reads them: count them to report them."""
+        t = sa.table(self.table, sa.column(self.source_column("ts")), schema=self.db_schema)
+        with self.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c[self.source_column("ts")].is_(None))).scalar_one())
+
+    def ids_recorded_before(self, ids: list[int], before: dt.datetime) -> set[int]:
+        """Which of ``ids`` already occur in the source with an earlier timestamp."""
+        if not ids:
+            return set()
+        t = sa.table(
+            self.table, sa.column(self.source_column("transaction_id")), sa.column(self.source_column("ts")), schema=self.db_schema
+        )
+        id_col, ts_col = t.c[self.source_column("transaction_id")], t.c[self.source_column("ts")]
+        stmt = sa.select(id_col).where(
+            ts_col < sa.bindparam("before", type_=sa.DateTime()), id_col.in_(sa.bindparam("ids", expanding=True))
+        )
+        found: set[int] = set()
+        with self.connect() as conn:
+            # Chunked: SQLite caps bound parameters per statement.
+            for i in range(0, len(ids), 10_000):
+                found.update(int(v) for (v,) in conn.execute(stmt, {"before": before, "ids": ids[i : i + 10_000]}) if v is not None)
+        return found
 
     # --- writing (used by the generator CLI, the demo and the tests) -------
 

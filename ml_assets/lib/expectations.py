@@ -1,0 +1,345 @@
+"""Great Expectations suites for raw transactions and customer features (framework-free).
+
+Suites are defined here, in code, and run in an ephemeral GX context: nothing
+to deploy, and a rule change is a reviewed code change.
+
+Row rules drive the quarantine: each expectation carries the name of the rule
+in its ``meta``, GX reports the rows that break it (``unexpected_index_list``
+over a row-number column), and a row goes to quarantine with the names of every
+rule it broke.  Where GX has no expectation for a property (a NaN that pandas
+would call null, an id seen in an earlier partition, a value that was not a
+number in the source) a helper column states the property and a GX
+expectation checks it, so the verdicts and their counts all come from one
+validation result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from ml_assets.lib.datagen import CATEGORIES, CHANNELS, PAYMENT_METHODS
+from ml_assets.schema import RAW_COLUMNS
+
+if TYPE_CHECKING:
+    import great_expectations as gx
+    import pandas as pd
+
+CUSTOMER_ID_PATTERN = r"^C[0-9]{1,12}$"
+MAX_AMOUNT = 100_000.0
+MAX_QUANTITY = 1_000
+ROW = "__row"
+TYPE_ERRORS = "_type_errors"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One property a good row has, checked by one GX expectation."""
+
+    name: str
+    description: str
+    expectation: Callable[[], Any]
+
+
+def raw_row_rules() -> list[Rule]:
+    import great_expectations.expectations as gxe
+
+    rules = [
+        Rule(f"{name}_not_null", f"{name} is present", lambda name=name: gxe.ExpectColumnValuesToNotBeNull(column=name))
+        for name, (_, required, _) in RAW_COLUMNS.items()
+        if required and name != "amount"
+    ]
+    rules += [
+        # pandas shows both null and NaN as NaN: the helper keeps them apart.
+        Rule("amount_not_null", "amount is present", lambda: gxe.ExpectColumnValuesToBeInSet(column="__amount_null", value_set=[False])),
+        Rule(
+            "amount_finite",
+            "amount is a finite number",
+            lambda: gxe.ExpectColumnValuesToBeInSet(column="__amount_finite", value_set=[True]),
+        ),
+        Rule(
+            "amount_positive",
+            "amount > 0",
+            lambda: gxe.ExpectColumnValuesToBeBetween(column="__amount_finite_value", min_value=0, strict_min=True),
+        ),
+        Rule(
+            "amount_plausible",
+            f"amount <= {MAX_AMOUNT:,.0f}",
+            lambda: gxe.ExpectColumnValuesToBeBetween(column="__amount_finite_value", max_value=MAX_AMOUNT),
+        ),
+        Rule(
+            "quantity_in_range",
+            f"1 <= quantity <= {MAX_QUANTITY}",
+            lambda: gxe.ExpectColumnValuesToBeBetween(column="quantity", min_value=1, max_value=MAX_QUANTITY),
+        ),
+        Rule(
+            "channel_known",
+            f"channel in {list(CHANNELS)}",
+            lambda: gxe.ExpectColumnValuesToBeInSet(column="channel", value_set=list(CHANNELS)),
+        ),
+        Rule(
+            "category_known",
+            f"category in {list(CATEGORIES)}",
+            lambda: gxe.ExpectColumnValuesToBeInSet(column="category", value_set=list(CATEGORIES)),
+        ),
+        Rule(
+            "payment_method_known",
+            f"payment_method is null or in {list(PAYMENT_METHODS)}",
+            lambda: gxe.ExpectColumnValuesToBeInSet(column="payment_method", value_set=list(PAYMENT_METHODS)),
+        ),
+        Rule(
+            "customer_id_well_formed",
+            f"customer_id matches {CUSTOMER_ID_PATTERN}",
+            lambda: gxe.ExpectColumnValuesToMatchRegex(column="customer_id", regex=CUSTOMER_ID_PATTERN),
+        ),
+        Rule(
+            "ts_in_partition",
+            "timestamp falls inside the partition's UTC day",
+            lambda: gxe.ExpectColumnValuesToBeBetween(column="__seconds_into_day", min_value=0, max_value=86_400, strict_max=True),
+        ),
+        Rule(
+            "ts_not_in_future",
+            "timestamp is not later than the time of validation",
+            lambda: gxe.ExpectColumnValuesToBeInSet(column="__in_future", value_set=[False]),
+        ),
+        Rule(
+            "transaction_id_unique",
+            "transaction_id appears once in the run (the first occurrence is kept)",
+            lambda: gxe.ExpectColumnValuesToBeBetween(column="__occurrence", max_value=0),
+        ),
+        Rule(
+            "transaction_id_new",
+            "transaction_id was not already recorded on an earlier day",
+            lambda: gxe.ExpectColumnValuesToBeInSet(column="__seen_before", value_set=[False]),
+        ),
+        Rule(
+            "values_have_expected_types",
+            "every value could be read as its column's type",
+            lambda: gxe.ExpectColumnValuesToBeNull(column=TYPE_ERRORS),
+        ),
+    ]
+    return rules
+
+
+RAW_RULE_NAMES = tuple(
+    [f"{n}_not_null" for n, (_, req, _) in RAW_COLUMNS.items() if req and n != "amount"]
+    + [
+        "amount_not_null",
+        "amount_finite",
+        "amount_positive",
+        "amount_plausible",
+        "quantity_in_range",
+        "channel_known",
+        "category_known",
+        "payment_method_known",
+        "customer_id_well_formed",
+        "ts_in_partition",
+        "ts_not_in_future",
+        "transaction_id_unique",
+        "transaction_id_new",
+        "values_have_expected_types",
+    ]
+)
+
+
+@dataclass
+class Outcome:
+    """One expectation's verdict, shaped for check metadata."""
+
+    rule: str
+    success: bool
+    observed: Any
+    expected: str
+    unexpected_rows: list[int] = field(default_factory=list)
+
+
+@dataclass
+class QuarantineResult:
+    valid: pl.DataFrame
+    rejected: pl.DataFrame
+    outcomes: list[Outcome]
+
+    def counts(self) -> dict[str, int]:
+        return {o.rule: len(o.unexpected_rows) for o in self.outcomes if o.unexpected_rows}
+
+
+@cache
+def _context() -> gx.data_context.AbstractDataContext:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    # Progress bars would go to the run's stderr once per validation.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
+
+
+def run_suite(frame: pd.DataFrame, suite_name: str, rules: Iterable[Rule], index_column: str | None = None) -> list[Outcome]:
+    """Validate a pandas frame against the rules, one GX validation for all of them."""
+    import great_expectations as gx
+
+    ctx = _context()
+    source = ctx.data_sources.add_or_update_pandas("churn")
+    asset_name = f"{suite_name}_frame"
+    try:
+        asset = source.get_asset(asset_name)
+    except LookupError:
+        asset = source.add_dataframe_asset(asset_name)
+    try:
+        batch_definition = asset.get_batch_definition("whole")
+    except KeyError:
+        batch_definition = asset.add_batch_definition_whole_dataframe("whole")
+    rules = list(rules)
+    suite = gx.ExpectationSuite(name=suite_name)
+    for rule in rules:
+        expectation = rule.expectation()
+        expectation.meta = {"rule": rule.name, "description": rule.description}
+        suite.add_expectation(expectation)
+    result_format: dict[str, Any] = {"result_format": "COMPLETE"}
+    if index_column:
+        result_format["unexpected_index_column_names"] = [index_column]
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
+    validation = batch.validate(suite, result_format=result_format)
+    outcomes = []
+    for res in validation.results:
+        cfg = res.expectation_config
+        rule = (cfg.meta or {}).get("rule", cfg.type)
+        details = res.result or {}
+        rows = [int(entry[index_column]) for entry in details.get("unexpected_index_list") or []] if index_column else []
+        observed = details.get("observed_value", details.get("unexpected_count", 0))
+        if res.exception_info and res.exception_info.get("raised_exception"):
+            raise RuntimeError(f"expectation {rule} could not run: {res.exception_info.get('exception_message')}")
+        outcomes.append(Outcome(rule, bool(res.success), _plain(observed), _describe(cfg), rows))
+    return outcomes
+
+
+def _describe(cfg: Any) -> str:
+    kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id", "result_format")}
+    return f"{cfg.type}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def partition_day(days: list[dt.date]) -> pl.Expr:
+    """The run day a raw row belongs to: its timestamp's day, or the run's first day
+    when the timestamp is missing or (after UTC conversion) outside the run."""
+    day = pl.col("ts").dt.date()
+    return pl.when(day.is_in(days)).then(day).otherwise(pl.lit(days[0]))
+
+
+def quarantine(frame: pl.DataFrame, days: list[dt.date], seen_before: set[int], now: dt.datetime) -> QuarantineResult:
+    """Split raw rows into valid rows and quarantined rows with ``rejected_reasons``.
+
+    ``days`` are the partitions of the run; each row belongs to the day of its
+    timestamp (rows without one go to the first day).  Every input row ends up
+    in exactly one output.
+    """
+    if TYPE_ERRORS not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(TYPE_ERRORS))
+    amount = pl.col("amount")
+    helper = frame.with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW),
+        partition_day(days).alias("partition_date"),
+    ).with_columns(
+        amount.is_null().alias("__amount_null"),
+        (amount.is_null() | amount.is_finite()).alias("__amount_finite"),
+        pl.when(amount.is_finite()).then(amount).alias("__amount_finite_value"),
+        (pl.col("ts") - pl.col("partition_date").cast(pl.Datetime("us"))).dt.total_seconds().alias("__seconds_into_day"),
+        (pl.col("ts") > now).fill_null(False).alias("__in_future"),
+        pl.when(pl.col("transaction_id").is_not_null())
+        .then(pl.int_range(pl.len()).over("transaction_id"))
+        .otherwise(0)
+        .alias("__occurrence"),
+        pl.col("transaction_id").is_in(list(seen_before)).fill_null(False).alias("__seen_before"),
+    )
+    outcomes = run_suite(helper.to_pandas(), "raw_transactions", raw_row_rules(), index_column=ROW)
+    reasons: dict[int, list[str]] = {}
+    for outcome in outcomes:
+        for row in outcome.unexpected_rows:
+            reasons.setdefault(row, []).append(outcome.rule)
+    reason_frame = pl.DataFrame(
+        {ROW: list(reasons), "rejected_reasons": [";".join(r) for r in reasons.values()]},
+        schema={ROW: pl.Int64, "rejected_reasons": pl.String},
+    )
+    joined = helper.select([*frame.columns, ROW, "partition_date"]).join(reason_frame, on=ROW, how="left")
+    bad = pl.col("rejected_reasons").is_not_null()
+    valid = joined.filter(~bad).drop(ROW, "rejected_reasons", TYPE_ERRORS)
+    rejected = joined.filter(bad).drop(ROW)
+    return QuarantineResult(valid.drop("partition_date"), rejected, outcomes)
+
+
+# --- customer features ------------------------------------------------------
+
+
+def feature_rules(lookback_days: int, feature_columns: Iterable[str]) -> list[Rule]:
+    import great_expectations.expectations as gxe
+
+    shares = ("mobile_share", "store_share", "weekend_share")
+    counts = ("tx_count_7d", "tx_count_30d", "tx_count_90d", "active_days_90d")
+    money = ("spend_7d", "spend_30d", "spend_90d", "spend_lookback")
+    rules = [
+        Rule(f"{c}_not_null", f"{c} is present", lambda c=c: gxe.ExpectColumnValuesToNotBeNull(column=c))
+        for c in ("customer_id", *feature_columns)
+    ]
+    rules += [
+        Rule(f"{c}_share_range", f"0 <= {c} <= 1", lambda c=c: gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1))
+        for c in shares
+    ]
+    rules += [
+        Rule(f"{c}_non_negative", f"{c} >= 0", lambda c=c: gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0)) for c in counts + money
+    ]
+    rules += [
+        Rule(
+            f"{c}_within_lookback",
+            f"0 <= {c} <= {lookback_days}",
+            lambda c=c: gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=lookback_days),
+        )
+        for c in ("recency_days", "tenure_days")
+    ]
+    rules += [
+        Rule(
+            "windows_nested",
+            "purchases in 7 days <= in 30 days <= in 90 days",
+            lambda: gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="tx_count_90d", column_B="tx_count_30d", or_equal=True),
+        ),
+        Rule(
+            "customer_unique_per_day",
+            "one row per customer and snapshot day",
+            lambda: gxe.ExpectCompoundColumnsToBeUnique(column_list=["customer_id", "snapshot_date"]),
+        ),
+        Rule(
+            "features_fresh",
+            "feature_timestamp is the end of the snapshot day",
+            lambda: gxe.ExpectColumnValuesToBeInSet(column="__fresh", value_set=[True]),
+        ),
+    ]
+    return rules
+
+
+def validate_features(frame: pl.DataFrame, lookback_days: int, feature_columns: Iterable[str]) -> list[Outcome]:
+    feature_columns = list(feature_columns)
+    helper = frame.with_columns(
+        (pl.col("feature_timestamp") == (pl.col("snapshot_date") + pl.duration(days=1)).cast(pl.Datetime("us"))).alias("__fresh")
+    )
+    return run_suite(helper.drop("last_tx_ts").to_pandas(), "customer_features", feature_rules(lookback_days, feature_columns))
+
+
+def outcome_table(outcomes: list[Outcome]) -> str:
+    """Markdown table of observed vs expected, for check metadata."""
+    lines = ["| rule | passed | observed | expected |", "|---|---|---|---|"]
+    for o in outcomes:
+        observed = len(o.unexpected_rows) if o.unexpected_rows else o.observed
+        lines.append(f"| {o.rule} | {'yes' if o.success else 'no'} | {observed} | `{o.expected}` |")
+    return "\n".join(lines)
