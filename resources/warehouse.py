@@ -82,6 +82,9 @@ def _convert(values: list[object], name: str) -> tuple[pl.Series, list[tuple[int
     text goes back to the caller, so the row can be quarantined with it.
     """
     dtype = RAW_SCHEMA[name]
+    fast = _fast_path(values, name, dtype)
+    if fast is not None:
+        return fast, []
     if name == "ts":
         accept: Callable[[object], object] = _utc_naive
     elif dtype == pl.String():
@@ -102,6 +105,37 @@ def _convert(values: list[object], name: str) -> tuple[pl.Series, list[tuple[int
 
 
 _REJECT = object()
+# How SQLAlchemy writes DateTime values into SQLite: the common case, parsed vectorized.
+_SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S%.f"
+
+
+def _fast_path(values: list[object], name: str, dtype: pl.DataType) -> pl.Series | None:
+    """Vectorized conversion when every value already has the expected form.
+
+    Clean data (the common case) never pays for the per-value path; any
+    surprise (a string in a numeric column, an offset on a timestamp) makes
+    this return None and the careful path decides value by value.
+    """
+    try:
+        if name == "ts":
+            series = pl.Series(name, values, strict=True)
+            if series.dtype == pl.String:
+                parsed = series.str.to_datetime(_SQLITE_TS_FORMAT, time_unit="us", strict=True)
+                return parsed if parsed.null_count() == series.null_count() else None
+            if series.dtype == pl.Datetime("us") or (series.dtype == pl.Datetime and series.dtype.time_zone is None):
+                return series.cast(pl.Datetime("us"))
+            return None
+        if dtype.is_numeric():
+            series = pl.Series(name, values, strict=True)
+            if not series.dtype.is_numeric() and series.dtype != pl.Null:
+                return None
+            if dtype.is_integer() and series.dtype.is_float():
+                return None  # fractional counts need the careful path
+            return series.cast(dtype, strict=True)
+        series = pl.Series(name, values, strict=True)
+        return series.cast(dtype) if series.dtype in (pl.String, pl.Null) else None
+    except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+        return None
 
 
 def _text(value: object) -> object:
