@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # everything the instance writes goes under .dagster/ (git-ignored).
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: setup demo test test-fast ui instance lint clean
+.PHONY: setup demo test test-fast ui instance lint bench clean
 
 setup: $(STAMP)
 
@@ -36,8 +36,11 @@ test-fast: setup
 ui: instance
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+bench: setup
+	$(BIN)/python -m benchmarks.run_all
+
 lint: setup
-	$(BIN)/ruff check ml_assets ml_assets_tests resources sensors
+	$(BIN)/ruff check ml_assets ml_assets_tests resources sensors benchmarks
 
 clean:
 	rm -rf .data .dagster

@@ -1,0 +1,66 @@
+"""Shared helpers: repeated timing with median/min/max, peak memory of a child process, a results table."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+
+
+@dataclass
+class Timing:
+    label: str
+    samples: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    def row(self, baseline: Timing | None = None) -> str:
+        ratio = f"{self.median / baseline.median:.2f}x" if baseline else "baseline"
+        return f"| {self.label} | {self.median:.3f} | {min(self.samples):.3f} | {max(self.samples):.3f} | {ratio} |"
+
+
+def repeat(label: str, fn: Callable[[], object], n: int) -> Timing:
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return Timing(label, samples)
+
+
+def run_python(code: str) -> dict:
+    """Run code in a fresh interpreter; it prints one JSON line; adds the child's peak RSS."""
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return result
+
+
+def table(title: str, rows: list[str]) -> str:
+    head = ["", f"### {title}", "", "| what | median s | min s | max s | vs baseline |", "|---|---|---|---|---|"]
+    return "\n".join(head + rows)
+
+
+def machine() -> str:
+    import os
+
+    libs = {p: _version(p) for p in ("dagster", "polars", "lightgbm", "onnxruntime", "evidently", "great-expectations")}
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; " + ", ".join(
+        f"{k} {v}" for k, v in libs.items()
+    )
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"

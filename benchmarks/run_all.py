@@ -1,0 +1,24 @@
+"""`make bench`: every benchmark, one results table each, with the machine described."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from benchmarks import bench_features, bench_load, bench_scoring
+from benchmarks.common import machine
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that every benchmark runs")
+    args = parser.parse_args(argv)
+    flags = ["--quick"] if args.quick else []
+    print(f"machine: {machine()}")
+    for bench in (bench_load, bench_scoring, bench_features):
+        bench.main(flags)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
