@@ -24,3 +24,8 @@ RAW_COLUMNS: dict[str, tuple[pl.DataType, bool, str]] = {
 RAW_SCHEMA: dict[str, pl.DataType] = {name: spec[0] for name, spec in RAW_COLUMNS.items()}
 
 DEFAULT_TABLE = "transactions"
+
+# Allowed values of the categorical columns (validation rules and the generator share them).
+CHANNELS = ("web", "mobile", "store")
+CATEGORIES = ("grocery", "electronics", "apparel", "home", "beauty", "sports")
+PAYMENT_METHODS = ("card", "wallet", "cash")

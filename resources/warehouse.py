@@ -18,24 +18,33 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import polars as pl
-import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
 
 from ml_assets.schema import DEFAULT_TABLE, RAW_COLUMNS, RAW_SCHEMA
 
-_SA_TYPES: dict[str, sa.types.TypeEngine] = {
-    "transaction_id": sa.BigInteger(),
-    "customer_id": sa.String(64),
-    "ts": sa.DateTime(),
-    "amount": sa.Double(),
-    "quantity": sa.Integer(),
-    "channel": sa.String(16),
-    "category": sa.String(32),
-    "payment_method": sa.String(16),
-}
+if TYPE_CHECKING:
+    # Imported lazily at run time: loading the code location should not pay for it.
+    import sqlalchemy as sa
+
+
+def _sa_types() -> dict[str, sa.types.TypeEngine]:
+    """Column types of the table the generator creates (canonical names)."""
+    import sqlalchemy as sa
+
+    return {
+        "transaction_id": sa.BigInteger(),
+        "customer_id": sa.String(64),
+        "ts": sa.DateTime(),
+        "amount": sa.Double(),
+        "quantity": sa.Integer(),
+        "channel": sa.String(16),
+        "category": sa.String(32),
+        "payment_method": sa.String(16),
+    }
 
 
 class SourceSchemaError(ValueError):
@@ -63,6 +72,8 @@ class SourceColumns:
 
 
 def _compatible(name: str, declared: sa.types.TypeEngine) -> bool:
+    import sqlalchemy as sa
+
     if isinstance(declared, sa.types.NullType):
         return True  # SQLite without a declared type: checked per value instead
     family = _EXPECTED_FAMILY[name]
@@ -194,13 +205,15 @@ class SqlWarehouse(dg.ConfigurableResource):
         description="Canonical column name -> column name in your table, for the columns whose names differ.",
     )
 
-    _engine: sa.Engine | None = PrivateAttr(default=None)
+    _engine: Any = PrivateAttr(default=None)  # sqlalchemy.Engine, created on first use
 
     def source_column(self, canonical: str) -> str:
         return self.column_map.get(canonical, canonical)
 
     @property
     def engine(self) -> sa.Engine:
+        import sqlalchemy as sa
+
         if self._engine is None:
             url = sa.make_url(self.url)
             if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
@@ -218,14 +231,17 @@ class SqlWarehouse(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[sa.Connection]:
+
         with self.engine.connect() as conn:
             yield conn
 
     @cached_property
     def _table(self) -> sa.Table:
+        import sqlalchemy as sa
+
         metadata = sa.MetaData(schema=self.db_schema)
         cols = [
-            sa.Column(self.source_column(name), _SA_TYPES[name], primary_key=(name == "transaction_id"), nullable=not required)
+            sa.Column(self.source_column(name), _sa_types()[name], primary_key=(name == "transaction_id"), nullable=not required)
             for name, (_, required, _) in RAW_COLUMNS.items()
         ]
         table = sa.Table(self.table, metadata, *cols)
@@ -241,6 +257,8 @@ class SqlWarehouse(dg.ConfigurableResource):
         cannot hold the canonical type, fails with the column named.  Extra
         columns are reported and ignored.
         """
+        import sqlalchemy as sa
+
         try:
             columns = sa.inspect(self.engine).get_columns(self.table, schema=self.db_schema)
         except sa.exc.NoSuchTableError as exc:
@@ -275,6 +293,8 @@ class SqlWarehouse(dg.ConfigurableResource):
         the row with the value intact instead of failing the partition.
         Timestamps with a UTC offset are converted to naive UTC.
         """
+        import sqlalchemy as sa
+
         source = self.inspect_source()
         wanted = [n for n in RAW_COLUMNS if n not in source.missing_optional]
         # Untyped columns: no driver-side conversion that could raise on one bad value.
@@ -302,12 +322,16 @@ class SqlWarehouse(dg.ConfigurableResource):
 
     def count_rows_without_timestamp(self) -> int:
         """Rows whose timestamp is null belong to no day, so no partition reads them: count them to report them."""
+        import sqlalchemy as sa
+
         t = sa.table(self.table, sa.column(self.source_column("ts")), schema=self.db_schema)
         with self.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c[self.source_column("ts")].is_(None))).scalar_one())
 
     def ids_recorded_before(self, ids: list[int], before: dt.datetime) -> set[int]:
         """Which of ``ids`` already occur in the source with an earlier timestamp."""
+        import sqlalchemy as sa
+
         if not ids:
             return set()
         t = sa.table(
@@ -334,6 +358,8 @@ class SqlWarehouse(dg.ConfigurableResource):
 
     def append(self, frame: pl.DataFrame, chunk_rows: int = 50_000) -> int:
         """Insert canonical-schema rows; returns the number written."""
+        import sqlalchemy as sa
+
         t = self._table
         renamed = frame.rename({n: self.source_column(n) for n in frame.columns if n in RAW_COLUMNS})
         written = 0
@@ -344,4 +370,6 @@ class SqlWarehouse(dg.ConfigurableResource):
         return written
 
     def _safe_url(self) -> str:
+        import sqlalchemy as sa
+
         return sa.make_url(self.url).render_as_string(hide_password=True)

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-CHANNELS = ("web", "mobile", "store")
-CATEGORIES = ("grocery", "electronics", "apparel", "home", "beauty", "sports")
-PAYMENT_METHODS = ("card", "wallet", "cash")
+from ml_assets.schema import CATEGORIES, CHANNELS, PAYMENT_METHODS  # noqa: E402  (re-exported for the generator's users)
+
 CHANNEL_POPULARITY = np.array([0.45, 0.30, 0.25])
 CATEGORY_POPULARITY = np.array([0.30, 0.12, 0.18, 0.15, 0.12, 0.13])
 

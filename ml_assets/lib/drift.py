@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -55,6 +53,8 @@ class DriftResult:
 
 
 def sample_rows(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    import numpy as np
+
     if len(frame) <= max_rows:
         return frame.reset_index(drop=True)
     rng = np.random.default_rng(seed)

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from ml_assets.lib.datagen import CATEGORIES, CHANNELS, PAYMENT_METHODS
-from ml_assets.schema import RAW_COLUMNS
+from ml_assets.schema import CATEGORIES, CHANNELS, PAYMENT_METHODS, RAW_COLUMNS
 
 if TYPE_CHECKING:
     import great_expectations as gx

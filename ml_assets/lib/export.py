@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
+from dataclasses import dataclass
 
 ONNX_INPUT_NAME = "features"
 
@@ -58,6 +61,8 @@ def onnx_session(onnx_bytes: bytes, threads: int = 2):  # noqa: ANN201 (onnxrunt
 
 def onnx_churn_probability(session, features: np.ndarray) -> np.ndarray:  # noqa: ANN001
     """P(churn) for each row of a float32 feature matrix."""
+    import numpy as np
+
     if features.shape[0] == 0:
         return np.empty(0, dtype=np.float64)
     outputs = session.run(None, {ONNX_INPUT_NAME: np.ascontiguousarray(features, dtype=np.float32)})
@@ -66,6 +71,8 @@ def onnx_churn_probability(session, features: np.ndarray) -> np.ndarray:  # noqa
 
 
 def parity(native: np.ndarray, onnx_scores: np.ndarray) -> ParityReport:
+    import numpy as np
+
     diff = np.abs(np.asarray(native, dtype=np.float64) - np.asarray(onnx_scores, dtype=np.float64))
     if diff.size == 0:
         raise ValueError("parity needs at least one row")

@@ -8,13 +8,13 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import polars as pl
 
 from ml_assets.lib.features import FEATURE_COLUMNS
 
 if TYPE_CHECKING:
     import lightgbm
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,8 @@ class TrainedModel:
 
 def feature_matrix(frame: pl.DataFrame, columns: tuple[str, ...] = FEATURE_COLUMNS) -> np.ndarray:
     """Model input matrix in the fixed feature order, float32 as ONNX expects."""
+    import numpy as np
+
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise KeyError(f"feature columns missing from frame: {missing}")
@@ -83,6 +85,7 @@ def train_lgbm(
     train: pl.DataFrame, valid: pl.DataFrame, params: dict[str, Any], num_boost_round: int, early_stopping_rounds: int
 ) -> TrainedModel:
     import lightgbm as lgb
+    import numpy as np
 
     x_train, y_train = feature_matrix(train), train["churned"].to_numpy()
     x_valid, y_valid = feature_matrix(valid), valid["churned"].to_numpy()
@@ -124,6 +127,7 @@ def float32_exact_thresholds(model_text: str) -> str:
     With thresholds already float32-exact, the conversion is lossless and the
     two agree to float rounding of the leaf sums.
     """
+    import numpy as np
 
     def snap(match: re.Match[str]) -> str:
         values = np.array(match.group(1).split(), dtype=np.float64)
@@ -145,6 +149,7 @@ def load_booster(model_text: str) -> lightgbm.Booster:
 
 
 def classification_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    import numpy as np
     from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
     y_true = np.asarray(y_true)
