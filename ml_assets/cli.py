@@ -29,13 +29,13 @@ def _date(value: str) -> dt.date:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from ml_assets.lib.datagen import GeneratorConfig, customers_for_transactions, generate_transactions
+    from ml_assets.lib.datagen import GeneratorConfig, customers_for_transactions, generate_transactions, inject_bad_rows
     from resources import build_warehouse
 
     customers = args.customers or customers_for_transactions(args.transactions, args.start, args.end, args.drift_date)
     cfg = GeneratorConfig(start=args.start, end=args.end, customers=customers, seed=args.seed, drift_date=args.drift_date)
     t0 = time.perf_counter()
-    frame = generate_transactions(cfg)
+    frame = inject_bad_rows(generate_transactions(cfg), args.bad_rows, seed=args.seed)
     t1 = time.perf_counter()
     warehouse = build_warehouse()
     if args.url:
@@ -45,7 +45,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     t2 = time.perf_counter()
     print(
         f"generated {frame.height:,} transactions of {frame['customer_id'].n_unique():,} customers "
-        f"({args.start}..{args.end}, drift from {args.drift_date or 'never'}) in {t1 - t0:.1f}s; "
+        f"({args.start}..{args.end}, drift from {args.drift_date or 'never'}, {args.bad_rows} with a planted defect) in {t1 - t0:.1f}s; "
         f"wrote {written:,} rows to table {warehouse.table!r} in {t2 - t1:.1f}s"
     )
     return 0
@@ -59,7 +59,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     gen = argparse.Namespace(
-        start=DEMO_START, end=DEMO_END, customers=args.customers, transactions=0, seed=7, drift_date=DEMO_DRIFT, url=None, replace=True
+        start=DEMO_START,
+        end=DEMO_END,
+        customers=args.customers,
+        transactions=0,
+        seed=7,
+        drift_date=DEMO_DRIFT,
+        url=None,
+        replace=True,
+        # A few defective rows, so the quarantine has something to show.
+        bad_rows=70,
     )
     print("== 1/4 seeding the embedded warehouse")
     cmd_generate(gen)
@@ -170,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--url", default=None, help="SQLAlchemy URL (default: CHURN_WAREHOUSE_URL or the embedded SQLite file)")
     gen.add_argument("--replace", action="store_true", help="drop and recreate the table first")
+    gen.add_argument("--bad-rows", type=int, default=0, help="append this many rows with one planted defect each (quarantine demo)")
     gen.set_defaults(func=cmd_generate)
 
     demo = sub.add_parser("demo", help="seed the embedded warehouse and materialize the whole graph")

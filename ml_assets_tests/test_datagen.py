@@ -75,3 +75,23 @@ def test_customers_about_to_churn_slow_down() -> None:
     previous = joined.filter((days_before_end >= 30) & (days_before_end < 90))["amount"].sum() / 2
     assert churned.height > 30
     assert final < 0.8 * previous
+
+
+def test_injected_bad_rows_each_break_one_rule() -> None:
+    from ml_assets.lib.datagen import DEFECTS, inject_bad_rows
+    from ml_assets.lib.expectations import quarantine
+
+    good = generate_transactions(GeneratorConfig(start=START, end=START, customers=300))
+    mixed = inject_bad_rows(good, 14, seed=1)
+    assert mixed.height == good.height + 14 and mixed["transaction_id"].is_unique().all()
+    result = quarantine(mixed, [START], set(), dt.datetime(2030, 1, 1))
+    assert result.rejected.height == 14 and result.valid.height == good.height
+    assert len(DEFECTS) == 7
+    assert set(result.rejected["rejected_reasons"]) == {
+        "amount_positive",
+        "amount_plausible",
+        "quantity_in_range",
+        "channel_known",
+        "category_known",
+        "customer_id_well_formed",
+    }

@@ -170,3 +170,29 @@ def _habit(rng: np.random.Generator, favourite: np.ndarray, popularity: np.ndarr
     """The customer's favourite with probability ``loyalty``, else a draw by popularity."""
     other = rng.choice(len(popularity), size=favourite.size, p=popularity).astype(np.int8)
     return np.where(rng.uniform(size=favourite.size) < loyalty, favourite, other)
+
+
+# Defects a real feed shows now and then, each breaking one validation rule.
+DEFECTS: dict[str, pl.Expr] = {
+    "negative_amount": (-pl.col("amount")).alias("amount"),
+    "zero_amount": pl.lit(0.0).alias("amount"),
+    "absurd_amount": pl.lit(2.5e7).alias("amount"),
+    "zero_quantity": pl.lit(0, dtype=pl.Int32).alias("quantity"),
+    "unknown_channel": pl.lit("call-centre").alias("channel"),
+    "unknown_category": pl.lit("gift-cards").alias("category"),
+    "malformed_customer_id": pl.format("cust-{}", pl.col("customer_id")).alias("customer_id"),
+}
+
+
+def inject_bad_rows(frame: pl.DataFrame, n: int, seed: int = 0) -> pl.DataFrame:
+    """Append ``n`` copies of random rows, each with one defect and a fresh id, for demos and tests."""
+    if n <= 0 or frame.is_empty():
+        return frame
+    rng = np.random.default_rng(seed)
+    picks = frame[rng.choice(frame.height, size=n, replace=frame.height < n).tolist()]
+    names = list(DEFECTS)
+    kinds = [names[i % len(names)] for i in range(n)]
+    broken = [picks[i : i + 1].with_columns(DEFECTS[kind]) for i, kind in enumerate(kinds)]
+    start = int(frame["transaction_id"].max()) + 1
+    bad = pl.concat(broken).with_columns(pl.int_range(start, start + n, dtype=pl.Int64).alias("transaction_id"))
+    return pl.concat([frame, bad.select(frame.columns)]).sort("ts")
