@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -38,11 +37,9 @@ def repeat(label: str, fn: Callable[[], object], n: int) -> Timing:
 
 
 def run_python(code: str) -> dict:
-    """Run code in a fresh interpreter; it prints one JSON line; adds the child's peak RSS."""
+    """Run code in a fresh interpreter; it prints one JSON line, which is returned."""
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return result
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def table(title: str, rows: list[str]) -> str:

@@ -1,0 +1,148 @@
+"""Per-step overhead: the daily pipeline for one day through Dagster executors, against the same work called directly.
+
+Setup (not timed): a small generated source, 60 days ingested and featurized,
+a model trained.  Then, for the same day, alternating:
+
+- direct: the library functions the five assets call (read, quarantine,
+  features, scoring, drift), in this process, no Dagster;
+- in_process executor: `execute_job` of `daily_pipeline_job` on a persistent
+  instance, every step in the run's process (what this code location uses);
+- multiprocess executor: the same job with a process per step (Dagster's default).
+
+Added time per step = (executor time - direct time) / 5 steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import Timing, table
+
+REPO = Path(__file__).resolve().parents[1]
+START, END = dt.date(2024, 7, 1), dt.date(2024, 8, 29)
+DAY = END
+
+
+def job_in_process():  # noqa: ANN201 (reconstructable targets must be module-level)
+    import dagster as dg
+
+    from ml_assets.definitions import defs
+
+    return defs.resolve_job_def("daily_pipeline_job").with_executor_def(dg.in_process_executor)
+
+
+def job_multiprocess():  # noqa: ANN201
+    import dagster as dg
+
+    from ml_assets.definitions import defs
+
+    return defs.resolve_job_def("daily_pipeline_job").with_executor_def(dg.multiprocess_executor)
+
+
+def _direct(resources: dict) -> None:
+    import polars as pl
+
+    from ml_assets.lib.drift import compute_drift
+    from ml_assets.lib.expectations import quarantine
+    from ml_assets.lib.export import onnx_churn_probability, onnx_session
+    from ml_assets.lib.features import FEATURE_COLUMNS, snapshot_features
+    from ml_assets.lib.training import feature_matrix
+
+    wh, lake, store = resources["warehouse"], resources["lake"], resources["artifacts"]
+    start = dt.datetime.combine(DAY, dt.time())
+    raw = wh.read_transactions(start, start + dt.timedelta(days=1))
+    result = quarantine(raw, [DAY], wh.ids_recorded_before(raw["transaction_id"].to_list(), start), dt.datetime.now())
+    import dagster as dg
+
+    history = lake.read_partitions(
+        dg.AssetKey("validated_transactions"), [(DAY - dt.timedelta(days=i)).isoformat() for i in range(59, 0, -1)]
+    )
+    feats = snapshot_features(pl.concat([history, result.valid], how="vertical_relaxed"), DAY)
+    onnx = lake.read_single(dg.AssetKey("lgbm_onnx"))
+    session = onnx_session(store.get(onnx["artifact"]["uri"], onnx["artifact"]["sha256"]))
+    scores = onnx_churn_probability(session, feature_matrix(feats))
+    ref = lake.read_single(dg.AssetKey("training_set")).select(FEATURE_COLUMNS).to_pandas()
+    ref["prediction"] = onnx_churn_probability(session, ref[list(FEATURE_COLUMNS)].to_numpy())
+    cur = feats.select(FEATURE_COLUMNS).to_pandas()
+    cur["prediction"] = scores
+    compute_drift(ref, cur, [*FEATURE_COLUMNS, "prediction"])
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    n = 1 if args.quick else 3
+    tmp = Path(tempfile.mkdtemp(prefix="bench_steps_"))
+    old_cwd, old_env = os.getcwd(), dict(os.environ)
+    try:
+        home = tmp / "home"
+        home.mkdir()
+        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+        os.environ.update({"DAGSTER_HOME": str(home), "CHURN_DATA_DIR": str(tmp / "data")})
+        os.chdir(tmp)  # dagster.yaml's storage folders are relative
+        return _measure(n)
+    finally:
+        os.chdir(old_cwd)
+        os.environ.clear()
+        os.environ.update(old_env)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _measure(n: int) -> str:
+    import warnings
+
+    import dagster as dg
+
+    from ml_assets.lib.datagen import GeneratorConfig, generate_transactions
+    from ml_assets.pipeline import INGEST_TO_FEATURES, TRAINING, materialize_range, materialize_unpartitioned, training_run_config
+    from resources import build_resources, build_warehouse
+
+    warnings.filterwarnings("ignore")
+    wh = build_warehouse()
+    wh.create_table(replace=True)
+    wh.append(generate_transactions(GeneratorConfig(start=START, end=END, customers=800, seed=5)))
+    instance = dg.DagsterInstance.get()
+    assert materialize_range(INGEST_TO_FEATURES, START, END, instance, log_level="ERROR").success
+    config = training_run_config(END - dt.timedelta(days=1))
+    config["ops"]["training_set"]["config"].update({"min_history_days": 14, "horizon_days": 7, "snapshot_every_days": 3})
+    assert materialize_unpartitioned(TRAINING, instance, config, log_level="ERROR").success
+    resources = build_resources()
+
+    timings: dict[str, list[float]] = {"direct": [], "in_process": [], "multiprocess": []}
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    _direct(resources)  # warm the libraries' imports once, as a long-lived worker would have them
+    for _ in range(n):
+        t0 = time.perf_counter()
+        _direct(resources)
+        timings["direct"].append(time.perf_counter() - t0)
+        for name, target in (("in_process", job_in_process), ("multiprocess", job_multiprocess)):
+            t0 = time.perf_counter()
+            with dg.execute_job(
+                dg.reconstructable(target), instance, run_config=quiet, tags={"dagster/partition": DAY.isoformat()}
+            ) as result:
+                assert result.success, name
+            timings[name].append(time.perf_counter() - t0)
+    steps = 5
+    base = Timing("direct calls of the same work (no Dagster)", timings["direct"])
+    inproc = Timing("daily_pipeline_job, in_process executor", timings["in_process"])
+    multi = Timing("daily_pipeline_job, multiprocess executor", timings["multiprocess"])
+    out = table(
+        f"Per-step overhead, {steps} steps, one day (target: at most 0.3 s added per step)", [base.row(), inproc.row(base), multi.row(base)]
+    )
+    out += (
+        f"\n\nadded per step: in_process {(inproc.median - base.median) / steps:.2f} s, "
+        f"multiprocess {(multi.median - base.median) / steps:.2f} s"
+    )
+    print(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
