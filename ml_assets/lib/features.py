@@ -13,6 +13,8 @@ import datetime as dt
 
 import polars as pl
 
+from ml_assets.schema import CATEGORIES
+
 # How far back any feature looks.  Also the span of validated partitions the
 # features asset loads, so it is fixed at definition time.
 LOOKBACK_DAYS = 180
@@ -85,27 +87,40 @@ def _aggregate(lf: pl.LazyFrame, cutoff: dt.datetime, snapshot_date: dt.date) ->
     def since(days: int) -> pl.Expr:
         return pl.col("ts") >= cutoff - dt.timedelta(days=days)
 
+    # Per-row window flags and masked amounts are computed once, before the
+    # group-by, so each aggregation is a plain sum instead of a filter + sum.
     days_before = (pl.lit(cutoff) - pl.col("ts")).dt.total_seconds() / 86_400.0
-    agg = lf.group_by("customer_id").agg(
+    prepared = lf.with_columns(
+        days_before.alias("_days_before"),
+        since(7).cast(pl.Float64).alias("_in7"),
+        since(30).cast(pl.Float64).alias("_in30"),
+        since(90).cast(pl.Float64).alias("_in90"),
+        pl.when(since(90)).then(pl.col("ts").dt.date().cast(pl.Int32)).alias("_day90"),
+        pl.col("category").cast(pl.Enum(CATEGORIES), strict=False).to_physical().alias("_category"),
+        (pl.col("channel") == "mobile").cast(pl.Float64).alias("_mobile"),
+        (pl.col("channel") == "store").cast(pl.Float64).alias("_store"),
+        (pl.col("ts").dt.weekday() >= 6).cast(pl.Float64).alias("_weekend"),
+    )
+    agg = prepared.group_by("customer_id").agg(
         pl.col("ts").max().alias("last_tx_ts"),
-        days_before.min().alias("recency_days"),
-        days_before.max().alias("tenure_days"),
-        since(7).sum().cast(pl.Float64).alias("tx_count_7d"),
-        since(30).sum().cast(pl.Float64).alias("tx_count_30d"),
-        since(90).sum().cast(pl.Float64).alias("tx_count_90d"),
-        pl.col("amount").filter(since(7)).sum().alias("spend_7d"),
-        pl.col("amount").filter(since(30)).sum().alias("spend_30d"),
-        pl.col("amount").filter(since(90)).sum().alias("spend_90d"),
+        pl.col("_days_before").min().alias("recency_days"),
+        pl.col("_days_before").max().alias("tenure_days"),
+        pl.col("_in7").sum().alias("tx_count_7d"),
+        pl.col("_in30").sum().alias("tx_count_30d"),
+        pl.col("_in90").sum().alias("tx_count_90d"),
+        (pl.col("amount") * pl.col("_in7")).sum().alias("spend_7d"),
+        (pl.col("amount") * pl.col("_in30")).sum().alias("spend_30d"),
+        (pl.col("amount") * pl.col("_in90")).sum().alias("spend_90d"),
         pl.col("amount").sum().alias("spend_lookback"),
         pl.col("amount").mean().alias("avg_basket"),
         pl.col("amount").max().alias("max_amount"),
         pl.col("quantity").cast(pl.Float64).mean().alias("avg_quantity"),
         pl.len().cast(pl.Float64).alias("_n"),
-        pl.col("ts").dt.date().filter(since(90)).n_unique().cast(pl.Float64).alias("active_days_90d"),
-        (pl.col("channel") == "mobile").mean().alias("mobile_share"),
-        (pl.col("channel") == "store").mean().alias("store_share"),
-        (pl.col("ts").dt.weekday() >= 6).mean().alias("weekend_share"),
-        pl.col("category").n_unique().cast(pl.Float64).alias("n_categories"),
+        pl.col("_day90").drop_nulls().n_unique().cast(pl.Float64).alias("active_days_90d"),
+        pl.col("_mobile").mean().alias("mobile_share"),
+        pl.col("_store").mean().alias("store_share"),
+        pl.col("_weekend").mean().alias("weekend_share"),
+        pl.col("_category").n_unique().cast(pl.Float64).alias("n_categories"),
     )
     return agg.select(
         pl.col("customer_id"),
