@@ -27,17 +27,8 @@ def materialize_range(
     log_level: str = "DEBUG",
 ) -> dg.ExecuteInProcessResult:
     """Materialize daily assets for the inclusive day range in one run."""
-    from ml_assets.definitions import ALL_ASSETS
-    from resources import build_resources
-
-    return dg.materialize(
-        ALL_ASSETS,
-        selection=list(keys),
-        instance=instance,
-        resources=resources or build_resources(),
-        tags={ASSET_PARTITION_RANGE_START_TAG: start.isoformat(), ASSET_PARTITION_RANGE_END_TAG: end.isoformat()},
-        run_config=_console(log_level),
-    )
+    tags = {ASSET_PARTITION_RANGE_START_TAG: start.isoformat(), ASSET_PARTITION_RANGE_END_TAG: end.isoformat()}
+    return _materialize(keys, instance, resources, None, tags, log_level)
 
 
 def materialize_unpartitioned(
@@ -46,6 +37,18 @@ def materialize_unpartitioned(
     run_config: Mapping[str, Any] | None = None,
     resources: Mapping[str, Any] | None = None,
     log_level: str = "DEBUG",
+) -> dg.ExecuteInProcessResult:
+    """Materialize unpartitioned assets (training, export) in one run."""
+    return _materialize(keys, instance, resources, run_config, None, log_level)
+
+
+def _materialize(
+    keys: Sequence[str],
+    instance: dg.DagsterInstance,
+    resources: Mapping[str, Any] | None,
+    run_config: Mapping[str, Any] | None,
+    tags: Mapping[str, str] | None,
+    log_level: str,
 ) -> dg.ExecuteInProcessResult:
     from ml_assets.definitions import ALL_ASSETS
     from resources import build_resources
@@ -56,6 +59,7 @@ def materialize_unpartitioned(
         instance=instance,
         resources=resources or build_resources(),
         run_config={**dict(run_config or {}), **_console(log_level)},
+        tags=dict(tags or {}),
     )
 
 
