@@ -89,7 +89,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
             lambda: materialize_range(SCORING, DEMO_SCORE_FROM, DEMO_END, instance, log_level=args.log_level),
         ),
     ]
-    results = {}
     for title, run in stages:
         print(f"== {title}")
         t0 = time.perf_counter()
@@ -97,7 +96,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"   {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s (run {result.run_id})")
         if not result.success:
             return 1
-        results[title] = result
     print()
     print(summarize(instance, data_dir()))
     return 0

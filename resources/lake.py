@@ -14,7 +14,6 @@ distinguishable.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import uuid
@@ -159,8 +158,3 @@ def _describe(context: dg.InputContext) -> str:
     except Exception:  # only used to word an error message
         who = ""
     return f" (needed by {who})" if who else ""
-
-
-def day_keys(start: dt.date, end: dt.date) -> list[str]:
-    """Partition keys for the inclusive day range."""
-    return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]

@@ -43,7 +43,6 @@ def plan_snapshots(
     if not have:
         return SplitPlan([], [])
     first = min(have)
-    last = max(have)
     usable = sorted(d for d in have if (d + dt.timedelta(days=horizon_days)) in have and (d - first).days >= min_history_days)
     # Anchor the weekly grid on the newest usable day so the freshest labels are used.
     if not usable:
@@ -54,7 +53,6 @@ def plan_snapshots(
     valid = picked[-n_valid:]
     gap_end = valid[0] - dt.timedelta(days=horizon_days)
     train = [d for d in picked[:-n_valid] if d <= gap_end]
-    del last
     return SplitPlan(train, valid)
 
 
