@@ -34,8 +34,8 @@ defs = dg.Definitions(
     assets=ALL_ASSETS,
     # Every step in the run's process: the ML steps already use both cores, and
     # a process per step would pay the heavy imports (lightgbm, GX, evidently)
-    # again in every step. Measured for one day of the daily job: 11.4 s in
-    # process, 71.5 s with a process per step (benchmarks/bench_steps.py).
+    # again in every step. Measured for one day of the daily job: 7.1 s in
+    # process, 42.4 s with a process per step (benchmarks/bench_steps.py).
     executor=dg.in_process_executor,
     jobs=[daily_pipeline_job, training_job],
     schedules=[daily_pipeline_schedule, weekly_training_schedule],
