@@ -126,6 +126,8 @@ def raw_row_rules() -> list[Rule]:
     return rules
 
 
+# The rule names without importing great-expectations (it costs seconds): for
+# metadata and docs. A test keeps it equal to the names in raw_row_rules().
 RAW_RULE_NAMES = tuple(
     [f"{n}_not_null" for n, (_, req, _) in RAW_COLUMNS.items() if req and n != "amount"]
     + [
