@@ -3,6 +3,7 @@
 import dagster as dg
 import polars as pl
 
+from ml_assets.lib.expectations import partition_day
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, naive_utc, partition_days
 from ml_assets.schema import RAW_COLUMNS
@@ -42,7 +43,7 @@ def raw_transactions(context: dg.AssetExecutionContext, warehouse: SqlWarehouse)
         raise dg.Failure(f"raw_transactions {context.partition_key_range.start}: {exc}", allow_retries=False) from exc
     if source.extra:
         context.log.warning(f"raw_transactions: ignoring column(s) not in the raw schema: {source.extra}")
-    frame = warehouse.read_transactions(naive_utc(window.start), naive_utc(window.end))
+    frame = warehouse.read_transactions(naive_utc(window.start), naive_utc(window.end), source)
     undated = warehouse.count_rows_without_timestamp()
     if undated:
         context.log.warning(
@@ -50,9 +51,13 @@ def raw_transactions(context: dg.AssetExecutionContext, warehouse: SqlWarehouse)
             f"find them with: SELECT * FROM {warehouse.table} WHERE {warehouse.source_column('ts')} IS NULL"
         )
     days = partition_days(context)
-    per_day = dict(frame.group_by(pl.col("ts").dt.date()).len().iter_rows()) if frame.height else {}
+    # Rows go to days exactly as validation assigns them, so raw counts per day
+    # equal validated + quarantined per day.
+    by_day = {
+        k[0]: g.drop("_day") for k, g in frame.with_columns(partition_day(days).alias("_day")).partition_by("_day", as_dict=True).items()
+    }
     for day in days:
-        part = frame.filter(pl.col("ts").dt.date() == day) if len(days) > 1 else frame
+        part = by_day.get(day, frame.clear())
         context.add_asset_metadata(
             {
                 **frame_metadata(part, RAW_DESCRIPTIONS),
@@ -63,7 +68,7 @@ def raw_transactions(context: dg.AssetExecutionContext, warehouse: SqlWarehouse)
             },
             partition_key=day.isoformat(),
         )
-    empty = [d.isoformat() for d in days if per_day.get(d, 0) == 0]
+    empty = [d.isoformat() for d in days if d not in by_day]
     if empty:
         context.log.warning(f"raw_transactions: no rows in the source for {len(empty)} day(s): {empty[:10]}")
     return frame

@@ -284,18 +284,19 @@ class SqlWarehouse(dg.ConfigurableResource):
         mapped = {self.source_column(n) for n in RAW_COLUMNS}
         return SourceColumns(missing_optional=missing_optional, extra=sorted(set(present) - mapped))
 
-    def read_transactions(self, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
+    def read_transactions(self, start: dt.datetime, end: dt.datetime, source: SourceColumns | None = None) -> pl.DataFrame:
         """Rows with ``start <= ts < end``, in canonical column names.
 
         Values are read untyped and converted here: a value that is not of its
         column's type (SQLite stores anything anywhere) becomes null and its
         original text is kept in ``_type_errors``, so validation quarantines
         the row with the value intact instead of failing the partition.
-        Timestamps with a UTC offset are converted to naive UTC.
+        Timestamps with a UTC offset are converted to naive UTC. Pass the
+        result of ``inspect_source`` when the caller already has it.
         """
         import sqlalchemy as sa
 
-        source = self.inspect_source()
+        source = source or self.inspect_source()
         wanted = [n for n in RAW_COLUMNS if n not in source.missing_optional]
         # Untyped columns: no driver-side conversion that could raise on one bad value.
         t = sa.table(self.table, *[sa.column(self.source_column(n)) for n in wanted], schema=self.db_schema)
