@@ -1,6 +1,6 @@
 """The code location: every asset, check, job, schedule and resource of the churn pipeline.
 
-Loading this module must stay fast: the ML libraries (lightgbm, onnx,
+Loading this module must stay fast: the ML libraries (torch, lightgbm, onnx,
 onnxruntime, evidently, ...) are imported inside the functions that use them.
 """
 
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ml_assets.export import lgbm_onnx
+from ml_assets.export import lgbm_onnx, lgbm_onnx_parity, torch_onnx, torch_onnx_parity
 from ml_assets.features import customer_features
 from ml_assets.inference import batch_predictions
 from ml_assets.ingest import raw_transactions
 from ml_assets.jobs import daily_pipeline_job, training_job
 from ml_assets.monitoring import drift_report
-from ml_assets.training import lgbm_model, training_set
+from ml_assets.promotion import champion_model
+from ml_assets.training import lgbm_model, torch_model, training_set
 from ml_assets.validation import validated_transactions
 from resources import build_resources
 from sensors import daily_pipeline_schedule, weekly_training_schedule
@@ -25,13 +26,18 @@ ALL_ASSETS = [
     customer_features,
     training_set,
     lgbm_model,
+    torch_model,
     lgbm_onnx,
+    torch_onnx,
+    champion_model,
     batch_predictions,
     drift_report,
 ]
+ALL_CHECKS = [lgbm_onnx_parity, torch_onnx_parity]
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
+    asset_checks=ALL_CHECKS,
     # Every step in the run's process: the ML steps already use both cores, and
     # a process per step would pay the heavy imports (lightgbm, GX, evidently)
     # again in every step. Measured for one day of the daily job: 7.1 s in

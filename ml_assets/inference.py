@@ -9,7 +9,8 @@ from ml_assets.lib.export import onnx_churn_probability, onnx_session
 from ml_assets.lib.training import feature_matrix
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
-from resources import ArtifactStore
+from resources import ArtifactStore, ModelRegistry
+from resources.registry import ModelVersion
 
 PREDICTION_DESCRIPTIONS = {
     "customer_id": "Customer identifier.",
@@ -26,20 +27,21 @@ PREDICTION_DESCRIPTIONS = {
     kinds={"onnx", "parquet"},
     owners=["team:ml-platform"],
     metadata={"partition_expr": "snapshot_date"},
+    deps=["champion_model"],
 )
 def batch_predictions(
-    context: dg.AssetExecutionContext, customer_features: pl.DataFrame, lgbm_onnx: dict[str, Any], artifacts: ArtifactStore
+    context: dg.AssetExecutionContext, customer_features: pl.DataFrame, artifacts: ArtifactStore, registry: ModelRegistry
 ) -> pl.DataFrame:
-    """Churn probability for every active customer on this day, scored by the ONNX model with onnxruntime.
+    """Churn probability for every active customer on this day, scored by the champion model's ONNX artifact in onnxruntime.
 
     This is the daily list retention teams work from: sort by
     `churn_probability` to find who to contact. `model_version` says which
-    model produced each score.
+    model produced each score: always the registry's champion at the time of
+    the run, its artifact verified against the registered sha256 before load.
     """
-    ref = lgbm_onnx["artifact"]
-    session = onnx_session(artifacts.get(ref["uri"], ref["sha256"]))
-    version = lgbm_onnx["model_version"]
-    scores = onnx_churn_probability(session, feature_matrix(customer_features, tuple(lgbm_onnx["features"])))
+    champion, session = champion_session(registry, artifacts, "batch_predictions")
+    version = champion.version
+    scores = onnx_churn_probability(session, feature_matrix(customer_features, tuple(champion.features)))
     frame = customer_features.select("customer_id", "snapshot_date").with_columns(
         pl.Series("churn_probability", scores, dtype=pl.Float64),
         pl.lit(version).alias("model_version"),
@@ -51,9 +53,18 @@ def batch_predictions(
             {
                 **frame_metadata(part, PREDICTION_DESCRIPTIONS),
                 "model_version": version,
+                "model_kind": champion.kind,
                 "mean_churn_probability": float(part["churn_probability"].mean()) if part.height else 0.0,
                 "share_above_0_5": float((part["churn_probability"] > 0.5).mean()) if part.height else 0.0,
             },
             partition_key=day.isoformat(),
         )
     return frame
+
+
+def champion_session(registry: ModelRegistry, artifacts: ArtifactStore, who: str) -> tuple[ModelVersion, Any]:
+    """The current champion and an onnxruntime session over its verified ONNX artifact."""
+    champion = registry.champion()
+    if champion is None:
+        raise dg.Failure(f"{who}: the model registry has no champion yet; materialize training_job (it ends with champion_model) first")
+    return champion, onnx_session(artifacts.get(champion.onnx_uri or "", champion.onnx_sha256 or ""))

@@ -17,7 +17,8 @@ daily_pipeline_job = dg.define_asset_job(
 
 training_job = dg.define_asset_job(
     "training_job",
-    selection=dg.AssetSelection.groups("training", "export"),
-    description="Rebuild the training set from materialized features, train LightGBM and export it to ONNX.",
+    selection=dg.AssetSelection.groups("training", "export", "registry"),
+    description="Rebuild the training set, train LightGBM and the PyTorch network, export both to ONNX, "
+    "check ONNX parity and decide the champion.",
     tags={"ml/run_kind": "training"},
 )

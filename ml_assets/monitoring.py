@@ -1,15 +1,15 @@
 """Monitoring: daily data and prediction drift against the training reference."""
 
-from typing import Any
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from ml_assets.inference import champion_session
 from ml_assets.lib.drift import compute_drift, sample_rows
-from ml_assets.lib.export import onnx_churn_probability, onnx_session
+from ml_assets.lib.export import onnx_churn_probability
 from ml_assets.partitions import daily_partitions, partition_days
-from resources import ArtifactStore
+from resources import ArtifactStore, ModelRegistry
 
 
 class DriftConfig(dg.Config):
@@ -26,6 +26,7 @@ class DriftConfig(dg.Config):
     kinds={"evidently", "parquet"},
     owners=["team:ml-platform"],
     metadata={"partition_expr": "snapshot_date"},
+    deps=["champion_model"],
 )
 def drift_report(
     context: dg.AssetExecutionContext,
@@ -33,8 +34,8 @@ def drift_report(
     customer_features: pl.DataFrame,
     batch_predictions: pl.DataFrame,
     training_set: pl.DataFrame,
-    lgbm_onnx: dict[str, Any],
     artifacts: ArtifactStore,
+    registry: ModelRegistry,
 ) -> pl.DataFrame:
     """How far this day's customers and churn scores have moved from what the model was trained on.
 
@@ -45,10 +46,9 @@ def drift_report(
     dataset-level verdict (plotted across days in the UI) and a link to the full
     evidently HTML report.
     """
-    features = list(lgbm_onnx["features"])
+    champion, session = champion_session(registry, artifacts, "drift_report")
+    features = list(champion.features)
     ref_frame = sample_rows(training_set.select(features).to_pandas(), config.max_reference_rows, seed=11)
-    ref_ref = lgbm_onnx["artifact"]
-    session = onnx_session(artifacts.get(ref_ref["uri"], ref_ref["sha256"]))
     ref_frame["prediction"] = onnx_churn_probability(session, ref_frame[features].to_numpy())
     columns = [*features, "prediction"]
 
@@ -88,7 +88,7 @@ def drift_report(
                 "report_url": dg.MetadataValue.url(_file_url(report.uri)),
                 "current_rows": len(current),
                 "reference_rows": len(ref_frame),
-                "model_version": lgbm_onnx["model_version"],
+                "model_version": champion.version,
             },
             partition_key=key,
         )

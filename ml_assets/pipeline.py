@@ -14,7 +14,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 INGEST_TO_FEATURES = ("raw_transactions", "validated_transactions", "quarantined_transactions", "customer_features")
-TRAINING = ("training_set", "lgbm_model", "lgbm_onnx")
+TRAINING = ("training_set", "lgbm_model", "torch_model", "lgbm_onnx", "torch_onnx", "champion_model")
 SCORING = ("batch_predictions", "drift_report")
 
 
@@ -50,11 +50,11 @@ def _materialize(
     tags: Mapping[str, str] | None,
     log_level: str,
 ) -> dg.ExecuteInProcessResult:
-    from ml_assets.definitions import ALL_ASSETS
+    from ml_assets.definitions import ALL_ASSETS, ALL_CHECKS
     from resources import build_resources
 
     return dg.materialize(
-        ALL_ASSETS,
+        [*ALL_ASSETS, *ALL_CHECKS],
         selection=list(keys),
         instance=instance,
         resources=resources or build_resources(),

@@ -1,4 +1,4 @@
-"""Training: labelled snapshots and the LightGBM churn model."""
+"""Training: labelled snapshots, the LightGBM model and the PyTorch network, each registered as a candidate."""
 
 import datetime as dt
 from typing import Any
@@ -8,9 +8,9 @@ import polars as pl
 from pydantic import Field
 
 from ml_assets.lib.features import FEATURE_COLUMNS, churn_labels
-from ml_assets.lib.training import classification_metrics, plan_snapshots, train_lgbm
+from ml_assets.lib.training import feature_matrix, plan_snapshots, search_grid, split_holdout, train_lgbm
 from ml_assets.metadata import figure_markdown, frame_metadata, markdown_table
-from resources import ArtifactStore, Lake
+from resources import ArtifactStore, Lake, ModelRegistry
 
 CUSTOMER_FEATURES = dg.AssetKey("customer_features")
 
@@ -18,8 +18,13 @@ CUSTOMER_FEATURES = dg.AssetKey("customer_features")
 class TrainingSetConfig(dg.Config):
     horizon_days: int = Field(default=30, description="A customer has churned when they buy nothing for this many days after the snapshot.")
     snapshot_every_days: int = Field(default=7, description="Days between two labelled snapshots.")
-    max_snapshots: int = Field(default=26, description="Newest labelled snapshots to use (train + validation).")
-    valid_fraction: float = Field(default=0.25, description="Share of the newest snapshots held out for validation.")
+    max_snapshots: int = Field(default=26, description="Newest labelled snapshots to use (train + held out).")
+    valid_fraction: float = Field(default=0.25, description="Share of the newest snapshots held out (validation + test).")
+    test_share: float = Field(
+        default=0.5,
+        description="Share of held-out customers whose rows form the test split (reported metrics, champion comparison); "
+        "the others form the validation split (early stopping, hyperparameter search).",
+    )
     min_history_days: int = Field(default=180, description="Skip snapshots with fewer days of history before them (windows not yet full).")
     latest_snapshot: str | None = Field(
         default=None, description="Ignore feature partitions after this day (YYYY-MM-DD); default: all materialized."
@@ -28,12 +33,26 @@ class TrainingSetConfig(dg.Config):
 
 class LgbmConfig(dg.Config):
     learning_rate: float = Field(default=0.05, description="Boosting learning rate.")
-    num_leaves: int = Field(default=31, description="Maximum leaves per tree.")
-    min_data_in_leaf: int = Field(default=50, description="Minimum rows in a leaf.")
     feature_fraction: float = Field(default=0.9, description="Share of features sampled per tree.")
     num_boost_round: int = Field(default=600, description="Upper bound on boosting rounds.")
     early_stopping_rounds: int = Field(default=40, description="Stop when validation log loss has not improved for this many rounds.")
-    min_roc_auc: float = Field(default=0.7, description="Fail the run when holdout ROC-AUC is below this floor.")
+    search_num_leaves: list[int] = Field(default=[15, 31, 63], description="Hyperparameter search: maximum leaves per tree.")
+    search_min_data_in_leaf: list[int] = Field(default=[20, 100], description="Hyperparameter search: minimum rows in a leaf.")
+    max_trials: int = Field(default=6, description="Upper bound on models trained by the search (grid points beyond it are skipped).")
+    min_roc_auc: float = Field(default=0.7, description="Fail the run when test ROC-AUC is below this floor.")
+
+
+class TorchConfig(dg.Config):
+    hidden: list[int] = Field(default=[64, 32], description="Widths of the hidden layers.")
+    dropout: float = Field(default=0.1, description="Dropout after each hidden layer.")
+    learning_rate: float = Field(default=2e-3, description="AdamW learning rate.")
+    weight_decay: float = Field(default=1e-4, description="AdamW weight decay.")
+    batch_size: int = Field(default=512, description="Rows per optimizer step.")
+    max_epochs: int = Field(default=60, description="Upper bound on epochs.")
+    patience: int = Field(default=6, description="Stop after this many epochs without a better validation log loss.")
+    seed: int = Field(default=17, description="Seed for weights, shuffling and dropout: the same data and seed give the same model.")
+    device: str = Field(default="auto", description="auto (CUDA when the node has a GPU, else CPU), cuda (fail without a GPU) or cpu.")
+    min_roc_auc: float = Field(default=0.7, description="Fail the run when test ROC-AUC is below this floor.")
 
 
 @dg.asset(
@@ -47,9 +66,12 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
 
     Each row is one customer's features on a snapshot day plus `churned`: 1 when
     they bought nothing in the following `horizon_days`. Only snapshots whose
-    horizon has fully passed are labelled. The newest snapshots form the
-    validation split (`split = valid`); train snapshots end a full horizon before
-    them, so no training label peeks into the validation period.
+    horizon has fully passed are labelled. The newest snapshots are held out;
+    train snapshots end a full horizon before them, so no training label peeks
+    into the held-out period. Held-out customers are split in two by a stable
+    hash: `valid` rows steer early stopping and the hyperparameter search,
+    `test` rows give the metrics every model reports and the champion
+    comparison, so the reported figures are not the ones the search optimized.
     """
     materialized = context.instance.get_materialized_partitions(CUSTOMER_FEATURES)
     available = sorted(dt.date.fromisoformat(k) for k in materialized)
@@ -62,7 +84,7 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
     if len(plan.train_dates) < 1 or len(plan.valid_dates) < 1:
         span = f"{available[0]}..{available[-1]}" if available else "none"
         raise dg.Failure(
-            f"training_set: not enough labelled snapshots (train {len(plan.train_dates)}, valid {len(plan.valid_dates)}). "
+            f"training_set: not enough labelled snapshots (train {len(plan.train_dates)}, held out {len(plan.valid_dates)}). "
             f"customer_features partitions materialized: {len(available)} ({span}). A snapshot needs {config.min_history_days} days "
             f"of history before it and its partition + {config.horizon_days} days materialized; materialize more customer_features days."
         )
@@ -74,23 +96,69 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
     by_day = {k[0]: g for k, g in frames.partition_by("snapshot_date", as_dict=True).items()}
     empty = frames.clear()
     parts = []
-    for split, days in (("train", plan.train_dates), ("valid", plan.valid_dates)):
+    for split, days in (("train", plan.train_dates), ("holdout", plan.valid_dates)):
         for day in days:
             later = by_day.get(day + dt.timedelta(days=config.horizon_days), empty)
             parts.append(churn_labels(by_day.get(day, empty), later, day).with_columns(pl.lit(split).alias("split")))
     frame = pl.concat(parts, how="vertical")
+    frame = frame.with_columns(
+        pl.when(pl.col("split") == "holdout").then(split_holdout(frame, config.test_share)).otherwise(pl.col("split")).alias("split")
+    )
+    test = frame.filter(pl.col("split") == "test")
+    if test["churned"].n_unique() < 2 or frame.filter(pl.col("split") == "valid").is_empty():
+        raise dg.Failure(
+            f"training_set: the held-out snapshots ({plan.valid_dates[0]}..{plan.valid_dates[-1]}) do not give a validation split and a "
+            f"test split with both classes (test_share={config.test_share}); materialize more customer_features days or change test_share."
+        )
     stats = frame.group_by("split").agg(pl.len().alias("rows"), pl.col("churned").mean().alias("churn_rate")).sort("split")
     context.add_output_metadata(
         {
             **frame_metadata(frame.drop("last_tx_ts")),
             "train_snapshots": dg.MetadataValue.json([d.isoformat() for d in plan.train_dates]),
-            "valid_snapshots": dg.MetadataValue.json([d.isoformat() for d in plan.valid_dates]),
+            "holdout_snapshots": dg.MetadataValue.json([d.isoformat() for d in plan.valid_dates]),
             "split_stats": dg.MetadataValue.md(markdown_table(stats)),
             "churn_rate": float(frame["churned"].mean()),
             "horizon_days": config.horizon_days,
         }
     )
     return frame
+
+
+def data_window(training_set: pl.DataFrame) -> dict[str, Any]:
+    """What a model was trained and evaluated on, for the registry."""
+    window: dict[str, Any] = {}
+    for split in ("train", "valid", "test"):
+        part = training_set.filter(pl.col("split") == split)
+        window[split] = {
+            "first_snapshot": str(part["snapshot_date"].min()),
+            "last_snapshot": str(part["snapshot_date"].max()),
+            "rows": part.height,
+        }
+    return window
+
+
+def _splits(training_set: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    return tuple(training_set.filter(pl.col("split") == s) for s in ("train", "valid", "test"))  # type: ignore[return-value]
+
+
+def _evaluate(name: str, test: pl.DataFrame, scores: Any, floor: float) -> tuple[dict[str, float], dict[str, Any]]:
+    """Test-split metrics and the plots the UI shows, the same for every model kind."""
+    from ml_assets.lib.evaluation import calibration_figure, classification_metrics, roc_pr_figure
+
+    y = test["churned"].to_numpy()
+    metrics = classification_metrics(y, scores)
+    if metrics["roc_auc"] < floor:
+        raise dg.Failure(
+            f"{name}: test ROC-AUC {metrics['roc_auc']:.3f} is below the floor {floor}; the model is not registered. "
+            "Check the training_set (label rate, snapshot count) before lowering the floor."
+        )
+    metadata = {
+        **{k: float(v) for k, v in metrics.items() if k != "rows"},
+        "test_rows": int(metrics["rows"]),
+        "roc_pr_curves": figure_markdown(roc_pr_figure(y, scores, f"{name}, test split"), "ROC and PR curves"),
+        "calibration_curve": figure_markdown(calibration_figure(y, scores, f"{name} calibration, test split"), "calibration curve"),
+    }
+    return metrics, metadata
 
 
 @dg.asset(
@@ -100,33 +168,41 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
     tags={"ml/compute": "cpu"},
 )
 def lgbm_model(
-    context: dg.AssetExecutionContext, config: LgbmConfig, training_set: pl.DataFrame, artifacts: ArtifactStore
+    context: dg.AssetExecutionContext, config: LgbmConfig, training_set: pl.DataFrame, artifacts: ArtifactStore, registry: ModelRegistry
 ) -> dict[str, Any]:
-    """The gradient-boosted churn classifier (LightGBM), trained on the train split with early stopping on
-    the validation split.
+    """The gradient-boosted churn classifier (LightGBM), registered as a candidate model version.
 
-    The model file is stored in LightGBM's own text format, named by its sha256,
-    and verified against that checksum before anything loads it. Holdout metrics
-    (ROC-AUC, PR-AUC, log loss, Brier) and ROC and feature-importance plots are on
-    each materialization.
+    A small, bounded hyperparameter search (leaves per tree x rows per leaf)
+    trains one model per grid point with early stopping on the validation
+    split and keeps the lowest validation log loss; the chosen parameters and
+    every trial are in the metadata. Longer recency can only raise the churn
+    score (a monotone constraint). Test-split metrics (ROC-AUC, PR-AUC, log
+    loss, Brier, calibration error) with ROC/PR, calibration and
+    feature-importance plots are on each materialization. The model file is
+    LightGBM's text format, named by its sha256 and verified before any load.
     """
-    train = training_set.filter(pl.col("split") == "train")
-    valid = training_set.filter(pl.col("split") == "valid")
-    params = {
-        "learning_rate": config.learning_rate,
-        "num_leaves": config.num_leaves,
-        "min_data_in_leaf": config.min_data_in_leaf,
-        "feature_fraction": config.feature_fraction,
-    }
-    model = train_lgbm(train, valid, params, config.num_boost_round, config.early_stopping_rounds)
-    metrics = model.metrics
-    if metrics["roc_auc"] < config.min_roc_auc:
-        raise dg.Failure(
-            f"lgbm_model: holdout ROC-AUC {metrics['roc_auc']:.3f} is below the floor {config.min_roc_auc}; the model is not saved. "
-            "Check the training_set (label rate, snapshot count) before lowering the floor."
-        )
+    train, valid, test = _splits(training_set)
+    grid = search_grid(config.search_num_leaves, config.search_min_data_in_leaf, config.max_trials)
+    params = {"learning_rate": config.learning_rate, "feature_fraction": config.feature_fraction}
+    model = train_lgbm(train, valid, params, config.num_boost_round, config.early_stopping_rounds, grid)
+    from ml_assets.lib.training import load_booster
+
+    scores = load_booster(model.model_text).predict(feature_matrix(test))
+    metrics, evaluation = _evaluate("lgbm_model", test, scores, config.min_roc_auc)
     ref = artifacts.put("models/lgbm", model.model_text.encode(), ".txt")
     version = f"lgbm-{ref.sha256[:12]}"
+    chosen = {k: model.params[k] for k in ("num_leaves", "min_data_in_leaf", "learning_rate", "feature_fraction") if k in model.params}
+    registry.register(
+        version=version,
+        kind="lightgbm",
+        run_id=context.run_id,
+        data_window=data_window(training_set),
+        features=list(FEATURE_COLUMNS),
+        params={**chosen, "best_iteration": model.best_iteration},
+        metrics=metrics,
+        artifact_uri=ref.uri,
+        artifact_sha256=ref.sha256,
+    )
     importance = _importance(model.model_text)
     context.add_output_metadata(
         {
@@ -134,23 +210,123 @@ def lgbm_model(
             "artifact_uri": dg.MetadataValue.path(ref.uri),
             "sha256": ref.sha256,
             "best_iteration": model.best_iteration,
+            "chosen_params": dg.MetadataValue.json(chosen),
+            "search_trials": dg.MetadataValue.md(markdown_table(pl.DataFrame(model.trials))),
             "train_rows": train.height,
             "valid_rows": valid.height,
-            **{k: float(v) for k, v in metrics.items() if k != "rows"},
-            "params": dg.MetadataValue.json(params),
-            "roc_curve": _roc_plot(valid["churned"].to_numpy(), model.valid_scores),
-            "feature_importance": _importance_plot(importance),
+            **evaluation,
+            "feature_importance": figure_markdown(_importance_figure(importance), "feature importance"),
         }
     )
     return {
         "model_version": version,
+        "kind": "lightgbm",
         "format": "lightgbm-text",
         "artifact": ref.as_dict(),
         "features": list(FEATURE_COLUMNS),
         "metrics": metrics,
         "best_iteration": model.best_iteration,
         "params": model.params,
-        "trained_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"pytorch"},
+    owners=["team:data-science"],
+    # The one step that wants a GPU: the Kubernetes executor reads these to
+    # place it on GPU nodes; the `gpu` pool caps concurrent GPU steps.
+    tags={"ml/compute": "gpu"},
+    pool="gpu",
+)
+def torch_model(
+    context: dg.AssetExecutionContext, config: TorchConfig, training_set: pl.DataFrame, artifacts: ArtifactStore, registry: ModelRegistry
+) -> dict[str, Any]:
+    """A neural-network churn classifier (PyTorch MLP), registered as a candidate model version.
+
+    Inputs are log-scaled and standardized with statistics fitted on the train
+    split; that transform is part of the network, so it is saved and exported
+    with the weights. Training stops when validation log loss has not improved
+    for `patience` epochs and keeps the best epoch; seeds make it repeatable.
+    It runs on CUDA when the node has a GPU and on the CPU otherwise: `device`
+    in the metadata says which. Loss and validation AUC per epoch are in the
+    run log and plotted here, with the same test-split metrics and plots as
+    LightGBM. Weights are stored as tensors only (loaded with
+    `weights_only=True`), named by sha256.
+    """
+    import torch
+
+    from ml_assets.lib.evaluation import learning_curve_figure
+    from ml_assets.lib.torch_net import EpochLog, TorchTrainConfig, load_net, predict_proba, train_net
+
+    train, valid, test = _splits(training_set)
+    torch.set_num_threads(2)
+
+    def log_epoch(e: EpochLog) -> None:
+        context.log.info(
+            f"torch_model epoch {e.epoch}: train loss {e.train_loss:.4f}, valid loss {e.valid_loss:.4f}, valid ROC-AUC {e.valid_auc:.4f} ({e.seconds:.2f}s)"
+        )
+
+    settings = TorchTrainConfig(
+        hidden=tuple(config.hidden),
+        dropout=config.dropout,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        batch_size=config.batch_size,
+        max_epochs=config.max_epochs,
+        patience=config.patience,
+        seed=config.seed,
+        device=config.device,
+    )
+    net = train_net(
+        feature_matrix(train), train["churned"].to_numpy(), feature_matrix(valid), valid["churned"].to_numpy(), settings, on_epoch=log_epoch
+    )
+    scores = predict_proba(load_net(net.state, net.architecture), feature_matrix(test))
+    metrics, evaluation = _evaluate("torch_model", test, scores, config.min_roc_auc)
+    ref = artifacts.put("models/torch", net.state, ".pt")
+    version = f"torch-{ref.sha256[:12]}"
+    params = {**net.architecture, **{k: getattr(settings, k) for k in ("learning_rate", "weight_decay", "batch_size", "seed")}}
+    params["best_epoch"] = net.best_epoch
+    registry.register(
+        version=version,
+        kind="torch",
+        run_id=context.run_id,
+        data_window=data_window(training_set),
+        features=list(FEATURE_COLUMNS),
+        params=params,
+        metrics=metrics,
+        artifact_uri=ref.uri,
+        artifact_sha256=ref.sha256,
+    )
+    device_name = torch.cuda.get_device_name(0) if net.device == "cuda" else "cpu"
+    context.add_output_metadata(
+        {
+            "model_version": version,
+            "device": net.device,
+            "device_name": device_name,
+            "torch_version": torch.__version__,
+            "artifact_uri": dg.MetadataValue.path(ref.uri),
+            "sha256": ref.sha256,
+            "best_epoch": net.best_epoch,
+            "epochs_run": len(net.history),
+            "train_seconds": round(sum(e.seconds for e in net.history), 2),
+            "architecture": dg.MetadataValue.json(net.architecture),
+            "train_rows": train.height,
+            "valid_rows": valid.height,
+            **evaluation,
+            "learning_curve": figure_markdown(learning_curve_figure(net.history), "learning curve"),
+        }
+    )
+    return {
+        "model_version": version,
+        "kind": "torch",
+        "format": "torch-state-dict",
+        "artifact": ref.as_dict(),
+        "architecture": net.architecture,
+        "features": list(FEATURE_COLUMNS),
+        "metrics": metrics,
+        "device": net.device,
+        "best_epoch": net.best_epoch,
     }
 
 
@@ -162,33 +338,7 @@ def _importance(model_text: str) -> dict[str, float]:
     return dict(sorted(zip(booster.feature_name(), map(float, gains), strict=True), key=lambda kv: -kv[1]))
 
 
-def _roc_plot(y, scores) -> dg.MetadataValue:  # noqa: ANN001
-    import matplotlib
+def _importance_figure(importance: dict[str, float]) -> Any:
+    from ml_assets.lib.evaluation import importance_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(y, scores)
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.plot(fpr, tpr, label=f"AUC {classification_metrics(y, scores)['roc_auc']:.3f}")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title("ROC, validation split")
-    ax.legend(loc="lower right")
-    return figure_markdown(fig, "ROC curve")
-
-
-def _importance_plot(importance: dict[str, float]) -> dg.MetadataValue:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(importance)[:15][::-1]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.barh(names, [importance[n] for n in names])
-    ax.set_xlabel("total gain")
-    ax.set_title("LightGBM feature importance")
-    return figure_markdown(fig, "feature importance")
+    return importance_figure(importance, "LightGBM feature importance")

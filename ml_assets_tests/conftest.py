@@ -31,7 +31,7 @@ E2E_CUSTOMERS = 2500
 
 
 def resources_for(root: Path, warehouse_url: str, **warehouse: object) -> dict[str, object]:
-    from resources import ArtifactStore, Lake, LakeIOManager, SqlWarehouse
+    from resources import ArtifactStore, Lake, LakeIOManager, ModelRegistry, SqlWarehouse
 
     lake = Lake(root=str(root / "lake"))
     return {
@@ -39,6 +39,7 @@ def resources_for(root: Path, warehouse_url: str, **warehouse: object) -> dict[s
         "io_manager": LakeIOManager(lake=lake),
         "lake": lake,
         "artifacts": ArtifactStore(root=str(root / "artifacts")),
+        "registry": ModelRegistry(url=f"sqlite:///{root / 'registry.sqlite'}"),
     }
 
 

@@ -14,6 +14,7 @@ import dagster as dg
 
 from resources.artifacts import ArtifactIntegrityError, ArtifactRef, ArtifactStore
 from resources.lake import Lake, LakeIOManager, MissingPartitionError
+from resources.registry import ModelRegistry, ModelVersion, RegistryError
 from resources.warehouse import TYPE_ERRORS, SourceSchemaError, SqlWarehouse
 
 __all__ = [
@@ -23,9 +24,13 @@ __all__ = [
     "Lake",
     "LakeIOManager",
     "MissingPartitionError",
+    "ModelRegistry",
+    "ModelVersion",
+    "RegistryError",
     "SourceSchemaError",
     "SqlWarehouse",
     "TYPE_ERRORS",
+    "build_registry",
     "build_resources",
     "data_dir",
     "default_warehouse_url",
@@ -66,6 +71,14 @@ def build_warehouse() -> SqlWarehouse:
     )
 
 
+def build_registry() -> ModelRegistry:
+    # Same rule as the warehouse: a URL from the environment may hold a password.
+    url: str | dg.EnvVar = (
+        dg.EnvVar("CHURN_REGISTRY_URL") if os.environ.get("CHURN_REGISTRY_URL") else f"sqlite:///{data_dir() / 'registry.sqlite'}"
+    )
+    return ModelRegistry(url=url, db_schema=os.environ.get("CHURN_REGISTRY_SCHEMA") or None)
+
+
 def build_resources() -> dict[str, object]:
     base = data_dir()
     lake = Lake(root=os.environ.get("CHURN_LAKE_ROOT", str(base / "lake")))
@@ -76,4 +89,5 @@ def build_resources() -> dict[str, object]:
         "io_manager": LakeIOManager(lake=lake),
         "lake": lake,
         "artifacts": ArtifactStore(root=os.environ.get("CHURN_ARTIFACT_ROOT", str(base / "artifacts"))),
+        "registry": build_registry(),
     }

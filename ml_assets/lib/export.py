@@ -70,6 +70,94 @@ def onnx_churn_probability(session, features: np.ndarray) -> np.ndarray:  # noqa
     return np.asarray(probabilities[:, 1], dtype=np.float64)
 
 
+# Plausible range of each feature: the fixed golden set spans them, so a
+# parity check covers inputs beyond what one training window happened to hold.
+GOLDEN_RANGES: dict[str, tuple[float, float, bool]] = {
+    # name: (low, high, integer-valued)
+    "recency_days": (0.0, 180.0, False),
+    "tenure_days": (0.0, 180.0, False),
+    "tx_count_7d": (0.0, 20.0, True),
+    "tx_count_30d": (0.0, 60.0, True),
+    "tx_count_90d": (0.0, 150.0, True),
+    "spend_7d": (0.0, 5_000.0, False),
+    "spend_30d": (0.0, 20_000.0, False),
+    "spend_90d": (0.0, 50_000.0, False),
+    "spend_lookback": (0.0, 100_000.0, False),
+    "avg_basket": (1.0, 2_000.0, False),
+    "max_amount": (1.0, 5_000.0, False),
+    "avg_quantity": (1.0, 20.0, False),
+    "spend_trend": (-8.0, 8.0, False),
+    "frequency_trend": (-50.0, 50.0, False),
+    "mean_gap_days": (0.0, 180.0, False),
+    "active_days_90d": (0.0, 90.0, True),
+    "mobile_share": (0.0, 1.0, False),
+    "store_share": (0.0, 1.0, False),
+    "weekend_share": (0.0, 1.0, False),
+    "n_categories": (1.0, 6.0, True),
+}
+GOLDEN_SEED = 20250101
+
+
+def golden_features(columns: tuple[str, ...] | list[str], random_rows: int = 4_000) -> np.ndarray:
+    """The fixed golden set: the same float32 rows for every model version.
+
+    Seeded draws over each feature's plausible range (log-spaced for the
+    heavy-tailed money columns), plus corner rows: everything at its minimum,
+    everything at its maximum, and each feature alone at either end.
+    """
+    import numpy as np
+
+    unknown = [c for c in columns if c not in GOLDEN_RANGES]
+    if unknown:
+        raise KeyError(f"no golden range for feature(s) {unknown}; add them to GOLDEN_RANGES")
+    rng = np.random.default_rng(GOLDEN_SEED)
+    low = np.array([GOLDEN_RANGES[c][0] for c in columns])
+    high = np.array([GOLDEN_RANGES[c][1] for c in columns])
+    integer = np.array([GOLDEN_RANGES[c][2] for c in columns])
+    u = rng.random((random_rows, len(columns)))
+    # Money spans orders of magnitude: spread draws evenly in log space.
+    heavy = high / np.maximum(low, 1.0) > 500
+    values = np.where(heavy, np.expm1(u * np.log1p(high - low)) + low, low + u * (high - low))
+    mid = (low + high) / 2
+    corners = [low, high]
+    for j in range(len(columns)):
+        for end in (low[j], high[j]):
+            row = mid.copy()
+            row[j] = end
+            corners.append(row)
+    values = np.vstack([values, np.array(corners)])
+    values[:, integer] = np.round(values[:, integer])
+    return values.astype(np.float32)
+
+
+def threshold_probe_rows(model_text: str, base: np.ndarray) -> np.ndarray:
+    """Rows that sit exactly on, just above and just below every split threshold of a LightGBM model.
+
+    Where ONNX and LightGBM could disagree is a feature value at a threshold;
+    these rows put one there for every split (the other features from `base`).
+    """
+    import re
+
+    import numpy as np
+
+    pairs: set[tuple[int, float]] = set()
+    for features, thresholds in zip(
+        re.findall(r"^split_feature=(.*)$", model_text, re.MULTILINE),
+        re.findall(r"^threshold=(.*)$", model_text, re.MULTILINE),
+        strict=True,
+    ):
+        for f, t in zip(features.split(), thresholds.split(), strict=True):
+            pairs.add((int(f), float(t)))
+    rows = []
+    for f, t in sorted(pairs):
+        t32 = np.float32(t)
+        for value in (t32, np.nextafter(t32, np.float32(np.inf)), np.nextafter(t32, np.float32(-np.inf))):
+            row = base.astype(np.float32).copy()
+            row[f] = value
+            rows.append(row)
+    return np.array(rows, dtype=np.float32).reshape(-1, base.shape[0])
+
+
 def parity(native: np.ndarray, onnx_scores: np.ndarray) -> ParityReport:
     import numpy as np
 

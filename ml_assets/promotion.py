@@ -1,0 +1,200 @@
+"""Promotion: which registered model is the champion that scoring uses, decided by a gate, reversible by rollback."""
+
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from ml_assets.lib.training import feature_matrix
+from ml_assets.metadata import markdown_table
+from resources import ArtifactStore, ModelRegistry
+from resources.registry import ModelVersion
+
+# Metric name -> True when higher is better.
+GATE_METRICS = {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False}
+
+
+class ChampionConfig(dg.Config):
+    metric: str = Field(default="roc_auc", description=f"Metric on the test split that decides promotion: one of {sorted(GATE_METRICS)}.")
+    min_improvement: float = Field(
+        default=0.002, description="A candidate replaces the champion only if it is better on `metric` by at least this much."
+    )
+    rollback_to: str | None = Field(
+        default=None,
+        description="Rollback: make this earlier model version (e.g. lgbm-0123456789ab) champion again, skipping the gate. "
+        "Needs requested_by and reason.",
+    )
+    requested_by: str = Field(default="", description="Rollback: who asks for it (recorded in the registry).")
+    reason: str = Field(default="", description="Rollback: why (recorded in the registry).")
+
+
+def _score(version: ModelVersion, x: Any, artifacts: ArtifactStore) -> Any:
+    from ml_assets.lib.export import onnx_churn_probability, onnx_session
+
+    # Verified against the registered sha256 before onnxruntime parses a byte.
+    return onnx_churn_probability(onnx_session(artifacts.get(version.onnx_uri, version.onnx_sha256)), x)
+
+
+@dg.asset(
+    group_name="registry",
+    kinds={"onnx", "sql"},
+    owners=["team:ml-platform"],
+)
+def champion_model(
+    context: dg.AssetExecutionContext,
+    config: ChampionConfig,
+    lgbm_onnx: dict[str, Any],
+    torch_onnx: dict[str, Any],
+    training_set: pl.DataFrame,
+    artifacts: ArtifactStore,
+    registry: ModelRegistry,
+) -> dict[str, Any]:
+    """The model that batch scoring and serving use now: the registry's champion.
+
+    Every candidate of this training run (LightGBM and PyTorch, each with a
+    passed ONNX parity check) and the current champion are scored with their
+    ONNX artifacts on the same test rows. The best candidate is promoted only
+    if it beats the champion on `metric` by `min_improvement`; the first model
+    ever becomes champion. Otherwise the champion stays and the metadata says
+    why. Every decision is recorded in the registry with the run id.
+
+    Rollback: materialize this asset alone with `rollback_to` (a version),
+    `requested_by` and `reason` in the launchpad config; that version becomes
+    champion again and the registry records who, when and why.
+    """
+    if config.metric not in GATE_METRICS:
+        raise dg.Failure(f"champion_model: metric {config.metric!r} is not one of {sorted(GATE_METRICS)}")
+    if config.rollback_to:
+        return _rollback(context, config, registry, artifacts)
+
+    from ml_assets.lib.evaluation import classification_metrics
+
+    test = training_set.filter(pl.col("split") == "test")
+    y = test["churned"].to_numpy()
+    features = tuple(lgbm_onnx["features"])
+    x = feature_matrix(test, features)
+    candidates = [registry.get(r["model_version"]) for r in (lgbm_onnx, torch_onnx)]
+    refused = {c.version: "no passed ONNX parity check" for c in candidates if not c.promotable}
+    eligible = [c for c in candidates if c.promotable]
+    current = registry.champion()
+    evaluated: dict[str, dict[str, float]] = {}
+    for model in [*eligible, *([current] if current and current.version not in {c.version for c in eligible} else [])]:
+        if tuple(model.features) != features:
+            raise dg.Failure(
+                f"champion_model: {model.version} was trained on features {model.features}, the candidates on {list(features)}; "
+                "they cannot be compared on the same rows. Roll back explicitly (rollback_to) if that is intended."
+            )
+        evaluated[model.version] = classification_metrics(y, _score(model, x, artifacts))
+
+    higher = GATE_METRICS[config.metric]
+
+    def better(a: float, b: float, margin: float) -> bool:
+        return a >= b + margin if higher else a <= b - margin
+
+    previous = current.version if current else None
+    if not eligible:
+        decision, winner = "kept", previous
+        reason = f"no candidate is eligible ({refused}); the champion stays {previous}"
+        registry.keep(previous, reason=reason, run_id=context.run_id)
+    else:
+        best = max(eligible, key=lambda c: evaluated[c.version][config.metric] * (1 if higher else -1))
+        best_value = evaluated[best.version][config.metric]
+        if current is None:
+            decision, winner = "promoted", best.version
+            reason = f"first champion: {best.version} has the best test {config.metric} {best_value:.4f} of {len(eligible)} candidates"
+        elif current.version == best.version:
+            decision, winner = "kept", previous
+            reason = f"{best.version} is the best candidate and already the champion"
+        elif better(best_value, evaluated[current.version][config.metric], config.min_improvement):
+            decision, winner = "promoted", best.version
+            reason = (
+                f"{best.version} test {config.metric} {best_value:.4f} beats champion {current.version} "
+                f"{evaluated[current.version][config.metric]:.4f} by at least {config.min_improvement}"
+            )
+        else:
+            decision, winner = "kept", previous
+            reason = (
+                f"best candidate {best.version} test {config.metric} {best_value:.4f} does not beat champion {current.version} "
+                f"{evaluated[current.version][config.metric]:.4f} by {config.min_improvement}; the champion stays"
+            )
+        if decision == "promoted":
+            registry.promote(best.version, actor="pipeline", reason=reason, run_id=context.run_id)
+        else:
+            registry.keep(previous, reason=reason, run_id=context.run_id, candidate=best.version)
+    context.log.info(f"champion_model: {decision}: {reason}")
+    champion = registry.champion()
+    assert champion is not None and champion.version == winner, "registry champion changed under this run"
+    rows = [
+        {
+            "version": v,
+            "kind": registry.get(v).kind,
+            "role": "champion" if v == winner else ("previous champion" if v == previous else "candidate"),
+            **{m: round(evaluated[v][m], 5) for m in ("roc_auc", "pr_auc", "log_loss", "brier", "ece")},
+        }
+        for v in evaluated
+    ]
+    return _output(context, champion, decision, reason, previous, registry, evaluated, comparison=rows, refused=refused)
+
+
+def _rollback(
+    context: dg.AssetExecutionContext, config: ChampionConfig, registry: ModelRegistry, artifacts: ArtifactStore
+) -> dict[str, Any]:
+    from resources import ArtifactIntegrityError
+    from resources.registry import RegistryError
+
+    if not config.requested_by.strip() or not config.reason.strip():
+        raise dg.Failure("champion_model rollback needs `requested_by` and `reason` in the run config; they are recorded in the registry")
+    previous = registry.champion()
+    try:
+        target = registry.get(config.rollback_to or "")
+        # The artifact must still be there and intact before it is made champion.
+        artifacts.get(target.onnx_uri or "", target.onnx_sha256 or "")
+        registry.promote(target.version, actor=config.requested_by, reason=config.reason, run_id=context.run_id, action="rolled_back")
+    except (RegistryError, ArtifactIntegrityError) as exc:
+        raise dg.Failure(f"champion_model: rollback to {config.rollback_to!r} refused: {exc}") from exc
+    champion = registry.get(target.version)
+    reason = f"rolled back to {target.version} by {config.requested_by}: {config.reason}"
+    context.log.warning(f"champion_model: {reason}")
+    return _output(context, champion, "rolled_back", reason, previous.version if previous else None, registry, {})
+
+
+def _output(
+    context: dg.AssetExecutionContext,
+    champion: ModelVersion,
+    decision: str,
+    reason: str,
+    previous: str | None,
+    registry: ModelRegistry,
+    evaluated: dict[str, dict[str, float]],
+    comparison: list[dict[str, Any]] | None = None,
+    refused: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    history = pl.DataFrame(
+        [{k: e[k] for k in ("at", "action", "version", "previous_champion", "actor", "reason")} for e in registry.events(15)],
+        schema={k: pl.String for k in ("at", "action", "version", "previous_champion", "actor", "reason")},
+    )
+    context.add_output_metadata(
+        {
+            "champion_version": champion.version,
+            "champion_kind": champion.kind,
+            "decision": decision,
+            "reason": reason,
+            "previous_champion": previous or "none",
+            "onnx_uri": dg.MetadataValue.path(champion.onnx_uri or ""),
+            "onnx_sha256": champion.onnx_sha256 or "",
+            "comparison_on_test_split": dg.MetadataValue.md(markdown_table(pl.DataFrame(comparison)) if comparison else "_not evaluated_"),
+            "refused_candidates": dg.MetadataValue.json(refused or {}),
+            "registry_events": dg.MetadataValue.md(markdown_table(history)),
+        }
+    )
+    return {
+        "champion_version": champion.version,
+        "kind": champion.kind,
+        "decision": decision,
+        "reason": reason,
+        "previous_champion": previous,
+        "onnx": {"uri": champion.onnx_uri, "sha256": champion.onnx_sha256},
+        "features": champion.features,
+        "evaluated": evaluated,
+    }
