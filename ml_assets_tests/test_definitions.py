@@ -18,9 +18,12 @@ EXPECTED_DEPS = {
     "customer_features": {"validated_transactions"},
     "training_set": {"customer_features"},
     "lgbm_model": {"training_set"},
-    "lgbm_onnx": {"lgbm_model", "training_set"},
-    "batch_predictions": {"customer_features", "lgbm_onnx"},
-    "drift_report": {"customer_features", "batch_predictions", "training_set", "lgbm_onnx"},
+    "torch_model": {"training_set"},
+    "lgbm_onnx": {"lgbm_model"},
+    "torch_onnx": {"torch_model"},
+    "champion_model": {"lgbm_onnx", "torch_onnx", "training_set"},
+    "batch_predictions": {"customer_features", "champion_model"},
+    "drift_report": {"customer_features", "batch_predictions", "training_set", "champion_model"},
 }
 HEAVY = ("torch", "lightgbm", "feast", "great_expectations", "evidently", "onnx", "onnxruntime", "sklearn", "matplotlib", "pandas")
 
@@ -58,6 +61,32 @@ def test_jobs_and_schedules_resolve() -> None:
     assert defs.resolve_job_def("training_job").tags["ml/run_kind"] == "training"
     names = {s.name for s in defs.schedules}
     assert {"daily_pipeline_job_schedule", "weekly_training_schedule"} <= names
+
+
+def test_onnx_parity_checks_block_promotion() -> None:
+    graph = defs.resolve_asset_graph()
+    checks = {k.name: k for k in graph.asset_check_keys}
+    assert {"lgbm_onnx_parity", "torch_onnx_parity"} <= set(checks)
+    for name, asset in (("lgbm_onnx_parity", "lgbm_onnx"), ("torch_onnx_parity", "torch_onnx")):
+        assert checks[name].asset_key == dg.AssetKey(asset)
+        assert graph.get_check_spec(checks[name]).blocking, name
+
+
+def test_only_the_torch_step_asks_for_a_gpu() -> None:
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        gpu = node.tags.get("ml/compute") == "gpu"
+        assert gpu == (key == dg.AssetKey("torch_model")), key
+    assert graph.get(dg.AssetKey("torch_model")).pools == {"gpu"}
+    training = defs.resolve_job_def("training_job")
+    assert {k.to_user_string() for k in training.asset_layer.executable_asset_keys} >= {
+        "lgbm_model",
+        "torch_model",
+        "lgbm_onnx",
+        "torch_onnx",
+        "champion_model",
+    }
 
 
 def test_loading_the_code_location_imports_no_ml_library() -> None:

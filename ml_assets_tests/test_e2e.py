@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
 ALL_DAYS = [E2E_START + dt.timedelta(days=i) for i in range((E2E_END - E2E_START).days + 1)]
 ROC_AUC_FLOOR = 0.80
-ONNX_TOLERANCE = 1e-4
+ONNX_TOLERANCE = 1e-6
 
 
 def test_every_source_row_is_validated_or_quarantined(e2e: PipelineRun) -> None:
@@ -48,34 +48,101 @@ def test_one_feature_row_per_active_customer(e2e: PipelineRun) -> None:
 
 
 def test_model_beats_the_auc_floor_and_artifact_matches_its_checksum(e2e: PipelineRun) -> None:
-    md = e2e.metadata("lgbm_model")
-    assert md["roc_auc"] >= ROC_AUC_FLOOR, md
-    assert 0 < md["pr_auc"] <= 1 and md["log_loss"] < 0.6
-    data = Path(md["artifact_uri"]).read_bytes()
-    assert hashlib.sha256(data).hexdigest() == md["sha256"]
-    assert data.startswith(b"tree")  # LightGBM text format, not a pickle
+    for key, magic in (("lgbm_model", b"tree"), ("torch_model", b"PK")):
+        md = e2e.metadata(key)
+        assert md["roc_auc"] >= ROC_AUC_FLOOR, (key, md["roc_auc"])
+        assert 0 < md["pr_auc"] <= 1 and md["log_loss"] < 0.6 and 0 < md["brier"] < 0.25 and md["ece"] < 0.1, key
+        data = Path(md["artifact_uri"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == md["sha256"]
+        # LightGBM text, or torch's zip of tensors: never a bare pickle stream.
+        assert data.startswith(magic), key
+    lgbm = e2e.metadata("lgbm_model")
+    assert set(lgbm["chosen_params"]) >= {"num_leaves", "min_data_in_leaf"} and lgbm["best_iteration"] > 0
+    torch_md = e2e.metadata("torch_model")
+    assert torch_md["device"] == "cpu" and 1 <= torch_md["best_epoch"] <= torch_md["epochs_run"]
+    # Both report on the same held-out rows.
+    assert lgbm["test_rows"] == torch_md["test_rows"] > 0
 
 
-def test_onnx_agrees_with_native_lightgbm(e2e: PipelineRun) -> None:
-    import lightgbm as lgb
+def test_every_trained_model_is_a_registry_version(e2e: PipelineRun) -> None:
+    registry = e2e.resources["registry"]
+    versions = {v.version: v for v in registry.versions()}
+    for key, kind in (("lgbm_model", "lightgbm"), ("torch_model", "torch")):
+        md = e2e.metadata(key)
+        v = versions[md["model_version"]]
+        assert v.kind == kind and v.artifact_sha256 == md["sha256"] and v.run_id
+        assert v.code_version and v.data_window["train"]["rows"] == md["train_rows"]
+        assert v.metrics["roc_auc"] == pytest.approx(md["roc_auc"])
+        assert v.parity_passed is True and v.onnx_sha256 == e2e.metadata(key.replace("_model", "_onnx"))["sha256"]
+    champion = registry.champion()
+    assert champion is not None and champion.status == "champion"
+    assert [v.version for v in versions.values() if v.status == "champion"] == [champion.version]
+    md = e2e.metadata("champion_model")
+    assert md["champion_version"] == champion.version and md["decision"] == "promoted" and "first champion" in md["reason"]
 
+
+def test_onnx_agrees_with_native_models(e2e: PipelineRun) -> None:
+    from ml_assets.export import native_scores
     from ml_assets.lib.export import onnx_churn_probability, onnx_session
     from ml_assets.lib.training import feature_matrix
 
-    md = e2e.metadata("lgbm_onnx")
-    assert md["parity_max_abs_diff"] <= ONNX_TOLERANCE
-    # Independently of the asset's own check: score the validation rows both ways.
-    model_md = e2e.metadata("lgbm_model")
-    booster = lgb.Booster(model_str=Path(model_md["artifact_uri"]).read_text())
-    valid = e2e.read("training_set").filter(pl.col("split") == "valid")
-    x = feature_matrix(valid)
-    native = booster.predict(x)
-    onnx = onnx_churn_probability(onnx_session(Path(md["artifact_uri"]).read_bytes()), x)
-    assert np.max(np.abs(native - onnx)) <= ONNX_TOLERANCE
+    checks = {c.check_name: c for c in e2e.results["train"].get_asset_check_evaluations()}
+    held_out = e2e.read("training_set").filter(pl.col("split").is_in(["valid", "test"]))
+    x = feature_matrix(held_out)
+    for kind, key in (("lightgbm", "lgbm"), ("torch", "torch")):
+        check = checks[f"{key}_onnx_parity"]
+        assert check.passed and check.metadata["max_abs_diff"].value <= ONNX_TOLERANCE
+        assert check.metadata["golden_rows"].value > 4000
+        # Independently of the check: score the held-out rows both ways.
+        model, onnx_md = e2e.metadata(f"{key}_model"), e2e.metadata(f"{key}_onnx")
+        architecture = e2e.read(f"{key}_model").get("architecture") if key == "torch" else None
+        native = native_scores(kind, Path(model["artifact_uri"]).read_bytes(), architecture, x)
+        onnx = onnx_churn_probability(onnx_session(Path(onnx_md["artifact_uri"]).read_bytes()), x)
+        assert np.max(np.abs(native - onnx)) <= ONNX_TOLERANCE, kind
+    assert checks["lgbm_onnx_parity"].metadata["threshold_edges_rows"].value > 0
 
 
-def test_batch_predictions_score_every_active_customer(e2e: PipelineRun) -> None:
-    version = e2e.metadata("lgbm_onnx")["model_version"]
+def _champion_and_challenger_sessions(e2e: PipelineRun):  # noqa: ANN202
+    from ml_assets.lib.export import onnx_session
+
+    return {key: onnx_session(Path(e2e.metadata(f"{key}_onnx")["artifact_uri"]).read_bytes()) for key in ("lgbm", "torch")}
+
+
+def test_behaviour_longer_recency_raises_churn_probability(e2e: PipelineRun) -> None:
+    from ml_assets.lib.export import onnx_churn_probability
+    from ml_assets.lib.features import FEATURE_COLUMNS
+    from ml_assets.lib.training import feature_matrix
+
+    test = e2e.read("training_set").filter(pl.col("split") == "test")
+    x = feature_matrix(test.filter(pl.col("recency_days") < 30))
+    later = x.copy()
+    later[:, FEATURE_COLUMNS.index("recency_days")] += 30
+    for key, session in _champion_and_challenger_sessions(e2e).items():
+        before, after = onnx_churn_probability(session, x), onnx_churn_probability(session, later)
+        assert after.mean() > before.mean() + 0.05, key
+        if key == "lgbm":
+            # A monotone constraint: never lower for any customer.
+            assert (after >= before - 1e-7).all()
+        else:
+            assert (after > before).mean() > 0.9
+
+
+def test_behaviour_scores_do_not_depend_on_row_order(e2e: PipelineRun) -> None:
+    from ml_assets.lib.export import onnx_churn_probability
+    from ml_assets.lib.training import feature_matrix
+
+    x = feature_matrix(e2e.read("training_set").filter(pl.col("split") == "test"))
+    order = np.random.default_rng(5).permutation(len(x))
+    for key, session in _champion_and_challenger_sessions(e2e).items():
+        straight = onnx_churn_probability(session, x)
+        shuffled = onnx_churn_probability(session, x[order])
+        np.testing.assert_allclose(shuffled, straight[order], rtol=0, atol=1e-7, err_msg=key)
+        # One row alone scores as it does inside a batch.
+        np.testing.assert_allclose(onnx_churn_probability(session, x[:1]), straight[:1], rtol=0, atol=1e-7, err_msg=key)
+
+
+def test_batch_predictions_score_every_active_customer_with_the_champion(e2e: PipelineRun) -> None:
+    version = e2e.resources["registry"].champion().version
     for day in (*E2E_QUIET_DAYS, *E2E_DRIFT_DAYS):
         preds = e2e.read("batch_predictions", [day])
         feats = e2e.read("customer_features", [day])
@@ -84,6 +151,7 @@ def test_batch_predictions_score_every_active_customer(e2e: PipelineRun) -> None
         assert preds["churn_probability"].is_between(0, 1).all()
         assert (preds["model_version"] == version).all()
         assert (preds["snapshot_date"] == day).all()
+        assert e2e.metadata("batch_predictions", day)["model_version"] == version
 
 
 def test_drift_is_found_after_the_shift_and_not_before(e2e: PipelineRun) -> None:

@@ -1,0 +1,115 @@
+"""The model registry on real databases: SQLite files and PostgreSQL (127.0.0.1:5432, database `test`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ml_assets_tests.conftest import PG_URL
+from resources import ModelRegistry, RegistryError
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.xdist_group("postgres")])])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ModelRegistry]:
+    if request.param == "sqlite":
+        yield ModelRegistry(url=f"sqlite:///{tmp_path / 'nested' / 'registry.sqlite'}")
+    else:
+        yield ModelRegistry(url=PG_URL, db_schema=request.getfixturevalue("pg_schema"))
+
+
+def _register(registry: ModelRegistry, version: str, kind: str = "lightgbm", roc_auc: float = 0.9, parity: bool | None = True) -> None:
+    registry.register(
+        version=version,
+        kind=kind,
+        run_id=f"run-{version}",
+        data_window={"train": {"first_snapshot": "2025-01-01", "last_snapshot": "2025-03-01", "rows": 100}},
+        features=["recency_days", "tenure_days"],
+        params={"num_leaves": 15},
+        metrics={"roc_auc": roc_auc},
+        artifact_uri=f"/artifacts/{version}.txt",
+        artifact_sha256="a" * 64,
+        code_version="abc123",
+    )
+    registry.attach_onnx(version, f"/artifacts/{version}.onnx", version.ljust(64, "0"), f"run-{version}")
+    if parity is not None:
+        registry.record_parity(version, version.ljust(64, "0"), parity, {"max_abs_diff": 1e-7}, f"run-{version}")
+
+
+def test_a_version_keeps_everything_it_was_registered_with(registry: ModelRegistry) -> None:
+    _register(registry, "lgbm-000000000001")
+    v = registry.get("lgbm-000000000001")
+    assert (v.kind, v.status, v.run_id, v.code_version) == ("lightgbm", "candidate", "run-lgbm-000000000001", "abc123")
+    assert v.data_window["train"]["rows"] == 100 and v.features == ["recency_days", "tenure_days"]
+    assert v.metrics == {"roc_auc": 0.9} and v.artifact_sha256 == "a" * 64
+    assert v.onnx_uri.endswith(".onnx") and v.parity_passed is True and v.promotable
+    assert v.created_at.tzinfo is not None
+
+
+def test_promotion_archives_the_previous_champion_and_records_who_and_why(registry: ModelRegistry) -> None:
+    _register(registry, "lgbm-000000000001")
+    _register(registry, "torch-000000000002", kind="torch")
+    assert registry.champion() is None
+    registry.promote("lgbm-000000000001", actor="pipeline", reason="first champion", run_id="r1")
+    registry.promote("torch-000000000002", actor="pipeline", reason="better", run_id="r2")
+    assert registry.champion().version == "torch-000000000002"
+    assert registry.get("lgbm-000000000001").status == "archived"
+    registry.promote("lgbm-000000000001", actor="alice", reason="torch scores drifted", run_id="r3", action="rolled_back")
+    assert registry.champion().version == "lgbm-000000000001"
+    assert registry.get("torch-000000000002").status == "archived"
+    last = registry.events(1)[0]
+    assert (last["action"], last["version"], last["previous_champion"], last["actor"], last["reason"], last["run_id"]) == (
+        "rolled_back",
+        "lgbm-000000000001",
+        "torch-000000000002",
+        "alice",
+        "torch scores drifted",
+        "r3",
+    )
+    assert [v.status for v in registry.versions()].count("champion") == 1
+
+
+def test_versions_without_a_passed_parity_check_cannot_be_champion(registry: ModelRegistry) -> None:
+    _register(registry, "lgbm-00000000000a", parity=False)
+    _register(registry, "lgbm-00000000000b", parity=None)
+    for version in ("lgbm-00000000000a", "lgbm-00000000000b"):
+        with pytest.raises(RegistryError, match="parity"):
+            registry.promote(version, actor="pipeline", reason="try", run_id="r")
+    with pytest.raises(RegistryError, match="unknown model version"):
+        registry.promote("lgbm-doesnotexist", actor="pipeline", reason="try", run_id="r")
+    with pytest.raises(RegistryError, match="actor and a reason"):
+        registry.promote("lgbm-00000000000a", actor="", reason="", run_id="r")
+    assert registry.champion() is None
+
+
+def test_the_database_allows_one_champion_only(registry: ModelRegistry) -> None:
+    _register(registry, "lgbm-000000000001")
+    _register(registry, "lgbm-000000000002")
+    registry.promote("lgbm-000000000001", actor="pipeline", reason="first", run_id="r1")
+    _, versions, _ = registry._t
+    # A writer that bypasses promote() (or races it) is stopped by the partial unique index.
+    with pytest.raises(sa.exc.IntegrityError), registry.engine.begin() as conn:
+        conn.execute(versions.update().where(versions.c.version == "lgbm-000000000002").values(status="champion"))
+    assert registry.champion().version == "lgbm-000000000001"
+
+
+def test_registering_the_same_artifact_again_keeps_its_status(registry: ModelRegistry) -> None:
+    _register(registry, "lgbm-000000000001")
+    registry.promote("lgbm-000000000001", actor="pipeline", reason="first", run_id="r1")
+    _register(registry, "lgbm-000000000001")
+    assert registry.get("lgbm-000000000001").status == "champion"
+    assert registry.get("lgbm-000000000001").parity_passed is True
+    assert "retrained" in [e["action"] for e in registry.events()]
+
+
+def test_parity_is_recorded_only_for_the_artifact_it_checked(registry: ModelRegistry) -> None:
+    _register(registry, "lgbm-000000000001", parity=None)
+    with pytest.raises(RegistryError, match="no ONNX artifact"):
+        registry.record_parity("lgbm-000000000001", "f" * 64, True, {}, "r")
+    assert registry.get("lgbm-000000000001").parity_passed is None
+    # Re-exporting resets parity: the new artifact has not been checked yet.
+    _register(registry, "lgbm-000000000001", parity=True)
+    registry.attach_onnx("lgbm-000000000001", "/artifacts/new.onnx", "e" * 64, "r2")
+    assert registry.get("lgbm-000000000001").parity_passed is None
