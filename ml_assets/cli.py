@@ -79,7 +79,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             lambda: materialize_range(INGEST_TO_FEATURES, DEMO_START, DEMO_END, instance, log_level=args.log_level),
         ),
         (
-            "3/4 training set, LightGBM, ONNX",
+            "3/4 training set, LightGBM + PyTorch, ONNX + parity checks, champion",
             lambda: materialize_unpartitioned(
                 TRAINING, instance, training_run_config(DEMO_SCORE_FROM - dt.timedelta(days=1)), log_level=args.log_level
             ),
@@ -128,15 +128,21 @@ def summarize(instance, data_root) -> str:  # noqa: ANN001
     lines.append(
         f"{'training_set':28s} {int(ts['dagster/row_count'].value):>10,} labelled snapshots, churn rate {ts['churn_rate'].value:.1%}"
     )
-    model = latest("lgbm_model")
-    lines.append(
-        f"{'lgbm_model':28s} ROC-AUC {model['roc_auc'].value:.3f}  PR-AUC {model['pr_auc'].value:.3f}  "
-        f"log loss {model['log_loss'].value:.3f}  ({model['model_version'].value})"
-    )
-    onnx = latest("lgbm_onnx")
-    lines.append(
-        f"{'lgbm_onnx':28s} max |onnx - native| = {onnx['parity_max_abs_diff'].value:.2e} on {int(onnx['parity_rows'].value):,} rows"
-    )
+    from resources import build_registry
+
+    registry = build_registry()
+    for key in ("lgbm_model", "torch_model"):
+        md = latest(key)
+        version = registry.get(md["model_version"].value)
+        parity = version.parity or {}
+        worst = max((v["max_abs_diff"] for v in parity.values() if isinstance(v, dict)), default=float("nan"))
+        device = f", {md['device'].value}" if "device" in md else ""
+        lines.append(
+            f"{key:28s} test ROC-AUC {md['roc_auc'].value:.3f}  PR-AUC {md['pr_auc'].value:.3f}  log loss {md['log_loss'].value:.3f}  "
+            f"ECE {md['ece'].value:.3f}  ({version.version}{device}; ONNX parity max {worst:.1e}, {'passed' if version.parity_passed else 'FAILED'})"
+        )
+    champion = latest("champion_model")
+    lines.append(f"{'champion_model':28s} {champion['champion_version'].value}: {champion['decision'].value}, {champion['reason'].value}")
     lines.append(
         f"{'batch_predictions':28s} {total_rows('batch_predictions', DEMO_SCORE_FROM, DEMO_END):>10,} scores ({DEMO_SCORE_FROM}..{DEMO_END})"
     )
@@ -156,6 +162,7 @@ def summarize(instance, data_root) -> str:  # noqa: ANN001
         "",
         f"lake:      {data_root / 'lake'}",
         f"artifacts: {data_root / 'artifacts'} (models, ONNX, drift_reports/*.html)",
+        f"registry:  {data_root / 'registry.sqlite'} (model versions, champion, promotion and rollback history)",
         f"warehouse: {data_root / 'warehouse.sqlite'}",
         "",
         "Open the UI on this instance with:  make ui   (then http://127.0.0.1:3000)",

@@ -1,6 +1,5 @@
 """Monitoring: daily data and prediction drift against the training reference."""
 
-
 import dagster as dg
 import polars as pl
 from pydantic import Field
