@@ -2,6 +2,7 @@
 
 churn generate --start 2024-07-01 --end 2025-06-30 --customers 5000 --drift-date 2025-06-01
 churn demo
+churn registry
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def summarize(instance, data_root) -> str:  # noqa: ANN001
     )
     from resources import build_registry
 
-    registry = build_registry()
+    registry = build_registry(resolve_env=True)
     for key in ("lgbm_model", "torch_model"):
         md = latest(key)
         version = registry.get(md["model_version"].value)
@@ -170,6 +171,30 @@ def summarize(instance, data_root) -> str:  # noqa: ANN001
     return "\n".join(lines)
 
 
+def cmd_registry(args: argparse.Namespace) -> int:
+    from resources import build_registry
+
+    registry = build_registry(resolve_env=True)
+    versions = registry.versions()
+    if not versions:
+        print("the model registry is empty: materialize training_job (or run `churn demo`) first")
+        return 0
+    print(f"{'version':20s} {'kind':9s} {'status':9s} {'created (UTC)':20s} {'test ROC-AUC':>12s}  {'ONNX parity':12s} run")
+    for v in versions:
+        parity = "passed" if v.parity_passed else ("FAILED" if v.parity_passed is False else "unchecked")
+        print(
+            f"{v.version:20s} {v.kind:9s} {v.status:9s} {v.created_at:%Y-%m-%d %H:%M:%S}  {v.metrics.get('roc_auc', float('nan')):12.4f}  "
+            f"{parity:12s} {v.run_id[:8]}"
+        )
+    print()
+    print("recent decisions (newest first):")
+    for e in registry.events(args.events):
+        if e["action"] in ("registered", "exported", "parity_passed", "retrained") and not args.all:
+            continue
+        print(f"  {e['at'][:19]}  {e['action']:12s} {e['version'] or '-':20s} by {e['actor']}: {e['reason']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="churn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -191,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--customers", type=int, default=int(os.environ.get("CHURN_DEMO_CUSTOMERS", "5000")))
     demo.add_argument("--log-level", default="ERROR", help="console log level of the runs (the instance keeps every event)")
     demo.set_defaults(func=cmd_demo)
+
+    reg = sub.add_parser("registry", help="list model versions, the champion and recent promotion decisions")
+    reg.add_argument("--events", type=int, default=20, help="how many recent registry events to read")
+    reg.add_argument("--all", action="store_true", help="also show registrations, exports and passed parity checks")
+    reg.set_defaults(func=cmd_registry)
 
     args = parser.parse_args(argv)
     if args.command == "generate" and not args.customers and not args.transactions:

@@ -5,8 +5,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from ml_assets.lib.export import onnx_churn_probability, onnx_session
-from ml_assets.lib.training import feature_matrix
+from ml_assets.lib.export import onnx_session, score_frame
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
 from resources import ArtifactStore, ModelRegistry
@@ -41,11 +40,7 @@ def batch_predictions(
     """
     champion, session = champion_session(registry, artifacts, "batch_predictions")
     version = champion.version
-    scores = onnx_churn_probability(session, feature_matrix(customer_features, tuple(champion.features)))
-    frame = customer_features.select("customer_id", "snapshot_date").with_columns(
-        pl.Series("churn_probability", scores, dtype=pl.Float64),
-        pl.lit(version).alias("model_version"),
-    )
+    frame = score_frame(session, customer_features, tuple(champion.features), version)
     by_day = {k[0]: g for k, g in frame.partition_by("snapshot_date", as_dict=True).items()}
     for day in partition_days(context):
         part = by_day.get(day, frame.clear())

@@ -105,5 +105,8 @@ def test_warehouse_url_from_the_environment_is_an_env_var(monkeypatch) -> None: 
 
     monkeypatch.setenv("CHURN_WAREHOUSE_URL", "postgresql+psycopg://user:secret@db/prod")
     resources = build_resources()
+    monkeypatch.setenv("CHURN_REGISTRY_URL", "postgresql+psycopg://user:secret@db/registry")
+    resources = build_resources()
     # Resolved at run time, so the secret never lands in the run config or the UI.
     assert isinstance(resources["warehouse"].url, dg.EnvVar)
+    assert isinstance(resources["registry"].url, dg.EnvVar)

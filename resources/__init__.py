@@ -71,10 +71,13 @@ def build_warehouse() -> SqlWarehouse:
     )
 
 
-def build_registry() -> ModelRegistry:
-    # Same rule as the warehouse: a URL from the environment may hold a password.
+def build_registry(resolve_env: bool = False) -> ModelRegistry:
+    """The model registry. `resolve_env=True` reads the URL now, for commands that run outside Dagster (the CLI)."""
+    from_env = os.environ.get("CHURN_REGISTRY_URL")
+    # Same rule as the warehouse: a URL from the environment may hold a
+    # password, so Dagster gets it as an EnvVar, resolved only at run time.
     url: str | dg.EnvVar = (
-        dg.EnvVar("CHURN_REGISTRY_URL") if os.environ.get("CHURN_REGISTRY_URL") else f"sqlite:///{data_dir() / 'registry.sqlite'}"
+        (from_env if resolve_env else dg.EnvVar("CHURN_REGISTRY_URL")) if from_env else f"sqlite:///{data_dir() / 'registry.sqlite'}"
     )
     return ModelRegistry(url=url, db_schema=os.environ.get("CHURN_REGISTRY_SCHEMA") or None)
 

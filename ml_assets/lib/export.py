@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
+    import polars as pl
 
 from dataclasses import dataclass
 
@@ -156,6 +157,19 @@ def threshold_probe_rows(model_text: str, base: np.ndarray) -> np.ndarray:
             row[f] = value
             rows.append(row)
     return np.array(rows, dtype=np.float32).reshape(-1, base.shape[0])
+
+
+def score_frame(session, features: pl.DataFrame, columns: tuple[str, ...], version: str) -> pl.DataFrame:  # noqa: ANN001
+    """Features in, predictions out: what batch scoring writes for each customer and day."""
+    import polars as pl
+
+    from ml_assets.lib.training import feature_matrix
+
+    scores = onnx_churn_probability(session, feature_matrix(features, columns))
+    return features.select("customer_id", "snapshot_date").with_columns(
+        pl.Series("churn_probability", scores, dtype=pl.Float64),
+        pl.lit(version).alias("model_version"),
+    )
 
 
 def parity(native: np.ndarray, onnx_scores: np.ndarray) -> ParityReport:
