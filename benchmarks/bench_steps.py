@@ -64,8 +64,8 @@ def _direct(resources: dict) -> None:
         dg.AssetKey("validated_transactions"), [(DAY - dt.timedelta(days=i)).isoformat() for i in range(59, 0, -1)]
     )
     feats = snapshot_features(pl.concat([history, result.valid], how="vertical_relaxed"), DAY)
-    onnx = lake.read_single(dg.AssetKey("lgbm_onnx"))
-    session = onnx_session(store.get(onnx["artifact"]["uri"], onnx["artifact"]["sha256"]))
+    champion = resources["registry"].champion()
+    session = onnx_session(store.get(champion.onnx_uri, champion.onnx_sha256))
     scores = onnx_churn_probability(session, feature_matrix(feats))
     ref = lake.read_single(dg.AssetKey("training_set")).select(FEATURE_COLUMNS).to_pandas()
     ref["prediction"] = onnx_churn_probability(session, ref[list(FEATURE_COLUMNS)].to_numpy())
