@@ -51,7 +51,12 @@ def lgbm_to_onnx(model_text: str, n_features: int) -> bytes:
     return model.SerializeToString()
 
 
-def onnx_session(onnx_bytes: bytes, threads: int = 2):  # noqa: ANN201 (onnxruntime is imported lazily)
+# Rows above which scoring splits the batch across worker threads.
+SHARD_MIN_ROWS = 50_000
+
+
+def onnx_session(onnx_bytes: bytes, threads: int = 1):  # noqa: ANN201 (onnxruntime is imported lazily)
+    """An onnxruntime CPU session. One intra-op thread by default: `onnx_churn_probability` parallelizes by rows instead."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -60,15 +65,30 @@ def onnx_session(onnx_bytes: bytes, threads: int = 2):  # noqa: ANN201 (onnxrunt
     return ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def onnx_churn_probability(session, features: np.ndarray) -> np.ndarray:  # noqa: ANN001
-    """P(churn) for each row of a float32 feature matrix."""
+def onnx_churn_probability(session, features: np.ndarray, workers: int = 2) -> np.ndarray:  # noqa: ANN001
+    """P(churn) for each row of a float32 feature matrix.
+
+    Large batches are cut into one shard per worker, run concurrently on the
+    same session (`run` is thread-safe and releases the GIL). onnxruntime's
+    own intra-op threads scale the tree ensemble poorly: at 1 M rows on 2 cores,
+    2 intra-op threads took 4.2 s, two 1-thread shards 3.3 s, with identical
+    output (benchmarks/bench_scoring.py).
+    """
     import numpy as np
 
     if features.shape[0] == 0:
         return np.empty(0, dtype=np.float64)
-    outputs = session.run(None, {ONNX_INPUT_NAME: np.ascontiguousarray(features, dtype=np.float32)})
-    probabilities = outputs[1]
-    return np.asarray(probabilities[:, 1], dtype=np.float64)
+    x = np.ascontiguousarray(features, dtype=np.float32)
+
+    def run(part: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(None, {ONNX_INPUT_NAME: part})[1][:, 1], dtype=np.float64)
+
+    if workers <= 1 or x.shape[0] < SHARD_MIN_ROWS:
+        return run(x)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return np.concatenate(list(pool.map(run, np.array_split(x, workers))))
 
 
 # Plausible range of each feature: the fixed golden set spans them, so a
