@@ -50,7 +50,7 @@ def table(title: str, rows: list[str]) -> str:
 def machine() -> str:
     import os
 
-    libs = {p: _version(p) for p in ("dagster", "polars", "lightgbm", "onnxruntime", "evidently", "great-expectations")}
+    libs = {p: _version(p) for p in ("dagster", "polars", "lightgbm", "onnxruntime", "torch", "evidently", "great-expectations")}
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; " + ", ".join(
         f"{k} {v}" for k, v in libs.items()
     )
