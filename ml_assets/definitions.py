@@ -18,7 +18,7 @@ from ml_assets.promotion import champion_model
 from ml_assets.training import lgbm_model, torch_model, training_set
 from ml_assets.validation import validated_transactions
 from resources import build_resources
-from sensors import daily_pipeline_schedule, weekly_training_schedule
+from sensors import daily_pipeline_schedule, drift_retraining_sensor, pipeline_failure_sensor, weekly_training_schedule
 
 ALL_ASSETS = [
     raw_transactions,
@@ -45,5 +45,6 @@ defs = dg.Definitions(
     executor=dg.in_process_executor,
     jobs=[daily_pipeline_job, training_job],
     schedules=[daily_pipeline_schedule, weekly_training_schedule],
+    sensors=[drift_retraining_sensor, pipeline_failure_sensor],
     resources=build_resources(),
 )

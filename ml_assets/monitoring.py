@@ -1,4 +1,7 @@
-"""Monitoring: daily data and prediction drift against the training reference."""
+"""Monitoring: daily data, prediction and (once labels mature) performance drift against the champion's training reference."""
+
+import datetime as dt
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -8,14 +11,21 @@ from ml_assets.inference import champion_session
 from ml_assets.lib.drift import compute_drift, sample_rows
 from ml_assets.lib.export import onnx_churn_probability
 from ml_assets.partitions import daily_partitions, partition_days
-from resources import ArtifactStore, ModelRegistry
+from resources import ArtifactStore, Lake, ModelRegistry
+from resources.registry import ModelVersion, RegistryError
 
 
 class DriftConfig(dg.Config):
     column_threshold: float = Field(default=0.1, description="A column drifts when its normed Wasserstein distance reaches this.")
     drift_share_threshold: float = Field(default=0.5, description="The day shows dataset drift when this share of feature columns drift.")
-    max_reference_rows: int = Field(default=5_000, description="Rows sampled (seeded) from the training set as the reference.")
+    max_reference_rows: int = Field(default=5_000, description="Rows of the champion's stored training sample used as the reference.")
     max_current_rows: int = Field(default=5_000, description="Rows sampled (seeded) from the day's features.")
+    label_horizon_days: int = Field(
+        default=30, description="Labels of a day's scores mature this many days later (the training label horizon)."
+    )
+    max_roc_auc_drop: float = Field(
+        default=0.05, description="Performance drift when matured ROC-AUC falls this far below the scoring model's test ROC-AUC."
+    )
 
 
 @dg.asset(
@@ -32,9 +42,9 @@ def drift_report(
     config: DriftConfig,
     customer_features: pl.DataFrame,
     batch_predictions: pl.DataFrame,
-    training_set: pl.DataFrame,
     artifacts: ArtifactStore,
     registry: ModelRegistry,
+    lake: Lake,
 ) -> pl.DataFrame:
     """How far this day's customers and churn scores have moved from what the model was trained on.
 
@@ -43,11 +53,22 @@ def drift_report(
     deviations) and whether it crossed the threshold; `prediction` is the churn
     score itself. The metadata carries the share of drifted features, the
     dataset-level verdict (plotted across days in the UI) and a link to the full
-    evidently HTML report.
+    evidently HTML report. The reference is the current champion's own
+    training sample, stored with its registry version. Once a day's scores are
+    `label_horizon_days` old, their outcomes are known: the metadata then also
+    carries ROC-AUC and calibration error of the scores made that earlier day
+    against the scoring model's test figures (performance drift).
     """
     champion, session = champion_session(registry, artifacts, "drift_report")
     features = list(champion.features)
-    ref_frame = sample_rows(training_set.select(features).to_pandas(), config.max_reference_rows, seed=11)
+    if not champion.reference_uri or not champion.reference_sha256:
+        raise dg.Failure(
+            f"drift_report: champion {champion.version} has no stored training reference; retrain (training_job) to create one"
+        )
+    import io
+
+    reference = pl.read_parquet(io.BytesIO(artifacts.get(champion.reference_uri, champion.reference_sha256)))
+    ref_frame = sample_rows(reference.select(features).to_pandas(), config.max_reference_rows, seed=11)
     ref_frame["prediction"] = onnx_churn_probability(session, ref_frame[features].to_numpy())
     columns = [*features, "prediction"]
 
@@ -71,6 +92,7 @@ def drift_report(
         )
         result = compute_drift(ref_frame, current, columns, config.column_threshold, config.drift_share_threshold)
         report = artifacts.put_named("drift_reports", f"{key}.html", result.html)
+        performance = _matured_performance(day, part, config, lake, registry)
         for column in columns:
             score = result.column_scores[column]
             rows.append((day, column, score, score >= config.column_threshold))
@@ -88,6 +110,7 @@ def drift_report(
                 "current_rows": len(current),
                 "reference_rows": len(ref_frame),
                 "model_version": champion.version,
+                **performance,
             },
             partition_key=key,
         )
@@ -98,6 +121,55 @@ def drift_report(
     return pl.DataFrame(
         rows, schema={"snapshot_date": pl.Date, "column": pl.String, "drift_score": pl.Float64, "drifted": pl.Boolean}, orient="row"
     )
+
+
+def _matured_performance(day: dt.date, today: pl.DataFrame, config: DriftConfig, lake: Lake, registry: ModelRegistry) -> dict[str, Any]:
+    """ROC-AUC and calibration of the scores made `label_horizon_days` ago, now that their outcomes are known.
+
+    A customer scored on day S churned when they bought nothing after S's
+    cutoff up to this day's cutoff: exactly the training label, read from this
+    day's features (their last purchase).
+    """
+    from ml_assets.lib.evaluation import classification_metrics
+    from ml_assets.lib.features import churn_labels
+
+    scored_day = day - dt.timedelta(days=config.label_horizon_days)
+    key = dg.AssetKey("batch_predictions")
+    if scored_day.isoformat() not in set(lake.existing_partitions(key)):
+        return {"performance_status": f"no scores on {scored_day} to evaluate yet"}
+    scored = lake.read_partitions(key, [scored_day.isoformat()])
+    if scored.is_empty():
+        return {"performance_status": f"no scores on {scored_day}"}
+    labelled = churn_labels(scored, today.select("customer_id", "last_tx_ts"), scored_day)
+    y = labelled["churned"].to_numpy()
+    if len(set(y.tolist())) < 2:
+        return {"performance_status": f"scores of {scored_day} have a single outcome class; ROC-AUC undefined"}
+    metrics = classification_metrics(y, labelled["churn_probability"].to_numpy())
+    versions = labelled["model_version"].unique().to_list()
+    scoring_model: ModelVersion | None = None
+    if len(versions) == 1:
+        try:
+            scoring_model = registry.get(versions[0])
+        except RegistryError:  # scored by a version this registry never saw: nothing to compare with
+            scoring_model = None
+    out: dict[str, Any] = {
+        "performance_status": "evaluated",
+        "matured_scores_day": scored_day.isoformat(),
+        "matured_rows": int(metrics["rows"]),
+        "matured_roc_auc": metrics["roc_auc"],
+        "matured_ece": metrics["ece"],
+        "matured_churn_rate": metrics["positive_rate"],
+    }
+    if scoring_model is not None:
+        drop = scoring_model.metrics["roc_auc"] - metrics["roc_auc"]
+        out.update(
+            {
+                "scoring_model_test_roc_auc": scoring_model.metrics["roc_auc"],
+                "roc_auc_drop": drop,
+                "performance_drift": drop >= config.max_roc_auc_drop,
+            }
+        )
+    return out
 
 
 def _file_url(uri: str) -> str:

@@ -137,6 +137,20 @@ def data_window(training_set: pl.DataFrame) -> dict[str, Any]:
     return window
 
 
+REFERENCE_ROWS = 5_000
+
+
+def store_reference(training_set: pl.DataFrame, artifacts: ArtifactStore) -> Any:
+    """A seeded sample of the train split's features: the drift reference of every model trained on it."""
+    import io
+
+    train = training_set.filter(pl.col("split") == "train").select(FEATURE_COLUMNS)
+    sample = train.sample(n=min(REFERENCE_ROWS, train.height), seed=11) if train.height else train
+    buf = io.BytesIO()
+    sample.write_parquet(buf, compression="zstd", statistics=False)
+    return artifacts.put("references", buf.getvalue(), ".parquet")
+
+
 def _splits(training_set: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     return tuple(training_set.filter(pl.col("split") == s) for s in ("train", "valid", "test"))  # type: ignore[return-value]
 
@@ -190,6 +204,7 @@ def lgbm_model(
     scores = load_booster(model.model_text).predict(feature_matrix(test))
     metrics, evaluation = _evaluate("lgbm_model", test, scores, config.min_roc_auc)
     ref = artifacts.put("models/lgbm", model.model_text.encode(), ".txt")
+    reference = store_reference(training_set, artifacts)
     version = f"lgbm-{ref.sha256[:12]}"
     chosen = {k: model.params[k] for k in ("num_leaves", "min_data_in_leaf", "learning_rate", "feature_fraction") if k in model.params}
     registry.register(
@@ -202,6 +217,8 @@ def lgbm_model(
         metrics=metrics,
         artifact_uri=ref.uri,
         artifact_sha256=ref.sha256,
+        reference_uri=reference.uri,
+        reference_sha256=reference.sha256,
     )
     importance = _importance(model.model_text)
     context.add_output_metadata(
@@ -284,6 +301,7 @@ def torch_model(
     scores = predict_proba(load_net(net.state, net.architecture), feature_matrix(test))
     metrics, evaluation = _evaluate("torch_model", test, scores, config.min_roc_auc)
     ref = artifacts.put("models/torch", net.state, ".pt")
+    reference = store_reference(training_set, artifacts)
     version = f"torch-{ref.sha256[:12]}"
     params = {**net.architecture, **{k: getattr(settings, k) for k in ("learning_rate", "weight_decay", "batch_size", "seed")}}
     params["best_epoch"] = net.best_epoch
@@ -297,6 +315,8 @@ def torch_model(
         metrics=metrics,
         artifact_uri=ref.uri,
         artifact_sha256=ref.sha256,
+        reference_uri=reference.uri,
+        reference_sha256=reference.sha256,
     )
     device_name = torch.cuda.get_device_name(0) if net.device == "cuda" else "cpu"
     context.add_output_metadata(

@@ -23,7 +23,7 @@ EXPECTED_DEPS = {
     "torch_onnx": {"torch_model"},
     "champion_model": {"lgbm_onnx", "torch_onnx", "training_set"},
     "batch_predictions": {"customer_features", "champion_model"},
-    "drift_report": {"customer_features", "batch_predictions", "training_set", "champion_model"},
+    "drift_report": {"customer_features", "batch_predictions", "champion_model"},
 }
 HEAVY = ("torch", "lightgbm", "feast", "great_expectations", "evidently", "onnx", "onnxruntime", "sklearn", "matplotlib", "pandas")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from resources.alerts import FailureNotifier, RetrainPolicy
 from resources.artifacts import ArtifactIntegrityError, ArtifactRef, ArtifactStore
 from resources.lake import Lake, LakeIOManager, MissingPartitionError
 from resources.registry import ModelRegistry, ModelVersion, RegistryError
@@ -21,6 +22,8 @@ __all__ = [
     "ArtifactIntegrityError",
     "ArtifactRef",
     "ArtifactStore",
+    "FailureNotifier",
+    "RetrainPolicy",
     "Lake",
     "LakeIOManager",
     "MissingPartitionError",
@@ -93,4 +96,13 @@ def build_resources() -> dict[str, object]:
         "lake": lake,
         "artifacts": ArtifactStore(root=os.environ.get("CHURN_ARTIFACT_ROOT", str(base / "artifacts"))),
         "registry": build_registry(),
+        "policy": RetrainPolicy(
+            drift_share_threshold=float(os.environ.get("CHURN_RETRAIN_DRIFT_SHARE", "0.5")),
+            cooldown_hours=float(os.environ.get("CHURN_RETRAIN_COOLDOWN_HOURS", "24")),
+        ),
+        # A webhook URL usually embeds a token: EnvVar keeps it out of the UI and run config.
+        "notifier": FailureNotifier(
+            record_root=os.environ.get("CHURN_ARTIFACT_ROOT", str(base / "artifacts")),
+            webhook_url=dg.EnvVar("CHURN_FAILURE_WEBHOOK_URL") if os.environ.get("CHURN_FAILURE_WEBHOOK_URL") else None,
+        ),
     }

@@ -57,6 +57,8 @@ class ModelVersion:
     onnx_sha256: str | None
     parity: dict[str, Any] | None
     parity_passed: bool | None
+    reference_uri: str | None = None
+    reference_sha256: str | None = None
 
     @property
     def promotable(self) -> bool:
@@ -114,6 +116,9 @@ def _tables(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table]:
         sa.Column("onnx_sha256", sa.String(64)),
         sa.Column("parity", sa.Text),
         sa.Column("parity_passed", sa.Boolean),
+        # A seeded sample of the training rows: the drift reference for as long as this version is champion.
+        sa.Column("reference_uri", sa.Text),
+        sa.Column("reference_sha256", sa.String(64)),
     )
     champion_only = versions.c.status == CHAMPION
     sa.Index("one_champion", versions.c.status, unique=True, sqlite_where=champion_only, postgresql_where=champion_only)
@@ -173,6 +178,8 @@ class ModelRegistry(dg.ConfigurableResource):
         artifact_uri: str,
         artifact_sha256: str,
         code_version: str | None = None,
+        reference_uri: str | None = None,
+        reference_sha256: str | None = None,
     ) -> ModelVersion:
         """Record a trained model as a candidate. Registering the same artifact again keeps its status and history."""
         import sqlalchemy as sa
@@ -196,6 +203,8 @@ class ModelRegistry(dg.ConfigurableResource):
                         metrics=_dump(metrics),
                         artifact_uri=artifact_uri,
                         artifact_sha256=artifact_sha256,
+                        reference_uri=reference_uri,
+                        reference_sha256=reference_sha256,
                     )
                 )
                 self._event(conn, "registered", version, None, "pipeline", f"{kind} model trained", run_id)
@@ -354,4 +363,6 @@ def _to_version(row: Any) -> ModelVersion:
         onnx_sha256=row.onnx_sha256,
         parity=json.loads(row.parity) if row.parity else None,
         parity_passed=row.parity_passed,
+        reference_uri=row.reference_uri,
+        reference_sha256=row.reference_sha256,
     )

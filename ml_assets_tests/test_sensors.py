@@ -1,0 +1,202 @@
+"""The drift sensor and the failure sensor, evaluated for real against temporary instances."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from resources import FailureNotifier, ModelRegistry, RetrainPolicy
+from sensors.drift import drift_retraining_sensor
+
+CHAMPION = "lgbm-00000000c0de"
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    registry = ModelRegistry(url=f"sqlite:///{tmp_path / 'registry.sqlite'}")
+    registry.register(
+        version=CHAMPION,
+        kind="lightgbm",
+        run_id="r0",
+        data_window={},
+        features=["recency_days"],
+        params={},
+        metrics={"roc_auc": 0.95},
+        artifact_uri="/a",
+        artifact_sha256="a" * 64,
+    )
+    registry.attach_onnx(CHAMPION, "/a.onnx", "b" * 64, "r0")
+    registry.record_parity(CHAMPION, "b" * 64, True, {}, "r0")
+    registry.promote(CHAMPION, actor="test", reason="setup", run_id="r0")
+    return registry
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def _report(instance: dg.DagsterInstance, day: str, drift_share: float, version: str = CHAMPION, **extra: object) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key="drift_report",
+            partition=day,
+            metadata={
+                "drift_share": drift_share,
+                "dataset_drift": drift_share >= 0.5,
+                "prediction_drift": False,
+                "model_version": version,
+                **extra,
+            },
+        )
+    )
+
+
+def _tick(
+    instance: dg.DagsterInstance, registry: ModelRegistry, cursor: str | None = None, cooldown_hours: float = 24.0
+) -> dg.SensorResult:
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"policy": RetrainPolicy(cooldown_hours=cooldown_hours), "registry": registry}
+    )
+    return drift_retraining_sensor(context)
+
+
+def _launch(instance: dg.DagsterInstance, tags: dict[str, str], status: dg.DagsterRunStatus = dg.DagsterRunStatus.SUCCESS) -> None:
+    """A run of training_job as the daemon would have created it from a request."""
+    instance.add_run(dg.DagsterRun(job_name="training_job", run_id=str(uuid.uuid4()), tags=tags, status=status))
+
+
+def test_no_drift_no_run(instance: dg.DagsterInstance, registry: ModelRegistry) -> None:
+    for day in ("2025-06-01", "2025-06-02"):
+        _report(instance, day, 0.1)
+    result = _tick(instance, registry)
+    assert not result.run_requests
+    assert "none above the threshold" in result.skip_reason.skip_message
+    assert json.loads(result.cursor)["after_storage_id"] > 0
+
+
+def test_drift_requests_exactly_one_training_run(instance: dg.DagsterInstance, registry: ModelRegistry) -> None:
+    _report(instance, "2025-06-10", 0.2)
+    for day in ("2025-06-12", "2025-06-13", "2025-06-14"):
+        _report(instance, day, 0.7)
+    result = _tick(instance, registry)
+    (request,) = result.run_requests
+    assert request.run_key == f"drift:{CHAMPION}:2025-06-12"
+    assert request.tags["ml/trigger"] == "drift" and request.tags["ml/drift_partition"] == "2025-06-12"
+    assert request.tags["ml/drifted_days_in_tick"] == "3"
+    assert request.job_name in (None, "training_job")
+
+
+def test_a_second_tick_on_the_same_event_requests_nothing(instance: dg.DagsterInstance, registry: ModelRegistry) -> None:
+    _report(instance, "2025-06-12", 0.7)
+    first = _tick(instance, registry)
+    assert len(first.run_requests) == 1
+    # The cursor Dagster stored comes back on the next tick: nothing new to read.
+    again = _tick(instance, registry, cursor=first.cursor)
+    assert not again.run_requests and again.skip_reason.skip_message == "no new drift reports"
+
+
+def test_cursor_lost_but_the_request_ran_cooldown_holds(instance: dg.DagsterInstance, registry: ModelRegistry) -> None:
+    _report(instance, "2025-06-12", 0.7)
+    request = _tick(instance, registry).run_requests[0]
+    _launch(instance, {**request.tags, "dagster/run_key": request.run_key})
+    # A restarted daemon without the cursor reads the same records again.
+    result = _tick(instance, registry, cursor=None)
+    assert not result.run_requests and "cooldown" in result.skip_reason.skip_message
+
+
+def test_no_request_while_a_training_run_is_queued_or_running(instance: dg.DagsterInstance, registry: ModelRegistry) -> None:
+    # (A QUEUED run needs a code-location origin to be created by hand; it goes through the same status filter.)
+    for status in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED):
+        with dg.instance_for_test() as fresh:
+            _launch(fresh, {"ml/trigger": "schedule"}, status=status)
+            _report(fresh, "2025-06-12", 0.7)
+            result = _tick(fresh, registry, cooldown_hours=0)
+            assert not result.run_requests, status
+            assert "already queued or running" in result.skip_reason.skip_message
+
+
+def test_cooldown_respected_then_released(instance: dg.DagsterInstance, registry: ModelRegistry) -> None:
+    _launch(instance, {"ml/trigger": "drift"})
+    _report(instance, "2025-06-20", 0.8)
+    held = _tick(instance, registry, cooldown_hours=24)
+    assert not held.run_requests and "24 h cooldown" in held.skip_reason.skip_message
+    # Past the cooldown (here: none), a new drift report is a new event.
+    _report(instance, "2025-06-21", 0.8)
+    released = _tick(instance, registry, cursor=held.cursor, cooldown_hours=0)
+    assert [r.run_key for r in released.run_requests] == [f"drift:{CHAMPION}:2025-06-21"]
+
+
+def test_reports_about_an_earlier_champion_are_ignored(instance: dg.DagsterInstance, registry: ModelRegistry) -> None:
+    _report(instance, "2025-06-12", 0.9, version="lgbm-0000000old00")
+    result = _tick(instance, registry)
+    assert not result.run_requests
+
+
+def test_performance_and_prediction_drift_are_events_too() -> None:
+    policy = RetrainPolicy()
+    assert policy.is_event({"drift_share": 0.0, "performance_drift": True})
+    assert policy.is_event({"drift_share": 0.0, "prediction_drift": True})
+    assert not RetrainPolicy(prediction_drift_triggers=False).is_event({"drift_share": 0.0, "prediction_drift": True})
+    assert not policy.is_event({"drift_share": 0.49})
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    bodies: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_failed_run_is_recorded_and_posted_to_the_webhook(tmp_path: Path) -> None:
+    from sensors.drift import pipeline_failure_sensor
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/hook?token=s3cret"
+
+    @dg.asset
+    def broken() -> None:
+        raise RuntimeError("source database went away")
+
+    try:
+        with dg.instance_for_test() as instance:
+            result = dg.materialize([broken], instance=instance, raise_on_error=False, tags={"ml/trigger": "schedule"})
+            assert not result.success
+            run = instance.get_run_by_id(result.run_id)
+            failure_event = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
+            notifier = FailureNotifier(record_root=str(tmp_path), webhook_url=url)
+            context = dg.build_run_status_sensor_context(
+                sensor_name="pipeline_failure_sensor",
+                dagster_instance=instance,
+                dagster_run=run,
+                dagster_event=failure_event,
+                resources={"notifier": notifier},
+            ).for_run_failure()
+            pipeline_failure_sensor(context)
+        record = json.loads((tmp_path / "run_failures" / f"{result.run_id}.json").read_text())
+        assert record["run_id"] == result.run_id and record["tags"] == {"ml/trigger": "schedule"}
+        assert "broken" in record["error"]
+        (body,) = _Receiver.bodies
+        assert body["run_id"] == result.run_id and "failed" in body["text"]
+        # Off by default, and an unreachable hook is reported without its URL (it holds a token).
+        assert FailureNotifier(record_root=str(tmp_path)).post(record) == "off"
+        unreachable = FailureNotifier(
+            record_root=str(tmp_path), webhook_url="http://127.0.0.1:9/hook?token=s3cret", timeout_seconds=1
+        ).post(record)
+        assert unreachable.startswith("failed") and "s3cret" not in unreachable
+    finally:
+        server.shutdown()
