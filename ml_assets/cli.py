@@ -55,7 +55,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from ml_assets.pipeline import INGEST_TO_FEATURES, SCORING, TRAINING, materialize_range, materialize_unpartitioned, training_run_config
+    from ml_assets.pipeline import (
+        INGEST_TO_FEATURES,
+        SCORING,
+        TRAINING,
+        materialize_range,
+        materialize_unpartitioned,
+        run_drift_sensor_once,
+        training_run_config,
+    )
     from resources import data_dir
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -71,22 +79,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # A few defective rows, so the quarantine has something to show.
         bad_rows=70,
     )
-    print("== 1/4 seeding the embedded warehouse")
+    print("== 1/5 seeding the embedded warehouse")
     cmd_generate(gen)
     instance = dg.DagsterInstance.get()
     stages = [
         (
-            "2/4 ingest, validate, features",
+            "2/5 ingest, validate, features",
             lambda: materialize_range(INGEST_TO_FEATURES, DEMO_START, DEMO_END, instance, log_level=args.log_level),
         ),
         (
-            "3/4 training set, LightGBM + PyTorch, ONNX + parity checks, champion",
+            "3/5 training set, LightGBM + PyTorch, ONNX + parity checks, champion",
             lambda: materialize_unpartitioned(
                 TRAINING, instance, training_run_config(DEMO_SCORE_FROM - dt.timedelta(days=1)), log_level=args.log_level
             ),
         ),
         (
-            "4/4 batch predictions and drift reports",
+            "4/5 batch predictions and drift reports",
             lambda: materialize_range(SCORING, DEMO_SCORE_FROM, DEMO_END, instance, log_level=args.log_level),
         ),
     ]
@@ -97,12 +105,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"   {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s (run {result.run_id})")
         if not result.success:
             return 1
+    print("== 5/5 drift sensor: one evaluation, and the retraining run it requests")
+    t0 = time.perf_counter()
+    sensor, retrain = run_drift_sensor_once(instance, log_level=args.log_level)
+    if retrain is None:
+        loop = f"no retraining requested: {sensor.skip_reason.skip_message if sensor.skip_reason else 'no request'}"
+    else:
+        print(f"   {'ok' if retrain.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s (run {retrain.run_id})")
+        if not retrain.success:
+            return 1
+        request = sensor.run_requests[0]
+        decision = next(m for m in retrain.get_asset_materialization_events() if m.asset_key == dg.AssetKey("champion_model"))
+        md = decision.materialization.metadata
+        loop = (
+            f"drift event on {request.tags['ml/drift_partition']} (drift share {request.tags['ml/drift_share']}, "
+            f"champion {request.tags['ml/drift_champion']}) -> retraining run {retrain.run_id[:8]} (run key {request.run_key}) -> "
+            f"{md['decision'].value}: champion now {md['champion_version'].value} ({md['reason'].value})"
+        )
     print()
-    print(summarize(instance, data_dir()))
+    print(summarize(instance, data_dir(), loop))
     return 0
 
 
-def summarize(instance, data_root) -> str:  # noqa: ANN001
+def summarize(instance, data_root, loop: str = "") -> str:  # noqa: ANN001
     """Rows per stage, model metrics, drift verdicts and where things are."""
     import dagster as dg
 
@@ -159,6 +184,8 @@ def summarize(instance, data_root) -> str:  # noqa: ANN001
         f"{'drift_report':28s} dataset drift on {len(drift_days)} of {(DEMO_END - DEMO_SCORE_FROM).days + 1} days, "
         f"first {first} (behaviour shift injected {DEMO_DRIFT})"
     )
+    if loop:
+        lines.append(f"{'closed loop':28s} {loop}")
     lines += [
         "",
         f"lake:      {data_root / 'lake'}",

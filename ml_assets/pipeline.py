@@ -75,3 +75,28 @@ def training_run_config(latest_snapshot: dt.date | None = None, **lgbm: Any) -> 
     if lgbm:
         ops["lgbm_model"] = {"config": lgbm}
     return {"ops": ops}
+
+
+def run_drift_sensor_once(
+    instance: dg.DagsterInstance, resources: Mapping[str, Any] | None = None, log_level: str = "DEBUG"
+) -> tuple[dg.SensorResult, dg.ExecuteInProcessResult | None]:
+    """One real evaluation of the drift sensor; if it asks for retraining, execute that run here.
+
+    The run carries the request's tags plus the run key and sensor name, as a
+    daemon-launched run would, so the sensor's in-flight and cooldown checks see it.
+    """
+    from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+
+    from resources import build_resources
+    from sensors.drift import drift_retraining_sensor
+
+    resources = resources or build_resources()
+    # No cursor: this reads every drift record, as a fresh daemon would; the
+    # cooldown and in-flight checks (derived from runs) keep it from repeating a request.
+    context = dg.build_sensor_context(instance=instance, resources={"policy": resources["policy"], "registry": resources["registry"]})
+    result = drift_retraining_sensor(context)
+    if not result.run_requests:
+        return result, None
+    request = result.run_requests[0]
+    tags = {**request.tags, RUN_KEY_TAG: request.run_key or "", SENSOR_NAME_TAG: drift_retraining_sensor.name}
+    return result, _materialize(TRAINING, instance, resources, None, tags, log_level)

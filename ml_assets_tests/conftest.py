@@ -31,7 +31,7 @@ E2E_CUSTOMERS = 2500
 
 
 def resources_for(root: Path, warehouse_url: str, **warehouse: object) -> dict[str, object]:
-    from resources import ArtifactStore, Lake, LakeIOManager, ModelRegistry, SqlWarehouse
+    from resources import ArtifactStore, FailureNotifier, Lake, LakeIOManager, ModelRegistry, RetrainPolicy, SqlWarehouse
 
     lake = Lake(root=str(root / "lake"))
     return {
@@ -40,6 +40,8 @@ def resources_for(root: Path, warehouse_url: str, **warehouse: object) -> dict[s
         "lake": lake,
         "artifacts": ArtifactStore(root=str(root / "artifacts")),
         "registry": ModelRegistry(url=f"sqlite:///{root / 'registry.sqlite'}"),
+        "policy": RetrainPolicy(),
+        "notifier": FailureNotifier(record_root=str(root / "artifacts")),
     }
 
 
