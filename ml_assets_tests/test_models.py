@@ -182,3 +182,26 @@ def test_threshold_probes_sit_on_every_split() -> None:
     for feature, t in zip(thresholds["split_feature"], thresholds["threshold"], strict=True):
         j = int(feature.removeprefix("Column_"))
         assert np.float32(t) in set(rows[:, j].tolist())
+
+
+def test_onnx_decides_like_lightgbm_inside_its_zero_band() -> None:
+    """LightGBM reads |x| <= 1e-35 as 0; the exported thresholds must make a raw comparison agree (found by the probes on a real retrain)."""
+    import lightgbm as lgb
+
+    from ml_assets.lib.export import lgbm_to_onnx, onnx_churn_probability, onnx_session, threshold_probe_rows
+    from ml_assets.lib.training import LGBM_ZERO_THRESHOLD, float32_exact_thresholds
+
+    rng = np.random.default_rng(0)
+    x = rng.choice([-2.0, -1.0, 0.0, 0.0, 1.0, 2.0], size=(3000, 1)).astype(np.float32)
+    y = ((x[:, 0] < 0) ^ (rng.random(3000) < 0.1)).astype(int)
+    raw = lgb.train({"objective": "binary", "verbosity": -1, "min_data_in_leaf": 5}, lgb.Dataset(x, y), 3).model_to_string()
+    assert "-1.0000000180025095e-35" in raw  # LightGBM split zero from the negatives at the band's edge
+    text = float32_exact_thresholds(raw)
+    band = np.array(
+        [[-LGBM_ZERO_THRESHOLD], [-5e-36], [0.0], [5e-36], [LGBM_ZERO_THRESHOLD], [-1.0000001e-35], [1.0000001e-35]], dtype=np.float32
+    )
+    probes = np.vstack([band, threshold_probe_rows(text, np.zeros(1, dtype=np.float32))])
+    native_before, native_after = lgb.Booster(model_str=raw).predict(probes), lgb.Booster(model_str=text).predict(probes)
+    assert np.array_equal(native_before, native_after)
+    onnx = onnx_churn_probability(onnx_session(lgbm_to_onnx(text, 1)), probes)
+    assert np.abs(onnx - native_after).max() < 1e-6

@@ -154,25 +154,40 @@ _THRESHOLD_LINE = re.compile(r"^threshold=(.*)$", re.MULTILINE)
 _TREE_SIZES_LINE = re.compile(r"^tree_sizes=.*\n", re.MULTILINE)
 
 
+# LightGBM reads every input with |x| <= kZeroThreshold (1e-35 as a float) as
+# exactly 0 before comparing it with a threshold; ONNX compares the raw value.
+LGBM_ZERO_THRESHOLD = 1.0000000180025095e-35
+
+
 def float32_exact_thresholds(model_text: str) -> str:
-    """Round every split threshold down to the nearest float32.
+    """Rewrite split thresholds so that a plain `x <= t` on float32 inputs decides exactly as LightGBM does.
 
     Model inputs are float32 (that is what ONNX serving receives).  For a
     float32 ``x`` and a double threshold ``t``, ``x <= t`` holds exactly when
-    ``x <= floor32(t)``, so the rewritten model makes the same decision as the
-    original on every input it will ever see.  But ONNX's tree ensemble stores
-    thresholds as float32, rounding to *nearest*: where that rounds up past a
-    feature value, ONNX and LightGBM send the row down different branches.
-    With thresholds already float32-exact, the conversion is lossless and the
-    two agree to float rounding of the leaf sums.
+    ``x <= floor32(t)``, so every threshold is rounded down to float32: ONNX's
+    tree ensemble stores float32 thresholds (rounding to nearest), and with
+    float32-exact thresholds the conversion is lossless.
+
+    Thresholds inside LightGBM's zero band [-1e-35, 1e-35) need more: LightGBM
+    compares such inputs as 0.  A threshold in [-1e-35, 0) then sends a value
+    left only when it is below the band, and one in [0, 1e-35) sends the whole
+    band left; the rewritten thresholds (the float32 just below -1e-35, and
+    1e-35) say exactly that for a raw comparison, so LightGBM itself decides as
+    before and ONNX decides like it. (Found by the parity check's
+    threshold-edge probes on a demo retrain: 5.5e-3 apart before this.)
     """
     import numpy as np
+
+    zero = np.float32(LGBM_ZERO_THRESHOLD)
+    below_band = np.nextafter(-zero, np.float32(-np.inf))
 
     def snap(match: re.Match[str]) -> str:
         values = np.array(match.group(1).split(), dtype=np.float64)
         down = values.astype(np.float32)
         over = down.astype(np.float64) > values
         down[over] = np.nextafter(down[over], np.float32(-np.inf))
+        down[(down >= -zero) & (down < 0)] = below_band
+        down[(down >= 0) & (down < zero)] = zero
         return "threshold=" + " ".join(repr(float(v)) for v in down)
 
     snapped = _THRESHOLD_LINE.sub(snap, model_text)
