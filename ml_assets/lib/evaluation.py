@@ -79,6 +79,7 @@ def _pyplot():  # noqa: ANN202
 
 def roc_pr_figure(y_true: np.ndarray, scores: np.ndarray, title: str) -> Figure:
     """ROC and precision-recall curves side by side."""
+    import numpy as np
     from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
     plt = _pyplot()
@@ -90,7 +91,8 @@ def roc_pr_figure(y_true: np.ndarray, scores: np.ndarray, title: str) -> Figure:
     roc_ax.legend(loc="lower right")
     precision, recall, _ = precision_recall_curve(y_true, scores)
     pr_ax.plot(recall, precision, label=f"PR-AUC {average_precision_score(y_true, scores):.3f}")
-    pr_ax.axhline(float(sum(y_true)) / len(y_true), linestyle="--", color="grey", label="churn rate")
+    # The label column is int8: a plain sum() overflows it.
+    pr_ax.axhline(float(np.mean(np.asarray(y_true, dtype=np.float64))), linestyle="--", color="grey", label="churn rate")
     pr_ax.set(xlabel="recall", ylabel="precision", title="Precision-recall")
     pr_ax.legend(loc="lower left")
     fig.suptitle(title)
