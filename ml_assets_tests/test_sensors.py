@@ -200,3 +200,34 @@ def test_a_failed_run_is_recorded_and_posted_to_the_webhook(tmp_path: Path) -> N
         assert unreachable.startswith("failed") and "s3cret" not in unreachable
     finally:
         server.shutdown()
+
+
+def test_matured_scores_are_judged_against_the_scoring_models_test_figures(tmp_path: Path, registry: ModelRegistry) -> None:
+    import datetime as dt
+
+    import polars as pl
+
+    from ml_assets.monitoring import DriftConfig, _matured_performance
+    from resources import Lake
+
+    lake = Lake(root=str(tmp_path / "lake"))
+    scored_day, today = dt.date(2025, 5, 18), dt.date(2025, 6, 17)
+    config = DriftConfig()
+    assert "no scores" in _matured_performance(today, pl.DataFrame(), config, lake, registry)["performance_status"]
+    after_cutoff = dt.datetime(2025, 6, 1)  # bought within the horizon: did not churn
+    buyers = pl.DataFrame({"customer_id": ["C2", "C4"], "last_tx_ts": [after_cutoff, after_cutoff]})
+    for probabilities, drifted in (([0.9, 0.1, 0.8, 0.2], False), ([0.1, 0.9, 0.2, 0.8], True)):
+        scores = pl.DataFrame(
+            {
+                "customer_id": ["C1", "C2", "C3", "C4"],
+                "snapshot_date": [scored_day] * 4,
+                "churn_probability": probabilities,
+                "model_version": [CHAMPION] * 4,
+            }
+        )
+        lake.write_parquet(lake.path_for(dg.AssetKey("batch_predictions"), scored_day.isoformat(), ".parquet"), scores)
+        md = _matured_performance(today, buyers, config, lake, registry)
+        # C1 and C3 bought nothing after the 2025-05-18 cutoff: they churned.
+        assert md["matured_roc_auc"] == (0.0 if drifted else 1.0) and md["matured_churn_rate"] == 0.5
+        assert md["scoring_model_test_roc_auc"] == 0.95 and md["performance_drift"] is drifted
+        assert RetrainPolicy().is_event({"drift_share": 0.0, **md}) is drifted
