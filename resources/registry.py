@@ -64,17 +64,6 @@ class ModelVersion:
     def promotable(self) -> bool:
         return bool(self.onnx_uri and self.onnx_sha256 and self.parity_passed)
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "kind": self.kind,
-            "status": self.status,
-            "created_at": self.created_at.isoformat(),
-            "run_id": self.run_id,
-            "onnx_uri": self.onnx_uri,
-            "onnx_sha256": self.onnx_sha256,
-        }
-
 
 def current_code_version() -> str:
     """`CHURN_CODE_VERSION` when the image sets it, else the git commit of the checkout, else `unknown`."""
