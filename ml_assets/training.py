@@ -151,6 +151,38 @@ def store_reference(training_set: pl.DataFrame, artifacts: ArtifactStore) -> Any
     return artifacts.put("references", buf.getvalue(), ".parquet")
 
 
+def _store_and_register(
+    context: dg.AssetExecutionContext,
+    kind: str,
+    prefix: str,
+    data: bytes,
+    suffix: str,
+    training_set: pl.DataFrame,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    artifacts: ArtifactStore,
+    registry: ModelRegistry,
+) -> tuple[Any, str]:
+    """Write the model and its drift reference (atomically, by sha256), then register it as a candidate."""
+    ref = artifacts.put(f"models/{prefix}", data, suffix)
+    reference = store_reference(training_set, artifacts)
+    version = f"{prefix}-{ref.sha256[:12]}"
+    registry.register(
+        version=version,
+        kind=kind,
+        run_id=context.run_id,
+        data_window=data_window(training_set),
+        features=list(FEATURE_COLUMNS),
+        params=params,
+        metrics=metrics,
+        artifact_uri=ref.uri,
+        artifact_sha256=ref.sha256,
+        reference_uri=reference.uri,
+        reference_sha256=reference.sha256,
+    )
+    return ref, version
+
+
 def _splits(training_set: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     return tuple(training_set.filter(pl.col("split") == s) for s in ("train", "valid", "test"))  # type: ignore[return-value]
 
@@ -203,22 +235,18 @@ def lgbm_model(
 
     scores = load_booster(model.model_text).predict(feature_matrix(test))
     metrics, evaluation = _evaluate("lgbm_model", test, scores, config.min_roc_auc)
-    ref = artifacts.put("models/lgbm", model.model_text.encode(), ".txt")
-    reference = store_reference(training_set, artifacts)
-    version = f"lgbm-{ref.sha256[:12]}"
     chosen = {k: model.params[k] for k in ("num_leaves", "min_data_in_leaf", "learning_rate", "feature_fraction") if k in model.params}
-    registry.register(
-        version=version,
-        kind="lightgbm",
-        run_id=context.run_id,
-        data_window=data_window(training_set),
-        features=list(FEATURE_COLUMNS),
-        params={**chosen, "best_iteration": model.best_iteration},
-        metrics=metrics,
-        artifact_uri=ref.uri,
-        artifact_sha256=ref.sha256,
-        reference_uri=reference.uri,
-        reference_sha256=reference.sha256,
+    ref, version = _store_and_register(
+        context,
+        "lightgbm",
+        "lgbm",
+        model.model_text.encode(),
+        ".txt",
+        training_set,
+        {**chosen, "best_iteration": model.best_iteration},
+        metrics,
+        artifacts,
+        registry,
     )
     importance = _importance(model.model_text)
     context.add_output_metadata(
@@ -300,24 +328,9 @@ def torch_model(
     )
     scores = predict_proba(load_net(net.state, net.architecture), feature_matrix(test))
     metrics, evaluation = _evaluate("torch_model", test, scores, config.min_roc_auc)
-    ref = artifacts.put("models/torch", net.state, ".pt")
-    reference = store_reference(training_set, artifacts)
-    version = f"torch-{ref.sha256[:12]}"
     params = {**net.architecture, **{k: getattr(settings, k) for k in ("learning_rate", "weight_decay", "batch_size", "seed")}}
     params["best_epoch"] = net.best_epoch
-    registry.register(
-        version=version,
-        kind="torch",
-        run_id=context.run_id,
-        data_window=data_window(training_set),
-        features=list(FEATURE_COLUMNS),
-        params=params,
-        metrics=metrics,
-        artifact_uri=ref.uri,
-        artifact_sha256=ref.sha256,
-        reference_uri=reference.uri,
-        reference_sha256=reference.sha256,
-    )
+    ref, version = _store_and_register(context, "torch", "torch", net.state, ".pt", training_set, params, metrics, artifacts, registry)
     device_name = torch.cuda.get_device_name(0) if net.device == "cuda" else "cpu"
     context.add_output_metadata(
         {

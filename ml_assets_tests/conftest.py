@@ -45,6 +45,25 @@ def resources_for(root: Path, warehouse_url: str, **warehouse: object) -> dict[s
     }
 
 
+def register_version(registry, version: str, kind: str | None = None, roc_auc: float = 0.9, parity: bool | None = True) -> None:  # noqa: ANN001
+    """A registered version with an ONNX artifact and, unless `parity` is None, a recorded parity verdict (no files behind it)."""
+    registry.register(
+        version=version,
+        kind=kind or version.split("-")[0],
+        run_id=f"run-{version}",
+        data_window={"train": {"first_snapshot": "2025-01-01", "last_snapshot": "2025-03-01", "rows": 100}},
+        features=["recency_days", "tenure_days"],
+        params={"num_leaves": 15},
+        metrics={"roc_auc": roc_auc},
+        artifact_uri=f"/artifacts/{version}.txt",
+        artifact_sha256="a" * 64,
+        code_version="abc123",
+    )
+    registry.attach_onnx(version, f"/artifacts/{version}.onnx", version.ljust(64, "0"), f"run-{version}")
+    if parity is not None:
+        registry.record_parity(version, version.ljust(64, "0"), parity, {"max_abs_diff": 1e-7}, f"run-{version}")
+
+
 @pytest.fixture
 def small_transactions() -> pl.DataFrame:
     return generate_transactions(GeneratorConfig(start=dt.date(2025, 1, 1), end=dt.date(2025, 1, 31), customers=300, seed=3))

@@ -80,6 +80,7 @@ def test_generate_rejects_a_bad_date(tmp_path: Path) -> None:
 
 
 def test_registry_command_lists_versions_and_decisions(tmp_path: Path) -> None:
+    from ml_assets_tests.conftest import register_version
     from resources import ModelRegistry
 
     env = _env(tmp_path)
@@ -88,19 +89,7 @@ def test_registry_command_lists_versions_and_decisions(tmp_path: Path) -> None:
 
     registry = ModelRegistry(url=f"sqlite:///{tmp_path / 'data' / 'registry.sqlite'}")
     for version in ("lgbm-000000000001", "torch-000000000002"):
-        registry.register(
-            version=version,
-            kind=version.split("-")[0],
-            run_id="0123456789abcdef",
-            data_window={},
-            features=["recency_days"],
-            params={},
-            metrics={"roc_auc": 0.91},
-            artifact_uri="/a",
-            artifact_sha256="a" * 64,
-        )
-        registry.attach_onnx(version, "/a.onnx", "b" * 64, "r")
-        registry.record_parity(version, "b" * 64, True, {}, "r")
+        register_version(registry, version, roc_auc=0.91)
     registry.promote("torch-000000000002", actor="bob", reason="hand-picked for the test", run_id="r")
     out = subprocess.run([str(BIN / "churn"), "registry"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

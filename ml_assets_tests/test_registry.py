@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ml_assets_tests.conftest import PG_URL
+from ml_assets_tests.conftest import PG_URL, register_version
 from resources import ModelRegistry, RegistryError
 
 
@@ -21,21 +21,7 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ModelRe
 
 
 def _register(registry: ModelRegistry, version: str, kind: str = "lightgbm", roc_auc: float = 0.9, parity: bool | None = True) -> None:
-    registry.register(
-        version=version,
-        kind=kind,
-        run_id=f"run-{version}",
-        data_window={"train": {"first_snapshot": "2025-01-01", "last_snapshot": "2025-03-01", "rows": 100}},
-        features=["recency_days", "tenure_days"],
-        params={"num_leaves": 15},
-        metrics={"roc_auc": roc_auc},
-        artifact_uri=f"/artifacts/{version}.txt",
-        artifact_sha256="a" * 64,
-        code_version="abc123",
-    )
-    registry.attach_onnx(version, f"/artifacts/{version}.onnx", version.ljust(64, "0"), f"run-{version}")
-    if parity is not None:
-        registry.record_parity(version, version.ljust(64, "0"), parity, {"max_abs_diff": 1e-7}, f"run-{version}")
+    register_version(registry, version, kind, roc_auc, parity)
 
 
 def test_a_version_keeps_everything_it_was_registered_with(registry: ModelRegistry) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from ml_assets_tests.conftest import register_version
 from resources import FailureNotifier, ModelRegistry, RetrainPolicy
 from sensors.drift import drift_retraining_sensor
 
@@ -21,19 +22,7 @@ CHAMPION = "lgbm-00000000c0de"
 @pytest.fixture
 def registry(tmp_path: Path) -> ModelRegistry:
     registry = ModelRegistry(url=f"sqlite:///{tmp_path / 'registry.sqlite'}")
-    registry.register(
-        version=CHAMPION,
-        kind="lightgbm",
-        run_id="r0",
-        data_window={},
-        features=["recency_days"],
-        params={},
-        metrics={"roc_auc": 0.95},
-        artifact_uri="/a",
-        artifact_sha256="a" * 64,
-    )
-    registry.attach_onnx(CHAMPION, "/a.onnx", "b" * 64, "r0")
-    registry.record_parity(CHAMPION, "b" * 64, True, {}, "r0")
+    register_version(registry, CHAMPION, roc_auc=0.95)
     registry.promote(CHAMPION, actor="test", reason="setup", run_id="r0")
     return registry
 
