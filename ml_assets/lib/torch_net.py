@@ -108,9 +108,14 @@ def build_net(architecture: dict[str, Any]) -> torch.nn.Module:
 
 
 def seed_everything(seed: int) -> None:
+    import os
+
     import numpy as np
     import torch
 
+    # cuBLAS is only deterministic with a fixed workspace; it must be set before
+    # the first CUDA matmul, so set it here rather than rely on the pod spec.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
