@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # everything the instance writes goes under .dagster/ (git-ignored).
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: setup demo test test-fast ui instance lint bench clean
+.PHONY: setup demo test test-fast ui serve instance lint bench clean
 
 setup: $(STAMP)
 
@@ -36,11 +36,15 @@ test-fast: setup
 ui: instance
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# The online scoring service on 127.0.0.1:8000 (champion model + Feast online store; run `make demo` first).
+serve: setup
+	$(BIN)/uvicorn --factory ml_assets.service.app:create_app --host 127.0.0.1 --port 8000 --log-level info
+
 bench: setup
 	$(BIN)/python -m benchmarks.run_all
 
 lint: setup
-	$(BIN)/ruff check ml_assets ml_assets_tests resources sensors benchmarks
+	$(BIN)/ruff check ml_assets ml_assets_tests resources sensors benchmarks feature_repo
 
 clean:
 	rm -rf .data .dagster

@@ -94,7 +94,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ),
         ),
         (
-            "4/5 batch predictions and drift reports",
+            "4/5 online feature store, batch predictions and drift reports",
             lambda: materialize_range(SCORING, DEMO_SCORE_FROM, DEMO_END, instance, log_level=args.log_level),
         ),
     ]
@@ -167,6 +167,14 @@ def summarize(instance, data_root, loop: str = "") -> str:  # noqa: ANN001
             f"{key:28s} test ROC-AUC {md['roc_auc'].value:.3f}  PR-AUC {md['pr_auc'].value:.3f}  log loss {md['log_loss'].value:.3f}  "
             f"ECE {md['ece'].value:.3f}  ({version.version}{device}; ONNX parity max {worst:.1e}, {'passed' if version.parity_passed else 'FAILED'})"
         )
+    fd = latest("feature_definitions")
+    online = latest("online_features", DEMO_END.isoformat())
+    if fd and online:
+        lines.append(
+            f"{'feature store (Feast)':28s} {int(fd['feature_count'].value)} features in {fd['online_store'].value} online store, "
+            f"snapshot {online['snapshot_date'].value} ({int(online['customers'].value):,} customers); training_set read them in "
+            f"{ts['feast_seconds'].value:.1f}s"
+        )
     champion = latest("champion_model")
     lines.append(f"{'champion_model':28s} {champion['champion_version'].value}: {champion['decision'].value}, {champion['reason'].value}")
     lines.append(
@@ -192,6 +200,7 @@ def summarize(instance, data_root, loop: str = "") -> str:  # noqa: ANN001
         f"artifacts: {data_root / 'artifacts'} (models, ONNX, drift_reports/*.html)",
         f"registry:  {data_root / 'registry.sqlite'} (model versions, champion, promotion and rollback history)",
         f"warehouse: {data_root / 'warehouse.sqlite'}",
+        f"feast:     {data_root / 'feast'} (registry, SQLite online store); CLI: .venv/bin/feast -c feature_repo feature-views list",
         "",
         "Open the UI on this instance with:  make ui   (then http://127.0.0.1:3000)",
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ml_assets.export import lgbm_onnx, lgbm_onnx_parity, torch_onnx, torch_onnx_parity
+from ml_assets.feature_store import feature_definitions, online_features
 from ml_assets.features import customer_features
 from ml_assets.inference import batch_predictions
 from ml_assets.ingest import raw_transactions
@@ -24,6 +25,8 @@ ALL_ASSETS = [
     raw_transactions,
     validated_transactions,
     customer_features,
+    feature_definitions,
+    online_features,
     training_set,
     lgbm_model,
     torch_model,

@@ -8,7 +8,7 @@ import polars as pl
 from ml_assets.lib.export import onnx_session, score_frame
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
-from resources import ArtifactStore, ModelRegistry
+from resources import ArtifactStore, FeatureStoreResource, ModelRegistry
 from resources.registry import ModelVersion
 
 PREDICTION_DESCRIPTIONS = {
@@ -26,10 +26,16 @@ PREDICTION_DESCRIPTIONS = {
     kinds={"onnx", "parquet"},
     owners=["team:ml-platform"],
     metadata={"partition_expr": "snapshot_date"},
-    deps=["champion_model"],
+    # online_features carries the blocking training/serving skew check: a
+    # skewed feature store stops the run before anything is scored.
+    deps=["champion_model", "online_features"],
 )
 def batch_predictions(
-    context: dg.AssetExecutionContext, customer_features: pl.DataFrame, artifacts: ArtifactStore, registry: ModelRegistry
+    context: dg.AssetExecutionContext,
+    customer_features: pl.DataFrame,
+    artifacts: ArtifactStore,
+    registry: ModelRegistry,
+    feature_store: FeatureStoreResource,
 ) -> pl.DataFrame:
     """Churn probability for every active customer on this day, scored by the champion model's ONNX artifact in onnxruntime.
 
@@ -37,10 +43,22 @@ def batch_predictions(
     `churn_probability` to find who to contact. `model_version` says which
     model produced each score: always the registry's champion at the time of
     the run, its artifact verified against the registered sha256 before load.
+    The scored feature values are read through the Feast feature service
+    `churn_model` (offline, at each snapshot's timestamp): the same definition
+    the models were trained on.
     """
     champion, session = champion_session(registry, artifacts, "batch_predictions")
     version = champion.version
-    frame = score_frame(session, customer_features, tuple(champion.features), version)
+    entities = customer_features.select("customer_id", "snapshot_date", pl.col("feature_timestamp").alias("event_timestamp"))
+    served = feature_store.historical(entities)
+    features = entities.join(served.drop("snapshot_date", strict=False), on=["customer_id", "event_timestamp"], how="left")
+    missing = features.filter(pl.any_horizontal(pl.col(list(champion.features)).is_null())).height
+    if missing:
+        raise dg.Failure(
+            f"batch_predictions: the feature store returned no features for {missing} of {entities.height} customers; "
+            "re-materialize feature_definitions and online_features for these days"
+        )
+    frame = score_frame(session, features, tuple(champion.features), version)
     by_day = {k[0]: g for k, g in frame.partition_by("snapshot_date", as_dict=True).items()}
     for day in partition_days(context):
         part = by_day.get(day, frame.clear())

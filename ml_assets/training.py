@@ -1,6 +1,7 @@
 """Training: labelled snapshots, the LightGBM model and the PyTorch network, each registered as a candidate."""
 
 import datetime as dt
+import time
 from typing import Any
 
 import dagster as dg
@@ -10,7 +11,7 @@ from pydantic import Field
 from ml_assets.lib.features import FEATURE_COLUMNS, churn_labels
 from ml_assets.lib.training import feature_matrix, plan_snapshots, search_grid, split_holdout, train_lgbm
 from ml_assets.metadata import figure_markdown, frame_metadata, markdown_table
-from resources import ArtifactStore, Lake, ModelRegistry
+from resources import ArtifactStore, FeatureStoreResource, Lake, ModelRegistry
 
 CUSTOMER_FEATURES = dg.AssetKey("customer_features")
 
@@ -56,12 +57,14 @@ class TorchConfig(dg.Config):
 
 
 @dg.asset(
-    deps=[CUSTOMER_FEATURES],
+    deps=[CUSTOMER_FEATURES, "feature_definitions"],
     group_name="training",
     kinds={"polars", "parquet"},
     owners=["team:data-science"],
 )
-def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, lake: Lake) -> pl.DataFrame:
+def training_set(
+    context: dg.AssetExecutionContext, config: TrainingSetConfig, lake: Lake, feature_store: FeatureStoreResource
+) -> pl.DataFrame:
     """Labelled customer snapshots the models learn from.
 
     Each row is one customer's features on a snapshot day plus `churned`: 1 when
@@ -72,6 +75,11 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
     hash: `valid` rows steer early stopping and the hyperparameter search,
     `test` rows give the metrics every model reports and the champion
     comparison, so the reported figures are not the ones the search optimized.
+
+    Features come from the Feast feature service `churn_model` by a
+    point-in-time join on (customer, snapshot timestamp): the same definition
+    batch and online scoring read. Labels are derived from the lake's
+    snapshots (who bought again), never from a feature column.
     """
     materialized = context.instance.get_materialized_partitions(CUSTOMER_FEATURES)
     available = sorted(dt.date.fromisoformat(k) for k in materialized)
@@ -93,6 +101,9 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
         | {d + dt.timedelta(days=config.horizon_days) for d in [*plan.train_dates, *plan.valid_dates]}
     )
     frames = lake.read_partitions(CUSTOMER_FEATURES, [d.isoformat() for d in needed], needed_by=" (needed by training_set)")
+    # Only who was active when, and when they last bought: enough for labels.
+    # The model inputs themselves come through Feast below.
+    frames = frames.select("customer_id", "snapshot_date", "feature_timestamp", "last_tx_ts")
     by_day = {k[0]: g for k, g in frames.partition_by("snapshot_date", as_dict=True).items()}
     empty = frames.clear()
     parts = []
@@ -100,7 +111,20 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
         for day in days:
             later = by_day.get(day + dt.timedelta(days=config.horizon_days), empty)
             parts.append(churn_labels(by_day.get(day, empty), later, day).with_columns(pl.lit(split).alias("split")))
-    frame = pl.concat(parts, how="vertical")
+    labels = pl.concat(parts, how="vertical").rename({"feature_timestamp": "event_timestamp"})
+    started = time.perf_counter()
+    features = feature_store.historical(labels)
+    feast_seconds = time.perf_counter() - started
+    frame = labels.join(features.select("customer_id", "event_timestamp", *FEATURE_COLUMNS), on=["customer_id", "event_timestamp"], how="left")
+    missing = frame.filter(pl.any_horizontal(pl.col(FEATURE_COLUMNS).is_null())).height
+    if missing or frame.height != labels.height:
+        raise dg.Failure(
+            f"training_set: Feast returned no features for {missing} of {labels.height} labelled snapshots (rows in: {labels.height}, "
+            f"out: {frame.height}). The feature view must cover every snapshot: re-materialize feature_definitions and check its source path."
+        )
+    frame = frame.rename({"event_timestamp": "feature_timestamp"}).select(
+        "customer_id", "snapshot_date", *FEATURE_COLUMNS, "feature_timestamp", "last_tx_ts", "churned", "split"
+    )
     frame = frame.with_columns(
         pl.when(pl.col("split") == "holdout").then(split_holdout(frame, config.test_share)).otherwise(pl.col("split")).alias("split")
     )
@@ -119,6 +143,8 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
             "split_stats": dg.MetadataValue.md(markdown_table(stats)),
             "churn_rate": float(frame["churned"].mean()),
             "horizon_days": config.horizon_days,
+            "features_from": f"Feast feature service churn_model ({feature_store.offline_store} offline store, point-in-time join)",
+            "feast_seconds": round(feast_seconds, 2),
         }
     )
     return frame

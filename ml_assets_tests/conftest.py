@@ -35,6 +35,7 @@ def resources_for(root: Path, warehouse_url: str, **warehouse: object) -> dict[s
 
     lake = Lake(root=str(root / "lake"))
     return {
+        "feature_store": feature_store_for(root, lake.root),
         "warehouse": SqlWarehouse(url=warehouse_url, **warehouse),
         "io_manager": LakeIOManager(lake=lake),
         "lake": lake,
@@ -43,6 +44,18 @@ def resources_for(root: Path, warehouse_url: str, **warehouse: object) -> dict[s
         "policy": RetrainPolicy(),
         "notifier": FailureNotifier(record_root=str(root / "artifacts")),
     }
+
+
+def feature_store_for(root: Path, lake_root: str, **overrides: object):  # noqa: ANN201
+    from resources import FeatureStoreResource
+
+    settings: dict[str, object] = {
+        "repo_path": str(root / "feature_repo"),
+        "lake_root": lake_root,
+        "registry_path": str(root / "feast" / "registry.db"),
+        "online_path": str(root / "feast" / "online_store.db"),
+    }
+    return FeatureStoreResource(**{**settings, **overrides})
 
 
 def register_version(registry, version: str, kind: str | None = None, roc_auc: float = 0.9, parity: bool | None = True) -> None:  # noqa: ANN001

@@ -16,13 +16,15 @@ EXPECTED_DEPS = {
     "validated_transactions": {"raw_transactions"},
     "quarantined_transactions": {"raw_transactions"},
     "customer_features": {"validated_transactions"},
-    "training_set": {"customer_features"},
+    "feature_definitions": {"customer_features"},
+    "online_features": {"customer_features", "feature_definitions"},
+    "training_set": {"customer_features", "feature_definitions"},
     "lgbm_model": {"training_set"},
     "torch_model": {"training_set"},
     "lgbm_onnx": {"lgbm_model"},
     "torch_onnx": {"torch_model"},
     "champion_model": {"lgbm_onnx", "torch_onnx", "training_set"},
-    "batch_predictions": {"customer_features", "champion_model"},
+    "batch_predictions": {"customer_features", "champion_model", "online_features"},
     "drift_report": {"customer_features", "batch_predictions", "champion_model"},
 }
 HEAVY = ("torch", "lightgbm", "feast", "great_expectations", "evidently", "onnx", "onnxruntime", "sklearn", "matplotlib", "pandas")
@@ -55,10 +57,13 @@ def test_jobs_and_schedules_resolve() -> None:
     assert {k.to_user_string() for k in daily.asset_layer.executable_asset_keys} >= {
         "raw_transactions",
         "customer_features",
+        "online_features",
         "batch_predictions",
         "drift_report",
     }
-    assert defs.resolve_job_def("training_job").tags["ml/run_kind"] == "training"
+    training = defs.resolve_job_def("training_job")
+    assert training.tags["ml/run_kind"] == "training"
+    assert "feature_definitions" in {k.to_user_string() for k in training.asset_layer.executable_asset_keys}
     names = {s.name for s in defs.schedules}
     assert {"daily_pipeline_job_schedule", "weekly_training_schedule"} <= names
 
@@ -70,6 +75,15 @@ def test_onnx_parity_checks_block_promotion() -> None:
     for name, asset in (("lgbm_onnx_parity", "lgbm_onnx"), ("torch_onnx_parity", "torch_onnx")):
         assert checks[name].asset_key == dg.AssetKey(asset)
         assert graph.get_check_spec(checks[name]).blocking, name
+
+
+def test_training_serving_skew_check_blocks_scoring() -> None:
+    graph = defs.resolve_asset_graph()
+    checks = {k.name: k for k in graph.asset_check_keys}
+    skew = checks["training_serving_skew"]
+    assert skew.asset_key == dg.AssetKey("online_features")
+    assert graph.get_check_spec(skew).blocking
+    assert dg.AssetKey("online_features") in graph.get(dg.AssetKey("batch_predictions")).parent_keys
 
 
 def test_only_the_torch_step_asks_for_a_gpu() -> None:

@@ -174,3 +174,27 @@ def test_stage_runs_report_their_checks(e2e: PipelineRun) -> None:
     by_name = {c.check_name: c for c in checks}
     assert by_name["rows_conserved"].passed
     assert by_name["one_row_per_customer"].passed
+
+
+def test_features_reach_training_and_scoring_through_feast(e2e: PipelineRun) -> None:
+    from ml_assets.lib.features import FEATURE_COLUMNS
+
+    # Training rows carry exactly the lake snapshot's values (point-in-time join on the snapshot instant).
+    training = e2e.read("training_set")
+    assert "Feast feature service churn_model" in e2e.metadata("training_set")["features_from"]
+    day = training["snapshot_date"].max()
+    lake = e2e.read("customer_features", [day])
+    joined = training.filter(pl.col("snapshot_date") == day).join(lake, on="customer_id", suffix="_lake")
+    assert joined.height == training.filter(pl.col("snapshot_date") == day).height > 0
+    for col in FEATURE_COLUMNS:
+        assert (joined[col] == joined[f"{col}_lake"]).all(), col
+
+    # Scoring: the online store holds the newest scored day and the blocking skew check passed in both scoring runs.
+    for stage in ("score_quiet", "score_drift"):
+        skew = {c.check_name: c for c in e2e.results[stage].get_asset_check_evaluations()}["training_serving_skew"]
+        assert skew.passed
+        assert skew.metadata["mismatched_values"].value == 0 and skew.metadata["sampled_customers"].value > 0
+    store = e2e.resources["feature_store"]
+    newest = e2e.read("customer_features", [E2E_DRIFT_DAYS[1]])
+    online = store.online(newest["customer_id"].head(20).to_list())
+    assert online["spend_30d"].to_list() == newest["spend_30d"].head(20).to_list()

@@ -14,6 +14,7 @@ import dagster as dg
 
 from resources.alerts import FailureNotifier, RetrainPolicy
 from resources.artifacts import ArtifactIntegrityError, ArtifactRef, ArtifactStore
+from resources.feature_store import FeatureStoreError, FeatureStoreResource
 from resources.lake import Lake, LakeIOManager, MissingPartitionError
 from resources.registry import ModelRegistry, ModelVersion, RegistryError
 from resources.warehouse import TYPE_ERRORS, SourceSchemaError, SqlWarehouse
@@ -23,6 +24,8 @@ __all__ = [
     "ArtifactRef",
     "ArtifactStore",
     "FailureNotifier",
+    "FeatureStoreError",
+    "FeatureStoreResource",
     "RetrainPolicy",
     "Lake",
     "LakeIOManager",
@@ -33,6 +36,7 @@ __all__ = [
     "SourceSchemaError",
     "SqlWarehouse",
     "TYPE_ERRORS",
+    "build_feature_store",
     "build_registry",
     "build_resources",
     "data_dir",
@@ -85,6 +89,32 @@ def build_registry(resolve_env: bool = False) -> ModelRegistry:
     return ModelRegistry(url=url, db_schema=os.environ.get("CHURN_REGISTRY_SCHEMA") or None)
 
 
+def build_feature_store(lake_root: str, resolve_env: bool = False) -> FeatureStoreResource:
+    """Feast: SQLite online store and file registry under .data/feast by default; Redis and an SQL registry by environment.
+
+    `resolve_env=True` reads the secrets now, for processes that run outside Dagster (the scoring service).
+    """
+    base = data_dir() / "feast"
+
+    def secret(name: str) -> str | dg.EnvVar | None:
+        # Both may carry passwords: EnvVar resolves them at run time and keeps
+        # them out of the UI; the generated feature_store.yaml holds ${VAR} placeholders.
+        value = os.environ.get(name)
+        return (value if resolve_env else dg.EnvVar(name)) if value else None
+
+    redis, registry = secret("CHURN_FEAST_REDIS_URL"), secret("CHURN_FEAST_REGISTRY_URL")
+    return FeatureStoreResource(
+        repo_path=str(Path(os.environ.get("CHURN_FEAST_REPO", "feature_repo")).resolve()),
+        lake_root=lake_root,
+        registry_path=str(base / "registry.db"),
+        online_path=str(base / "online_store.db"),
+        online_store=os.environ.get("CHURN_FEAST_ONLINE_STORE", "redis" if redis else "sqlite"),
+        offline_store=os.environ.get("CHURN_FEAST_OFFLINE_STORE", "duckdb"),
+        redis_url=redis,
+        registry_url=registry,
+    )
+
+
 def build_resources() -> dict[str, object]:
     base = data_dir()
     lake = Lake(root=os.environ.get("CHURN_LAKE_ROOT", str(base / "lake")))
@@ -94,6 +124,7 @@ def build_resources() -> dict[str, object]:
         # that choose which partitions to read at run time (training_set).
         "io_manager": LakeIOManager(lake=lake),
         "lake": lake,
+        "feature_store": build_feature_store(lake.root),
         "artifacts": ArtifactStore(root=os.environ.get("CHURN_ARTIFACT_ROOT", str(base / "artifacts"))),
         "registry": build_registry(),
         "policy": RetrainPolicy(

@@ -1,0 +1,13 @@
+"""The churn project's Feast objects, for the `feast` CLI (`feast -c feature_repo apply|plan|feature-views list`).
+
+The pipeline registers the same objects itself (asset `feature_definitions`);
+this file only lets the CLI build them from the same code. The lake root comes
+from the environment exactly as the code location reads it.
+"""
+
+import os
+
+from ml_assets.lib.feature_store import definitions
+from resources import data_dir
+
+customer, customer_features_lake, customer_features, churn_model = definitions(os.environ.get("CHURN_LAKE_ROOT", str(data_dir() / "lake")))

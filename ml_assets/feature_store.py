@@ -1,0 +1,152 @@
+"""Feature store: the Feast definitions, the online store, and the training/serving skew check."""
+
+import datetime as dt
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from ml_assets.lib.features import FEATURE_COLUMNS, cutoff_for
+from ml_assets.metadata import markdown_table
+from ml_assets.partitions import daily_partitions, partition_days
+from resources import Lake
+from resources.feature_store import FeatureStoreResource
+
+CUSTOMER_FEATURES = dg.AssetKey("customer_features")
+ONLINE_FEATURES = dg.AssetKey("online_features")
+
+
+@dg.asset(
+    deps=[CUSTOMER_FEATURES],
+    group_name="feature_store",
+    kinds={"feast"},
+    owners=["team:data-science"],
+)
+def feature_definitions(context: dg.AssetExecutionContext, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
+    """The Feast feature repository as registered: entity `customer`, feature view `customer_features`
+    over the customer_features Parquet partitions, feature service `churn_model` (what every model reads).
+
+    Training sets, batch scoring and the online store all read features through
+    this one definition, so what a model trains on and what it is served
+    cannot diverge. Re-applying is idempotent; a changed definition shows up
+    here and in `feast -c feature_repo feature-views list`.
+    """
+    summary = feature_store.apply()
+    config_path = feature_store.write_config()
+    views = summary["feature_views"]
+    rows = pl.DataFrame(
+        {"feature_view": list(views), "features": [len(v["features"]) for v in views.values()], "ttl_seconds": [v["ttl_seconds"] for v in views.values()]}
+    )
+    context.log.info(f"feast: registered {', '.join(views)}; services {summary['feature_services']}")
+    return dg.MaterializeResult(
+        metadata={
+            "feature_views": dg.MetadataValue.md(markdown_table(rows)),
+            "registered": dg.MetadataValue.json(summary),
+            "feature_count": sum(len(v["features"]) for v in views.values()),
+            "feature_store_yaml": dg.MetadataValue.path(str(config_path)),
+            "online_store": feature_store.online_store,
+            "offline_store": feature_store.offline_store,
+            "registry": "sql" if feature_store.registry_url else "file",
+        }
+    )
+
+
+class OnlineFeaturesConfig(dg.Config):
+    skew_sample: int = Field(default=500, description="Customers compared between the online and the offline store per run.")
+    seed: int = Field(default=7, description="Seed of the skew-check sample.")
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[CUSTOMER_FEATURES, "feature_definitions"],
+    group_name="feature_store",
+    kinds={"feast", "sqlite"},
+    owners=["team:ml-platform"],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "training_serving_skew",
+            asset="online_features",
+            description="For a sample of customers, the online store's feature values and timestamps equal the offline store's "
+            "point-in-time values for the same snapshot. Blocking: batch scoring does not run on a skewed store.",
+            blocking=True,
+        )
+    ],
+)
+def online_features(
+    context: dg.AssetExecutionContext, config: OnlineFeaturesConfig, feature_store: FeatureStoreResource, lake: Lake
+) -> dg.MaterializeResult:
+    """The latest customer snapshot loaded into the Feast online store, where low-latency scoring reads it.
+
+    The online store serves one snapshot: the newest day materialized. A run
+    over older days (a backfill) refreshes the newest one instead of moving the
+    store back in time. Customers inactive for 180 days drop out of daily
+    snapshots and keep their last online value, with its timestamp.
+    """
+    newest_done = [dt.date.fromisoformat(k) for k in context.instance.get_materialized_partitions(ONLINE_FEATURES)]
+    target = max([*partition_days(context), *newest_done])
+    cutoff = cutoff_for(target)
+    # Rows of day D carry feature_timestamp = cutoff(D) exactly; a window of
+    # +-12 h around it picks that snapshot and no other.
+    feature_store.materialize(cutoff - dt.timedelta(hours=12), cutoff + dt.timedelta(hours=12))
+    snapshot = lake.read_partitions(CUSTOMER_FEATURES, [target.isoformat()], needed_by=" (needed by online_features)")
+    sample = snapshot.sample(n=min(config.skew_sample, snapshot.height), seed=config.seed) if snapshot.height else snapshot
+    mismatches = skew(feature_store, sample.select("customer_id", "feature_timestamp"))
+    context.log.info(f"online_features: snapshot {target} ({snapshot.height} customers) in the {feature_store.online_store} online store")
+    return dg.MaterializeResult(
+        metadata={
+            "snapshot_date": target.isoformat(),
+            "customers": snapshot.height,
+            "online_store": feature_store.online_store,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="training_serving_skew",
+                passed=mismatches.is_empty(),
+                description=None if mismatches.is_empty() else f"{mismatches['customer_id'].n_unique()} of {sample.height} sampled customers differ",
+                metadata={
+                    "sampled_customers": sample.height,
+                    "mismatched_values": mismatches.height,
+                    "snapshot_date": target.isoformat(),
+                    "mismatches": dg.MetadataValue.md(markdown_table(mismatches.head(50)) if mismatches.height else "none"),
+                },
+            )
+        ],
+    )
+
+
+def skew(feature_store: FeatureStoreResource, entities: pl.DataFrame) -> pl.DataFrame:
+    """(customer, feature, offline, online) for every value the online store serves differently from the offline store.
+
+    The offline side is Feast's point-in-time read at the snapshot's
+    timestamp; the online side must hold exactly that snapshot (same values,
+    same event timestamp).
+    """
+    if entities.is_empty():
+        return _mismatch_frame([])
+    offline = feature_store.historical(entities.rename({"feature_timestamp": "event_timestamp"}))
+    online = feature_store.online(entities["customer_id"].to_list())
+    offline_by_id = {r["customer_id"]: r for r in offline.iter_rows(named=True)}
+    rows: list[dict[str, Any]] = []
+    for served in online.iter_rows(named=True):
+        cid = served["customer_id"]
+        expected = offline_by_id.get(cid)
+        for c in FEATURE_COLUMNS:
+            want = None if expected is None else expected[c]
+            got = served.get(c)
+            if want != got:
+                rows.append({"customer_id": cid, "feature": c, "offline": _show(want), "online": _show(got)})
+        want_ts = None if expected is None else int(expected["event_timestamp"].replace(tzinfo=dt.UTC).timestamp())
+        got_ts = served.get(f"{FEATURE_COLUMNS[0]}__ts")
+        if want_ts != got_ts:
+            rows.append({"customer_id": cid, "feature": "event_timestamp", "offline": _show(want_ts), "online": _show(got_ts)})
+    return _mismatch_frame(rows)
+
+
+def _show(value: Any) -> str:
+    return "missing" if value is None else repr(value)
+
+
+def _mismatch_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={"customer_id": pl.String, "feature": pl.String, "offline": pl.String, "online": pl.String})

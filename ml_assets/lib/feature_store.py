@@ -1,0 +1,133 @@
+"""The Feast feature repository: one definition of the model's features for training, batch and online serving (Feast only).
+
+Objects:
+- entity `customer` (join key `customer_id`);
+- feature view `customer_features` over the `customer_features` Parquet
+  partitions in the lake, event time `feature_timestamp` (end of the snapshot
+  day), every model input column in `FEATURE_COLUMNS`;
+- feature service `churn_model`: what every model reads, offline and online.
+
+`repo_config` builds the `feature_store.yaml` content from the project's
+configuration; nothing in it is hand-edited. Secrets never reach the file:
+a Redis connection string or an SQL registry URL is written as a `${VAR}`
+placeholder that Feast expands from the environment when it loads the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from ml_assets.lib.features import FEATURE_COLUMNS
+
+if TYPE_CHECKING:
+    import feast
+
+PROJECT = "churn"
+ENTITY = "customer"
+JOIN_KEY = "customer_id"
+FEATURE_VIEW = "customer_features"
+FEATURE_SERVICE = "churn_model"
+TIMESTAMP_FIELD = "feature_timestamp"
+# A snapshot is the customer's whole state at the end of a day and is replaced
+# by the next day's: a value older than one day is not a fact about today.
+FEATURE_TTL = dt.timedelta(days=1)
+# Environment variables Feast expands in the generated feature_store.yaml.
+REDIS_ENV = "CHURN_FEAST_REDIS_URL"
+REGISTRY_ENV = "CHURN_FEAST_REGISTRY_URL"
+
+FEATURE_VIEW_DESCRIPTION = "End-of-day customer snapshot (recency, frequency, spend, trends, habits); see the customer_features asset."
+
+
+def source_path(lake_root: str) -> str:
+    """Every daily partition file of the customer_features asset, as one Parquet source."""
+    return f"{lake_root.rstrip('/')}/customer_features/*.parquet"
+
+
+def definitions(lake_root: str, columns: tuple[str, ...] = FEATURE_COLUMNS) -> list[Any]:
+    """The Feast objects, built from the same column list the models use (so they cannot drift apart)."""
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+    from feast.types import Float64
+
+    customer = Entity(name=ENTITY, join_keys=[JOIN_KEY], value_type=ValueType.STRING, description="A customer of the shop.")
+    source = FileSource(
+        name="customer_features_lake",
+        path=source_path(lake_root),
+        timestamp_field=TIMESTAMP_FIELD,
+        description="Daily Parquet partitions written by the customer_features asset.",
+    )
+    view = FeatureView(
+        name=FEATURE_VIEW,
+        entities=[customer],
+        ttl=FEATURE_TTL,
+        schema=[Field(name=c, dtype=Float64) for c in columns],
+        source=source,
+        online=True,
+        description=FEATURE_VIEW_DESCRIPTION,
+        owner="team:data-science",
+        tags={"dagster_asset": "customer_features"},
+    )
+    service = FeatureService(name=FEATURE_SERVICE, features=[view], description="The inputs of every churn model, in model order.")
+    return [customer, source, view, service]
+
+
+def repo_config(
+    *,
+    registry_path: str,
+    online_store: str,
+    online_path: str,
+    offline_store: str,
+    registry_url: str | None = None,
+    redis_url: str | None = None,
+    for_file: bool = False,
+    project: str = PROJECT,
+) -> dict[str, Any]:
+    """The feature_store.yaml mapping.
+
+    `registry_url` (an SQLAlchemy URL) selects the SQL registry over the file
+    at `registry_path`; `redis_url` is the Redis connection string. With
+    `for_file=True` both are written as `${VAR}` placeholders: they may hold
+    passwords, and Feast expands them from the environment when it loads the file.
+    """
+    if online_store not in ("sqlite", "redis"):
+        raise ValueError(f"online_store must be sqlite or redis, not {online_store!r}")
+    if offline_store not in ("dask", "duckdb"):
+        raise ValueError(f"offline_store must be dask or duckdb, not {offline_store!r}")
+    if online_store == "redis" and not redis_url:
+        raise ValueError(f"online_store redis needs a connection string ({REDIS_ENV}), e.g. 127.0.0.1:6379")
+    registry: Any = (
+        {
+            "registry_type": "sql",
+            "path": f"${{{REGISTRY_ENV}}}" if for_file else registry_url,
+            "cache_ttl_seconds": 60,
+            "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
+        }
+        if registry_url
+        else {"registry_type": "file", "path": registry_path, "cache_ttl_seconds": 60}
+    )
+    online: dict[str, Any] = (
+        {"type": "redis", "connection_string": f"${{{REDIS_ENV}}}" if for_file else redis_url}
+        if online_store == "redis"
+        else {"type": "sqlite", "path": online_path}
+    )
+    return {
+        "project": project,
+        "provider": "local",
+        "registry": registry,
+        "online_store": online,
+        "offline_store": {"type": offline_store},
+        "entity_key_serialization_version": 3,
+    }
+
+
+def registered_summary(store: feast.FeatureStore) -> dict[str, Any]:
+    """What the registry holds: feature views with their columns, services, entities."""
+    views = {
+        v.name: {"features": [f.name for f in v.features], "ttl_seconds": int(v.ttl.total_seconds()) if v.ttl else None}
+        for v in store.list_feature_views()
+    }
+    return {
+        "feature_views": views,
+        "feature_services": sorted(s.name for s in store.list_feature_services()),
+        "entities": sorted(e.name for e in store.list_entities()),
+    }

@@ -1,0 +1,186 @@
+"""The Feast feature store on real stores: point-in-time joins, online vs offline equality, idempotent apply, generated config.
+
+Each test builds a small lake of customer_features partitions (the same
+Parquet layout the asset writes) and a Feast repository in a temporary folder.
+Redis tests run against 127.0.0.1:6379 (running here and in CI) under their
+own Feast project name, and clean up after themselves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ml_assets.lib.feature_store import FEATURE_VIEW
+from ml_assets.lib.features import FEATURE_COLUMNS, cutoff_for
+from ml_assets_tests.conftest import feature_store_for
+
+DAYS = [dt.date(2025, 3, 1) + dt.timedelta(days=i) for i in range(3)]
+CUSTOMERS = [f"C{i:08d}" for i in range(1, 41)]
+
+
+def _snapshot(day: dt.date, customers: list[str], offset: float = 0.0) -> pl.DataFrame:
+    """A customer_features partition: every feature = customer number + day number / 100 + offset (so any mix-up shows)."""
+    base = [int(c[1:]) + (day - DAYS[0]).days / 100 + offset for c in customers]
+    return pl.DataFrame(
+        {
+            "customer_id": customers,
+            "snapshot_date": [day] * len(customers),
+            **{col: [b + i / 1000 for b in base] for i, col in enumerate(FEATURE_COLUMNS)},
+            "feature_timestamp": [cutoff_for(day)] * len(customers),
+            "last_tx_ts": [cutoff_for(day) - dt.timedelta(hours=3)] * len(customers),
+        },
+        schema_overrides={"feature_timestamp": pl.Datetime("us"), "last_tx_ts": pl.Datetime("us")},
+    )
+
+
+def _lake(root: Path) -> str:
+    folder = root / "lake" / "customer_features"
+    folder.mkdir(parents=True)
+    for day in DAYS:
+        _snapshot(day, CUSTOMERS).write_parquet(folder / f"{day.isoformat()}.parquet")
+    return str(root / "lake")
+
+
+def _redis_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def store(tmp_path: Path):  # noqa: ANN201
+    fs = feature_store_for(tmp_path, _lake(tmp_path))
+    fs.apply()
+    return fs
+
+
+def test_point_in_time_join_never_sees_a_later_value(tmp_path: Path) -> None:
+    lake = _lake(tmp_path)
+    folder = Path(lake) / "customer_features"
+    snapshot = DAYS[1]
+    at = cutoff_for(snapshot)
+    # Planted rows for a customer absent from the daily snapshots: one value
+    # one second before the snapshot instant, a different one a second after.
+    planted = "C99999999"
+    before = _snapshot(snapshot, [planted], offset=0.25).with_columns(pl.lit(at - dt.timedelta(seconds=1)).cast(pl.Datetime("us")).alias("feature_timestamp"))
+    after = _snapshot(snapshot, [planted], offset=0.75).with_columns(pl.lit(at + dt.timedelta(seconds=1)).cast(pl.Datetime("us")).alias("feature_timestamp"))
+    before.write_parquet(folder / "planted-before.parquet")
+    after.write_parquet(folder / "planted-after.parquet")
+    fs = feature_store_for(tmp_path, lake)
+    fs.apply()
+
+    entities = pl.DataFrame(
+        {"customer_id": [planted, CUSTOMERS[0], CUSTOMERS[0]], "event_timestamp": [at, at, cutoff_for(DAYS[0])], "label": [1, 0, 1]},
+        schema_overrides={"event_timestamp": pl.Datetime("us")},
+    )
+    got = fs.historical(entities).sort("customer_id", "event_timestamp")
+    assert got.height == 3
+    assert got["label"].to_list() == [1, 0, 1]  # C00000001 day 0, day 1, then the planted customer: labels carried through
+    planted_row = got.filter(pl.col("customer_id") == planted)
+    assert planted_row["recency_days"].item() == before["recency_days"].item()  # the value one second before
+    assert planted_row["recency_days"].item() != after["recency_days"].item()  # never the one a second after
+    # A regular customer on two snapshot instants gets each day's own values, not the newest.
+    regular = got.filter(pl.col("customer_id") == CUSTOMERS[0]).sort("event_timestamp")
+    assert regular["spend_30d"].to_list() == [_snapshot(d, CUSTOMERS[:1])["spend_30d"].item() for d in DAYS[:2]]
+
+
+def test_a_value_older_than_the_ttl_is_not_served_offline(store) -> None:  # noqa: ANN001
+    # Two days after the last snapshot the 1-day TTL has passed: no stale features.
+    late = cutoff_for(DAYS[-1]) + dt.timedelta(days=2)
+    got = store.historical(pl.DataFrame({"customer_id": [CUSTOMERS[0]], "event_timestamp": [late]}, schema_overrides={"event_timestamp": pl.Datetime("us")}))
+    assert got["recency_days"].to_list() == [None]
+
+
+def _online_equals_offline(fs) -> None:  # noqa: ANN001
+    from ml_assets.feature_store import skew
+
+    at = cutoff_for(DAYS[-1])
+    fs.materialize(at - dt.timedelta(hours=12), at + dt.timedelta(hours=12))
+    entities = pl.DataFrame({"customer_id": CUSTOMERS, "feature_timestamp": [at] * len(CUSTOMERS)}, schema_overrides={"feature_timestamp": pl.Datetime("us")})
+    assert skew(fs, entities).is_empty()
+    online = fs.online(CUSTOMERS[:2] + ["C00000000-unknown"])
+    assert online["recency_days"].to_list()[:2] == pytest.approx(_snapshot(DAYS[-1], CUSTOMERS[:2])["recency_days"].to_list())
+    assert online["recency_days"].to_list()[2] is None  # unknown customer: nulls, not an error
+
+    # The check can fail: a value written behind Feast's back (newer timestamp,
+    # different number) for one customer is reported, value and timestamp.
+    tampered = _snapshot(DAYS[-1], CUSTOMERS[:1], offset=0.5).with_columns(
+        pl.lit(at + dt.timedelta(seconds=1)).cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias("feature_timestamp")
+    )
+    fs.store().write_to_online_store(FEATURE_VIEW, df=tampered.to_pandas())
+    mismatches = skew(fs, entities)
+    assert set(mismatches["customer_id"]) == {CUSTOMERS[0]}
+    assert set(mismatches["feature"]) == {*FEATURE_COLUMNS, "event_timestamp"}
+
+
+def test_online_store_serves_what_the_offline_store_holds_sqlite(store) -> None:  # noqa: ANN001
+    _online_equals_offline(store)
+
+
+@pytest.mark.skipif(not _redis_up(), reason="Redis is not running at 127.0.0.1:6379")
+def test_online_store_serves_what_the_offline_store_holds_redis(tmp_path: Path) -> None:
+    project = f"churn_test_{uuid.uuid4().hex[:8]}"
+    fs = feature_store_for(tmp_path, _lake(tmp_path), online_store="redis", redis_url="127.0.0.1:6379", project=project)
+    fs.apply()
+    try:
+        assert fs.store().config.online_store.type == "redis"
+        _online_equals_offline(fs)
+    finally:
+        fs.store().teardown()  # drops this project's keys from Redis
+
+
+def test_reapplying_is_idempotent_and_a_changed_definition_shows_in_the_registry(store) -> None:  # noqa: ANN001
+    first = store.apply()
+    again = store.apply()
+    assert first == again
+    assert list(first["feature_views"]) == [FEATURE_VIEW]
+    assert first["feature_views"][FEATURE_VIEW]["features"] == list(FEATURE_COLUMNS)
+    assert first["feature_services"] == ["churn_model"] and first["entities"] == ["customer"]
+
+    changed = store.apply(columns=FEATURE_COLUMNS[:-1])
+    assert changed["feature_views"][FEATURE_VIEW]["features"] == list(FEATURE_COLUMNS[:-1])
+    # A new resource reading the same registry file sees the change too.
+    reread = feature_store_for(Path(store.repo_path).parent, store.lake_root).summary()
+    assert reread["feature_views"][FEATURE_VIEW]["features"] == list(FEATURE_COLUMNS[:-1])
+
+
+def test_generated_config_keeps_secrets_as_placeholders(tmp_path: Path) -> None:
+    secret_registry = "postgresql+psycopg://churn:s3cret@127.0.0.1:5432/test"
+    fs = feature_store_for(tmp_path, str(tmp_path / "lake"), online_store="redis", redis_url="127.0.0.1:6379,password=s3cret", registry_url=secret_registry)
+    text = fs.write_config().read_text()
+    assert "s3cret" not in text
+    assert "${CHURN_FEAST_REDIS_URL}" in text and "${CHURN_FEAST_REGISTRY_URL}" in text
+    runtime = fs.config_dict()
+    assert runtime["registry"]["path"] == secret_registry and runtime["online_store"]["connection_string"].endswith("password=s3cret")
+    with pytest.raises(ValueError, match="sqlite or redis"):
+        feature_store_for(tmp_path, "x", online_store="memcached").config_dict()
+
+
+def test_feast_cli_lists_the_registered_views(store) -> None:  # noqa: ANN001
+    feast = Path(sys.executable).with_name("feast")
+    out = subprocess.run(
+        [str(feast), "-c", store.repo_path, "feature-views", "list"], capture_output=True, text=True, timeout=120, env={**os.environ}, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert FEATURE_VIEW in out.stdout
+
+
+@pytest.mark.postgres
+@pytest.mark.xdist_group("postgres")
+def test_sql_registry_on_postgresql(tmp_path: Path, pg_schema: str) -> None:
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{pg_schema}"
+    fs = feature_store_for(tmp_path, _lake(tmp_path), registry_url=url)
+    summary = fs.apply()
+    assert summary["feature_views"][FEATURE_VIEW]["features"] == list(FEATURE_COLUMNS)
+    assert feature_store_for(tmp_path / "other", fs.lake_root, registry_url=url).summary() == summary
