@@ -38,7 +38,7 @@ ui: instance
 
 # The online scoring service on 127.0.0.1:8000 (champion model + Feast online store; run `make demo` first).
 serve: setup
-	$(BIN)/uvicorn --factory ml_assets.service.app:create_app --host 127.0.0.1 --port 8000 --log-level info
+	$(BIN)/uvicorn --factory ml_assets.service.app:create_app --host 127.0.0.1 --port 8000 --log-level info --no-access-log
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all

@@ -112,6 +112,7 @@ def build_feature_store(lake_root: str, resolve_env: bool = False) -> FeatureSto
         offline_store=os.environ.get("CHURN_FEAST_OFFLINE_STORE", "duckdb"),
         redis_url=redis,
         registry_url=registry,
+        project=os.environ.get("CHURN_FEAST_PROJECT", "churn"),
     )
 
 

@@ -147,6 +147,54 @@ def _error(status: int, detail: str, request_id: str, **extra: Any) -> JSONRespo
     return JSONResponse(status_code=status, content={"detail": detail, "request_id": request_id, **extra})
 
 
+class AccessLog:
+    """Request id, body-size limit, metrics and one audit line per request (a plain ASGI middleware: no per-request task)."""
+
+    PATHS = ("/predict", "/health", "/ready", "/metrics")
+
+    def __init__(self, app: Any, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        given = headers.get("x-request-id", "")
+        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state.update(request_id=request_id, ids=0, model_version="-")
+        status = {"code": 500}
+        started = time.perf_counter()
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            await _error(413, f"request body over {self.max_body_bytes} bytes", request_id)(scope, receive, send_with_id)
+        else:
+            await self.app(scope, receive, send_with_id)
+        elapsed = time.perf_counter() - started
+        path = scope["path"] if scope["path"] in self.PATHS else "other"
+        self.metrics.requests.labels(path=path, status=str(status["code"])).inc()
+        self.metrics.latency.labels(path=path).observe(elapsed)
+        # Audit line: who asked how much of which model; never feature values or secrets.
+        access_log.info(
+            "request_id=%s method=%s path=%s status=%s ids=%d model=%s latency_ms=%.2f",
+            request_id,
+            scope["method"],
+            scope["path"],
+            status["code"],
+            state.get("ids", 0),
+            state.get("model_version", "-"),
+            elapsed * 1e3,
+        )
+
+
 def create_app(
     registry: Any = None, artifacts: Any = None, feature_store: Any = None, settings: Settings | None = None
 ) -> FastAPI:
@@ -197,48 +245,20 @@ def create_app(
     app.state.holder = holder
     app.state.metrics = metrics
 
-    @app.middleware("http")
-    async def access(request: Request, call_next):  # noqa: ANN001, ANN202
-        given = request.headers.get("x-request-id", "")
-        request.state.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
-        request.state.ids = 0
-        request.state.model_version = "-"
-        length = request.headers.get("content-length")
-        started = time.perf_counter()
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            response: Response = _error(413, f"request body over {settings.max_body_bytes} bytes", request.state.request_id)
-        else:
-            response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        path = request.url.path if request.url.path in ("/predict", "/health", "/ready", "/metrics") else "other"
-        metrics.requests.labels(path=path, status=str(response.status_code)).inc()
-        metrics.latency.labels(path=path).observe(elapsed)
-        response.headers["x-request-id"] = request.state.request_id
-        # Audit line: who asked how much of which model; never feature values or secrets.
-        access_log.info(
-            "request_id=%s method=%s path=%s status=%s ids=%d model=%s latency_ms=%.2f",
-            request.state.request_id,
-            request.method,
-            request.url.path,
-            response.status_code,
-            request.state.ids,
-            request.state.model_version,
-            elapsed * 1e3,
-        )
-        return response
+    app.add_middleware(AccessLog, metrics=metrics, max_body_bytes=settings.max_body_bytes)
 
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/ready", responses={503: {"description": "no champion loaded, or the online store does not answer"}})
-    def ready(request: Request) -> JSONResponse:
+    async def ready(request: Request) -> JSONResponse:
         model = holder.current
         if model is None:
             return _error(503, f"no champion model loaded ({holder.last_error or 'the registry has no champion yet'})", request.state.request_id)
         try:
             with store_lock:
-                feature_store.online(["readiness-probe"])
+                feature_store.online_dict(["readiness-probe"])
         except Exception as exc:  # noqa: BLE001
             metrics.store_errors.inc()
             log.error("readiness: online store did not answer: %s", exc)
@@ -259,7 +279,10 @@ def create_app(
             503: {"description": "no champion yet, or the online store is down"},
         },
     )
-    def predict(body: PredictRequest, request: Request) -> Any:
+    async def predict(body: PredictRequest, request: Request) -> Any:
+        # Runs on the event loop: the online read (about 1 ms) and scoring are
+        # shorter than a hop to the thread pool and back, and one process has
+        # one GIL either way (measured in benchmarks/bench_service.py).
         import numpy as np
 
         from ml_assets.lib.export import onnx_churn_probability
@@ -273,23 +296,29 @@ def create_app(
         if model is None:
             return _error(503, "no champion model yet: run training_job so the registry has one", rid)
         request.state.model_version = model.version
+        unique = list(dict.fromkeys(ids))
         try:
             with store_lock:
-                served = feature_store.online(list(dict.fromkeys(ids)))
+                served = feature_store.online_dict(unique)
         except Exception as exc:  # noqa: BLE001
             metrics.store_errors.inc()
             log.error("request_id=%s online store read failed: %s", rid, exc)
             return _error(503, "online store unavailable", rid)
-        rows = {r["customer_id"]: r for r in served.iter_rows(named=True)}
-        known = [c for c in dict.fromkeys(ids) if all(rows[c].get(f) is not None for f in model.features)]
+        # Feast answers in request order, one value per id and feature (None when it does not know the id).
+        columns = [served[f] for f in model.features]
+        known = [i for i in range(len(unique)) if all(col[i] is not None for col in columns)]
         scores: dict[str, float] = {}
+        stamps: dict[str, int] = {}
         if known:
-            matrix = np.array([[rows[c][f] for f in model.features] for c in known], dtype=np.float32)
-            scores = dict(zip(known, onnx_churn_probability(model.session, matrix, workers=1).tolist(), strict=True))
+            matrix = np.array([[col[i] for col in columns] for i in known], dtype=np.float32)
+            probabilities = onnx_churn_probability(model.session, matrix, workers=1).tolist()
+            for i, p in zip(known, probabilities, strict=True):
+                scores[unique[i]] = p
+                stamps[unique[i]] = served[f"{model.features[0]}__ts"][i]
         out = []
         for c in ids:
             if c in scores:
-                ts = rows[c].get(f"{model.features[0]}__ts")
+                ts = stamps[c]
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
                 out.append(Prediction(customer_id=c, status=200, churn_probability=scores[c], feature_timestamp=stamp))
             else:
