@@ -6,6 +6,8 @@ onnxruntime, evidently, ...) are imported inside the functions that use them.
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from ml_assets.export import lgbm_onnx, lgbm_onnx_parity, torch_onnx, torch_onnx_parity
@@ -38,14 +40,38 @@ ALL_ASSETS = [
 ]
 ALL_CHECKS = [lgbm_onnx_parity, torch_onnx_parity]
 
+
+
+def build_executor() -> dg.ExecutorDefinition:
+    """`CHURN_DEPLOYMENT=local` (default): every step in the run's process. `kubernetes`: one pod per step.
+
+    Locally the ML steps already use both cores, and a process per step would
+    pay the heavy imports (lightgbm, GX, evidently) again in every step.
+    Measured for one day of the daily job: 7.1 s in process, 42.4 s with a
+    process per step (benchmarks/bench_steps.py). On Kubernetes each step gets
+    its own pod: the base config below for all, GPU placement from the
+    `torch_model` op tags (ml_assets/k8s.py).
+    """
+    mode = os.environ.get("CHURN_DEPLOYMENT", "local")
+    if mode == "local":
+        return dg.in_process_executor
+    if mode == "kubernetes":
+        # Imported only here: a local load must not pay for the kubernetes client.
+        from dagster_k8s import k8s_job_executor
+
+        from ml_assets.k8s import base_step_config
+
+        return k8s_job_executor.configured(
+            {"step_k8s_config": base_step_config(), "max_concurrent": int(os.environ.get("CHURN_K8S_MAX_CONCURRENT", "4"))},
+            name="churn_k8s_job_executor",
+        )
+    raise ValueError(f"CHURN_DEPLOYMENT must be local or kubernetes, not {mode!r}")
+
+
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
-    # Every step in the run's process: the ML steps already use both cores, and
-    # a process per step would pay the heavy imports (lightgbm, GX, evidently)
-    # again in every step. Measured for one day of the daily job: 7.1 s in
-    # process, 42.4 s with a process per step (benchmarks/bench_steps.py).
-    executor=dg.in_process_executor,
+    executor=build_executor(),
     jobs=[daily_pipeline_job, training_job],
     schedules=[daily_pipeline_schedule, weekly_training_schedule],
     sensors=[drift_retraining_sensor, pipeline_failure_sensor],

@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from ml_assets.k8s import step_tags
 from ml_assets.lib.features import FEATURE_COLUMNS, churn_labels
 from ml_assets.lib.training import feature_matrix, plan_snapshots, search_grid, split_holdout, train_lgbm
 from ml_assets.metadata import figure_markdown, frame_metadata, markdown_table
@@ -305,9 +306,12 @@ def lgbm_model(
     group_name="training",
     kinds={"pytorch"},
     owners=["team:data-science"],
-    # The one step that wants a GPU: the Kubernetes executor reads these to
-    # place it on GPU nodes; the `gpu` pool caps concurrent GPU steps.
+    # The one step that wants a GPU. The placement (GPU limits, node selector,
+    # tolerations, security context) goes in *op* tags: the k8s executor reads
+    # those per step however the run was launched. The `gpu` pool caps
+    # concurrent GPU steps.
     tags={"ml/compute": "gpu"},
+    op_tags=step_tags("gpu"),
     pool="gpu",
 )
 def torch_model(
