@@ -59,12 +59,9 @@ def build_executor() -> dg.ExecutorDefinition:
         # Imported only here: a local load must not pay for the kubernetes client.
         from dagster_k8s import k8s_job_executor
 
-        from ml_assets.k8s import base_step_config
+        from ml_assets.k8s import executor_config
 
-        return k8s_job_executor.configured(
-            {"step_k8s_config": base_step_config(), "max_concurrent": int(os.environ.get("CHURN_K8S_MAX_CONCURRENT", "4"))},
-            name="churn_k8s_job_executor",
-        )
+        return k8s_job_executor.configured(executor_config(), name="churn_k8s_job_executor")
     raise ValueError(f"CHURN_DEPLOYMENT must be local or kubernetes, not {mode!r}")
 
 

@@ -123,3 +123,8 @@ def step_tags(compute: str) -> dict[str, Any]:
     if compute == "cpu":
         return {"ml/compute": "cpu"}
     raise ValueError(f"compute must be gpu or cpu, not {compute!r}")
+
+
+def executor_config() -> dict[str, Any]:
+    """The k8s_job_executor's config in production (definitions.build_executor); tests use the same."""
+    return {"step_k8s_config": base_step_config(), "max_concurrent": int(os.environ.get("CHURN_K8S_MAX_CONCURRENT", "4"))}

@@ -6,15 +6,22 @@ dagster-k8s's parsing of the `dagster-k8s/config` step tags and its merge with
 the executor's base config (`K8sContainerContext`, as its step handler does),
 and `construct_dagster_k8s_job` building the Job each step would get. Every
 manifest is validated against the Kubernetes 1.33 OpenAPI schemas in strict
-mode. Not covered yet: the step handler launching Jobs against an emulated
-API server (see the README's Kubernetes section).
+mode. And end to end through the executor: the `k8s_job_executor`'s own step
+handler launches every step of real jobs, and `K8sRunLauncher` launches the
+run, with the real kubernetes client against kmock's in-memory Kubernetes API
+emulator on 127.0.0.1; the Job objects are read back through the API.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -200,3 +207,142 @@ def test_local_mode_does_not_import_dagster_k8s_and_kubernetes_mode_uses_the_k8s
     assert '"k8s": true' in k8s.stdout and '"executor": "churn_k8s_job_executor"' in k8s.stdout
     bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "CHURN_DEPLOYMENT": "cloud"})
     assert bad.returncode != 0 and "local or kubernetes" in bad.stderr
+
+
+# --- The real step handler and run launcher against an emulated Kubernetes API ---
+
+IMAGE = "registry.example.com/churn:1.0"
+
+
+@pytest.fixture(scope="module")
+def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """kmock's KubernetesEmulator (an in-memory API server over HTTP) in a thread, and a kubeconfig pointing at it."""
+    import yaml
+    from kmock import KubernetesEmulator, Server
+
+    state: dict[str, Any] = {}
+    started, stop = threading.Event(), threading.Event()
+
+    async def serve() -> None:
+        async with KubernetesEmulator() as emulator, Server(emulator) as server:
+            state["url"] = str(server.url).rstrip("/")
+            started.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    assert started.wait(20), "the Kubernetes emulator did not start"
+    kubeconfig = tmp_path_factory.mktemp("kube") / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "emulator", "cluster": {"server": state["url"]}}],
+                "users": [{"name": "test", "user": {"token": "test"}}],
+                "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "test", "namespace": "dagster"}}],
+                "current-context": "emulator",
+            }
+        )
+    )
+    yield {"url": state["url"], "kubeconfig": str(kubeconfig)}
+    stop.set()
+    thread.join(timeout=5)
+
+
+def _jobs_from_api(kubeconfig: str, run_id: str) -> dict[str, dict[str, Any]]:
+    """Every Job of this run, read back through the API, by the step (or run) it executes."""
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=kubeconfig)
+    listed = client.BatchV1Api(api).list_namespaced_job("dagster")
+    out = {}
+    for job in listed.items:
+        manifest = api.sanitize_for_serialization(job)
+        labels = manifest["metadata"].get("labels", {})
+        if labels.get("dagster/run-id") == run_id:
+            out[labels.get("dagster/op") or "run"] = manifest
+    return out
+
+
+def _launch_steps(kube_api: dict[str, Any], job_name: str, asset_selection: set[dg.AssetKey] | None = None) -> dict[str, dict[str, Any]]:
+    from dagster._config import process_config
+    from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
+    from dagster._core.execution.api import create_execution_plan
+    from dagster._core.execution.context.system import PlanData, PlanOrchestrationContext
+    from dagster._core.execution.context_creation_job import create_context_free_log_manager
+    from dagster._core.execution.retries import RetryMode
+    from dagster._core.executor.init import InitExecutorContext
+    from dagster._core.executor.step_delegating import StepHandlerContext
+    from dagster._core.launcher import LaunchRunContext
+    from dagster._core.test_utils import create_run_for_test, instance_for_test
+    from dagster._grpc.types import ExecuteStepArgs
+    from dagster_k8s import k8s_job_executor
+
+    from ml_assets.k8s import executor_config
+
+    repo = ReconstructableRepository.for_module("ml_assets.definitions", "defs", working_directory=os.getcwd())
+    recon = ReconstructableJob(repo, job_name)
+    if asset_selection is not None:
+        recon = recon.get_subset(asset_selection=asset_selection)
+    job_def = recon.get_definition()
+    cluster = {"load_incluster_config": False, "kubeconfig_file": kube_api["kubeconfig"], "job_namespace": "dagster"}
+    launcher = {
+        "module": "dagster_k8s",
+        "class": "K8sRunLauncher",
+        "config": {"instance_config_map": "dagster-instance", "dagster_home": "/opt/dagster/dagster_home", "job_image": IMAGE, "service_account_name": "dagster", **cluster},
+    }
+    with instance_for_test(overrides={"run_launcher": launcher}) as instance:
+        plan = create_execution_plan(job_def)
+        run = create_run_for_test(instance, job_name=job_def.name, job_code_origin=recon.get_python_origin(), asset_selection=asset_selection)
+        # The production executor config (definitions.build_executor) plus how to reach this cluster.
+        processed = process_config(k8s_job_executor.config_schema.config_type, {**executor_config(), "job_image": IMAGE, **cluster})
+        assert processed.success, processed.errors
+        executor = k8s_job_executor.executor_creation_fn(
+            InitExecutorContext(job=recon, executor_def=k8s_job_executor, executor_config=processed.value, instance=instance)
+        )
+        plan_context = PlanOrchestrationContext(
+            plan_data=PlanData(job=recon, dagster_run=run, instance=instance, execution_plan=plan, raise_on_error=True, retry_mode=RetryMode.DISABLED),
+            log_manager=create_context_free_log_manager(instance, run),
+            executor=executor,
+            output_capture=None,
+        )
+        for step in plan.steps:
+            args = ExecuteStepArgs(job_origin=recon.get_python_origin(), run_id=run.run_id, step_keys_to_execute=[step.key], instance_ref=None)
+            context = StepHandlerContext(instance=instance, plan_context=plan_context, steps=[step], execute_step_args=args, dagster_run=run)
+            events = list(executor._step_handler.launch_step(context))
+            assert [e.event_type_value for e in events] == ["STEP_WORKER_STARTING"], step.key
+        instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+        return _jobs_from_api(kube_api["kubeconfig"], run.run_id)
+
+
+@pytest.mark.parametrize(
+    ("path", "job_name", "selection"),
+    [
+        ("schedule and drift sensor: training_job", "training_job", None),
+        ("UI or backfill: asset selection", "__ASSET_JOB", {"training_set", "torch_model", "lgbm_model"}),
+        ("daily schedule: daily_pipeline_job", "daily_pipeline_job", None),
+    ],
+)
+def test_executor_and_launcher_create_valid_jobs_with_gpu_only_for_training(kube_api: dict[str, Any], path: str, job_name: str, selection: set[str] | None) -> None:
+    jobs = _launch_steps(kube_api, job_name, {dg.AssetKey(k) for k in selection} if selection else None)
+    assert "run" in jobs, "K8sRunLauncher created no run Job"
+    steps = {k: v for k, v in jobs.items() if k != "run"}
+    assert steps, path
+    for key, manifest in jobs.items():
+        _validate(manifest)
+        pod = _pod(manifest)
+        container = pod["containers"][0]
+        assert container["image"] == IMAGE
+        gpu = "nvidia.com/gpu" in container.get("resources", {}).get("limits", {})
+        assert gpu == (key == "torch_model"), (path, key)
+        if key == "torch_model":
+            assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"} and pod["tolerations"]
+        else:
+            assert "nodeSelector" not in pod, key
+        if key != "run":
+            assert pod["securityContext"]["runAsNonRoot"] is True, key
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, key
+            assert container["resources"]["limits"]["memory"], key
+    assert ("torch_model" in steps) == (job_name != "daily_pipeline_job")
