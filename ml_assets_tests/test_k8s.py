@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -117,7 +116,7 @@ def test_only_the_training_pod_asks_for_a_gpu_however_the_run_starts(path: str) 
 def test_strict_validation_can_fail() -> None:
     import kubernetes_validate
 
-    manifest = _manifest("torch_model", {K8S_CONFIG_TAG: __import__("json").dumps(gpu_step_config())})
+    manifest = _manifest("torch_model", {K8S_CONFIG_TAG: json.dumps(gpu_step_config())})
     manifest["spec"]["template"]["spec"]["containers"][0]["resourcez"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
@@ -189,7 +188,7 @@ def test_scheduling_simulation_gpu_pod_lands_only_on_gpu_nodes_and_cpu_pods_only
             # CPU pods never tolerate the GPU taint, so GPU nodes stay free for GPU work.
             assert fits == {"cpu-a", "cpu-b", "gpu-untainted-label-missing"}, (step_key, fits)
     # A 2-GPU request does not fit a 1-GPU node.
-    two = _pod(_manifest("torch_model", {K8S_CONFIG_TAG: __import__("json").dumps(gpu_step_config(Placement(gpu_count=2)))}))
+    two = _pod(_manifest("torch_model", {K8S_CONFIG_TAG: json.dumps(gpu_step_config(Placement(gpu_count=2)))}))
     assert not any(_fits(two, n) for n in NODES if n["name"] == "gpu-a")
 
 
