@@ -166,11 +166,9 @@ def _free_port() -> int:
 
 
 def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
+    from resources.feature_store import tcp_reachable
+
+    return tcp_reachable("127.0.0.1", 6379)
 
 
 def main(argv: list[str] | None = None) -> str:

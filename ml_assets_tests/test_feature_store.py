@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -51,11 +50,9 @@ def _lake(root: Path) -> str:
 
 
 def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
+    from resources.feature_store import tcp_reachable
+
+    return tcp_reachable("127.0.0.1", 6379)
 
 
 @pytest.fixture

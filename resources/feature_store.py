@@ -25,6 +25,17 @@ if TYPE_CHECKING:
     import polars as pl
 
 
+def tcp_reachable(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether something accepts connections there (used to skip or report a missing Redis, not as a health check)."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 class FeatureStoreError(RuntimeError):
     """The feature store could not answer (online store down, registry unreachable, definitions not applied)."""
 
