@@ -92,6 +92,11 @@ def test_errors_are_clear_and_per_item_where_they_can_be(e2e: PipelineRun, live:
     assert mixed.status_code == 200 and mixed.headers["x-request-id"] == "audit-123"
     first, unknown = mixed.json()["predictions"]
     assert first["status"] == 200 and unknown["status"] == 404 and "unknown customer" in unknown["error"]
+    # The audit line is written once the response has been sent: give the server thread a moment.
+    deadline = time.time() + 5
+    while not any("request_id=audit-123" in r.getMessage() for r in caplog.records):
+        assert time.time() < deadline, "no access log line for the request"
+        time.sleep(0.02)
     line = next(r.getMessage() for r in caplog.records if "request_id=audit-123" in r.getMessage())
     assert "ids=2" in line and "status=200" in line and "model=" in line and "latency_ms=" in line
 
