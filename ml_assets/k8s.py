@@ -97,7 +97,7 @@ def base_step_config(placement: Placement | None = None) -> dict[str, Any]:
         "container_config": {
             "resources": {"requests": {"cpu": p.cpu_cpu, "memory": p.cpu_memory}, "limits": {"cpu": p.cpu_limit_cpu, "memory": p.cpu_limit_memory}},
             "security_context": container_security,
-            "volume_mounts": [{"name": "tmp", "mount_path": "/tmp"}],
+            "volume_mounts": [{"name": "tmp", "mount_path": "/tmp"}],  # noqa: S108 (a path inside the pod: a private emptyDir, the only writable place under a read-only root)
         },
         "pod_spec_config": {"security_context": pod_security, "volumes": [{"name": "tmp", "empty_dir": {"size_limit": "4Gi"}}]},
         "pod_template_spec_metadata": {"labels": {"churn.ml/compute": "cpu"}},

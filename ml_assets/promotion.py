@@ -124,7 +124,8 @@ def champion_model(
             registry.keep(previous, reason=reason, run_id=context.run_id, candidate=best.version)
     context.log.info(f"champion_model: {decision}: {reason}")
     champion = registry.champion()
-    assert champion is not None and champion.version == winner, "registry champion changed under this run"
+    if champion is None or champion.version != winner:
+        raise dg.Failure(f"champion_model: the registry champion changed under this run (expected {winner}, found {champion and champion.version})")
     rows = [
         {
             "version": v,

@@ -126,7 +126,10 @@ class PipelineRun:
         return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
-def run_full_pipeline(root: Path, warehouse_url: str, instance: dg.DagsterInstance, **warehouse: object) -> PipelineRun:
+def run_full_pipeline(
+    root: Path, warehouse_url: str, instance: dg.DagsterInstance, resources: dict[str, object] | None = None, **warehouse: object
+) -> PipelineRun:
+    """Generate the e2e scenario into `warehouse_url`, then ingest, train and score it (`resources`: the pipeline's, default local ones)."""
     from ml_assets.pipeline import INGEST_TO_FEATURES, SCORING, TRAINING, materialize_range, materialize_unpartitioned, training_run_config
     from resources import SqlWarehouse
 
@@ -134,7 +137,7 @@ def run_full_pipeline(root: Path, warehouse_url: str, instance: dg.DagsterInstan
     source = SqlWarehouse(url=warehouse_url, **warehouse)
     source.create_table(replace=True)
     source.append(tx)
-    res = resources_for(root, warehouse_url, **warehouse)
+    res = resources or resources_for(root, warehouse_url, **warehouse)
     results = {
         "ingest": materialize_range(INGEST_TO_FEATURES, E2E_START, E2E_END, instance, res),
         "train": materialize_unpartitioned(TRAINING, instance, training_run_config(E2E_TRAIN_UNTIL), res),

@@ -153,7 +153,7 @@ def test_reapplying_is_idempotent_and_a_changed_definition_shows_in_the_registry
 
 
 def test_generated_config_keeps_secrets_as_placeholders(tmp_path: Path) -> None:
-    secret_registry = "postgresql+psycopg://churn:s3cret@127.0.0.1:5432/test"
+    secret_registry = "postgresql+psycopg://churn:s3cret@127.0.0.1:5432/test"  # noqa: S105 (a planted fake secret the test looks for)
     fs = feature_store_for(tmp_path, str(tmp_path / "lake"), online_store="redis", redis_url="127.0.0.1:6379,password=s3cret", registry_url=secret_registry)
     text = fs.write_config().read_text()
     assert "s3cret" not in text

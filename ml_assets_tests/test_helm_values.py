@@ -37,6 +37,8 @@ def render_instance(values: dict[str, Any], release: str = "dagster") -> dict[st
         "port": pg["service"]["port"],
         "params": {},
     }
+    if pg.get("postgresqlScheme"):
+        postgres_db["scheme"] = pg["postgresqlScheme"]
     launcher = values["runLauncher"]
     assert launcher["type"] == "K8sRunLauncher"
     k8s = launcher["config"]["k8sRunLauncher"]

@@ -71,11 +71,15 @@ def current_code_version() -> str:
         return os.environ["CHURN_CODE_VERSION"]
     try:
         here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.run(["git", "-C", here, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5)  # noqa: S603, S607 (fixed argv, no shell)
+        # Fixed argv, no shell; git from PATH on purpose (it is only a label, and absent git is handled).
+        out = subprocess.run(["git", "-C", here, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5)  # noqa: S603, S607
         if out.returncode == 0:
-            dirty = subprocess.run(
-                ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
-            )  # noqa: S603, S607
+            dirty = subprocess.run(  # noqa: S603
+                ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
             return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         pass

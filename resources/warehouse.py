@@ -13,6 +13,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import polars as pl
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from ml_assets.schema import DEFAULT_TABLE, RAW_COLUMNS, RAW_SCHEMA
 
@@ -194,6 +195,18 @@ def _lenient_sqlite_text(dbapi_connection: object, _record: object) -> None:
     dbapi_connection.text_factory = lambda raw: raw.decode("utf-8", "backslashreplace")  # type: ignore[attr-defined]
 
 
+# Letters, digits, underscore and $ (PostgreSQL allows it), not starting with a
+# digit, at most 63 characters (PostgreSQL's limit): what unquoted SQL accepts.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+
+
+def check_identifier(name: str, what: str) -> str:
+    """Reject a table, schema or column name that is not a plain SQL identifier."""
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"{what} {name!r} is not a plain SQL identifier (letters, digits, _ or $, not starting with a digit, at most 63 characters)")
+    return name
+
+
 class SqlWarehouse(dg.ConfigurableResource):
     """Raw transactions in a SQL database."""
 
@@ -206,6 +219,28 @@ class SqlWarehouse(dg.ConfigurableResource):
     )
 
     _engine: Any = PrivateAttr(default=None)  # sqlalchemy.Engine, created on first use
+
+    # Identifiers are quoted by SQLAlchemy, so this is defence in depth: a
+    # configuration typo or a hostile value fails at load time with the
+    # offending name, long before it could reach a database.
+    @field_validator("table", "db_schema")
+    @classmethod
+    def _plain_identifier(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            check_identifier(value, info.field_name or "identifier")
+        return value
+
+    @field_validator("column_map")
+    @classmethod
+    def _known_columns(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(RAW_COLUMNS))
+        if unknown:
+            raise ValueError(f"column_map maps unknown canonical column(s) {unknown}; canonical columns are {list(RAW_COLUMNS)}")
+        for canonical, source in value.items():
+            check_identifier(source, f"column for {canonical!r}")
+        if len(set(value.values())) != len(value):
+            raise ValueError(f"column_map maps two canonical columns to the same source column: {value}")
+        return value
 
     def source_column(self, canonical: str) -> str:
         return self.column_map.get(canonical, canonical)

@@ -191,7 +191,8 @@ def train_net(
             stale += 1
             if stale >= config.patience:
                 break
-    assert best_state is not None  # at least one epoch ran
+    if best_state is None:  # max_epochs >= 1 is enforced by the config; this guards a refactor, and survives python -O
+        raise RuntimeError("train_net: no epoch ran")
     return TrainedNet(state=state_bytes(best_state), architecture=architecture, device=device, best_epoch=best_epoch, history=history)
 
 

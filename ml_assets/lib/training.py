@@ -143,7 +143,8 @@ def train_lgbm(
         trials.append({**point, "best_iteration": int(booster.best_iteration), "valid_log_loss": round(loss, 6)})
         if best is None or loss < best[0]:
             best = (loss, booster, full)
-    assert best is not None
+    if best is None:
+        raise ValueError("train_lgbm: the search space is empty (max_trials must be >= 1)")
     _, booster, chosen = best
     # Save only the trees early stopping kept, so every consumer scores the same model.
     text = float32_exact_thresholds(booster.model_to_string(num_iteration=booster.best_iteration))
