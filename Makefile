@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # everything the instance writes goes under .dagster/ (git-ignored).
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: setup demo test test-fast ui serve instance lint bench clean
+.PHONY: setup browser demo test test-fast ui serve instance lint bench clean
 
 setup: $(STAMP)
 
@@ -27,7 +27,14 @@ instance: setup
 demo: instance
 	$(BIN)/churn demo
 
-test: setup
+# The UI tests drive a real headless Chromium: Debian's chromium + chromium-driver, installed when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		echo "installing chromium and chromium-driver for the UI tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+test: setup browser
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-fast: setup

@@ -74,8 +74,8 @@ def current_code_version() -> str:
         # Fixed argv, no shell; git from PATH on purpose (it is only a label, and absent git is handled).
         out = subprocess.run(["git", "-C", here, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5)  # noqa: S603, S607
         if out.returncode == 0:
-            dirty = subprocess.run(  # noqa: S603
-                ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
+            dirty = subprocess.run(  # noqa: S603 (fixed argv, no shell)
+                ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],  # noqa: S607 (git from PATH, as above)
                 capture_output=True,
                 text=True,
                 timeout=5,
