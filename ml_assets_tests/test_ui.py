@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ml_assets_tests.conftest import E2E_DRIFT_DAYS, PipelineRun
 
@@ -64,6 +65,11 @@ def webserver(e2e: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> Ite
     data, home = root / "data", root / "home"
     shutil.copytree(e2e.root, data)
     shutil.copytree(e2e.instance.root_directory, home)
+    # No daemon here (it would start the drift sensor's retraining behind the test's back), so
+    # launches from the UI start at once instead of waiting in the queue the daemon drains.
+    config = yaml.safe_load((home / "dagster.yaml").read_text()) or {}
+    config["run_coordinator"] = {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
@@ -213,9 +219,20 @@ def test_asset_page_shows_metadata_plots_and_the_drift_report_link(webserver: st
     assert Path(report.removeprefix("file://")).stat().st_size > 10_000  # the link leads to a real report
     browser.save_screenshot(str(shots / "drift_report_events.png"))
 
-    # Numeric metadata plotted across partitions.
-    browser.get(f"{webserver}/assets/drift_report?view=plots")
-    _wait_for(browser, lambda d: "drift_share" in _body(d) and d.find_elements(By.CSS_SELECTOR, "canvas"), "the drift_share plot")
+    # Numeric metadata plotted over the materializations: Overview > Metadata > Plots > Events.
+    # (The UI's "Partitions" axis plots the most recent partition keys of the daily
+    # partition set, i.e. days up to today, which this 2024-2025 scenario does not reach.)
+    browser.get(f"{webserver}/assets/drift_report")
+    _wait_for(browser, lambda d: d.find_elements(By.XPATH, "//button[.//*[@aria-label='asset_plot']]"), "the metadata Plots toggle")
+    _dismiss_community_dialog(browser)
+    browser.find_element(By.XPATH, "//button[.//*[@aria-label='asset_plot']]").click()
+    _wait_for(browser, lambda d: d.find_elements(By.XPATH, "//button[normalize-space()='Events']"), "the Events axis toggle")
+    browser.find_element(By.XPATH, "//button[normalize-space()='Events']").click()
+    _wait_for(
+        browser,
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "canvas")) >= 3 and all(m in _body(d) for m in ("drift_share", "prediction_drift_score")),
+        "the drift_share and prediction_drift_score plots",
+    )
     browser.save_screenshot(str(shots / "drift_report_plots.png"))
 
     # Inline figures (ROC/PR curves) on the model page.
