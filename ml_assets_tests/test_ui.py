@@ -12,7 +12,6 @@ materialization that must succeed. Screenshots go to test-artifacts/ui/
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ml_assets_tests.conftest import E2E_DRIFT_DAYS, PipelineRun
+from ml_assets_tests.conftest import E2E_DRIFT_DAYS, E2E_END, PipelineRun
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
@@ -291,7 +290,7 @@ mutation Launch($params: ExecutionParams!) {
 
 
 def test_a_materialization_launched_through_the_ui_succeeds(webserver: str, browser: Any, shots: Path) -> None:
-    day = (E2E_DRIFT_DAYS[0] + dt.timedelta(days=1)).isoformat()  # scored by no earlier stage
+    day = E2E_END.isoformat()  # a day no earlier stage scored
     params = {
         "selector": {
             "repositoryLocationName": LOCATION,
