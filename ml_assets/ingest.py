@@ -7,7 +7,7 @@ from ml_assets.lib.expectations import partition_day
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, naive_utc, partition_days
 from ml_assets.schema import RAW_COLUMNS
-from resources import SourceSchemaError, SqlWarehouse
+from resources import SourceSchemaError, SourceUnavailableError, SqlWarehouse
 
 RAW_DESCRIPTIONS = {name: spec[2] for name, spec in RAW_COLUMNS.items()} | {
     "_type_errors": "Source values that could not be read as their column's type, as JSON {column: original}; null when all fit."
@@ -43,8 +43,14 @@ def raw_transactions(context: dg.AssetExecutionContext, warehouse: SqlWarehouse)
         raise dg.Failure(f"raw_transactions {context.partition_key_range.start}: {exc}", allow_retries=False) from exc
     if source.extra:
         context.log.warning(f"raw_transactions: ignoring column(s) not in the raw schema: {source.extra}")
-    frame = warehouse.read_transactions(naive_utc(window.start), naive_utc(window.end), source)
-    undated = warehouse.count_rows_without_timestamp()
+    try:
+        frame = warehouse.read_transactions(naive_utc(window.start), naive_utc(window.end), source)
+        undated = warehouse.count_rows_without_timestamp()
+    except SourceUnavailableError as exc:
+        # Nothing has been written for these days: the read is one query, so a
+        # dropped connection leaves no partial result. The retry policy tries again.
+        context.log.error(f"raw_transactions {window.start:%Y-%m-%d}..{window.end:%Y-%m-%d}: {exc}")
+        raise
     if undated:
         # A query for a human to copy, never executed here; SqlWarehouse validates the identifiers.
         hint = f"SELECT * FROM {warehouse.table} WHERE {warehouse.source_column('ts')} IS NULL"  # noqa: S608

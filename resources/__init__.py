@@ -17,7 +17,7 @@ from resources.artifacts import ArtifactIntegrityError, ArtifactRef, ArtifactSto
 from resources.feature_store import FeatureStoreError, FeatureStoreResource
 from resources.lake import Lake, LakeIOManager, MissingPartitionError
 from resources.registry import ModelRegistry, ModelVersion, RegistryError
-from resources.warehouse import TYPE_ERRORS, SourceSchemaError, SqlWarehouse
+from resources.warehouse import TYPE_ERRORS, SourceSchemaError, SourceUnavailableError, SqlWarehouse
 
 __all__ = [
     "ArtifactIntegrityError",
@@ -34,6 +34,7 @@ __all__ = [
     "ModelVersion",
     "RegistryError",
     "SourceSchemaError",
+    "SourceUnavailableError",
     "SqlWarehouse",
     "TYPE_ERRORS",
     "build_feature_store",

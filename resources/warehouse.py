@@ -48,6 +48,10 @@ def _sa_types() -> dict[str, sa.types.TypeEngine]:
     }
 
 
+class SourceUnavailableError(ConnectionError):
+    """The source database could not be reached, or dropped the connection mid-read (retried by the ingest step)."""
+
+
 class SourceSchemaError(ValueError):
     """The source table lacks a column the pipeline needs, or has it with the wrong type."""
 
@@ -266,9 +270,16 @@ class SqlWarehouse(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[sa.Connection]:
+        """A connection; a database that is down or drops the connection raises SourceUnavailableError (password hidden)."""
+        import sqlalchemy as sa
 
-        with self.engine.connect() as conn:
-            yield conn
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            # The DBAPI message says what happened (refused, closed unexpectedly) without the password.
+            detail = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+            raise SourceUnavailableError(f"source database {self._safe_url()} is unavailable: {detail}") from exc
 
     @cached_property
     def _table(self) -> sa.Table:
@@ -295,7 +306,8 @@ class SqlWarehouse(dg.ConfigurableResource):
         import sqlalchemy as sa
 
         try:
-            columns = sa.inspect(self.engine).get_columns(self.table, schema=self.db_schema)
+            with self.connect() as conn:
+                columns = sa.inspect(conn).get_columns(self.table, schema=self.db_schema)
         except sa.exc.NoSuchTableError as exc:
             raise SourceSchemaError(f"table {self.table!r} does not exist in {self._safe_url()}") from exc
         present = {c["name"]: c["type"] for c in columns}

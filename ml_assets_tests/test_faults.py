@@ -1,0 +1,272 @@
+"""Faults the pipeline must survive: the source database going away, and a process killed hard mid-write."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+import sqlalchemy as sa
+
+from ml_assets_tests.conftest import E2E_TRAIN_UNTIL, PG_URL, PipelineRun, resources_for
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class FlakyProxy:
+    """A TCP proxy on 127.0.0.1 in front of PostgreSQL that can play a database going away.
+
+    `cut_after`: the next `cuts` connections are closed once that many bytes have
+    come back from the server, i.e. in the middle of a result set. `down`: every
+    new connection is closed at once, as by a database that is restarting.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.cut_after, self.cuts, self.down = 0, 0, False
+        self.cut_connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.down:
+                client.close()
+                continue
+            server = socket.create_connection(self.target)
+            cut = self.cuts > 0 and self.cut_after > 0
+            if cut:
+                self.cuts -= 1
+            threading.Thread(target=self._pipe, args=(client, server, 0), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, self.cut_after if cut else 0), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, cut_after: int) -> None:
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                if cut_after and sent + len(data) > cut_after:
+                    dst.sendall(data[: cut_after - sent])
+                    self.cut_connections += 1
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.fixture
+def proxy() -> FlakyProxy:
+    url = sa.make_url(PG_URL)
+    p = FlakyProxy((url.host or "127.0.0.1", url.port or 5432))
+    yield p
+    p.close()
+
+
+def _through(proxy: FlakyProxy) -> str:
+    return sa.make_url(PG_URL).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+
+
+DAYS = (dt.date(2025, 1, 1), dt.date(2025, 1, 31))
+
+
+@pytest.mark.postgres
+@pytest.mark.xdist_group("postgres")
+def test_source_dropping_the_connection_mid_read_is_retried_and_recovers(
+    tmp_path: Path, pg_schema: str, proxy: FlakyProxy, small_transactions: pl.DataFrame
+) -> None:
+    from ml_assets.pipeline import materialize_range
+    from resources import SqlWarehouse
+
+    SqlWarehouse(url=PG_URL, db_schema=pg_schema).create_table(replace=True)
+    SqlWarehouse(url=PG_URL, db_schema=pg_schema).append(small_transactions)
+    expected = small_transactions.filter(pl.col("ts").dt.date().is_between(*DAYS)).height
+    # The first two connections are cut after 50 kB from the server: in the middle of the month's rows.
+    proxy.cut_after, proxy.cuts = 50_000, 2
+    resources = resources_for(tmp_path, _through(proxy), db_schema=pg_schema)
+    with dg.instance_for_test() as instance:
+        result = materialize_range(["raw_transactions"], *DAYS, instance, resources)
+        assert result.success
+        retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        assert len(retries) == 2 and proxy.cut_connections >= 2
+        errors = [r.user_message for r in instance.all_logs(result.run_id) if r.level >= 40]
+        assert any("source database" in m and "is unavailable" in m for m in errors), errors
+    days = [(DAYS[0] + dt.timedelta(days=i)).isoformat() for i in range((DAYS[1] - DAYS[0]).days + 1)]
+    # Complete, not partial: every source row of the window, once.
+    raw = resources["lake"].read_partitions(dg.AssetKey("raw_transactions"), days)
+    assert raw.height == expected and raw["transaction_id"].n_unique() == expected
+
+
+@pytest.mark.postgres
+@pytest.mark.xdist_group("postgres")
+def test_source_down_for_good_fails_clearly_and_writes_nothing(
+    tmp_path: Path, pg_schema: str, proxy: FlakyProxy, small_transactions: pl.DataFrame
+) -> None:
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from ml_assets.ingest import raw_transactions
+    from resources import SqlWarehouse
+
+    SqlWarehouse(url=PG_URL, db_schema=pg_schema).create_table(replace=True)
+    SqlWarehouse(url=PG_URL, db_schema=pg_schema).append(small_transactions)
+    proxy.down = True
+    secret_url = _through(proxy).replace("postgres@", "postgres:hunter2-secret@")
+    resources = resources_for(tmp_path, secret_url, db_schema=pg_schema)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [raw_transactions],
+            instance=instance,
+            resources=resources,
+            tags={ASSET_PARTITION_RANGE_START_TAG: DAYS[0].isoformat(), ASSET_PARTITION_RANGE_END_TAG: DAYS[1].isoformat()},
+            raise_on_error=False,
+        )
+        assert not result.success
+        retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        assert len(retries) == 3  # SOURCE_RETRY.max_retries, with backoff
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        message = failure.step_failure_data.error.to_string()  # with its cause chain
+        assert "SourceUnavailableError: source database postgresql+psycopg://postgres:***@" in message, message
+        logs = "\n".join(r.user_message for r in instance.all_logs(result.run_id))
+        assert "hunter2-secret" not in logs and "hunter2-secret" not in message
+    assert not (tmp_path / "lake" / "raw_transactions").exists() or not any((tmp_path / "lake" / "raw_transactions").rglob("*.parquet"))
+
+
+# --- hard kills --------------------------------------------------------------
+
+KILL_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    point = sys.argv[1]
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if point == "training":
+        import lightgbm
+        real_train = lightgbm.train
+        def train(*args, **kwargs):
+            def kill_at_10(env):
+                if env.iteration == 10:
+                    die()
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), kill_at_10]
+            return real_train(*args, **kwargs)
+        lightgbm.train = train
+    elif point == "onnx_export":
+        # Half of the ONNX file reaches the disk, then the process dies.
+        from pathlib import Path
+        real_write = Path.write_bytes
+        def write_bytes(self, data):
+            if ".onnx" in self.name:
+                real_write(self, data[: len(data) // 2])
+                die()
+            return real_write(self, data)
+        Path.write_bytes = write_bytes
+    elif point == "registry_write":
+        # The registry transaction that records the ONNX artifact dies before it commits.
+        import sqlalchemy as sa
+        from sqlalchemy.engine import Engine
+        armed = {"onnx": False}
+        @sa.event.listens_for(Engine, "before_cursor_execute")
+        def watch(conn, cursor, statement, parameters, context, executemany):
+            if statement.lstrip().upper().startswith("UPDATE") and "onnx" in statement.lower():
+                armed["onnx"] = True
+        @sa.event.listens_for(Engine, "commit")
+        def on_commit(conn):
+            if armed["onnx"]:
+                die()
+
+    import dagster as dg
+    from ml_assets.pipeline import TRAINING, materialize_unpartitioned, training_run_config
+    from resources import build_resources
+    import datetime as dt
+    instance = dg.DagsterInstance.get()
+    materialize_unpartitioned(TRAINING, instance, training_run_config(dt.date.fromisoformat(sys.argv[2]), max_trials=2), build_resources(), log_level="CRITICAL")
+    print("finished without being killed")
+    """
+)
+
+
+def _verify_registry(registry) -> list[str]:  # noqa: ANN001
+    """Every artifact the registry points to exists and has the recorded sha256; the champion is complete."""
+    problems = []
+    for version in registry.versions():
+        for uri, sha in ((version.artifact_uri, version.artifact_sha256), (version.onnx_uri, version.onnx_sha256), (version.reference_uri, version.reference_sha256)):
+            if not uri:
+                continue
+            path = Path(uri)
+            if not path.exists():
+                problems.append(f"{version.version}: {uri} is missing")
+            elif hashlib.sha256(path.read_bytes()).hexdigest() != sha:
+                problems.append(f"{version.version}: {uri} does not match its sha256")
+    champion = registry.champion()
+    if champion is None:
+        problems.append("no champion")
+    elif not (champion.onnx_uri and champion.parity_passed):
+        problems.append(f"champion {champion.version} lacks a verified ONNX artifact")
+    return problems
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("e2e")
+@pytest.mark.parametrize("point", ["training", "onnx_export", "registry_write"])
+def test_sigkill_mid_training_export_or_registry_write_leaves_no_corrupt_state(e2e: PipelineRun, tmp_path: Path, point: str) -> None:
+    from ml_assets.pipeline import TRAINING, materialize_unpartitioned, training_run_config
+    from resources import ModelRegistry
+
+    data, home = tmp_path / "data", tmp_path / "home"
+    shutil.copytree(e2e.root, data)
+    shutil.copytree(e2e.instance.root_directory, home)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "CHURN_DATA_DIR": str(data),
+        "CHURN_LAKE_ROOT": str(data / "lake"),
+        "CHURN_ARTIFACT_ROOT": str(data / "artifacts"),
+        "CHURN_WAREHOUSE_URL": f"sqlite:///{data / 'warehouse.sqlite'}",
+        "CHURN_REGISTRY_URL": f"sqlite:///{data / 'registry.sqlite'}",
+        "CHURN_FEAST_REPO": str(data / "feature_repo"),
+    }
+    registry = ModelRegistry(url=env["CHURN_REGISTRY_URL"])
+    before = {v.version: v.status for v in registry.versions()}
+    champion_before = registry.champion().version
+    # Retrain on a later cut-off, so the run produces new versions rather than finding them registered.
+    until = (E2E_TRAIN_UNTIL + dt.timedelta(days=7)).isoformat()
+    child = subprocess.run([sys.executable, "-c", KILL_CHILD, point, until], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert child.returncode == -signal.SIGKILL, f"the {point} kill did not happen: rc {child.returncode}\n{child.stdout[-2000:]}\n{child.stderr[-3000:]}"
+
+    assert _verify_registry(registry) == []
+    assert registry.champion().version == champion_before  # a killed run promotes nothing
+    assert {v: s for v, s in ((v.version, v.status) for v in registry.versions()) if v in before} == before
+
+    # The same training run again, unharmed, completes and leaves a consistent registry.
+    resources = resources_for(data, env["CHURN_WAREHOUSE_URL"])
+    with dg.instance_for_test() as instance:
+        rerun = materialize_unpartitioned(TRAINING, instance, training_run_config(dt.date.fromisoformat(until), max_trials=2), resources, log_level="CRITICAL")
+    assert rerun.success
+    assert _verify_registry(registry) == []
+    assert len(registry.versions()) >= len(before) + 2  # both new models registered
