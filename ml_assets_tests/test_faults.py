@@ -265,7 +265,8 @@ def test_sigkill_mid_training_export_or_registry_write_leaves_no_corrupt_state(e
 
     # The same training run again, unharmed, completes and leaves a consistent registry.
     resources = resources_for(data, env["CHURN_WAREHOUSE_URL"])
-    with dg.instance_for_test() as instance:
+    # On the same instance: it knows which feature partitions exist (and holds the killed run, left STARTED).
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         rerun = materialize_unpartitioned(TRAINING, instance, training_run_config(dt.date.fromisoformat(until), max_trials=2), resources, log_level="CRITICAL")
     assert rerun.success
     assert _verify_registry(registry) == []
