@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml
 instance: setup
 	@mkdir -p .dagster
 	@$(BIN)/dagster instance concurrency set gpu 1 >/dev/null
+	@$(BIN)/dagster instance concurrency set feast_online 1 >/dev/null
 
 demo: instance
 	$(BIN)/churn demo

@@ -61,6 +61,12 @@ class OnlineFeaturesConfig(dg.Config):
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[CUSTOMER_FEATURES, "feature_definitions"],
+    # One writer at a time across runs (limit 1 set by `make instance`, and by
+    # the instance's default pool limit): two runs scoring different days at
+    # once would otherwise race, the older day could overwrite the newer
+    # snapshot, and each skew check would see the other run's values. Found by
+    # ml_assets_tests/test_faults.py::test_concurrent_scoring_runs_and_a_retrain_do_not_interfere.
+    pool="feast_online",
     group_name="feature_store",
     kinds={"feast", "sqlite"},
     owners=["team:ml-platform"],

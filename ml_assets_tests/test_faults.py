@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from ml_assets_tests.conftest import E2E_TRAIN_UNTIL, PG_URL, PipelineRun, resources_for
+from ml_assets_tests.conftest import E2E_DRIFT_DAYS, E2E_TRAIN_UNTIL, PG_URL, PipelineRun, resources_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -271,3 +271,96 @@ def test_sigkill_mid_training_export_or_registry_write_leaves_no_corrupt_state(e
     assert rerun.success
     assert _verify_registry(registry) == []
     assert len(registry.versions()) >= len(before) + 2  # both new models registered
+
+
+# --- idempotence and concurrency ---------------------------------------------
+
+
+def _copy_env(e2e: PipelineRun, tmp_path: Path) -> tuple[dict[str, str], Path, Path]:
+    data, home = tmp_path / "data", tmp_path / "home"
+    shutil.copytree(e2e.root, data)
+    shutil.copytree(e2e.instance.root_directory, home)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "CHURN_DATA_DIR": str(data),
+        "CHURN_LAKE_ROOT": str(data / "lake"),
+        "CHURN_ARTIFACT_ROOT": str(data / "artifacts"),
+        "CHURN_WAREHOUSE_URL": f"sqlite:///{data / 'warehouse.sqlite'}",
+        "CHURN_REGISTRY_URL": f"sqlite:///{data / 'registry.sqlite'}",
+        "CHURN_FEAST_REPO": str(data / "feature_repo"),
+    }
+    return env, data, home
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("e2e")
+def test_rematerializing_a_partition_duplicates_nothing_downstream(e2e: PipelineRun, tmp_path: Path) -> None:
+    from ml_assets.pipeline import INGEST_TO_FEATURES, SCORING, materialize_range
+
+    env, data, home = _copy_env(e2e, tmp_path)
+    day = E2E_DRIFT_DAYS[0]
+    keys = ["raw_transactions", "validated_transactions", "quarantined_transactions", "customer_features", "batch_predictions", "drift_report"]
+    resources = resources_for(data, env["CHURN_WAREHOUSE_URL"])
+    lake = resources["lake"]
+    before = {k: lake.read_partitions(dg.AssetKey(k), [day.isoformat()]) for k in keys}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for _ in range(2):
+            assert materialize_range([*INGEST_TO_FEATURES, *SCORING], day, day, instance, resources, log_level="CRITICAL").success
+    for key in keys:
+        after = lake.read_partitions(dg.AssetKey(key), [day.isoformat()])
+        assert after.height == before[key].height, f"{key}: {before[key].height} rows before, {after.height} after two re-runs"
+        ids = "transaction_id" if "transaction_id" in after.columns else "customer_id" if "customer_id" in after.columns else None
+        if ids:
+            assert after[ids].n_unique() == after.height, f"{key}: duplicated {ids}"
+    assert len(list((data / "lake" / "batch_predictions").rglob(f"*{day.isoformat()}*"))) == 1
+
+
+CONCURRENT_CHILD = textwrap.dedent(
+    """
+    import datetime as dt, sys
+    import dagster as dg
+    from ml_assets.pipeline import SCORING, TRAINING, materialize_range, materialize_unpartitioned, training_run_config
+    from resources import build_resources
+    instance = dg.DagsterInstance.get()
+    if sys.argv[1] == "train":
+        ok = materialize_unpartitioned(TRAINING, instance, training_run_config(dt.date.fromisoformat(sys.argv[2]), max_trials=2), build_resources(), log_level="CRITICAL").success
+    else:
+        day = dt.date.fromisoformat(sys.argv[2])
+        ok = materialize_range(SCORING, day, day, instance, build_resources(), log_level="CRITICAL").success
+    sys.exit(0 if ok else 1)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("e2e")
+def test_concurrent_scoring_runs_and_a_retrain_do_not_interfere(e2e: PipelineRun, tmp_path: Path) -> None:
+    from resources import ModelRegistry
+
+    env, data, home = _copy_env(e2e, tmp_path)
+    registry = ModelRegistry(url=env["CHURN_REGISTRY_URL"])
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        # As `make instance` sets it: one online-store writer at a time across runs.
+        instance.event_log_storage.set_concurrency_slots("feast_online", 1)
+    days = [E2E_DRIFT_DAYS[0] + dt.timedelta(days=1), E2E_DRIFT_DAYS[0] + dt.timedelta(days=2)]
+    until = (E2E_TRAIN_UNTIL + dt.timedelta(days=14)).isoformat()
+    children = [
+        subprocess.Popen([sys.executable, "-c", CONCURRENT_CHILD, "score", d.isoformat()], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+        for d in days
+    ]
+    children.append(subprocess.Popen([sys.executable, "-c", CONCURRENT_CHILD, "train", until], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True))
+    for child in children:
+        _, err = child.communicate(timeout=900)
+        assert child.returncode == 0, err[-3000:]
+
+    # Every version that is or was champion (a promotion archives the previous one).
+    champions = {v.version for v in registry.versions() if v.status in ("champion", "archived")}
+    lake = resources_for(data, env["CHURN_WAREHOUSE_URL"])["lake"]
+    for day in days:
+        preds = lake.read_partitions(dg.AssetKey("batch_predictions"), [day.isoformat()])
+        features = lake.read_partitions(dg.AssetKey("customer_features"), [day.isoformat()])
+        # One consistent champion per scored day, every customer scored once.
+        assert preds["model_version"].n_unique() == 1 and preds["model_version"][0] in champions
+        assert preds.height == features.height and preds["customer_id"].n_unique() == preds.height
+    assert _verify_registry(registry) == []

@@ -13,6 +13,7 @@ pay for it.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -35,6 +36,13 @@ def tcp_reachable(host: str, port: int, timeout: float = 1.0) -> bool:
     except OSError:
         return False
 
+
+
+def _quiet_serve_while_materializing(record: logging.LogRecord) -> bool:
+    # Feast warns that serve_features_while_materializing "typically has no
+    # effect" on a file registry; it does take effect there (feast/infra/registry/
+    # registry.py reads it), and we set it on purpose (ml_assets/lib/feature_store.py).
+    return "serve_features_while_materializing" not in record.getMessage()
 
 class FeatureStoreError(RuntimeError):
     """The feature store could not answer (online store down, registry unreachable, definitions not applied)."""
@@ -95,6 +103,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
 
             Path(self.registry_path).parent.mkdir(parents=True, exist_ok=True)
             Path(self.online_path).parent.mkdir(parents=True, exist_ok=True)
+            logging.getLogger("feast.repo_config").addFilter(_quiet_serve_while_materializing)
             self.write_config()
             config = RepoConfig(**self.config_dict(for_file=False))
             config.repo_path = Path(self.repo_path)

@@ -101,10 +101,17 @@ def repo_config(
             "path": f"${{{REGISTRY_ENV}}}" if for_file else registry_url,
             "cache_ttl_seconds": 60,
             "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
+            "serve_features_while_materializing": True,
         }
         if registry_url
-        else {"registry_type": "file", "path": registry_path, "cache_ttl_seconds": 60}
+        else {"registry_type": "file", "path": registry_path, "cache_ttl_seconds": 60, "serve_features_while_materializing": True}
     )
+    # serve_features_while_materializing: while one run materializes the online
+    # store, Feast marks the view MATERIALIZING and by default refuses every
+    # read of it, offline ones included, so a retrain (training_set) or a batch
+    # scoring run concurrent with another day's online_features failed. Our
+    # offline reads come from the lake and do not depend on that state. Found by
+    # ml_assets_tests/test_faults.py::test_concurrent_scoring_runs_and_a_retrain_do_not_interfere.
     online: dict[str, Any] = (
         {"type": "redis", "connection_string": f"${{{REDIS_ENV}}}" if for_file else redis_url}
         if online_store == "redis"
