@@ -149,6 +149,30 @@ def run_full_pipeline(
     return PipelineRun(root, res, instance, tx, results)
 
 
+def copy_pipeline_env(run: PipelineRun, dest: Path) -> tuple[dict[str, str], Path, Path]:
+    """A private copy of a pipeline run (data + Dagster instance) and the environment that points the project at it.
+
+    For tests that change state (kills, re-runs, UI launches) without touching what the other e2e tests read.
+    Returns (env for subprocesses and build_resources(), data root, DAGSTER_HOME).
+    """
+    import shutil
+
+    data, home = dest / "data", dest / "home"
+    shutil.copytree(run.root, data)
+    shutil.copytree(run.instance.root_directory, home)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "CHURN_DATA_DIR": str(data),
+        "CHURN_LAKE_ROOT": str(data / "lake"),
+        "CHURN_ARTIFACT_ROOT": str(data / "artifacts"),
+        "CHURN_WAREHOUSE_URL": f"sqlite:///{data / 'warehouse.sqlite'}",
+        "CHURN_REGISTRY_URL": f"sqlite:///{data / 'registry.sqlite'}",
+        "CHURN_FEAST_REPO": str(data / "feature_repo"),
+    }
+    return env, data, home
+
+
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineRun]:
     root = tmp_path_factory.mktemp("e2e")

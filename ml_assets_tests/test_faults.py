@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +17,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from ml_assets_tests.conftest import E2E_DRIFT_DAYS, E2E_TRAIN_UNTIL, PG_URL, PipelineRun, resources_for
+from ml_assets_tests.conftest import E2E_DRIFT_DAYS, E2E_TRAIN_UNTIL, PG_URL, PipelineRun, copy_pipeline_env, resources_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -238,19 +236,7 @@ def test_sigkill_mid_training_export_or_registry_write_leaves_no_corrupt_state(e
     from ml_assets.pipeline import TRAINING, materialize_unpartitioned, training_run_config
     from resources import ModelRegistry
 
-    data, home = tmp_path / "data", tmp_path / "home"
-    shutil.copytree(e2e.root, data)
-    shutil.copytree(e2e.instance.root_directory, home)
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "CHURN_DATA_DIR": str(data),
-        "CHURN_LAKE_ROOT": str(data / "lake"),
-        "CHURN_ARTIFACT_ROOT": str(data / "artifacts"),
-        "CHURN_WAREHOUSE_URL": f"sqlite:///{data / 'warehouse.sqlite'}",
-        "CHURN_REGISTRY_URL": f"sqlite:///{data / 'registry.sqlite'}",
-        "CHURN_FEAST_REPO": str(data / "feature_repo"),
-    }
+    env, data, home = copy_pipeline_env(e2e, tmp_path)
     registry = ModelRegistry(url=env["CHURN_REGISTRY_URL"])
     before = {v.version: v.status for v in registry.versions()}
     champion_before = registry.champion().version
@@ -276,29 +262,12 @@ def test_sigkill_mid_training_export_or_registry_write_leaves_no_corrupt_state(e
 # --- idempotence and concurrency ---------------------------------------------
 
 
-def _copy_env(e2e: PipelineRun, tmp_path: Path) -> tuple[dict[str, str], Path, Path]:
-    data, home = tmp_path / "data", tmp_path / "home"
-    shutil.copytree(e2e.root, data)
-    shutil.copytree(e2e.instance.root_directory, home)
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "CHURN_DATA_DIR": str(data),
-        "CHURN_LAKE_ROOT": str(data / "lake"),
-        "CHURN_ARTIFACT_ROOT": str(data / "artifacts"),
-        "CHURN_WAREHOUSE_URL": f"sqlite:///{data / 'warehouse.sqlite'}",
-        "CHURN_REGISTRY_URL": f"sqlite:///{data / 'registry.sqlite'}",
-        "CHURN_FEAST_REPO": str(data / "feature_repo"),
-    }
-    return env, data, home
-
-
 @pytest.mark.slow
 @pytest.mark.xdist_group("e2e")
 def test_rematerializing_a_partition_duplicates_nothing_downstream(e2e: PipelineRun, tmp_path: Path) -> None:
     from ml_assets.pipeline import INGEST_TO_FEATURES, SCORING, materialize_range
 
-    env, data, home = _copy_env(e2e, tmp_path)
+    env, data, home = copy_pipeline_env(e2e, tmp_path)
     day = E2E_DRIFT_DAYS[0]
     keys = ["raw_transactions", "validated_transactions", "quarantined_transactions", "customer_features", "batch_predictions", "drift_report"]
     resources = resources_for(data, env["CHURN_WAREHOUSE_URL"])
@@ -338,7 +307,7 @@ CONCURRENT_CHILD = textwrap.dedent(
 def test_concurrent_scoring_runs_and_a_retrain_do_not_interfere(e2e: PipelineRun, tmp_path: Path) -> None:
     from resources import ModelRegistry
 
-    env, data, home = _copy_env(e2e, tmp_path)
+    env, data, home = copy_pipeline_env(e2e, tmp_path)
     registry = ModelRegistry(url=env["CHURN_REGISTRY_URL"])
     with dg.DagsterInstance.from_config(str(home)) as instance:
         # As `make instance` sets it: one online-store writer at a time across runs.

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ml_assets_tests.conftest import E2E_DRIFT_DAYS, E2E_END, PipelineRun
+from ml_assets_tests.conftest import E2E_DRIFT_DAYS, E2E_END, PipelineRun, copy_pipeline_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
@@ -61,24 +61,12 @@ def _free_port() -> int:
 def webserver(e2e: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # A copy, so what the UI launches cannot change what the other end-to-end tests read.
     root = tmp_path_factory.mktemp("ui")
-    data, home = root / "data", root / "home"
-    shutil.copytree(e2e.root, data)
-    shutil.copytree(e2e.instance.root_directory, home)
+    env, _, home = copy_pipeline_env(e2e, root)
     # No daemon here (it would start the drift sensor's retraining behind the test's back), so
     # launches from the UI start at once instead of waiting in the queue the daemon drains.
     config = yaml.safe_load((home / "dagster.yaml").read_text()) or {}
     config["run_coordinator"] = {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"}
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "CHURN_DATA_DIR": str(data),
-        "CHURN_LAKE_ROOT": str(data / "lake"),
-        "CHURN_ARTIFACT_ROOT": str(data / "artifacts"),
-        "CHURN_WAREHOUSE_URL": f"sqlite:///{data / 'warehouse.sqlite'}",
-        "CHURN_REGISTRY_URL": f"sqlite:///{data / 'registry.sqlite'}",
-        "CHURN_FEAST_REPO": str(data / "feature_repo"),
-    }
     port = _free_port()
     log = (root / "webserver.log").open("w")
     proc = subprocess.Popen(
