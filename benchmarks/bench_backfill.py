@@ -21,13 +21,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import shutil
-import tempfile
 import textwrap
 from pathlib import Path
 
-from benchmarks.common import run_python
+from benchmarks.common import project_sandbox, run_python
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = dt.date(2024, 7, 1), dt.date(2025, 1, 31)
@@ -70,20 +67,8 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     # Quick: few customers (customer_features needs its 180 days of history whatever the size).
     days, baseline_days, customers, start = (3, 1, 150, START) if args.quick else (args.days, 6, 5000, START)
-    tmp = Path(tempfile.mkdtemp(prefix="bench_backfill_"))
-    old_cwd, old_env = os.getcwd(), dict(os.environ)
-    try:
-        home = tmp / "home"
-        home.mkdir()
-        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-        os.environ.update({"DAGSTER_HOME": str(home), "CHURN_DATA_DIR": str(tmp / "data"), "PYTHONPATH": str(REPO)})
-        os.chdir(tmp)  # dagster.yaml's storage folders are relative
+    with project_sandbox("bench_backfill_", PYTHONPATH=str(REPO)):
         return _measure(days, baseline_days, customers, start)
-    finally:
-        os.chdir(old_cwd)
-        os.environ.clear()
-        os.environ.update(old_env)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _measure(days: int, baseline_days: int, customers: int, start: dt.date) -> str:

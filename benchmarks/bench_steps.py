@@ -16,15 +16,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
-from benchmarks.common import Timing, table
+from benchmarks.common import Timing, project_sandbox, table
 
-REPO = Path(__file__).resolve().parents[1]
 START, END = dt.date(2024, 7, 1), dt.date(2024, 8, 29)
 DAY = END
 
@@ -79,20 +74,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     n = 1 if args.quick else 3
-    tmp = Path(tempfile.mkdtemp(prefix="bench_steps_"))
-    old_cwd, old_env = os.getcwd(), dict(os.environ)
-    try:
-        home = tmp / "home"
-        home.mkdir()
-        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-        os.environ.update({"DAGSTER_HOME": str(home), "CHURN_DATA_DIR": str(tmp / "data")})
-        os.chdir(tmp)  # dagster.yaml's storage folders are relative
+    with project_sandbox("bench_steps_"):
         return _measure(n, with_multiprocess=not args.quick)
-    finally:
-        os.chdir(old_cwd)
-        os.environ.clear()
-        os.environ.update(old_env)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _measure(n: int, with_multiprocess: bool) -> str:

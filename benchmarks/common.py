@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 
 @dataclass
@@ -61,3 +65,28 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "absent"
+
+
+@contextmanager
+def project_sandbox(prefix: str, **env: str) -> Iterator[Path]:
+    """A throw-away Dagster instance (the project's dagster.yaml) and data folder; cwd, environment and files restored after.
+
+    Sets DAGSTER_HOME and CHURN_DATA_DIR (plus `env`) and changes into the folder,
+    because dagster.yaml's storage folders are relative.
+    """
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    old_cwd, old_env = os.getcwd(), dict(os.environ)
+    try:
+        home = tmp / "home"
+        home.mkdir()
+        shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", home / "dagster.yaml")
+        os.environ.update({"DAGSTER_HOME": str(home), "CHURN_DATA_DIR": str(tmp / "data"), **env})
+        os.chdir(tmp)
+        yield tmp
+    finally:
+        os.chdir(old_cwd)
+        os.environ.clear()
+        os.environ.update(old_env)
+        shutil.rmtree(tmp, ignore_errors=True)
