@@ -181,3 +181,21 @@ def test_sql_registry_on_postgresql(tmp_path: Path, pg_schema: str) -> None:
     summary = fs.apply()
     assert summary["feature_views"][FEATURE_VIEW]["features"] == list(FEATURE_COLUMNS)
     assert feature_store_for(tmp_path / "other", fs.lake_root, registry_url=url).summary() == summary
+
+
+def test_a_big_read_in_chunks_returns_what_one_read_returns(store) -> None:  # noqa: ANN001
+    """historical() splits big entity frames (bounded memory): every row still gets its own point-in-time values."""
+    entities = pl.DataFrame(
+        {
+            "customer_id": CUSTOMERS * len(DAYS),
+            "event_timestamp": [cutoff_for(d) for d in DAYS for _ in CUSTOMERS],
+            "row": list(range(len(CUSTOMERS) * len(DAYS))),
+        },
+        schema_overrides={"event_timestamp": pl.Datetime("us")},
+    ).sample(fraction=1.0, shuffle=True, seed=3)
+    whole = store.historical(entities).sort("row")
+    chunked = store.model_copy(update={"historical_chunk_rows": 7}).historical(entities).sort("row")
+    assert chunked.height == whole.height == entities.height
+    assert chunked.select("row", "customer_id", *FEATURE_COLUMNS).equals(whole.select("row", "customer_id", *FEATURE_COLUMNS))
+    expected = pl.concat([_snapshot(d, CUSTOMERS) for d in DAYS])["spend_30d"].sort().to_list()
+    assert chunked["spend_30d"].sort().to_list() == expected

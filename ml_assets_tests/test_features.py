@@ -102,3 +102,27 @@ def test_churn_label_is_no_purchase_within_the_horizon() -> None:
     later = snapshot_features(tx, D + dt.timedelta(days=30))
     labels = dict(churn_labels(snap, later, D).select("customer_id", "churned").iter_rows())
     assert labels == {"BUYS_AGAIN": 0, "GONE": 1, "LATE": 1}
+
+
+def test_feature_suite_in_chunks_of_days_gives_the_whole_frame_verdicts(small_transactions: pl.DataFrame) -> None:
+    """Validating a long range in chunks (bounded memory) finds exactly what one validation of all rows finds."""
+    from ml_assets.lib.expectations import validate_features
+    from ml_assets.lib.features import LOOKBACK_DAYS
+
+    last = small_transactions["ts"].max().date()
+    days = [last - dt.timedelta(days=i) for i in range(6)]
+    frame = snapshots_features(small_transactions, days)
+    day_rows = frame.filter(pl.col("snapshot_date") == days[0]).height
+    # Defects planted on the newest day (the last chunk): a negative count, a share above 1, a duplicated customer.
+    bad = frame.with_row_index("_i").with_columns(
+        pl.when(pl.col("_i") == frame.height - 1).then(-1.0).otherwise(pl.col("tx_count_7d")).alias("tx_count_7d"),
+        pl.when(pl.col("_i") == frame.height - 2).then(1.5).otherwise(pl.col("mobile_share")).alias("mobile_share"),
+    ).drop("_i")
+    bad = pl.concat([bad, bad.tail(1)]).sort("snapshot_date")
+    for data in (frame, bad):
+        whole = validate_features(data, LOOKBACK_DAYS, FEATURE_COLUMNS, chunk_rows=10**9)
+        chunked = validate_features(data, LOOKBACK_DAYS, FEATURE_COLUMNS, chunk_rows=day_rows + 1)
+        assert [(o.rule, o.success, o.observed) for o in chunked] == [(o.rule, o.success, o.observed) for o in whole]
+    failed = {o.rule: o.observed for o in chunked if not o.success}
+    assert set(failed) == {"tx_count_7d_non_negative", "mobile_share_share_range", "customer_unique_per_day"}
+    assert failed["tx_count_7d_non_negative"] == 2  # the planted row and its duplicate

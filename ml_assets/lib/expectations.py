@@ -329,12 +329,61 @@ def feature_rules(lookback_days: int, feature_columns: Iterable[str]) -> list[Ru
     return rules
 
 
-def validate_features(frame: pl.DataFrame, lookback_days: int, feature_columns: Iterable[str]) -> list[Outcome]:
+def validate_features(
+    frame: pl.DataFrame, lookback_days: int, feature_columns: Iterable[str], chunk_rows: int = 1_000_000
+) -> list[Outcome]:
+    """The feature suite over every row, validated in chunks of whole snapshot days.
+
+    Every rule is row-wise, and uniqueness is per (customer, snapshot day), so
+    chunks of whole days give the verdicts one validation of the whole frame
+    would; unexpected counts are summed. Chunking bounds memory: GX works on a
+    pandas copy, which for a 30-day range at 10 M transactions a year (8.4 M
+    rows) added 3.2 GB at once.
+    """
     feature_columns = list(feature_columns)
-    helper = frame.with_columns(
-        (pl.col("feature_timestamp") == (pl.col("snapshot_date") + pl.duration(days=1)).cast(pl.Datetime("us"))).alias("__fresh")
-    )
-    return run_suite(helper.drop("last_tx_ts").to_pandas(), "customer_features", feature_rules(lookback_days, feature_columns))
+    rules = feature_rules(lookback_days, feature_columns)
+    per_chunk = []
+    for days in _day_chunks(frame, chunk_rows):
+        part = frame.filter(pl.col("snapshot_date").is_in(days)) if days else frame
+        helper = part.with_columns(
+            (pl.col("feature_timestamp") == (pl.col("snapshot_date") + pl.duration(days=1)).cast(pl.Datetime("us"))).alias("__fresh")
+        )
+        per_chunk.append(run_suite(helper.drop("last_tx_ts").to_pandas(), "customer_features", rules))
+        del part, helper
+    return merge_outcomes(per_chunk)
+
+
+def _day_chunks(frame: pl.DataFrame, chunk_rows: int) -> list[list[dt.date]]:
+    """Snapshot days grouped so each group holds about chunk_rows rows (at least one whole day); [[]] means all at once."""
+    counts = frame.group_by("snapshot_date").len().sort("snapshot_date")
+    if frame.height <= chunk_rows or counts.height <= 1:
+        return [[]]
+    chunks: list[list[dt.date]] = [[]]
+    rows = 0
+    for day, n in counts.iter_rows():
+        if chunks[-1] and rows + n > chunk_rows:
+            chunks.append([])
+            rows = 0
+        chunks[-1].append(day)
+        rows += n
+    return chunks
+
+
+def merge_outcomes(per_chunk: list[list[Outcome]]) -> list[Outcome]:
+    """One outcome per rule from the same suite run over disjoint chunks: passed only if every chunk passed."""
+    if len(per_chunk) == 1:
+        return per_chunk[0]
+    merged = []
+    for outcomes in zip(*per_chunk, strict=True):
+        first = outcomes[0]
+        observed = [o.observed for o in outcomes]
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in observed):
+            total: Any = sum(observed)
+        else:  # not a count: show the first failing chunk's observation
+            total = next((o.observed for o in outcomes if not o.success), first.observed)
+        rows = [r for o in outcomes for r in o.unexpected_rows]
+        merged.append(Outcome(first.rule, all(o.success for o in outcomes), total, first.expected, rows))
+    return merged
 
 
 def outcome_table(outcomes: list[Outcome]) -> str:
