@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmarks import bench_backfill, bench_drift, bench_feast, bench_features, bench_load, bench_scoring, bench_service, bench_steps
+from benchmarks import (
+    bench_backfill,
+    bench_drift,
+    bench_feast,
+    bench_features,
+    bench_load,
+    bench_pipeline,
+    bench_scoring,
+    bench_service,
+    bench_steps,
+)
 from benchmarks.common import machine
 
 
@@ -15,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     flags = ["--quick"] if args.quick else []
     print(f"machine: {machine()}")
-    for bench in (bench_load, bench_steps, bench_scoring, bench_features, bench_drift, bench_feast, bench_service, bench_backfill):
+    for bench in (bench_load, bench_steps, bench_scoring, bench_features, bench_drift, bench_feast, bench_service, bench_backfill, bench_pipeline):
         bench.main(flags)
     return 0
 
