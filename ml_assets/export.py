@@ -40,7 +40,7 @@ def _store(
     # A fresh onnxruntime session must accept the graph before anything is stored.
     onnx_session(onnx_bytes)
     ref = artifacts.put("models/onnx", onnx_bytes, ".onnx")
-    registry.attach_onnx(record["model_version"], ref.uri, ref.sha256, context.run_id)
+    registry.attach_onnx(record["model_version"], ref.uri, ref.sha256, context.run.run_id)
     context.add_output_metadata(_onnx_metadata(record, ref, onnx_bytes))
     return {
         "model_version": record["model_version"],

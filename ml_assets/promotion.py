@@ -96,7 +96,7 @@ def champion_model(
     if not eligible:
         decision, winner = "kept", previous
         reason = f"no candidate is eligible ({refused}); the champion stays {previous}"
-        registry.keep(previous, reason=reason, run_id=context.run_id)
+        registry.keep(previous, reason=reason, run_id=context.run.run_id)
     else:
         best = max(eligible, key=lambda c: evaluated[c.version][config.metric] * (1 if higher else -1))
         best_value = evaluated[best.version][config.metric]
@@ -119,9 +119,9 @@ def champion_model(
                 f"{evaluated[current.version][config.metric]:.4f} by {config.min_improvement}; the champion stays"
             )
         if decision == "promoted":
-            registry.promote(best.version, actor="pipeline", reason=reason, run_id=context.run_id)
+            registry.promote(best.version, actor="pipeline", reason=reason, run_id=context.run.run_id)
         else:
-            registry.keep(previous, reason=reason, run_id=context.run_id, candidate=best.version)
+            registry.keep(previous, reason=reason, run_id=context.run.run_id, candidate=best.version)
     context.log.info(f"champion_model: {decision}: {reason}")
     champion = registry.champion()
     if champion is None or champion.version != winner:
@@ -151,7 +151,7 @@ def _rollback(
         target = registry.get(config.rollback_to or "")
         # The artifact must still be there and intact before it is made champion.
         artifacts.get(target.onnx_uri or "", target.onnx_sha256 or "")
-        registry.promote(target.version, actor=config.requested_by, reason=config.reason, run_id=context.run_id, action="rolled_back")
+        registry.promote(target.version, actor=config.requested_by, reason=config.reason, run_id=context.run.run_id, action="rolled_back")
     except (RegistryError, ArtifactIntegrityError) as exc:
         raise dg.Failure(f"champion_model: rollback to {config.rollback_to!r} refused: {exc}") from exc
     champion = registry.get(target.version)

@@ -197,7 +197,7 @@ def _store_and_register(
     registry.register(
         version=version,
         kind=kind,
-        run_id=context.run_id,
+        run_id=context.run.run_id,
         data_window=data_window(training_set),
         features=list(FEATURE_COLUMNS),
         params=params,
