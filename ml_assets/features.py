@@ -5,6 +5,7 @@ import polars as pl
 
 from ml_assets.lib.expectations import outcome_table, validate_features
 from ml_assets.lib.features import FEATURE_COLUMNS, LOOKBACK_DAYS, snapshots_features
+from ml_assets.lib.frames import split_by_day
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
 
@@ -79,10 +80,12 @@ def customer_features(context: dg.AssetExecutionContext, validated_transactions:
     """
     days = partition_days(context)
     frame = snapshots_features(validated_transactions, days)
-    dupes = frame.select(pl.struct("customer_id", "snapshot_date").is_duplicated().sum()).item()
-    by_day = {k[0]: g for k, g in frame.partition_by("snapshot_date", as_dict=True).items()}
+    by_day = split_by_day(frame, "snapshot_date")
+    dupes = 0
     for day in days:
         part = by_day.get(day, frame.clear())
+        # Per day: one hash of a day's customers instead of one over (customer, day) for the whole range.
+        dupes += int(part["customer_id"].is_duplicated().sum())
         means = (
             {c: round(float(part[c].mean()), 4) for c in ("recency_days", "tx_count_30d", "spend_30d", "avg_basket")} if part.height else {}
         )

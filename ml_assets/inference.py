@@ -6,6 +6,7 @@ import dagster as dg
 import polars as pl
 
 from ml_assets.lib.export import onnx_session, score_frame
+from ml_assets.lib.frames import split_by_day
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
 from resources import ArtifactStore, FeatureStoreResource, ModelRegistry
@@ -59,7 +60,7 @@ def batch_predictions(
             "re-materialize feature_definitions and online_features for these days"
         )
     frame = score_frame(session, features, tuple(champion.features), version)
-    by_day = {k[0]: g for k, g in frame.partition_by("snapshot_date", as_dict=True).items()}
+    by_day = split_by_day(frame, "snapshot_date")
     for day in partition_days(context):
         part = by_day.get(day, frame.clear())
         context.add_asset_metadata(

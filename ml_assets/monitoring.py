@@ -10,6 +10,7 @@ from pydantic import Field
 from ml_assets.inference import champion_session
 from ml_assets.lib.drift import compute_drift, sample_rows
 from ml_assets.lib.export import onnx_churn_probability
+from ml_assets.lib.frames import split_by_day
 from ml_assets.partitions import daily_partitions, partition_days
 from resources import ArtifactStore, Lake, ModelRegistry
 from resources.registry import ModelVersion, RegistryError
@@ -80,7 +81,7 @@ def drift_report(
             f"drift_report: {customer_features.height - scored.height} customers have features but no prediction; "
             "re-materialize batch_predictions for these days"
         )
-    by_day = {k[0]: g for k, g in scored.partition_by("snapshot_date", as_dict=True).items()}
+    by_day = split_by_day(scored, "snapshot_date")
     rows = []
     for day in partition_days(context):
         key = day.isoformat()

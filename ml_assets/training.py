@@ -10,6 +10,7 @@ from pydantic import Field
 
 from ml_assets.k8s import step_tags
 from ml_assets.lib.features import FEATURE_COLUMNS, churn_labels
+from ml_assets.lib.frames import split_by_day
 from ml_assets.lib.training import feature_matrix, plan_snapshots, search_grid, split_holdout, train_lgbm
 from ml_assets.metadata import figure_markdown, frame_metadata, markdown_table
 from resources import ArtifactStore, FeatureStoreResource, Lake, ModelRegistry
@@ -105,7 +106,7 @@ def training_set(
     # Only who was active when, and when they last bought: enough for labels.
     # The model inputs themselves come through Feast below.
     frames = frames.select("customer_id", "snapshot_date", "feature_timestamp", "last_tx_ts")
-    by_day = {k[0]: g for k, g in frames.partition_by("snapshot_date", as_dict=True).items()}
+    by_day = split_by_day(frames, "snapshot_date")
     empty = frames.clear()
     parts = []
     for split, days in (("train", plan.train_dates), ("holdout", plan.valid_dates)):

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from resources import ArtifactIntegrityError, ArtifactStore, Lake, MissingPartitionError, SourceSchemaError, SqlWarehouse
+from ml_assets.lib.frames import split_by_day
+from resources import ArtifactIntegrityError, ArtifactStore, Lake, LakeIOManager, MissingPartitionError, SourceSchemaError, SqlWarehouse
 
 
 def test_warehouse_reads_exactly_the_window(tmp_path: Path, small_transactions: pl.DataFrame) -> None:
@@ -89,3 +90,49 @@ def test_lake_names_missing_partitions(tmp_path: Path) -> None:
         lake.read_partitions(key, ["2025-01-01", "2025-01-02"])
     assert lake.existing_partitions(key) == ["2025-01-01"]
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_split_by_day_keeps_every_row_in_its_day_and_order() -> None:
+    ts = [dt.datetime(2025, 1, 2, 5), dt.datetime(2025, 1, 1), dt.datetime(2025, 1, 2, 1), dt.datetime(2025, 1, 1, 3)]
+    unsorted = pl.DataFrame({"ts": ts, "x": [1, 2, 3, 4]})
+    days = split_by_day(unsorted, "ts")
+    assert list(days) == [dt.date(2025, 1, 1), dt.date(2025, 1, 2)]
+    assert days[dt.date(2025, 1, 1)]["x"].to_list() == [2, 4] and days[dt.date(2025, 1, 2)]["x"].to_list() == [1, 3]
+    in_order = pl.DataFrame({"d": [dt.date(2025, 1, 1)] * 2 + [dt.date(2025, 1, 3)], "x": [1, 2, 3]})
+    assert {d: f["x"].to_list() for d, f in split_by_day(in_order, "d").items()} == {dt.date(2025, 1, 1): [1, 2], dt.date(2025, 1, 3): [3]}
+    with pytest.raises(ValueError, match="1 rows have no d"):
+        split_by_day(pl.DataFrame({"d": [dt.date(2025, 1, 1), None]}), "d")
+
+
+def test_a_range_run_writes_each_day_with_its_rows_and_refuses_rows_outside_it(tmp_path: Path) -> None:
+    # The lake's split of one frame for a range of daily partitions: a file per day, an empty one for a day
+    # without rows, rows out of order still land in their day, and a row outside the range fails the run.
+    days = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2025-01-05")
+
+    @dg.asset(partitions_def=days, metadata={"partition_expr": "day"}, backfill_policy=dg.BackfillPolicy.single_run())
+    def daily(context) -> pl.DataFrame:  # noqa: ANN001 (a string annotation under __future__ is refused for a local asset)
+        late = context.run.tags.get("late") == "yes"
+        d = [dt.date(2025, 1, 3), dt.date(2025, 1, 1), dt.date(2025, 1, 3), dt.date(2025, 1, 4 if late else 1)]
+        return pl.DataFrame({"day": d, "x": [1, 2, 3, 4]})
+
+    io = LakeIOManager(lake=Lake(root=str(tmp_path)))
+    instance = dg.DagsterInstance.ephemeral()
+    ok = dg.materialize(
+        [daily],
+        resources={"io_manager": io},
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": "2025-01-01", "dagster/asset_partition_range_end": "2025-01-03"},
+    )
+    assert ok.success
+    lake = Lake(root=str(tmp_path))
+    got = {p: lake.read_partitions(dg.AssetKey("daily"), [p])["x"].to_list() for p in ("2025-01-01", "2025-01-02", "2025-01-03")}
+    assert got == {"2025-01-01": [2, 4], "2025-01-02": [], "2025-01-03": [1, 3]}
+    bad = dg.materialize(
+        [daily],
+        resources={"io_manager": io},
+        instance=instance,
+        raise_on_error=False,
+        tags={"dagster/asset_partition_range_start": "2025-01-01", "dagster/asset_partition_range_end": "2025-01-03", "late": "yes"},
+    )
+    assert not bad.success
+    assert "2025-01-04" in str(bad.all_events)

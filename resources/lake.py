@@ -24,6 +24,8 @@ import polars as pl
 from pydantic import Field
 from upath import UPath
 
+from ml_assets.lib.frames import split_by_day
+
 
 class MissingPartitionError(FileNotFoundError):
     """An upstream partition needed as input was never materialized."""
@@ -133,13 +135,11 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()}: a run over {len(keys)} partitions needs the asset's "
                 f"'partition_expr' metadata to name a date column of its output (got {column!r})"
             )
-        day = pl.col(column).cast(pl.Date) if frame.schema[column] != pl.Date else pl.col(column)
-        frame = frame.with_columns(day.dt.to_string("%Y-%m-%d").alias("__partition"))
-        unexpected = set(frame["__partition"].unique().to_list()) - set(keys)
+        groups = {day.isoformat(): part for day, part in split_by_day(frame, column).items()}
+        unexpected = set(groups) - set(keys)
         if unexpected:
             raise ValueError(f"{context.asset_key.to_user_string()}: rows dated {sorted(unexpected)[:5]} fall outside the run's partitions")
-        groups = {k[0]: g.drop("__partition") for k, g in frame.partition_by("__partition", as_dict=True).items()}
-        empty = frame.drop("__partition").clear()
+        empty = frame.clear()
         return {k: groups.get(k, empty) for k in keys}
 
     # --- input --------------------------------------------------------------
