@@ -12,11 +12,17 @@ written to the instance, step bookkeeping.
 (`compute_generator.invoke_compute_fn`, which runs every asset and check body
 or returns its generator) and the project's IO manager, for the duration of a
 `with` block. Only benchmarks use it.
+
+It also records, per step, the peak resident memory of the process while the
+step's own code ran (sampled every 20 ms from /proc on Linux): a range run's
+peak RSS says how much, this says where.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -30,8 +36,15 @@ class WorkClock:
     """Seconds of work per step (op name) and in all."""
 
     by_step: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    peak_mb_by_step: dict[str, float] = field(default_factory=dict)
     logging_s: float = 0.0
     _depth: int = 0
+    _active: str | None = None
+
+    def sample_memory(self) -> None:
+        step, rss = self._active, _rss_mb()
+        if step is not None and rss is not None:
+            self.peak_mb_by_step[step] = max(self.peak_mb_by_step.get(step, 0.0), rss)
 
     @property
     def work_s(self) -> float:
@@ -41,6 +54,8 @@ class WorkClock:
     def timing(self, step: str) -> Iterator[None]:
         # Nested calls (an IO manager read inside a body) are counted once, by the outermost.
         self._depth += 1
+        if self._depth == 1:
+            self._active = step
         t0 = time.perf_counter()
         try:
             yield
@@ -48,6 +63,8 @@ class WorkClock:
             self._depth -= 1
             if self._depth == 0:
                 self.by_step[step] += time.perf_counter() - t0
+                self.sample_memory()  # a step shorter than the sampling period gets one reading
+                self._active = None
 
     def timed_generator(self, gen: Iterator[Any], step: str) -> Iterator[Any]:
         # Time only the body's own progress: Dagster handles each yielded event between next() calls.
@@ -58,6 +75,19 @@ class WorkClock:
                 except StopIteration as stop:
                     return stop.value
             yield item
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # not Linux: no per-step memory
+        return None
+
+
+def _sample_until(clock: WorkClock, stop: threading.Event) -> None:
+    while not stop.wait(0.02):
+        clock.sample_memory()
 
 
 def _step_name(context: Any) -> str:
@@ -109,9 +139,14 @@ def attribute() -> Iterator[WorkClock]:
     LakeIOManager.handle_output, LakeIOManager.load_input = handle_output, load_input
     # The log manager has no public hook for timing its calls; patched only inside this block.
     log_manager.DagsterLogManager._log = log  # noqa: SLF001
+    stop = threading.Event()
+    sampler = threading.Thread(target=_sample_until, args=(clock, stop), daemon=True)
+    sampler.start()
     try:
         yield clock
     finally:
+        stop.set()
+        sampler.join()
         compute_generator.invoke_compute_fn = original_invoke
         LakeIOManager.handle_output, LakeIOManager.load_input = original_handle, original_load
         log_manager.DagsterLogManager._log = original_log  # noqa: SLF001 (restore the original)

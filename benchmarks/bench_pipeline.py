@@ -19,7 +19,8 @@ instance as the run launcher starts them:
 
 Reported per run: wall time (interpreter start and imports apart), the work
 (time inside asset/check bodies and the IO manager, measured in the run by
-`benchmarks.attribution`), Dagster's share (the rest), and peak RSS.
+`benchmarks.attribution`), Dagster's share (the rest), and peak RSS, in all
+and per step.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ CHILD = textwrap.dedent(
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({
         "imports_s": imports, "wall_s": wall, "work_s": clock.work_s, "peak_mb": peak_mb,
-        "by_step": clock.by_step, "meta": meta, "drift_days": sum(bool(x) for x in drift), "scored_days": len(drift),
+        "by_step": clock.by_step, "peak_by_step": clock.peak_mb_by_step, "meta": meta, "drift_days": sum(bool(x) for x in drift), "scored_days": len(drift),
     }, default=str))
     """
 )
@@ -170,9 +171,13 @@ def _measure(transactions: int, days: int, quick: bool) -> str:
         f"| **whole pipeline** | **{total_wall:.1f}** ({total_wall / 60:.1f} min; {(total_wall + total_imports) / 60:.1f} min with imports) | "
         f"{total_work:.1f} | {total_wall - total_work:.1f} | {(total_wall - total_work) / total_wall:.1%} | {total_imports:.1f} | {peak:.0f} |"
     )
-    rows += ["", "where the work goes (s, per step summed over its run):"]
+    rows += ["", "where the work goes (per step: seconds of work summed over its run / peak RSS while its code ran):"]
     for label, r in runs:
-        steps = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["by_step"].items(), key=lambda kv: -kv[1]))
+        peaks = r.get("peak_by_step", {})
+        steps = ", ".join(
+            f"{k} {v:.1f} s" + (f" / {peaks[k] / 1024:.1f} GB" if k in peaks else "")
+            for k, v in sorted(r["by_step"].items(), key=lambda kv: -kv[1])
+        )
         rows.append(f"- {label.split(':')[0]}: {steps}")
     score = runs[2][1]
     rows += [

@@ -38,7 +38,10 @@ def test_attribution_counts_the_bodies_and_io_and_not_dagster() -> None:
 
     @dg.asset
     def slower(slow: pl.DataFrame):  # noqa: ANN202 (a generator body: timed between Dagster's next() calls only)
+        ballast = bytearray(300 * 2**20)  # 300 MB held while this body runs: its peak must show it
+        ballast[:: 4096] = b"x" * len(ballast[:: 4096])
         time.sleep(0.2)
+        del ballast
         yield dg.MaterializeResult(metadata={"rows": slow.height})
 
     with tempfile.TemporaryDirectory() as tmp, attribute() as clock:
@@ -49,3 +52,5 @@ def test_attribution_counts_the_bodies_and_io_and_not_dagster() -> None:
     assert 0.2 <= clock.by_step["slower"] < 0.6
     assert clock.logging_s > 0
     assert clock.work_s == sum(clock.by_step.values()) - clock.logging_s
+    assert set(clock.peak_mb_by_step) == {"slow", "slower"}
+    assert clock.peak_mb_by_step["slower"] - clock.peak_mb_by_step["slow"] > 250
