@@ -3,6 +3,7 @@
 churn generate --start 2024-07-01 --end 2025-06-30 --customers 5000 --drift-date 2025-06-01
 churn demo
 churn registry
+churn artifacts sweep [--older-than-hours 24] [--apply]
 """
 
 from __future__ import annotations
@@ -231,6 +232,19 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_artifacts_sweep(args: argparse.Namespace) -> int:
+    from resources import build_artifacts, build_registry, registry_references, sweep
+
+    store, registry = build_artifacts(), build_registry(resolve_env=True)
+    found = sweep(store, registry_references(registry.versions()), older_than=dt.timedelta(hours=args.older_than_hours), apply=args.apply)
+    verb = "removed" if args.apply else "would remove"
+    for f in found:
+        print(f"{verb}: {f.uri}  ({f.size_bytes:,} bytes, {f.age_hours:.1f} h old): {f.reason}")
+    total = sum(f.size_bytes for f in found)
+    print(f"{verb} {len(found)} file(s), {total:,} bytes, under {store.root}" + ("" if args.apply or not found else "; run again with --apply to delete them"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="churn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -257,6 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     reg.add_argument("--events", type=int, default=20, help="how many recent registry events to read")
     reg.add_argument("--all", action="store_true", help="also show registrations, exports and passed parity checks")
     reg.set_defaults(func=cmd_registry)
+
+    art = sub.add_parser("artifacts", help="maintain the artifact store")
+    art_sub = art.add_subparsers(dest="action", required=True)
+    sw = art_sub.add_parser(
+        "sweep", help="list (or with --apply delete) model files no registry version refers to, e.g. left by a killed training run"
+    )
+    sw.add_argument(
+        "--older-than-hours", type=float, default=24.0, help="only files at least this old: keeps what a running training has not registered yet"
+    )
+    sw.add_argument("--apply", action="store_true", help="delete them (default: only list)")
+    sw.set_defaults(func=cmd_artifacts_sweep)
 
     args = parser.parse_args(argv)
     if args.command == "generate" and not args.customers and not args.transactions:

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -97,3 +98,43 @@ def test_registry_command_lists_versions_and_decisions(tmp_path: Path) -> None:
     assert any(line.startswith("torch-000000000002") and "champion" in line and "passed" in line for line in lines)
     assert any(line.startswith("lgbm-000000000001") and "candidate" in line for line in lines)
     assert "promoted     torch-000000000002   by bob: hand-picked for the test" in out.stdout
+
+
+def test_artifact_sweep_lists_then_removes_only_old_unregistered_files(tmp_path: Path) -> None:
+    from resources import ArtifactStore, ModelRegistry
+
+    env = _env(tmp_path)
+    store = ArtifactStore(root=str(tmp_path / "data" / "artifacts"))
+    registry = ModelRegistry(url=f"sqlite:///{tmp_path / 'data' / 'registry.sqlite'}")
+    model, onnx = store.put("models/lgbm", b"tree 1", ".txt"), store.put("models/onnx", b"onnx 1", ".onnx")
+    registry.register(
+        version="lgbm-000000000001", kind="lightgbm", run_id="r1", data_window={}, features=["recency_days"], params={},
+        metrics={"roc_auc": 0.9}, artifact_uri=model.uri, artifact_sha256=model.sha256, code_version="abc",
+    )  # fmt: skip
+    registry.attach_onnx("lgbm-000000000001", onnx.uri, onnx.sha256, "r1")
+    # What a killed run leaves: an ONNX file whose registry row never committed, and a half-written temp file.
+    orphan = Path(store.put("models/onnx", b"onnx of a killed run", ".onnx").uri)
+    half = orphan.parent / ".deadbeef.onnx.0123.tmp"
+    half.write_bytes(b"onnx of a")
+    two_days_ago = time.time() - 48 * 3600
+    for path in (orphan, half, Path(model.uri), Path(onnx.uri)):
+        os.utime(path, (two_days_ago, two_days_ago))
+    # A running training's fresh, not yet registered file: too young to touch.
+    young = Path(store.put("models/torch", b"fresh weights", ".safetensors").uri)
+
+    def sweep(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "churn"), "artifacts", "sweep", *extra], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    dry = sweep()
+    assert dry.returncode == 0, dry.stderr
+    assert f"would remove: {orphan}" in dry.stdout and f"would remove: {half}" in dry.stdout
+    assert "would remove 2 file(s)" in dry.stdout and "--apply" in dry.stdout
+    assert orphan.exists() and half.exists()  # a dry run deletes nothing
+
+    applied = sweep("--apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "removed 2 file(s)" in applied.stdout
+    assert not orphan.exists() and not half.exists() and young.exists()
+    # What the registry points to is untouched and still verifies.
+    assert store.get(model.uri, model.sha256) == b"tree 1" and store.get(onnx.uri, onnx.sha256) == b"onnx 1"
+    assert "would remove 0 file(s)" in sweep().stdout

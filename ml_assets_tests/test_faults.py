@@ -234,11 +234,12 @@ def _verify_registry(registry) -> list[str]:  # noqa: ANN001
 @pytest.mark.parametrize("point", ["training", "onnx_export", "registry_write"])
 def test_sigkill_mid_training_export_or_registry_write_leaves_no_corrupt_state(e2e: PipelineRun, tmp_path: Path, point: str) -> None:
     from ml_assets.pipeline import TRAINING, materialize_unpartitioned, training_run_config
-    from resources import ModelRegistry
+    from resources import ArtifactStore, ModelRegistry, registry_references, sweep
 
     env, data, home = copy_pipeline_env(e2e, tmp_path)
     registry = ModelRegistry(url=env["CHURN_REGISTRY_URL"])
     before = {v.version: v.status for v in registry.versions()}
+    files_before = {p for p in (data / "artifacts").rglob("*") if p.is_file()}
     champion_before = registry.champion().version
     # Retrain on a later cut-off, so the run produces new versions rather than finding them registered.
     until = (E2E_TRAIN_UNTIL + dt.timedelta(days=7)).isoformat()
@@ -248,6 +249,19 @@ def test_sigkill_mid_training_export_or_registry_write_leaves_no_corrupt_state(e
     assert _verify_registry(registry) == []
     assert registry.champion().version == champion_before  # a killed run promotes nothing
     assert {v: s for v, s in ((v.version, v.status) for v in registry.versions()) if v in before} == before
+
+    # What the kill left behind that nothing refers to is exactly what `churn artifacts sweep` finds.
+    # (The copied registry's older rows point into the e2e run's folder: mapped onto the copy.)
+    store = ArtifactStore(root=env["CHURN_ARTIFACT_ROOT"])
+    referenced = {uri.replace(str(e2e.root), str(data)) for uri in registry_references(registry.versions())}
+    left_behind = {p for p in (data / "artifacts").rglob("*") if p.is_file()} - files_before - {Path(u) for u in referenced}
+    swept = sweep(store, referenced, older_than=dt.timedelta(0), apply=True)
+    assert {Path(f.uri) for f in swept} == left_behind
+    if point == "registry_write":  # the ONNX file was written, its registry row rolled back
+        assert any(p.suffix == ".onnx" and not p.name.startswith(".") for p in left_behind), left_behind
+    if point == "onnx_export":  # half an ONNX file in a temporary name, never renamed into place
+        assert any(p.name.endswith(".tmp") for p in left_behind), left_behind
+    assert _verify_registry(registry) == []
 
     # The same training run again, unharmed, completes and leaves a consistent registry.
     resources = resources_for(data, env["CHURN_WAREHOUSE_URL"])

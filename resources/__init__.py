@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from resources.alerts import FailureNotifier, RetrainPolicy
-from resources.artifacts import ArtifactIntegrityError, ArtifactRef, ArtifactStore
+from resources.artifacts import ArtifactIntegrityError, ArtifactRef, ArtifactStore, SweptFile, registry_references, sweep
 from resources.feature_store import FeatureStoreError, FeatureStoreResource
 from resources.lake import Lake, LakeIOManager, MissingPartitionError
 from resources.registry import ModelRegistry, ModelVersion, RegistryError
@@ -36,12 +36,16 @@ __all__ = [
     "SourceSchemaError",
     "SourceUnavailableError",
     "SqlWarehouse",
+    "SweptFile",
     "TYPE_ERRORS",
+    "build_artifacts",
     "build_feature_store",
     "build_registry",
     "build_resources",
     "data_dir",
     "default_warehouse_url",
+    "registry_references",
+    "sweep",
 ]
 
 
@@ -90,6 +94,10 @@ def build_registry(resolve_env: bool = False) -> ModelRegistry:
     return ModelRegistry(url=url, db_schema=os.environ.get("CHURN_REGISTRY_SCHEMA") or None)
 
 
+def build_artifacts() -> ArtifactStore:
+    return ArtifactStore(root=os.environ.get("CHURN_ARTIFACT_ROOT", str(data_dir() / "artifacts")))
+
+
 def build_feature_store(lake_root: str, resolve_env: bool = False) -> FeatureStoreResource:
     """Feast: SQLite online store and file registry under .data/feast by default; Redis and an SQL registry by environment.
 
@@ -127,7 +135,7 @@ def build_resources() -> dict[str, object]:
         "io_manager": LakeIOManager(lake=lake),
         "lake": lake,
         "feature_store": build_feature_store(lake.root),
-        "artifacts": ArtifactStore(root=os.environ.get("CHURN_ARTIFACT_ROOT", str(base / "artifacts"))),
+        "artifacts": build_artifacts(),
         "registry": build_registry(),
         "policy": RetrainPolicy(
             drift_share_threshold=float(os.environ.get("CHURN_RETRAIN_DRIFT_SHARE", "0.5")),

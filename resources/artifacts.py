@@ -8,8 +8,11 @@ their own formats (LightGBM text, ONNX protobuf), reports as HTML.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import dagster as dg
@@ -60,6 +63,61 @@ class ArtifactStore(dg.ConfigurableResource):
         if actual != sha256:
             raise ArtifactIntegrityError(f"artifact {uri} has sha256 {actual}, expected {sha256}; refusing to load it")
         return data
+
+
+@dataclass(frozen=True)
+class SweptFile:
+    uri: str
+    size_bytes: int
+    age_hours: float
+    reason: str
+
+
+# Content-addressed namespaces: every file in them is a model or a reference the
+# registry should point to. Drift reports are named per day and replaced, never orphaned.
+REGISTERED_NAMESPACES = ("models", "references")
+
+
+def sweep(
+    store: ArtifactStore,
+    referenced: Iterable[str],
+    *,
+    older_than: dt.timedelta,
+    apply: bool,
+    namespaces: Iterable[str] = REGISTERED_NAMESPACES,
+) -> list[SweptFile]:
+    """Files no registry row points to, and temporary files of interrupted writes, older than ``older_than``.
+
+    A run killed between writing an artifact and committing its registry row
+    leaves the file behind (the registry never points at it, so nothing reads
+    it). The age threshold keeps a file a running training has written but not
+    registered yet. With ``apply=False`` nothing is deleted: the list says what would be.
+    """
+    keep = {str(UPath(uri)) for uri in referenced if uri}
+    now = time.time()
+    found = []
+    for namespace in namespaces:
+        base = UPath(store.root) / namespace
+        if not base.exists():
+            continue
+        for path in sorted(p for p in base.rglob("*") if p.is_file()):
+            if str(path) in keep:
+                continue
+            stat = path.stat()
+            age = now - stat.st_mtime
+            if age < older_than.total_seconds():
+                continue
+            interrupted = path.name.startswith(".") and path.name.endswith(".tmp")
+            reason = "temporary file of an interrupted write" if interrupted else "no registry version refers to it"
+            found.append(SweptFile(str(path), stat.st_size, round(age / 3600, 2), reason))
+            if apply:
+                path.unlink()
+    return found
+
+
+def registry_references(versions: Iterable[object]) -> set[str]:
+    """Every artifact URI the registry's versions point to (model, ONNX, reference sample)."""
+    return {uri for v in versions for uri in (v.artifact_uri, v.onnx_uri, v.reference_uri) if uri}  # type: ignore[attr-defined]
 
 
 def _sha256(data: bytes) -> str:
