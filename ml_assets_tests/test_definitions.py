@@ -124,3 +124,17 @@ def test_warehouse_url_from_the_environment_is_an_env_var(monkeypatch) -> None: 
     # Resolved at run time, so the secret never lands in the run config or the UI.
     assert isinstance(resources["warehouse"].url, dg.EnvVar)
     assert isinstance(resources["registry"].url, dg.EnvVar)
+
+
+def test_the_local_instance_monitors_runs_and_both_jobs_have_a_max_runtime(tmp_path) -> None:  # noqa: ANN001
+    import shutil
+    from pathlib import Path
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_max_runtime_seconds == 12 * 3600  # runs without a tag
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 300
+    for name in ("daily_pipeline_job", "training_job"):
+        runtime = defs.resolve_job_def(name).tags.get("dagster/max_runtime")
+        assert runtime and 3600 <= int(runtime) <= 12 * 3600, (name, runtime)

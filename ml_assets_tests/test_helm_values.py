@@ -44,7 +44,7 @@ def render_instance(values: dict[str, Any], release: str = "dagster") -> dict[st
     k8s = launcher["config"]["k8sRunLauncher"]
     coordinator = values["dagsterDaemon"]["runCoordinator"]
     queued = coordinator["config"]["queuedRunCoordinator"]
-    return {
+    rendered: dict[str, Any] = {
         "run_launcher": {
             "module": "dagster_k8s",
             "class": "K8sRunLauncher",
@@ -68,6 +68,17 @@ def render_instance(values: dict[str, Any], release: str = "dagster") -> dict[st
             },
         },
     }
+    monitoring = values["dagsterDaemon"].get("runMonitoring", {})
+    if monitoring.get("enabled"):
+        # The chart's mapping (templates/configmap-instance.yaml): only these keys.
+        rendered["run_monitoring"] = {
+            "enabled": True,
+            "start_timeout_seconds": monitoring["startTimeoutSeconds"],
+            "poll_interval_seconds": monitoring["pollIntervalSeconds"],
+        }
+        if monitoring.get("maxResumeRunAttempts"):
+            rendered["run_monitoring"]["max_resume_run_attempts"] = monitoring["maxResumeRunAttempts"]
+    return rendered
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +96,8 @@ def test_rendered_instance_passes_dagsters_own_validation(instance_config: dict[
     (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(instance_config))
     loaded, _ = dagster_instance_config(str(tmp_path))
     assert loaded["run_launcher"]["class"] == "K8sRunLauncher"
+    # Run monitoring on: the K8s launcher checks run pods, so a run whose pod died is failed, not left STARTED.
+    assert loaded["run_monitoring"]["enabled"] is True and K8sRunLauncher.supports_check_run_worker_health.fget(None) is True
     for cls, config in (
         (K8sRunLauncher, instance_config["run_launcher"]["config"]),
         (DagsterPostgresStorage, instance_config["storage"]["postgres"]),
