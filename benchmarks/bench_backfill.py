@@ -21,26 +21,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import textwrap
 from pathlib import Path
 
-from benchmarks.common import project_sandbox, run_python
+from benchmarks.common import project_sandbox, run_pipeline_child
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = dt.date(2024, 7, 1), dt.date(2025, 1, 31)
 
-CHILD = textwrap.dedent(
-    """
-    import datetime as dt, json, resource, time, warnings
-    warnings.filterwarnings("ignore")
-    t0 = time.perf_counter()
-    import dagster as dg
-    from ml_assets.pipeline import INGEST_TO_FEATURES, SCORING, materialize_range
-    from resources import build_resources
-    import lightgbm, onnxruntime, evidently, great_expectations, feast  # noqa: F401 (imports timed apart)
-    imports = time.perf_counter() - t0
-    instance = dg.DagsterInstance.get()
-    mode, args = __MODE__
+CHILD = """
     t1 = time.perf_counter()
     if mode == "per_day":
         for day in args:
@@ -50,14 +38,13 @@ CHILD = textwrap.dedent(
         first, last = (dt.date.fromisoformat(x) for x in args)
         assert materialize_range([*INGEST_TO_FEATURES, *SCORING], first, last, instance, build_resources(), log_level="ERROR").success
     work = time.perf_counter() - t1
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(json.dumps({"imports_s": imports, "work_s": work, "peak_mb": peak_mb}))
     """
-)
 
 
 def _child(mode: str, args: list[str]) -> dict:
-    return run_python(CHILD.replace("__MODE__", repr((mode, args))))
+    return run_pipeline_child(CHILD, mode, args, "lightgbm, onnxruntime, evidently, great_expectations, feast")
 
 
 def main(argv: list[str] | None = None) -> str:

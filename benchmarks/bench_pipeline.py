@@ -28,29 +28,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import textwrap
 import time
 from pathlib import Path
 
-from benchmarks.common import machine, project_sandbox, run_python
+from benchmarks.common import machine, project_sandbox, run_pipeline_child
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = dt.date(2024, 7, 1), dt.date(2025, 6, 30)
 DRIFT_DATE = dt.date(2025, 6, 15)
 
-CHILD = textwrap.dedent(
-    """
-    import datetime as dt, json, resource, time, warnings
-    warnings.filterwarnings("ignore")
-    t0 = time.perf_counter()
-    import dagster as dg
-    from ml_assets.pipeline import INGEST_TO_FEATURES, SCORING, TRAINING, materialize_range, materialize_unpartitioned
-    from resources import build_resources
+CHILD = """
     from benchmarks.attribution import attribute
-    import lightgbm, onnxruntime, evidently, great_expectations, feast, torch  # noqa: F401 (imports timed apart)
-    imports = time.perf_counter() - t0
-    instance = dg.DagsterInstance.get()
-    mode, args = __MODE__
     with attribute() as clock:
         t1 = time.perf_counter()
         if mode == "train":
@@ -69,17 +57,16 @@ CHILD = textwrap.dedent(
                 if k in m.metadata:
                     meta.setdefault(node, {})[k] = getattr(m.metadata[k], "value", str(m.metadata[k]))
     drift = [m.metadata["dataset_drift"].value for m in result.asset_materializations_for_node("drift_report")] if mode == "score" else []
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(json.dumps({
         "imports_s": imports, "wall_s": wall, "work_s": clock.work_s, "peak_mb": peak_mb,
         "by_step": clock.by_step, "peak_by_step": clock.peak_mb_by_step, "meta": meta, "drift_days": sum(bool(x) for x in drift), "scored_days": len(drift),
     }, default=str))
     """
-)
 
 
 def _child(mode: str, args: object) -> dict:
-    return run_python(CHILD.replace("__MODE__", repr((mode, args))))
+    return run_pipeline_child(CHILD, mode, args, "lightgbm, onnxruntime, evidently, great_expectations, feast, torch")
 
 
 def main(argv: list[str] | None = None) -> str:

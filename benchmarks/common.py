@@ -9,6 +9,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,6 +45,35 @@ def run_python(code: str) -> dict:
     """Run code in a fresh interpreter; it prints one JSON line, which is returned."""
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# The start of every pipeline benchmark's child process: imports timed apart
+# (`imports`), the instance from DAGSTER_HOME, and the (mode, args) it was given.
+PIPELINE_CHILD_PRELUDE = """
+import datetime as dt, json, time, warnings
+warnings.filterwarnings("ignore")
+t0 = time.perf_counter()
+import dagster as dg
+from ml_assets.pipeline import INGEST_TO_FEATURES, SCORING, TRAINING, materialize_range, materialize_unpartitioned
+from resources import build_resources
+import __MODULES__  # noqa: F401 (the ML libraries a run will load, imported here so their cost is timed apart)
+imports = time.perf_counter() - t0
+instance = dg.DagsterInstance.get()
+mode, args = __MODE__
+
+
+def peak_rss_mb():
+    # VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec, so this child, forked
+    # from a benchmark process holding 10 M generated rows, would report the parent's size.
+    import re
+    return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
+"""
+
+
+def run_pipeline_child(body: str, mode: str, args: object, modules: str) -> dict:
+    """Run `body` (it prints one JSON line) in a fresh interpreter after the prelude, as the run launcher would start a run."""
+    prelude = PIPELINE_CHILD_PRELUDE.replace("__MODULES__", modules).replace("__MODE__", repr((mode, args)))
+    return run_python(prelude + textwrap.dedent(body))
 
 
 def table(title: str, rows: list[str]) -> str:
