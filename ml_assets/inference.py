@@ -30,6 +30,8 @@ PREDICTION_DESCRIPTIONS = {
     # online_features carries the blocking training/serving skew check: a
     # skewed feature store stops the run before anything is scored.
     deps=["champion_model", "online_features"],
+    # Only the keys: the feature values themselves come through Feast.
+    ins={"customer_features": dg.AssetIn(metadata={"columns": ["customer_id", "snapshot_date", "feature_timestamp"]})},
 )
 def batch_predictions(
     context: dg.AssetExecutionContext,
@@ -51,15 +53,24 @@ def batch_predictions(
     champion, session = champion_session(registry, artifacts, "batch_predictions")
     version = champion.version
     entities = customer_features.select("customer_id", "snapshot_date", pl.col("feature_timestamp").alias("event_timestamp"))
-    served = feature_store.historical(entities)
-    features = entities.join(served.drop("snapshot_date", strict=False), on=["customer_id", "event_timestamp"], how="left")
-    missing = features.filter(pl.any_horizontal(pl.col(list(champion.features)).is_null())).height
+    # Scored a chunk of Feast rows at a time (in time order): a range run holds
+    # its predictions, not every day's feature values at once.
+    scored, missing = [], 0
+    for chunk, served in feature_store.historical_chunks(entities):
+        features = chunk.join(served.drop("snapshot_date", strict=False), on=["customer_id", "event_timestamp"], how="left")
+        missing += features.filter(pl.any_horizontal(pl.col(list(champion.features)).is_null())).height
+        if not missing:
+            scored.append(score_frame(session, features, tuple(champion.features), version))
+        del features, served
     if missing:
         raise dg.Failure(
             f"batch_predictions: the feature store returned no features for {missing} of {entities.height} customers; "
             "re-materialize feature_definitions and online_features for these days"
         )
-    frame = score_frame(session, features, tuple(champion.features), version)
+    empty = entities.clear().select("customer_id", "snapshot_date").with_columns(
+        pl.lit(None, dtype=pl.Float64).alias("churn_probability"), pl.lit(version).alias("model_version")
+    )
+    frame = pl.concat(scored, how="vertical") if scored else empty
     by_day = split_by_day(frame, "snapshot_date")
     for day in partition_days(context):
         part = by_day.get(day, frame.clear())

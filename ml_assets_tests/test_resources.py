@@ -136,3 +136,20 @@ def test_a_range_run_writes_each_day_with_its_rows_and_refuses_rows_outside_it(t
     )
     assert not bad.success
     assert "2025-01-04" in str(bad.all_events)
+
+
+def test_an_input_that_names_columns_reads_only_those(tmp_path: Path) -> None:
+    days = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2025-01-03")
+    seen: dict[str, list[str]] = {}
+
+    @dg.asset(partitions_def=days)
+    def wide() -> pl.DataFrame:
+        return pl.DataFrame({"day": [dt.date(2025, 1, 1)], "key": ["c1"], "big": ["x" * 1000]})
+
+    @dg.asset(partitions_def=days, ins={"wide": dg.AssetIn(metadata={"columns": ["day", "key"]})})
+    def narrow(wide: pl.DataFrame) -> None:
+        seen["columns"] = wide.columns
+
+    io = LakeIOManager(lake=Lake(root=str(tmp_path)))
+    assert dg.materialize([wide, narrow], resources={"io_manager": io}, partition_key="2025-01-01").success
+    assert seen["columns"] == ["day", "key"]

@@ -1,5 +1,8 @@
 """The lake: Parquet (and small JSON records) under one root, local or object store.
 
+An input declared with ``dg.AssetIn(metadata={"columns": [...]})`` reads only
+those columns of a partitioned asset.
+
 Layout: ``<root>/<asset key path>/<partition key>.parquet`` for daily assets and
 ``<root>/<asset key path>.parquet`` (or ``.json``) for the others.  The root is
 any fsspec URL (``/abs/path``, ``s3://bucket/prefix``, ``gs://...``): moving the
@@ -57,13 +60,13 @@ class Lake(dg.ConfigurableResource):
         tmp.write_bytes(data)
         tmp.rename(path)
 
-    def read_partitions(self, key: dg.AssetKey, partitions: list[str], needed_by: str = "") -> pl.DataFrame:
+    def read_partitions(self, key: dg.AssetKey, partitions: list[str], needed_by: str = "", columns: list[str] | None = None) -> pl.DataFrame:
         frames = []
         missing = []
         for partition in partitions:
             path = self.path_for(key, partition, ".parquet")
             try:
-                frames.append(pl.read_parquet(path.read_bytes()))
+                frames.append(pl.read_parquet(path.read_bytes(), columns=columns))
             except FileNotFoundError:
                 missing.append(partition)
         if missing:
@@ -148,7 +151,9 @@ class LakeIOManager(dg.ConfigurableIOManager):
         key = context.asset_key
         if context.has_asset_partitions:
             keys = list(context.asset_partition_keys)
-            return self.lake.read_partitions(key, keys, needed_by=_describe(context))
+            # An input declared with `AssetIn(metadata={"columns": [...]})` reads only those columns.
+            columns = (context.definition_metadata or {}).get("columns")
+            return self.lake.read_partitions(key, keys, needed_by=_describe(context), columns=columns)
         return self.lake.read_single(key)
 
 
