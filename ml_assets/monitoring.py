@@ -73,21 +73,21 @@ def drift_report(
     ref_frame["prediction"] = onnx_churn_probability(session, ref_frame[features].to_numpy())
     columns = [*features, "prediction"]
 
-    scored = customer_features.join(
-        batch_predictions.select("customer_id", "snapshot_date", "churn_probability"), on=["customer_id", "snapshot_date"], how="inner"
-    )
-    if scored.height != customer_features.height:
+    keys = ["customer_id", "snapshot_date"]
+    unscored = customer_features.select(keys).join(batch_predictions.select(keys), on=keys, how="anti").height
+    if unscored:
         raise dg.Failure(
-            f"drift_report: {customer_features.height - scored.height} customers have features but no prediction; "
-            "re-materialize batch_predictions for these days"
+            f"drift_report: {unscored} customers have features but no prediction; re-materialize batch_predictions for these days"
         )
-    by_day = split_by_day(scored, "snapshot_date")
+    # Joined a day at a time: a range run never holds a second copy of every day's features.
+    features_by_day = split_by_day(customer_features, "snapshot_date")
+    scores_by_day = split_by_day(batch_predictions.select(*keys, "churn_probability"), "snapshot_date")
     rows = []
     for day in partition_days(context):
         key = day.isoformat()
-        part = by_day.get(day)
-        if part is None or part.is_empty():
+        if day not in features_by_day or day not in scores_by_day:
             raise dg.Failure(f"drift_report {key}: no scored customers on this day; there is nothing to compare")
+        part = features_by_day[day].join(scores_by_day[day], on=keys, how="inner")
         current = sample_rows(
             part.select(*features, pl.col("churn_probability").alias("prediction")).to_pandas(), config.max_current_rows, seed=13
         )
