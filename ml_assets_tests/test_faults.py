@@ -299,6 +299,25 @@ def test_rematerializing_a_partition_duplicates_nothing_downstream(e2e: Pipeline
     assert len(list((data / "lake" / "batch_predictions").rglob(f"*{day.isoformat()}*"))) == 1
 
 
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("e2e")
+def test_customers_without_a_score_fail_the_drift_report_and_change_nothing(e2e: PipelineRun, tmp_path: Path) -> None:
+    # drift_report compares scored customers; a day whose predictions lost rows must not be reported on a subset.
+    from ml_assets.pipeline import materialize_range
+
+    env, data, home = copy_pipeline_env(e2e, tmp_path)
+    day = E2E_DRIFT_DAYS[0].isoformat()
+    predictions = data / "lake" / "batch_predictions" / f"{day}.parquet"
+    pl.read_parquet(predictions).slice(3).write_parquet(predictions)  # three customers lose their score
+    report = data / "lake" / "drift_report" / f"{day}.parquet"
+    html = next((data / "artifacts" / "drift_reports").glob(f"{day}.html"))
+    before = (report.read_bytes(), html.stat().st_mtime_ns)
+    resources = resources_for(data, env["CHURN_WAREHOUSE_URL"])
+    with dg.DagsterInstance.from_config(str(home)) as instance, pytest.raises(Exception, match="3 customers have features but no prediction"):
+        materialize_range(["drift_report"], E2E_DRIFT_DAYS[0], E2E_DRIFT_DAYS[0], instance, resources, log_level="CRITICAL")
+    assert (report.read_bytes(), html.stat().st_mtime_ns) == before
+
 CONCURRENT_CHILD = textwrap.dedent(
     """
     import datetime as dt, sys
