@@ -199,3 +199,20 @@ def test_a_big_read_in_chunks_returns_what_one_read_returns(store) -> None:  # n
     assert chunked.select("row", "customer_id", *FEATURE_COLUMNS).equals(whole.select("row", "customer_id", *FEATURE_COLUMNS))
     expected = pl.concat([_snapshot(d, CUSTOMERS) for d in DAYS])["spend_30d"].sort().to_list()
     assert chunked["spend_30d"].sort().to_list() == expected
+
+
+def test_a_materialization_in_batches_writes_what_one_batch_writes(tmp_path: Path) -> None:
+    """online_write_batch_rows bounds memory only: batches of 7 rows leave the online store as one batch does."""
+    lake = _lake(tmp_path)
+    at = cutoff_for(DAYS[-1])
+    served = {}
+    for rows in (7, 10_000):
+        fs = feature_store_for(tmp_path / f"batch{rows}", lake, online_write_batch_rows=rows)
+        fs.apply()
+        assert fs.store().config.materialization_config.online_write_batch_size == rows
+        fs.materialize(at - dt.timedelta(hours=12), at + dt.timedelta(hours=12))
+        served[rows] = fs.online(CUSTOMERS)
+    assert served[7].height == len(CUSTOMERS)
+    assert served[7].select(FEATURE_COLUMNS).null_count().sum_horizontal().item() == 0  # every customer of every batch written
+    assert served[7].equals(served[10_000])
+    assert served[7]["spend_30d"].to_list() == pytest.approx(_snapshot(DAYS[-1], CUSTOMERS)["spend_30d"].to_list())

@@ -68,6 +68,13 @@ class FeatureStoreResource(dg.ConfigurableResource):
         "which bounds memory; each row's values do not depend on the others, so the result is the same.",
     )
 
+    online_write_batch_rows: int = Field(
+        default=25_000,
+        gt=0,
+        description="Rows Feast converts and writes to the online store at a time when it materializes a snapshot: "
+        "bounds memory (one batch of 280 k customers peaked at 4.5 GB); the store ends up the same.",
+    )
+
     _store: Any = PrivateAttr(default=None)
     _service: Any = PrivateAttr(default=None)  # (FeatureService, fetched at)
 
@@ -89,6 +96,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
             redis_url=self.redis_url,
             for_file=for_file,
             project=self.project,
+            online_write_batch_rows=self.online_write_batch_rows,
         )
 
     def write_config(self) -> Path:

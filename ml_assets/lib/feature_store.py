@@ -81,6 +81,7 @@ def repo_config(
     redis_url: str | None = None,
     for_file: bool = False,
     project: str = PROJECT,
+    online_write_batch_rows: int | None = None,
 ) -> dict[str, Any]:
     """The feature_store.yaml mapping.
 
@@ -88,6 +89,8 @@ def repo_config(
     at `registry_path`; `redis_url` is the Redis connection string. With
     `for_file=True` both are written as `${VAR}` placeholders: they may hold
     passwords, and Feast expands them from the environment when it loads the file.
+    `online_write_batch_rows` bounds how many rows a materialization converts
+    and writes to the online store at once (None: all in one batch).
     """
     if online_store not in ("sqlite", "redis"):
         raise ValueError(f"online_store must be sqlite or redis, not {online_store!r}")
@@ -123,6 +126,11 @@ def repo_config(
         "registry": registry,
         "online_store": online,
         "offline_store": {"type": offline_store},
+        # Feast turns every row of a materialization into protobuf values
+        # before writing; in one batch that is about 16 KB per customer (a 4.5 GB
+        # peak for a 280 k-customer snapshot). Batches bound it; the values written
+        # are the same.
+        "materialization": {"online_write_batch_size": online_write_batch_rows},
         "entity_key_serialization_version": 3,
     }
 
