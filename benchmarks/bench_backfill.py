@@ -12,8 +12,11 @@ champion promoted. Then, each in a fresh process on the same instance:
   `BackfillPolicy.single_run()`).
 
 Figures: wall time of the runs (interpreter start and imports excluded and
-reported apart), peak RSS of the process, seconds per partition, and the
-ratio per partition against the baseline.
+reported apart), peak RSS of the process (its own high-water mark), seconds
+per partition, and the ratio per partition against the baseline. With
+`--repeat N` the baseline and the backfill alternate N times on the same
+instance (re-materializing the same partitions) and the table gives medians
+with min and max.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import statistics
 from pathlib import Path
 
 from benchmarks.common import project_sandbox, run_pipeline_child
@@ -51,14 +55,16 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--repeat", type=int, default=None, help="alternating samples of each (default 3, 1 with --quick)")
     args = parser.parse_args(argv)
+    repeat = args.repeat or (1 if args.quick else 3)
     # Quick: few customers (customer_features needs its 180 days of history whatever the size).
     days, baseline_days, customers, start = (3, 1, 150, START) if args.quick else (args.days, 6, 5000, START)
     with project_sandbox("bench_backfill_", PYTHONPATH=str(REPO)):
-        return _measure(days, baseline_days, customers, start)
+        return _measure(days, baseline_days, customers, start, repeat)
 
 
-def _measure(days: int, baseline_days: int, customers: int, start: dt.date) -> str:
+def _measure(days: int, baseline_days: int, customers: int, start: dt.date, repeat: int) -> str:
     import warnings
 
     import dagster as dg
@@ -88,25 +94,41 @@ def _measure(days: int, baseline_days: int, customers: int, start: dt.date) -> s
     tx_in_window = tx.filter(tx["ts"].dt.date() >= first).height
 
     base_days = [(first + dt.timedelta(days=i)).isoformat() for i in range(baseline_days)]
-    base = _child("per_day", base_days)
-    fill = _child("range", [first.isoformat(), END.isoformat()])
-    per_base = base["work_s"] / baseline_days
-    per_fill = fill["work_s"] / days
+    bases, fills = [], []
+    for _ in range(repeat):
+        # Alternating, so a slow spell of the machine hits both variants.
+        bases.append(_child("per_day", base_days))
+        fills.append(_child("range", [first.isoformat(), END.isoformat()]))
+    base_s, fill_s = [b["work_s"] for b in bases], [f["work_s"] for f in fills]
+    per_base = statistics.median(base_s) / baseline_days
+    per_fill = statistics.median(fill_s) / days
     rows = [
         "",
-        f"### Backfill of {days} daily partitions ({customers:,} customers, {tx_in_window:,} transactions in the window)",
+        f"### Backfill of {days} daily partitions ({customers:,} customers, {tx_in_window:,} transactions in the window), "
+        f"{repeat} sample{'s' if repeat > 1 else ''} each",
         "",
-        "| what | runs | wall s (work) | s per partition | peak RSS MB | vs baseline per partition |",
+        "| what | runs | wall s (work), median (min, max) | s per partition | peak RSS MB, median (max) | vs baseline per partition |",
         "|---|---|---|---|---|---|",
-        f"| baseline: one run per day, first {baseline_days} days | {baseline_days} | {base['work_s']:.1f} | {per_base:.2f} | {base['peak_mb']:.0f} | baseline |",
-        f"| backfill: {first} .. {END} as one run | 1 | {fill['work_s']:.1f} | {per_fill:.2f} | {fill['peak_mb']:.0f} | {per_fill / per_base:.2f}x |",
+        f"| baseline: one run per day, first {baseline_days} days | {baseline_days} | {_spread(base_s)} | {per_base:.2f} | "
+        f"{_mb(bases)} | baseline |",
+        f"| backfill: {first} .. {END} as one run | 1 | {_spread(fill_s)} | {per_fill:.2f} | {_mb(fills)} | {per_fill / per_base:.2f}x |",
         "",
-        f"interpreter start and imports, excluded above: {base['imports_s']:.1f} s and {fill['imports_s']:.1f} s",
+        f"interpreter start and imports, excluded above (median): {statistics.median(b['imports_s'] for b in bases):.1f} s and "
+        f"{statistics.median(f['imports_s'] for f in fills):.1f} s",
     ]
     out = "\n".join(rows)
     print(out)
-    print(json.dumps({"backfill_days": days, "backfill_s": round(fill["work_s"], 1), "peak_mb": round(fill["peak_mb"])}))
+    print(json.dumps({"backfill_days": days, "backfill_s": [round(x, 1) for x in fill_s], "peak_mb": [round(f["peak_mb"]) for f in fills]}))
     return out
+
+
+def _spread(samples: list[float]) -> str:
+    return f"{statistics.median(samples):.1f} ({min(samples):.1f}, {max(samples):.1f})"
+
+
+def _mb(children: list[dict]) -> str:
+    peaks = [c["peak_mb"] for c in children]
+    return f"{statistics.median(peaks):.0f} ({max(peaks):.0f})"
 
 
 if __name__ == "__main__":

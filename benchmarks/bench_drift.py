@@ -21,10 +21,11 @@ DRIFTED_COLUMNS = 12  # of 20: above the 0.5 dataset-drift share
 SHIFT_SD = 0.3  # drifted columns move by 0.3 reference sd: a clear, realistic shift (threshold 0.1)
 
 _CHILD = """
-import json, re, sys, time, warnings
+import json, sys, time, warnings
 warnings.filterwarnings("ignore")
 sys.path.insert(0, {repo!r})
 from benchmarks.bench_drift import frames
+from benchmarks.common import peak_rss_mb
 from ml_assets.lib.drift import compute_drift, sample_rows
 import evidently  # imported once per run by the asset; not part of one day's cost
 ref, cur, cols = frames({rows}, {drifted})
@@ -33,7 +34,7 @@ if {sample}:
     ref, cur = sample_rows(ref, {sample}, seed=11), sample_rows(cur, {sample}, seed=13)
 r = compute_drift(ref, cur, cols)
 took = time.perf_counter() - t
-print(json.dumps({{"s": took, "peak_mb": int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024, "drift": r.dataset_drift,
+print(json.dumps({{"s": took, "peak_mb": peak_rss_mb(), "drift": r.dataset_drift,
                   "drifted": r.drifted_columns, "scores": r.column_scores}}))
 """
 

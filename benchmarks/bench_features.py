@@ -65,20 +65,10 @@ def main(argv: list[str] | None = None) -> str:
 
 
 def _peak(code: str) -> float:
-    import json
-    import subprocess
-    import sys
-
-    # VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec, so a child forked
-    # from a large parent would report the parent's peak.
-    wrapper = (
-        "import json, re\n"
-        f"exec({code!r})\n"
-        "hwm = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
-        "print(json.dumps({'peak': hwm / 1024}))"
-    )
-    out = subprocess.run([sys.executable, "-W", "ignore", "-c", wrapper], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak"]
+    """Peak RSS (MB) of a fresh interpreter that runs `code`."""
+    repo = str(Path(__file__).resolve().parents[1])
+    wrapper = f"import json, sys\nsys.path.insert(0, {repo!r})\nfrom benchmarks.common import peak_rss_mb\nexec({code!r})\nprint(json.dumps({{'peak': peak_rss_mb()}}))"
+    return run_python(wrapper)["peak"]
 
 
 if __name__ == "__main__":

@@ -56,18 +56,21 @@ t0 = time.perf_counter()
 import dagster as dg
 from ml_assets.pipeline import INGEST_TO_FEATURES, SCORING, TRAINING, materialize_range, materialize_unpartitioned
 from resources import build_resources
+from benchmarks.common import peak_rss_mb
 import __MODULES__  # noqa: F401 (the ML libraries a run will load, imported here so their cost is timed apart)
 imports = time.perf_counter() - t0
 instance = dg.DagsterInstance.get()
 mode, args = __MODE__
-
-
-def peak_rss_mb():
-    # VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec, so this child, forked
-    # from a benchmark process holding 10 M generated rows, would report the parent's size.
-    import re
-    return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
 """
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS in MB, for benchmark children to report."""
+    # VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec, so a child forked
+    # from a benchmark process holding 10 M generated rows would report the parent's size.
+    import re
+
+    return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
 def run_pipeline_child(body: str, mode: str, args: object, modules: str) -> dict:
