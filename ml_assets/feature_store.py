@@ -1,6 +1,7 @@
 """Feature store: the Feast definitions, the online store, and the training/serving skew check."""
 
 import datetime as dt
+import time
 from typing import Any
 
 import dagster as dg
@@ -66,6 +67,9 @@ class OnlineFeaturesConfig(dg.Config):
     # once would otherwise race, the older day could overwrite the newer
     # snapshot, and each skew check would see the other run's values. Found by
     # ml_assets_tests/test_faults.py::test_concurrent_scoring_runs_and_a_retrain_do_not_interfere.
+    # The pool queues the second run instead of holding a worker on a lock; the
+    # guarantee is the store's own writer lock in the body (Dagster's slot
+    # claim on SQLite instance storage is not atomic across processes).
     pool="feast_online",
     group_name="feature_store",
     kinds={"feast", "sqlite"},
@@ -90,21 +94,33 @@ def online_features(
     store back in time. Customers inactive for 180 days drop out of daily
     snapshots and keep their last online value, with its timestamp.
     """
-    newest_done = [dt.date.fromisoformat(k) for k in context.instance.get_materialized_partitions(ONLINE_FEATURES)]
-    target = max([*partition_days(context), *newest_done])
-    cutoff = cutoff_for(target)
-    # Rows of day D carry feature_timestamp = cutoff(D) exactly; a window of
-    # +-12 h around it picks that snapshot and no other.
-    feature_store.materialize(cutoff - dt.timedelta(hours=12), cutoff + dt.timedelta(hours=12))
-    snapshot = lake.read_partitions(CUSTOMER_FEATURES, [target.isoformat()], needed_by=" (needed by online_features)")
-    sample = snapshot.sample(n=min(config.skew_sample, snapshot.height), seed=config.seed) if snapshot.height else snapshot
-    mismatches = skew(feature_store, sample.select("customer_id", "feature_timestamp"))
+    # Load and check under the store's writer lock: another run loading a
+    # different day in between would make this check compare the wrong snapshot
+    # (and leave the store on whichever day wrote last).
+    asked = time.monotonic()
+    with feature_store.exclusive_online_writes():
+        lock_wait_s = time.monotonic() - asked
+        # The newest day loaded: the store's own record (written under this lock,
+        # so always current) and Dagster's (covers stores loaded before the record existed).
+        newest_done = [dt.date.fromisoformat(k) for k in context.instance.get_materialized_partitions(ONLINE_FEATURES)]
+        served = feature_store.served_snapshot()
+        target = max([*partition_days(context), *newest_done, *([served] if served else [])])
+        cutoff = cutoff_for(target)
+        # Rows of day D carry feature_timestamp = cutoff(D) exactly; a window of
+        # +-12 h around it picks that snapshot and no other.
+        feature_store.materialize(cutoff - dt.timedelta(hours=12), cutoff + dt.timedelta(hours=12))
+        feature_store.record_served_snapshot(target)
+        snapshot = lake.read_partitions(CUSTOMER_FEATURES, [target.isoformat()], needed_by=" (needed by online_features)")
+        sample = snapshot.sample(n=min(config.skew_sample, snapshot.height), seed=config.seed) if snapshot.height else snapshot
+        mismatches = skew(feature_store, sample.select("customer_id", "feature_timestamp"))
     context.log.info(f"online_features: snapshot {target} ({snapshot.height} customers) in the {feature_store.online_store} online store")
     return dg.MaterializeResult(
         metadata={
             "snapshot_date": target.isoformat(),
             "customers": snapshot.height,
             "online_store": feature_store.online_store,
+            # Seconds spent waiting for another run's load of the online store.
+            "writer_lock_wait_s": round(lock_wait_s, 3),
         },
         check_results=[
             dg.AssetCheckResult(

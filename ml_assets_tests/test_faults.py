@@ -365,4 +365,7 @@ def test_concurrent_scoring_runs_and_a_retrain_do_not_interfere(e2e: PipelineRun
         # One consistent champion per scored day, every customer scored once.
         assert preds["model_version"].n_unique() == 1 and preds["model_version"][0] in champions
         assert preds.height == features.height and preds["customer_id"].n_unique() == preds.height
+    # Whichever run loaded last, the online store serves the newer day: an
+    # older load never moves it back in time.
+    assert resources_for(data, env["CHURN_WAREHOUSE_URL"])["feature_store"].served_snapshot() == days[-1]
     assert _verify_registry(registry) == []

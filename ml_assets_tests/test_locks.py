@@ -1,0 +1,114 @@
+"""Writer locks across processes: a second writer waits, gives up with the holder named, and gets the lock once a killed holder is gone.
+
+The holder is a real child process (the locks exclude processes and
+machines, not threads); Redis tests run against 127.0.0.1:6379 under a
+lock name of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ml_assets.lib.locks import LockTimeout, file_lock, redis_lock
+from resources.feature_store import tcp_reachable
+
+REPO = Path(__file__).resolve().parents[1]
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from ml_assets.lib.locks import file_lock, redis_lock
+    kind, name, hold_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    if kind == "file":
+        lock = file_lock(name, wait_s=5)
+    else:
+        import redis
+        lock = redis_lock(redis.Redis(host="127.0.0.1", port=6379), name, wait_s=5, lease_s=float(sys.argv[4]))
+    with lock:
+        print("held", flush=True)
+        time.sleep(hold_s)
+    print("released", flush=True)
+    """
+)
+
+
+def _holder(*args: str) -> subprocess.Popen[str]:
+    child = subprocess.Popen([sys.executable, "-c", HOLDER, *args], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_file_lock_waits_for_the_holder_and_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "online_store.db.lock"
+    holder = _holder("file", str(path), "1.5")
+    t0 = time.monotonic()
+    with pytest.raises(LockTimeout, match=f":{holder.pid} after"):
+        with file_lock(path, wait_s=0.3):
+            pass
+    # Waiting long enough: the lock is ours as soon as the holder lets go, not before.
+    with file_lock(path, wait_s=10):
+        waited = time.monotonic() - t0
+    assert 1.0 < waited < 5  # the holder kept it 1.5 s after saying so
+    holder.wait(timeout=10)
+
+
+def test_file_lock_of_a_killed_holder_is_free_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "online_store.db.lock"
+    holder = _holder("file", str(path), "60")
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait(timeout=10)
+    t0 = time.monotonic()
+    with file_lock(path, wait_s=5):
+        assert time.monotonic() - t0 < 1
+
+
+def _redis_up() -> bool:
+    return tcp_reachable("127.0.0.1", 6379)
+
+
+@pytest.fixture
+def redis_client():  # noqa: ANN201
+    if not _redis_up():
+        pytest.skip("Redis is not running at 127.0.0.1:6379")
+    import redis
+
+    return redis.Redis(host="127.0.0.1", port=6379)
+
+
+def test_redis_lock_is_renewed_while_held_and_names_its_holder(redis_client) -> None:  # noqa: ANN001
+    name = f"churn_test:{uuid.uuid4().hex[:8]}:online_writer"
+    # A 1 s lease held for 3 s: without renewal it would lapse and let us in.
+    holder = _holder("redis", name, "3", "1")
+    try:
+        with pytest.raises(LockTimeout, match=f":{holder.pid}:"):
+            with redis_lock(redis_client, name, wait_s=2.0, lease_s=1.0):
+                pass
+        assert holder.stdout.readline().strip() == "released"  # type: ignore[union-attr]
+        with redis_lock(redis_client, name, wait_s=2.0, lease_s=1.0):
+            assert redis_client.exists(name)
+        assert not redis_client.exists(name)  # released on exit
+    finally:
+        holder.kill()
+        redis_client.delete(name)
+
+
+def test_redis_lock_of_a_killed_holder_lapses_within_its_lease(redis_client) -> None:  # noqa: ANN001
+    name = f"churn_test:{uuid.uuid4().hex[:8]}:online_writer"
+    holder = _holder("redis", name, "60", "2")
+    try:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=10)
+        t0 = time.monotonic()
+        with redis_lock(redis_client, name, wait_s=10, lease_s=2.0):
+            assert time.monotonic() - t0 < 2.5
+    finally:
+        redis_client.delete(name)
