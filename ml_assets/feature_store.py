@@ -2,6 +2,7 @@
 
 import datetime as dt
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -94,25 +95,11 @@ def online_features(
     store back in time. Customers inactive for 180 days drop out of daily
     snapshots and keep their last online value, with its timestamp.
     """
-    # Load and check under the store's writer lock: another run loading a
-    # different day in between would make this check compare the wrong snapshot
-    # (and leave the store on whichever day wrote last).
-    asked = time.monotonic()
-    with feature_store.exclusive_online_writes():
-        lock_wait_s = time.monotonic() - asked
-        # The newest day loaded: the store's own record (written under this lock,
-        # so always current) and Dagster's (covers stores loaded before the record existed).
-        newest_done = [dt.date.fromisoformat(k) for k in context.instance.get_materialized_partitions(ONLINE_FEATURES)]
-        served = feature_store.served_snapshot()
-        target = max([*partition_days(context), *newest_done, *([served] if served else [])])
-        cutoff = cutoff_for(target)
-        # Rows of day D carry feature_timestamp = cutoff(D) exactly; a window of
-        # +-12 h around it picks that snapshot and no other.
-        feature_store.materialize(cutoff - dt.timedelta(hours=12), cutoff + dt.timedelta(hours=12))
-        feature_store.record_served_snapshot(target)
-        snapshot = lake.read_partitions(CUSTOMER_FEATURES, [target.isoformat()], needed_by=" (needed by online_features)")
-        sample = snapshot.sample(n=min(config.skew_sample, snapshot.height), seed=config.seed) if snapshot.height else snapshot
-        mismatches = skew(feature_store, sample.select("customer_id", "feature_timestamp"))
+    # Dagster's record of loaded days covers stores loaded before the store
+    # kept its own record of the day it serves.
+    newest_done = [dt.date.fromisoformat(k) for k in context.instance.get_materialized_partitions(ONLINE_FEATURES)]
+    load = load_online_snapshot(feature_store, lake, [*partition_days(context), *newest_done], config.skew_sample, config.seed)
+    target, snapshot, sample, mismatches = load.target, load.snapshot, load.sample, load.mismatches
     context.log.info(f"online_features: snapshot {target} ({snapshot.height} customers) in the {feature_store.online_store} online store")
     return dg.MaterializeResult(
         metadata={
@@ -120,7 +107,7 @@ def online_features(
             "customers": snapshot.height,
             "online_store": feature_store.online_store,
             # Seconds spent waiting for another run's load of the online store.
-            "writer_lock_wait_s": round(lock_wait_s, 3),
+            "writer_lock_wait_s": round(load.lock_wait_s, 3),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -136,6 +123,40 @@ def online_features(
             )
         ],
     )
+
+
+@dataclass(frozen=True)
+class OnlineLoad:
+    target: dt.date  # the snapshot day the store now serves
+    snapshot: pl.DataFrame  # that day's customer_features partition
+    sample: pl.DataFrame  # the customers the skew check compared
+    mismatches: pl.DataFrame  # what `skew` found for them
+    lock_wait_s: float  # waiting for another writer's load
+
+
+def load_online_snapshot(feature_store: FeatureStoreResource, lake: Lake, days: list[dt.date], skew_sample: int, seed: int) -> OnlineLoad:
+    """Load the newest of `days` and of the day the store already serves into the online store, then check it for skew.
+
+    All of it under the store's writer lock: another run loading a different
+    day in between would make the check compare the wrong snapshot, and leave
+    the store on whichever day wrote last. The store never moves back in time:
+    Redis ignores values older than those it holds, and a SQLite store would
+    otherwise go back to an older day, so an older day refreshes the newer one.
+    """
+    asked = time.monotonic()
+    with feature_store.exclusive_online_writes():
+        lock_wait_s = time.monotonic() - asked
+        served = feature_store.served_snapshot()
+        target = max([*days, *([served] if served else [])])
+        cutoff = cutoff_for(target)
+        # Rows of day D carry feature_timestamp = cutoff(D) exactly; a window of
+        # +-12 h around it picks that snapshot and no other.
+        feature_store.materialize(cutoff - dt.timedelta(hours=12), cutoff + dt.timedelta(hours=12))
+        feature_store.record_served_snapshot(target)
+        snapshot = lake.read_partitions(CUSTOMER_FEATURES, [target.isoformat()], needed_by=" (needed by online_features)")
+        sample = snapshot.sample(n=min(skew_sample, snapshot.height), seed=seed) if snapshot.height else snapshot
+        mismatches = skew(feature_store, sample.select("customer_id", "feature_timestamp"))
+    return OnlineLoad(target, snapshot, sample, mismatches, lock_wait_s)
 
 
 def skew(feature_store: FeatureStoreResource, entities: pl.DataFrame) -> pl.DataFrame:

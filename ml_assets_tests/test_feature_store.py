@@ -220,49 +220,54 @@ def test_a_materialization_in_batches_writes_what_one_batch_writes(tmp_path: Pat
 
 LOADER = """
 import datetime as dt, json, sys
-import polars as pl
-from ml_assets.feature_store import skew
-from ml_assets.lib.features import cutoff_for
+from ml_assets.feature_store import load_online_snapshot
 from ml_assets_tests.conftest import feature_store_for
 from pathlib import Path
-root, lake, day, rounds, overrides = Path(sys.argv[1]), sys.argv[2], dt.date.fromisoformat(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
+from resources import Lake
+root, lake, days, overrides = Path(sys.argv[1]), sys.argv[2], sys.argv[3].split(","), json.loads(sys.argv[4])
 fs = feature_store_for(root, lake, **overrides)
-at = cutoff_for(day)
-customers = [f"C{i:08d}" for i in range(1, 41)]
-entities = pl.DataFrame({"customer_id": customers, "feature_timestamp": [at] * 40}, schema_overrides={"feature_timestamp": pl.Datetime("us")})
-failed = 0
-for _ in range(rounds):
-    with fs.exclusive_online_writes():
-        fs.materialize(at - dt.timedelta(hours=12), at + dt.timedelta(hours=12))
-        fs.record_served_snapshot(day)
-        failed += not skew(fs, entities).is_empty()
-print(failed)
+skewed = 0
+for day in days:  # what online_features does, once per day
+    skewed += not load_online_snapshot(fs, Lake(root=lake), [dt.date.fromisoformat(day)], skew_sample=40, seed=1).mismatches.is_empty()
+print(skewed)
 """
 
 
-def _concurrent_loads(root: Path, lake: str, **overrides: object) -> None:
-    """Two processes load different days over and over, each checking its own load: under the writer lock no check sees the other's day."""
+def _concurrent_loads(root: Path, **overrides: object) -> None:
+    """Two processes load interleaved days (0, 2, 4, ... and 1, 3, 5, ...), each checking its load as online_features does.
+
+    Under the writer lock no check sees the other process's day, and the
+    store ends on the newest day whoever loads last. (Without the lock,
+    checks saw the other's day in most rounds on SQLite and in some on Redis.)
+    """
     import json
 
+    days = [DAYS[0] + dt.timedelta(days=i) for i in range(12)]
+    folder = root / "lake" / "customer_features"
+    folder.mkdir(parents=True)
+    for day in days:
+        _snapshot(day, CUSTOMERS).write_parquet(folder / f"{day.isoformat()}.parquet")
+    lake = str(root / "lake")
     fs = feature_store_for(root, lake, **overrides)
     fs.apply()
-    days = (DAYS[1], DAYS[2])
     children = [
-        subprocess.Popen([sys.executable, "-c", LOADER, str(root), lake, d.isoformat(), "6", json.dumps(overrides)], stdout=subprocess.PIPE, text=True)
-        for d in days
+        subprocess.Popen(
+            [sys.executable, "-c", LOADER, str(root), lake, ",".join(d.isoformat() for d in days[first::2]), json.dumps(overrides)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for first in (0, 1)
     ]
     outs = [c.communicate(timeout=300)[0] for c in children]
     assert [c.returncode for c in children] == [0, 0]
     assert [int(o.strip().splitlines()[-1]) for o in outs] == [0, 0]  # skewed checks per process (Feast prints above)
-    # The store holds exactly one of the two days, whole, and its record says which.
-    served = fs.served_snapshot()
-    assert served in days
+    assert fs.served_snapshot() == days[-1]
     online = fs.online(CUSTOMERS)
-    assert online["spend_30d"].to_list() == pytest.approx(_snapshot(served, CUSTOMERS)["spend_30d"].to_list())
+    assert online["spend_30d"].to_list() == pytest.approx(_snapshot(days[-1], CUSTOMERS)["spend_30d"].to_list())
 
 
 def test_concurrent_loads_of_different_days_never_mix_sqlite(tmp_path: Path) -> None:
-    _concurrent_loads(tmp_path, _lake(tmp_path))
+    _concurrent_loads(tmp_path)
 
 
 @pytest.mark.skipif(not _redis_up(), reason="Redis is not running at 127.0.0.1:6379")
@@ -270,7 +275,7 @@ def test_concurrent_loads_of_different_days_never_mix_redis(tmp_path: Path) -> N
     project = f"churn_test_{uuid.uuid4().hex[:8]}"
     overrides = {"online_store": "redis", "redis_url": "127.0.0.1:6379", "project": project}
     try:
-        _concurrent_loads(tmp_path, _lake(tmp_path), **overrides)
+        _concurrent_loads(tmp_path, **overrides)
     finally:
         fs = feature_store_for(tmp_path, str(tmp_path / "lake"), **overrides)
         fs.store().teardown()
