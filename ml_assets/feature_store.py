@@ -13,7 +13,7 @@ from ml_assets.lib.features import FEATURE_COLUMNS, cutoff_for
 from ml_assets.metadata import markdown_table
 from ml_assets.partitions import daily_partitions, partition_days
 from resources import Lake
-from resources.feature_store import FeatureStoreResource
+from resources.feature_store import FeatureStoreError, FeatureStoreResource
 
 CUSTOMER_FEATURES = dg.AssetKey("customer_features")
 ONLINE_FEATURES = dg.AssetKey("online_features")
@@ -148,6 +148,15 @@ def load_online_snapshot(feature_store: FeatureStoreResource, lake: Lake, days: 
         lock_wait_s = time.monotonic() - asked
         served = feature_store.served_snapshot()
         target = max([*days, *([served] if served else [])])
+        if target == served and target not in days and not lake.path_for(CUSTOMER_FEATURES, target.isoformat(), ".parquet").exists():
+            # The store serves a day this lake has never had (a lake rebuilt over
+            # other dates, a second deployment sharing the store's project).
+            raise FeatureStoreError(
+                f"the {feature_store.online_store} online store of project {feature_store.project!r} serves the snapshot of "
+                f"{served}, newer than {max(days)} and absent from this lake's customer_features; an online store never "
+                "goes back to an older day. Use a Feast project of its own for this lake (CHURN_FEAST_PROJECT), "
+                f"or, if its data is no longer wanted, clear it: {feature_store.clear_hint()}"
+            )
         cutoff = cutoff_for(target)
         # Rows of day D carry feature_timestamp = cutoff(D) exactly; a window of
         # +-12 h around it picks that snapshot and no other.

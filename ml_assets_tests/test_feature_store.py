@@ -303,3 +303,22 @@ def test_an_older_day_loaded_after_a_newer_one_keeps_the_newer_snapshot(tmp_path
     assert snapshots == [DAYS[2].isoformat(), DAYS[2].isoformat()]
     assert fs.served_snapshot() == DAYS[2]
     assert fs.online(CUSTOMERS[:3])["spend_30d"].to_list() == pytest.approx(_snapshot(DAYS[2], CUSTOMERS[:3])["spend_30d"].to_list())
+
+
+def test_a_store_serving_a_day_this_lake_lacks_fails_with_how_to_fix_it(tmp_path: Path) -> None:
+    """A lake rebuilt over older dates against a store that serves a newer day: a clear error, and the store keeps its day."""
+    from ml_assets.feature_store import load_online_snapshot
+    from resources import Lake
+    from resources.feature_store import FeatureStoreError
+
+    fs = feature_store_for(tmp_path, _lake(tmp_path))
+    fs.apply()
+    load_online_snapshot(fs, Lake(root=str(tmp_path / "lake")), [DAYS[2]], skew_sample=10, seed=1)
+    older = tmp_path / "older"
+    (older / "customer_features").mkdir(parents=True)
+    for day in DAYS[:2]:
+        _snapshot(day, CUSTOMERS).write_parquet(older / "customer_features" / f"{day.isoformat()}.parquet")
+    with pytest.raises(FeatureStoreError, match=rf"serves the snapshot of {DAYS[2]}, newer than {DAYS[1]}.*CHURN_FEAST_PROJECT.*delete .*online_store\.db"):
+        load_online_snapshot(fs, Lake(root=str(older)), [DAYS[1]], skew_sample=10, seed=1)
+    assert fs.served_snapshot() == DAYS[2]
+    assert fs.online(CUSTOMERS[:2])["spend_30d"].to_list() == pytest.approx(_snapshot(DAYS[2], CUSTOMERS[:2])["spend_30d"].to_list())

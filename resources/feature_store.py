@@ -255,6 +255,12 @@ class FeatureStoreResource(dg.ConfigurableResource):
                 (self.project, day.isoformat()),
             )
 
+    def clear_hint(self) -> str:
+        """How a user empties this online store, record included (shown in errors)."""
+        if self.online_store == "redis":
+            return f"`feast -c {self.repo_path} teardown`, then `redis-cli DEL {self._snapshot_key}`"
+        return f"delete {self.online_path}"
+
     @property
     def _snapshot_key(self) -> str:
         return f"{self.project}:churn:served_snapshot"
