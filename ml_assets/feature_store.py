@@ -70,7 +70,7 @@ class OnlineFeaturesConfig(dg.Config):
     # ml_assets_tests/test_faults.py::test_concurrent_scoring_runs_and_a_retrain_do_not_interfere.
     # The pool queues the second run instead of holding a worker on a lock; the
     # guarantee is the store's own writer lock in the body (Dagster's slot
-    # claim on SQLite instance storage is not atomic across processes).
+    # claim is not atomic across processes, on SQLite or PostgreSQL storage).
     pool="feast_online",
     group_name="feature_store",
     kinds={"feast", "sqlite"},

@@ -219,9 +219,10 @@ class FeatureStoreResource(dg.ConfigurableResource):
         SQLite: a file lock beside the database (the store is on this
         machine). Redis: a lock in Redis itself, so runs on different
         Kubernetes nodes exclude each other. Dagster's pool `feast_online`
-        queues such runs too, but on the default SQLite instance storage its
-        slot claim is not atomic across processes (two runs started together
-        both got the one slot in 2 of 8 tries here), so correctness rests on this lock.
+        queues such runs too, but its slot claim is not atomic across
+        processes (two runs started together both got the one slot in 2 of 8
+        tries on SQLite instance storage, 1 of 12 on PostgreSQL), so
+        correctness rests on this lock.
         """
         from ml_assets.lib.locks import LockTimeout, file_lock, redis_lock
 
