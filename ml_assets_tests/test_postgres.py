@@ -58,7 +58,20 @@ def pg_dagster_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
         admin.dispose()
 
 
-def _production_env(monkeypatch: pytest.MonkeyPatch, root: Path, pg_schema: str) -> dict[str, str]:
+@pytest.fixture
+def feast_project() -> Iterator[str]:
+    """A Feast project name of the test's own; afterwards every Redis key of it is deleted (features and the served-day record)."""
+    import redis
+
+    project = f"churn_{uuid.uuid4().hex[:8]}"
+    yield project
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    # Feast's keys are the serialized entity key followed by the project name.
+    for key in client.scan_iter(match=f"*{project}*", count=10_000):
+        client.delete(key)
+
+
+def _production_env(monkeypatch: pytest.MonkeyPatch, root: Path, pg_schema: str, project: str) -> dict[str, str]:
     with_pw = PG_URL.replace("postgres@", f"postgres:{SECRET}@")
     env = {
         "CHURN_DATA_DIR": str(root / "data"),
@@ -71,7 +84,7 @@ def _production_env(monkeypatch: pytest.MonkeyPatch, root: Path, pg_schema: str)
         "CHURN_REGISTRY_URL": with_pw,
         "CHURN_REGISTRY_SCHEMA": pg_schema,
         "CHURN_FEAST_REPO": str(root / "feature_repo"),
-        "CHURN_FEAST_PROJECT": f"churn_{uuid.uuid4().hex[:8]}",
+        "CHURN_FEAST_PROJECT": project,
         "CHURN_FEAST_REDIS_URL": "127.0.0.1:6379",  # no password: this Redis has no AUTH, and Feast would send one
         "CHURN_FEAST_REGISTRY_URL": f"{with_pw}?options=-csearch_path%3D{pg_schema}",
         "CHURN_FAILURE_WEBHOOK_URL": f"http://127.0.0.1:9/hooks/{SECRET}",
@@ -98,7 +111,13 @@ def _secret_leaks(instance: dg.DagsterInstance, root: Path) -> list[str]:
     return leaks
 
 
-def test_production_backends_end_to_end(tmp_path: Path, pg_schema: str, pg_dagster_instance: dg.DagsterInstance, monkeypatch) -> None:  # noqa: ANN001
+def test_production_backends_end_to_end(
+    tmp_path: Path,
+    pg_schema: str,
+    pg_dagster_instance: dg.DagsterInstance,
+    feast_project: str,
+    monkeypatch,  # noqa: ANN001
+) -> None:
     from dagster._core.storage.dagster_run import DagsterRunStatus
 
     from ml_assets.jobs import daily_pipeline_job
@@ -107,7 +126,7 @@ def test_production_backends_end_to_end(tmp_path: Path, pg_schema: str, pg_dagst
     from sensors import daily_pipeline_schedule
 
     instance = pg_dagster_instance
-    _production_env(monkeypatch, tmp_path, pg_schema)
+    _production_env(monkeypatch, tmp_path, pg_schema, feast_project)
     resources = build_resources()
     # Production wiring: the secrets are EnvVars, resolved only inside runs.
     assert isinstance(resources["warehouse"].url, dg.EnvVar) and isinstance(resources["registry"].url, dg.EnvVar)
