@@ -46,6 +46,13 @@ def resources_for(root: Path, warehouse_url: str, **warehouse: object) -> dict[s
     }
 
 
+def redis_up() -> bool:
+    """Whether the Redis the tests use (127.0.0.1:6379, running here and in CI) accepts connections."""
+    from resources.feature_store import tcp_reachable
+
+    return tcp_reachable("127.0.0.1", 6379)
+
+
 def feature_store_for(root: Path, lake_root: str, **overrides: object):  # noqa: ANN201
     from resources import FeatureStoreResource
 

@@ -20,7 +20,7 @@ import pytest
 
 from ml_assets.lib.feature_store import FEATURE_VIEW
 from ml_assets.lib.features import FEATURE_COLUMNS, cutoff_for
-from ml_assets_tests.conftest import feature_store_for
+from ml_assets_tests.conftest import feature_store_for, redis_up
 
 DAYS = [dt.date(2025, 3, 1) + dt.timedelta(days=i) for i in range(3)]
 CUSTOMERS = [f"C{i:08d}" for i in range(1, 41)]
@@ -41,18 +41,13 @@ def _snapshot(day: dt.date, customers: list[str], offset: float = 0.0) -> pl.Dat
     )
 
 
-def _lake(root: Path) -> str:
+def _lake(root: Path, days: list[dt.date] = DAYS) -> str:
+    """A lake under `root` holding a customer_features partition for each of `days`; returns its root."""
     folder = root / "lake" / "customer_features"
     folder.mkdir(parents=True)
-    for day in DAYS:
+    for day in days:
         _snapshot(day, CUSTOMERS).write_parquet(folder / f"{day.isoformat()}.parquet")
     return str(root / "lake")
-
-
-def _redis_up() -> bool:
-    from resources.feature_store import tcp_reachable
-
-    return tcp_reachable("127.0.0.1", 6379)
 
 
 @pytest.fixture
@@ -125,7 +120,7 @@ def test_online_store_serves_what_the_offline_store_holds_sqlite(store) -> None:
     _online_equals_offline(store)
 
 
-@pytest.mark.skipif(not _redis_up(), reason="Redis is not running at 127.0.0.1:6379")
+@pytest.mark.skipif(not redis_up(), reason="Redis is not running at 127.0.0.1:6379")
 def test_online_store_serves_what_the_offline_store_holds_redis(tmp_path: Path) -> None:
     project = f"churn_test_{uuid.uuid4().hex[:8]}"
     fs = feature_store_for(tmp_path, _lake(tmp_path), online_store="redis", redis_url="127.0.0.1:6379", project=project)
@@ -243,11 +238,7 @@ def _concurrent_loads(root: Path, **overrides: object) -> None:
     import json
 
     days = [DAYS[0] + dt.timedelta(days=i) for i in range(12)]
-    folder = root / "lake" / "customer_features"
-    folder.mkdir(parents=True)
-    for day in days:
-        _snapshot(day, CUSTOMERS).write_parquet(folder / f"{day.isoformat()}.parquet")
-    lake = str(root / "lake")
+    lake = _lake(root, days)
     fs = feature_store_for(root, lake, **overrides)
     fs.apply()
     children = [
@@ -270,7 +261,7 @@ def test_concurrent_loads_of_different_days_never_mix_sqlite(tmp_path: Path) -> 
     _concurrent_loads(tmp_path)
 
 
-@pytest.mark.skipif(not _redis_up(), reason="Redis is not running at 127.0.0.1:6379")
+@pytest.mark.skipif(not redis_up(), reason="Redis is not running at 127.0.0.1:6379")
 def test_concurrent_loads_of_different_days_never_mix_redis(tmp_path: Path) -> None:
     project = f"churn_test_{uuid.uuid4().hex[:8]}"
     overrides = {"online_store": "redis", "redis_url": "127.0.0.1:6379", "project": project}
@@ -314,11 +305,8 @@ def test_a_store_serving_a_day_this_lake_lacks_fails_with_how_to_fix_it(tmp_path
     fs = feature_store_for(tmp_path, _lake(tmp_path))
     fs.apply()
     load_online_snapshot(fs, Lake(root=str(tmp_path / "lake")), [DAYS[2]], skew_sample=10, seed=1)
-    older = tmp_path / "older"
-    (older / "customer_features").mkdir(parents=True)
-    for day in DAYS[:2]:
-        _snapshot(day, CUSTOMERS).write_parquet(older / "customer_features" / f"{day.isoformat()}.parquet")
+    older = _lake(tmp_path / "older", DAYS[:2])
     with pytest.raises(FeatureStoreError, match=rf"serves the snapshot of {DAYS[2]}, newer than {DAYS[1]}.*CHURN_FEAST_PROJECT.*delete .*online_store\.db"):
-        load_online_snapshot(fs, Lake(root=str(older)), [DAYS[1]], skew_sample=10, seed=1)
+        load_online_snapshot(fs, Lake(root=older), [DAYS[1]], skew_sample=10, seed=1)
     assert fs.served_snapshot() == DAYS[2]
     assert fs.online(CUSTOMERS[:2])["spend_30d"].to_list() == pytest.approx(_snapshot(DAYS[2], CUSTOMERS[:2])["spend_30d"].to_list())

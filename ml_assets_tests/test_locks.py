@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ml_assets.lib.locks import LockTimeout, file_lock, redis_lock
-from resources.feature_store import tcp_reachable
+from ml_assets_tests.conftest import redis_up
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,13 +71,9 @@ def test_file_lock_of_a_killed_holder_is_free_at_once(tmp_path: Path) -> None:
         assert time.monotonic() - t0 < 1
 
 
-def _redis_up() -> bool:
-    return tcp_reachable("127.0.0.1", 6379)
-
-
 @pytest.fixture
 def redis_client():  # noqa: ANN201
-    if not _redis_up():
+    if not redis_up():
         pytest.skip("Redis is not running at 127.0.0.1:6379")
     import redis
 
