@@ -14,7 +14,7 @@ from ml_assets.export import lgbm_onnx, lgbm_onnx_parity, torch_onnx, torch_onnx
 from ml_assets.feature_store import feature_definitions, online_features
 from ml_assets.features import customer_features
 from ml_assets.inference import batch_predictions
-from ml_assets.ingest import raw_transactions
+from ml_assets.ingest import raw_transactions, unplaceable_transactions
 from ml_assets.jobs import daily_pipeline_job, training_job
 from ml_assets.monitoring import drift_report
 from ml_assets.promotion import champion_model
@@ -24,6 +24,7 @@ from resources import build_resources
 from sensors import daily_pipeline_schedule, drift_retraining_sensor, pipeline_failure_sensor, weekly_training_schedule
 
 ALL_ASSETS = [
+    unplaceable_transactions,
     raw_transactions,
     validated_transactions,
     customer_features,

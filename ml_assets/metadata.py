@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import polars as pl
 
+from ml_assets.lib.contract import preview_text
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -42,7 +44,8 @@ def markdown_table(frame: pl.DataFrame) -> str:
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value).replace("|", "\\|")
+    # Client values in full belong in the lake, not in event metadata: bounded, escaped, one line.
+    return preview_text(str(value), 120).replace("|", "\\|")
 
 
 def figure_markdown(fig: Figure, alt: str) -> dg.MetadataValue:

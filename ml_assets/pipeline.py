@@ -27,6 +27,9 @@ def materialize_range(
     log_level: str = "DEBUG",
 ) -> dg.ExecuteInProcessResult:
     """Materialize daily assets for the inclusive day range in one run."""
+    from ml_assets.partitions import check_in_calendar
+
+    check_in_calendar(start, end)
     tags = {ASSET_PARTITION_RANGE_START_TAG: start.isoformat(), ASSET_PARTITION_RANGE_END_TAG: end.isoformat()}
     return _materialize(keys, instance, resources, None, tags, log_level)
 

@@ -9,23 +9,31 @@ from __future__ import annotations
 
 import polars as pl
 
-# name -> (polars dtype, required, description)
+# name -> (polars dtype, required, description). The contract is minimal: who
+# bought (customer_id), when (ts: a timestamp, a date or ISO text) and how
+# much (amount). Every other column is optional; features that need one exist
+# only when the source has it.
 RAW_COLUMNS: dict[str, tuple[pl.DataType, bool, str]] = {
-    "transaction_id": (pl.Int64(), True, "Unique id of the transaction (integer)."),
-    "customer_id": (pl.String(), True, "Customer identifier, 'C' followed by digits, e.g. C00001234."),
-    "ts": (pl.Datetime("us"), True, "When the transaction happened, UTC, naive timestamp."),
+    "transaction_id": (
+        pl.Int64(),
+        False,
+        "Unique id of the transaction (integer). When the source has none, a stable hash of the row's values and its ordinal among identical rows.",
+    ),
+    "customer_id": (pl.String(), True, "Customer identifier: any printable text of 1 to 64 characters (numbers and UUIDs as their text)."),
+    "ts": (pl.Datetime("us"), True, "When the transaction happened, naive UTC (a DATE column gives midnight)."),
     "amount": (pl.Float64(), True, "Total paid, in the store currency; positive."),
-    "quantity": (pl.Int32(), True, "Number of items in the basket; at least 1."),
-    "channel": (pl.String(), True, "Where it happened: web, mobile or store."),
-    "category": (pl.String(), True, "Main product category of the basket."),
-    "payment_method": (pl.String(), False, "card, wallet or cash."),
+    "quantity": (pl.Int32(), False, "Number of items in the basket; at least 1."),
+    "channel": (pl.String(), False, "Where it happened (e.g. web, mobile, store)."),
+    "category": (pl.String(), False, "Main product category of the basket."),
+    "payment_method": (pl.String(), False, "How it was paid (e.g. card, wallet, cash)."),
 }
 
 RAW_SCHEMA: dict[str, pl.DataType] = {name: spec[0] for name, spec in RAW_COLUMNS.items()}
 
 DEFAULT_TABLE = "transactions"
 
-# Allowed values of the categorical columns (validation rules and the generator share them).
+# The generator's vocabularies. Validation accepts any value unless a closed set is declared
+# (CHURN_CLOSED_VOCABULARIES); features use these values when the column exists.
 CHANNELS = ("web", "mobile", "store")
 CATEGORIES = ("grocery", "electronics", "apparel", "home", "beauty", "sports")
 PAYMENT_METHODS = ("card", "wallet", "cash")

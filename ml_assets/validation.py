@@ -8,9 +8,10 @@ import polars as pl
 from pydantic import Field
 
 from ml_assets.ingest import RAW_DESCRIPTIONS
-from ml_assets.lib.expectations import outcome_table, partition_day, quarantine
+from ml_assets.lib.expectations import ROW_DAY, outcome_table, partition_day, quarantine, unknown_values
+from ml_assets.lib.frames import split_by_day
 from ml_assets.metadata import frame_metadata
-from ml_assets.partitions import daily_partitions, naive_utc, partition_days
+from ml_assets.partitions import daily_partitions, partition_days
 from resources import SqlWarehouse
 
 VALIDATED = dg.AssetKey("validated_transactions")
@@ -20,7 +21,10 @@ QUARANTINED = dg.AssetKey("quarantined_transactions")
 class ValidationConfig(dg.Config):
     max_rejected_share: float = Field(
         default=0.05,
-        description="Largest share of a day's rows that may be quarantined; above it the day is blocked from downstream assets.",
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Largest share of a day's rows that may be quarantined, in [0, 1]; above it the day is blocked from downstream assets.",
     )
 
 
@@ -75,17 +79,23 @@ def validated_transactions(
     context: dg.AssetExecutionContext, config: ValidationConfig, raw_transactions: pl.DataFrame, warehouse: SqlWarehouse
 ) -> Iterator[object]:
     days = partition_days(context)
-    window = context.partition_time_window
+    source = warehouse.inspect_source()
+    contract = warehouse.contract(source)
     # Ids recorded on an earlier day in the source are duplicates of data
     # already ingested; ids repeated within the run are caught by the suite.
-    ids = raw_transactions["transaction_id"].drop_nulls().unique().to_list()
-    seen_before = warehouse.ids_recorded_before(ids, naive_utc(window.start))
-    result = quarantine(raw_transactions, days, seen_before, now=dt.datetime.now(dt.UTC).replace(tzinfo=None))
+    # Derived ids (no id column) exist only in the lake: nothing to look up.
+    seen_before: set[int] = set()
+    if not contract.derived_ids:
+        ids = raw_transactions["transaction_id"].drop_nulls().unique().to_list()
+        seen_before = warehouse.ids_recorded_before(ids, days[0], source)
+    result = quarantine(raw_transactions, days, seen_before, now=dt.datetime.now(dt.UTC).replace(tzinfo=None), contract=contract)
     validated, quarantined = result.valid, result.rejected
 
-    raw_by_day = _counts(raw_transactions.with_columns(partition_day(days).alias("_d")), "_d")
+    raw_days = raw_transactions[ROW_DAY] if ROW_DAY in raw_transactions.columns else raw_transactions.select(partition_day(days)).to_series()
+    raw_by_day = _counts(pl.DataFrame({"_d": raw_days}), "_d")
     valid_by_day = _counts(validated.with_columns(pl.col("ts").dt.date().alias("_d")), "_d")
     rej_by_day = _counts(quarantined, "partition_date")
+    unknown_by_day = {day: unknown_values(part, contract) for day, part in split_by_day(validated, "ts").items()}
     rejected_parts = {k[0]: g for k, g in quarantined.partition_by("partition_date", as_dict=True).items()} if quarantined.height else {}
     blocked = []
     for day in days:
@@ -99,6 +109,7 @@ def validated_transactions(
         context.add_asset_metadata(
             {
                 "dagster/row_count": n_valid,
+                "values_outside_feature_vocabulary": dg.MetadataValue.json(unknown_by_day.get(day, {})),
                 "raw_rows": n_raw,
                 "rejected_rows": n_rej,
                 "rejected_share": share,

@@ -91,7 +91,7 @@ def test_injected_bad_rows_each_break_one_rule() -> None:
         "amount_positive",
         "amount_plausible",
         "quantity_in_range",
-        "channel_known",
-        "category_known",
+        "amount_finite",
+        "customer_id_not_null",
         "customer_id_well_formed",
     }

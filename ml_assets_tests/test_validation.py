@@ -7,8 +7,8 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from ml_assets.lib.expectations import RAW_RULE_NAMES, quarantine, raw_row_rules
-from ml_assets.schema import RAW_SCHEMA
+from ml_assets.lib.expectations import RAW_RULE_NAMES, RawContract, quarantine, raw_row_rules, unknown_values
+from ml_assets.schema import CATEGORIES, CHANNELS, PAYMENT_METHODS, RAW_SCHEMA
 
 DAY = dt.date(2025, 1, 10)
 NOW = dt.datetime(2025, 1, 10, 18)
@@ -37,15 +37,22 @@ CASES = [
     ({"category": "weapons"}, "category_known"),
     ({"payment_method": "barter"}, "payment_method_known"),
     ({"customer_id": "   "}, "customer_id_well_formed"),
-    ({"customer_id": "C1'; DROP TABLE transactions;--"}, "customer_id_well_formed"),
+    ({"customer_id": ""}, "customer_id_well_formed"),
+    ({"customer_id": "C00000042\n"}, "customer_id_well_formed"),
+    ({"customer_id": " C00000042"}, "customer_id_well_formed"),
+    ({"customer_id": "C1\x00"}, "customer_id_well_formed"),
     ({"customer_id": "C" + "9" * 10_000}, "customer_id_well_formed"),
     ({"ts": dt.datetime(2025, 1, 10, 20)}, "ts_not_in_future"),
 ]
 
 
-def _run(rows: list[dict], seen_before: set[int] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+# The generator's vocabularies declared closed: what a user asks for with CHURN_CLOSED_VOCABULARIES.
+CLOSED = RawContract(closed_vocabularies={"channel": CHANNELS, "category": CATEGORIES, "payment_method": PAYMENT_METHODS})
+
+
+def _run(rows: list[dict], seen_before: set[int] | None = None, contract: RawContract = CLOSED) -> tuple[pl.DataFrame, pl.DataFrame]:
     frame = pl.DataFrame(rows, schema=RAW_SCHEMA)
-    result = quarantine(frame, [DAY], seen_before or set(), NOW)
+    result = quarantine(frame, [DAY], seen_before or set(), NOW, contract)
     assert result.valid.height + result.rejected.height == frame.height
     return result.valid, result.rejected
 
@@ -84,3 +91,35 @@ def test_every_rule_is_named_once() -> None:
     names = [r.name for r in raw_row_rules()]
     assert len(names) == len(set(names))
     assert tuple(names) == RAW_RULE_NAMES
+
+
+@pytest.mark.parametrize("customer_id", ["42", "1234567890123", "0b6f3c1e-8d1a-4f4e-9c55-0a4f2d9e7b11", "C1'; DROP TABLE transactions;--", "Zoë 7"])
+def test_any_printable_customer_id_is_accepted_by_default(customer_id: str) -> None:
+    valid, rejected = _run([{**GOOD, "customer_id": customer_id}])
+    assert valid["customer_id"].to_list() == [customer_id] and rejected.is_empty()
+
+
+def test_a_declared_customer_id_pattern_must_match_the_whole_value() -> None:
+    contract = RawContract(customer_id_pattern=r"C[0-9]{8}")
+    valid, rejected = _run([GOOD, {**GOOD, "transaction_id": 2, "customer_id": "C00000001\n"}, {**GOOD, "transaction_id": 3, "customer_id": "C1"}], contract=contract)
+    assert valid["transaction_id"].to_list() == [1]
+    assert rejected["rejected_reasons"].to_list() == ["customer_id_well_formed"] * 2
+
+
+def test_open_vocabularies_count_unknown_values_instead_of_quarantining() -> None:
+    rows = [GOOD, {**GOOD, "transaction_id": 2, "channel": "kiosk", "category": "garden"}, {**GOOD, "transaction_id": 3, "channel": "kiosk"}]
+    valid, rejected = _run(rows, contract=RawContract())
+    assert valid.height == 3 and rejected.is_empty()
+    assert unknown_values(valid, RawContract()) == {"channel": 2, "category": 1}
+
+
+def test_a_log_without_optional_columns_has_no_rules_for_them() -> None:
+    contract = RawContract(present=frozenset({"transaction_id", "customer_id", "ts", "amount"}), derived_ids=True)
+    names = {r.name for r in raw_row_rules(contract)}
+    assert not any(n.startswith(("quantity", "channel", "category", "payment")) for n in names)
+    assert not {"transaction_id_unique", "transaction_id_new", "transaction_id_not_null"} & names
+    # Two identical purchases stay two purchases.
+    plain = {"transaction_id": None, "customer_id": "17", "ts": GOOD["ts"], "amount": 9.5}
+    frame = pl.DataFrame([plain, plain], schema=RAW_SCHEMA).with_columns(pl.Series("transaction_id", [11, 12]))
+    result = quarantine(frame, [DAY], set(), NOW, contract)
+    assert result.valid.height == 2 and result.rejected.is_empty()

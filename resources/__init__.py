@@ -71,6 +71,19 @@ def _column_map() -> dict[str, str]:
     return mapping
 
 
+def _json_setting(name: str, example: str) -> dict:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name} is not valid JSON ({exc}); expected an object such as {example}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a JSON object such as {example}")
+    return value
+
+
 def build_warehouse() -> SqlWarehouse:
     # The URL may carry a password: when it comes from the environment it goes
     # through EnvVar, so it is resolved at run time and never shown in the UI.
@@ -80,6 +93,8 @@ def build_warehouse() -> SqlWarehouse:
         table=os.environ.get("CHURN_SOURCE_TABLE", "transactions"),
         db_schema=os.environ.get("CHURN_SOURCE_SCHEMA") or None,
         column_map=_column_map(),
+        customer_id_pattern=os.environ.get("CHURN_CUSTOMER_ID_PATTERN") or None,
+        closed_vocabularies=_json_setting("CHURN_CLOSED_VOCABULARIES", '{"channel": ["web", "mobile", "store"]}'),
     )
 
 

@@ -10,9 +10,7 @@ bound parameters, never formatted into SQL text.
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import json
-import math
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +23,19 @@ import dagster as dg
 import polars as pl
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
+from ml_assets.lib.contract import (
+    ISO_LIKE,
+    REJECT,
+    integer_converter,
+    original_text,
+    derived_row_ids,
+    text_day,
+    timestamps_fast,
+    to_number,
+    to_text,
+    to_utc_naive,
+)
+from ml_assets.lib.expectations import RawContract
 from ml_assets.schema import DEFAULT_TABLE, RAW_COLUMNS, RAW_SCHEMA
 
 if TYPE_CHECKING:
@@ -57,11 +68,13 @@ class SourceSchemaError(ValueError):
 
 
 TYPE_ERRORS = "_type_errors"
+# The day (UTC) each row read belongs to: its partition, decided here once.
+ROW_DAY = "partition_date"
 
 _EXPECTED_FAMILY = {
     "transaction_id": "an integer type",
-    "customer_id": "a string type",
-    "ts": "a timestamp type",
+    "customer_id": "a string, integer or UUID type",
+    "ts": "a timestamp, date or text type",
     "amount": "a numeric type",
     "quantity": "an integer type",
     "channel": "a string type",
@@ -69,11 +82,40 @@ _EXPECTED_FAMILY = {
     "payment_method": "a string type",
 }
 
+# How a timestamp column is compared and read: the day windows differ per kind.
+TEXT, TIMESTAMP, TIMESTAMPTZ, DATE = "text", "timestamp", "timestamptz", "date"
+
 
 @dataclass(frozen=True)
 class SourceColumns:
     missing_optional: list[str]
     extra: list[str]
+    time_kind: str = TEXT
+
+
+@dataclass(frozen=True)
+class DayRead:
+    """What one run read for its days, and how every fetched source row was accounted for."""
+
+    frame: pl.DataFrame  # the rows of the run's days, canonical columns + _type_errors + partition_date
+    source_rows: int  # COUNT(*) of the same window in the source, in the same snapshot
+    other_days: int  # fetched rows that belong to a neighbouring day (text with an offset near midnight)
+
+    @property
+    def conserved(self) -> bool:
+        return self.source_rows == self.frame.height + self.other_days
+
+
+def _time_kind(declared: sa.types.TypeEngine, backend: str) -> str | None:
+    import sqlalchemy as sa
+
+    if backend == "sqlite" or isinstance(declared, sa.types.NullType | sa.String | sa.Text | sa.Enum):
+        return TEXT  # SQLite keeps text whatever the declared type says: compared and parsed as text
+    if isinstance(declared, sa.DateTime):
+        return TIMESTAMPTZ if getattr(declared, "timezone", False) else TIMESTAMP
+    if isinstance(declared, sa.Date):
+        return DATE
+    return None
 
 
 def _compatible(name: str, declared: sa.types.TypeEngine) -> bool:
@@ -82,121 +124,80 @@ def _compatible(name: str, declared: sa.types.TypeEngine) -> bool:
     if isinstance(declared, sa.types.NullType):
         return True  # SQLite without a declared type: checked per value instead
     family = _EXPECTED_FAMILY[name]
+    if name == "customer_id":
+        return isinstance(declared, sa.String | sa.Text | sa.Enum | sa.Integer | sa.Numeric | sa.Uuid)
     if family == "an integer type":
-        return isinstance(declared, sa.Integer)
+        return isinstance(declared, sa.Integer | sa.Numeric | sa.String)
     if family == "a numeric type":
-        return isinstance(declared, sa.Integer | sa.Numeric | sa.Float)
-    if family == "a timestamp type":
-        return isinstance(declared, sa.DateTime | sa.TIMESTAMP)
+        return isinstance(declared, sa.Integer | sa.Numeric | sa.Float | sa.String)
+    if name == "ts":
+        return True  # decided by _time_kind
     return isinstance(declared, sa.String | sa.Text | sa.Enum)
 
 
 def _convert(values: list[object], name: str) -> tuple[pl.Series, list[tuple[int, str]]]:
-    """Cast one column to its canonical type; return the rows whose value did not fit.
+    """Cast one column to its canonical type; return the rows whose value did not fit, with the original in full.
 
     A value that does not fit becomes null in the typed column; its original
-    text goes back to the caller, so the row can be quarantined with it.
+    text (bytes as hex) goes back to the caller, so the row can be quarantined
+    with it. Nothing here raises on a value: one bad value never fails a run.
     """
     dtype = RAW_SCHEMA[name]
-    fast = _fast_path(values, name, dtype)
+    fast = timestamps_fast(values) if name == "ts" else _fast_path(values, name, dtype)
     if fast is not None:
-        return fast, []
+        return fast.alias(name), []
     if name == "ts":
-        accept: Callable[[object], object] = _utc_naive
+        accept: Callable[[object], object] = to_utc_naive
     elif dtype == pl.String():
-        accept = _text
+        accept = to_text
     elif dtype.is_integer():
-        accept = _integer
+        accept = integer_converter(dtype)
     else:
-        accept = _number
+        accept = to_number
     clean: list[object] = []
     bad: list[tuple[int, str]] = []
     for i, value in enumerate(values):
         converted = None if value is None else accept(value)
-        if value is not None and converted is _REJECT:
-            bad.append((i, str(value)[:200]))
+        if converted is REJECT:
+            bad.append((i, original_text(value)))
             converted = None
         clean.append(converted)
     return pl.Series(name, clean, dtype=dtype), bad
-
-
-_REJECT = object()
-# How SQLAlchemy writes DateTime values into SQLite: the common case, parsed vectorized.
-_SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S%.f"
 
 
 def _fast_path(values: list[object], name: str, dtype: pl.DataType) -> pl.Series | None:
     """Vectorized conversion when every value already has the expected form.
 
     Clean data (the common case) never pays for the per-value path; any
-    surprise (a string in a numeric column, an offset on a timestamp) makes
-    this return None and the careful path decides value by value.
+    surprise (a string in a numeric column, a value out of the type's range)
+    makes this return None and the careful path decides value by value.
     """
     try:
-        if name == "ts":
-            series = pl.Series(name, values, strict=True)
-            if series.dtype == pl.String:
-                parsed = series.str.to_datetime(_SQLITE_TS_FORMAT, time_unit="us", strict=True)
-                return parsed if parsed.null_count() == series.null_count() else None
-            if series.dtype == pl.Datetime("us") or (series.dtype == pl.Datetime and series.dtype.time_zone is None):
-                return series.cast(pl.Datetime("us"))
-            return None
+        series = pl.Series(name, values, strict=True)
         if dtype.is_numeric():
-            series = pl.Series(name, values, strict=True)
             if not series.dtype.is_numeric() and series.dtype != pl.Null:
                 return None
             if dtype.is_integer() and series.dtype.is_float():
                 return None  # fractional counts need the careful path
             return series.cast(dtype, strict=True)
-        series = pl.Series(name, values, strict=True)
-        return series.cast(dtype) if series.dtype in (pl.String, pl.Null) else None
+        if series.dtype in (pl.String, pl.Null):
+            return series.cast(dtype)
+        # Numeric customer ids (and numeric codes in other text columns) as their decimal text.
+        return series.cast(pl.String) if series.dtype.is_integer() else None
     except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
         return None
 
 
-def _text(value: object) -> object:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    return value if isinstance(value, str) else str(value)
-
-
-def _number(value: object) -> object:
-    if isinstance(value, bool):
-        return _REJECT
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, str | bytes):
-        try:
-            return float(value)
-        except ValueError:
-            return _REJECT
-    return _REJECT
-
-
-def _integer(value: object) -> object:
-    number = _number(value)
-    if number is _REJECT or not math.isfinite(number) or not float(number).is_integer():  # type: ignore[arg-type]
-        return _REJECT
-    return int(value) if isinstance(value, int) else int(number)  # type: ignore[arg-type]
-
-
-def _utc_naive(value: object) -> object:
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value)
-        except ValueError:
-            return _REJECT
-    if not isinstance(value, dt.datetime):
-        return _REJECT
-    if value.tzinfo is not None:
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value
+def _sqlite_text(raw: bytes) -> str | bytes:
+    """SQLite stores whatever bytes it is given: undecodable text arrives as bytes, so the row is quarantined with them (hex)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
 
 
 def _lenient_sqlite_text(dbapi_connection: object, _record: object) -> None:
-    dbapi_connection.text_factory = lambda raw: raw.decode("utf-8", "backslashreplace")  # type: ignore[attr-defined]
+    dbapi_connection.text_factory = _sqlite_text  # type: ignore[attr-defined]
 
 
 # Letters, digits, underscore and $ (PostgreSQL allows it), not starting with a
@@ -220,6 +221,17 @@ class SqlWarehouse(dg.ConfigurableResource):
     column_map: dict[str, str] = Field(
         default_factory=dict,
         description="Canonical column name -> column name in your table, for the columns whose names differ.",
+    )
+
+    customer_id_pattern: str | None = Field(
+        default=None,
+        description="A regular expression the whole customer id must match (CHURN_CUSTOMER_ID_PATTERN). "
+        "Default: any printable text of 1 to 64 characters without leading or trailing white space.",
+    )
+    closed_vocabularies: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Categorical columns whose values must be in a declared set, e.g. {\"channel\": [\"web\", \"store\"]} "
+        "(CHURN_CLOSED_VOCABULARIES); rows outside it are quarantined. Other categorical columns are open: unknown values are counted.",
     )
 
     _engine: Any = PrivateAttr(default=None)  # sqlalchemy.Engine, created on first use
@@ -246,6 +258,35 @@ class SqlWarehouse(dg.ConfigurableResource):
             raise ValueError(f"column_map maps two canonical columns to the same source column: {value}")
         return value
 
+    @field_validator("customer_id_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"customer_id_pattern {value!r} is not a valid regular expression: {exc}") from exc
+        return value or None
+
+    @field_validator("closed_vocabularies")
+    @classmethod
+    def _categorical(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        allowed = ("channel", "category", "payment_method")
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise ValueError(f"closed_vocabularies names {unknown}; only the categorical columns {list(allowed)} can be closed")
+        return value
+
+    def contract(self, source: SourceColumns) -> RawContract:
+        """The validation rules' view of this source: which optional columns exist and what the user declared."""
+        present = frozenset(n for n in RAW_COLUMNS if n not in source.missing_optional)
+        return RawContract(
+            present=present | {"transaction_id"},
+            derived_ids="transaction_id" not in present,
+            customer_id_pattern=self.customer_id_pattern,
+            closed_vocabularies={k: tuple(v) for k, v in self.closed_vocabularies.items()},
+        )
+
     def source_column(self, canonical: str) -> str:
         return self.column_map.get(canonical, canonical)
 
@@ -259,8 +300,15 @@ class SqlWarehouse(dg.ConfigurableResource):
                 # The embedded default lives in a folder that may not exist yet.
                 Path(url.database).parent.mkdir(parents=True, exist_ok=True)
             # pool_pre_ping: a connection dropped by a database restart is
-            # replaced instead of failing the next query.
-            self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+            # replaced instead of failing the next query. Sessions run in UTC, so
+            # a TIMESTAMP WITH TIME ZONE (PostgreSQL) or TIMESTAMP (MariaDB)
+            # column reads the same instants whatever the server's default zone.
+            connect_args: dict[str, object] = {}
+            if url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg":
+                connect_args = {"options": "-c timezone=UTC"}
+            elif url.get_backend_name() in ("mysql", "mariadb") and url.get_driver_name() == "pymysql":
+                connect_args = {"init_command": "SET time_zone = '+00:00'"}
+            self._engine = sa.create_engine(self.url, pool_pre_ping=True, connect_args=connect_args)
             if url.get_backend_name() == "sqlite":
                 # SQLite stores whatever bytes it is given; bytes that are not
                 # UTF-8 would fail the whole fetch. Decode them visibly instead
@@ -297,17 +345,19 @@ class SqlWarehouse(dg.ConfigurableResource):
     # --- reading -----------------------------------------------------------
 
     def inspect_source(self) -> SourceColumns:
-        """Check the table's columns against the raw schema before reading.
+        """Check the table's columns against the contract before reading.
 
-        A missing (or renamed) required column, or a column whose declared type
-        cannot hold the canonical type, fails with the column named.  Extra
-        columns are reported and ignored.
+        Required: customer id, timestamp (or date) and amount. A missing (or
+        renamed) required column, or a column whose declared type cannot hold
+        its canonical type, fails with the column named and the fix. Extra
+        columns are reported and ignored; missing optional ones are absent.
         """
         import sqlalchemy as sa
 
         try:
             with self.connect() as conn:
                 columns = sa.inspect(conn).get_columns(self.table, schema=self.db_schema)
+                backend = conn.dialect.name
         except sa.exc.NoSuchTableError as exc:
             raise SourceSchemaError(f"table {self.table!r} does not exist in {self._safe_url()}") from exc
         present = {c["name"]: c["type"] for c in columns}
@@ -324,37 +374,90 @@ class SqlWarehouse(dg.ConfigurableResource):
             detail = ", ".join(f"{n!r} (looked for column {self.source_column(n)!r})" for n in missing_required)
             raise SourceSchemaError(
                 f"table {self.table!r} lacks required column(s) {detail}; found {sorted(present)}. "
-                'If a column was renamed, map it with CHURN_COLUMN_MAP, e.g. \'{"ts": "created_at"}\'.'
+                "Map your columns with `churn init` (writes the settings file) or CHURN_COLUMN_MAP, "
+                'e.g. \'{"ts": "purchase_date", "customer_id": "customer_no"}\'.'
+            )
+        kind = _time_kind(present[self.source_column("ts")], backend)
+        if kind is None:
+            ts = self.source_column("ts")
+            wrong_type.append(
+                f"{ts!r} is {present[ts]}, expected {_EXPECTED_FAMILY['ts']} (epoch numbers are not read: seconds or "
+                f"milliseconds cannot be told apart; expose the column through a view as a timestamp)"
             )
         if wrong_type:
             raise SourceSchemaError(f"table {self.table!r} has column(s) of the wrong type: {'; '.join(wrong_type)}")
         mapped = {self.source_column(n) for n in RAW_COLUMNS}
-        return SourceColumns(missing_optional=missing_optional, extra=sorted(set(present) - mapped))
+        return SourceColumns(missing_optional=missing_optional, extra=sorted(set(present) - mapped), time_kind=kind or TEXT)
 
-    def read_transactions(self, start: dt.datetime, end: dt.datetime, source: SourceColumns | None = None) -> pl.DataFrame:
-        """Rows with ``start <= ts < end``, in canonical column names.
+    def _ts(self, columns: list[str] | None = None) -> tuple[sa.TableClause, sa.ColumnClause]:
+        import sqlalchemy as sa
+
+        names = [self.source_column(n) for n in (columns or [])]
+        ts_name = self.source_column("ts")
+        t = sa.table(self.table, *[sa.column(n) for n in dict.fromkeys([*names, ts_name])], schema=self.db_schema)
+        return t, t.c[ts_name]
+
+    def _bound(self, kind: str, day: dt.date) -> sa.BindParameter:
+        """A day boundary as a bound parameter of the column's own type: compared as instants or dates, never as strings."""
+        import sqlalchemy as sa
+
+        if kind == DATE:
+            return sa.literal(day, sa.Date())
+        if kind == TIMESTAMPTZ:
+            return sa.literal(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), sa.DateTime(timezone=True))
+        if kind == TIMESTAMP:
+            return sa.literal(dt.datetime.combine(day, dt.time()), sa.DateTime())
+        return sa.literal(day.isoformat(), sa.String())
+
+    def _text(self, column: sa.ColumnElement) -> sa.ColumnElement:
+        # Text timestamps are compared by their leading 'YYYY-MM-DD' in byte order.
+        return column.collate("C") if self.engine.dialect.name == "postgresql" else column
+
+    def _window(self, kind: str, ts: sa.ColumnClause, first: dt.date, end: dt.date) -> sa.ColumnElement:
+        """The rows a run over days [first, end) fetches.
+
+        Typed columns: exactly the days. Text: the ISO-looking values from the
+        day before to the day after, because an offset can move a row across
+        midnight; each is parsed and kept only if its UTC day is in the run.
+        """
+        import sqlalchemy as sa
+
+        if kind != TEXT:
+            return sa.and_(ts >= self._bound(kind, first), ts < self._bound(kind, end))
+        text = self._text(ts)
+        day = dt.timedelta(days=1)
+        return sa.and_(ts.like(ISO_LIKE), text >= self._bound(TEXT, first - day), text < self._bound(TEXT, end + day))
+
+    def _snapshot(self, conn: sa.Connection) -> sa.Connection:
+        """One consistent view for a count and a read (PostgreSQL and MariaDB; SQLite's read transaction already is one)."""
+        if conn.dialect.name in ("postgresql", "mysql", "mariadb"):
+            return conn.execution_options(isolation_level="REPEATABLE READ")
+        return conn
+
+    def read_transactions(self, days: list[dt.date], source: SourceColumns | None = None) -> DayRead:
+        """The rows of ``days`` (UTC), in canonical column names, with the day each belongs to and the source's own count.
 
         Values are read untyped and converted here: a value that is not of its
-        column's type (SQLite stores anything anywhere) becomes null and its
-        original text is kept in ``_type_errors``, so validation quarantines
-        the row with the value intact instead of failing the partition.
-        Timestamps with a UTC offset are converted to naive UTC. Pass the
-        result of ``inspect_source`` when the caller already has it.
+        column's type (SQLite stores anything anywhere, a count beyond 2^31, a
+        NaN, undecodable bytes) becomes null and its original text is kept in
+        ``_type_errors``, so validation quarantines the row with the value
+        intact instead of failing the run. A text timestamp that cannot be read
+        but starts with one of the run's days is kept on that day for the
+        quarantine. Pass the result of ``inspect_source`` when the caller already has it.
         """
         import sqlalchemy as sa
 
         source = source or self.inspect_source()
+        days = sorted(days)
+        first, end = days[0], days[-1] + dt.timedelta(days=1)
         wanted = [n for n in RAW_COLUMNS if n not in source.missing_optional]
-        # Untyped columns: no driver-side conversion that could raise on one bad value.
-        t = sa.table(self.table, *[sa.column(self.source_column(n)) for n in wanted], schema=self.db_schema)
-        ts_col = t.c[self.source_column("ts")]
-        stmt = (
-            sa.select(*[t.c[self.source_column(n)].label(n) for n in wanted])
-            .where(ts_col >= sa.bindparam("start", type_=sa.DateTime()), ts_col < sa.bindparam("end", type_=sa.DateTime()))
-            .order_by(ts_col)
-        )
-        with self.connect() as conn:
-            rows = conn.execute(stmt, {"start": start, "end": end}).fetchall()
+        t, ts = self._ts(wanted)
+        where = self._window(source.time_kind, ts, first, end)
+        stmt = sa.select(*[t.c[self.source_column(n)].label(n) for n in wanted]).where(where).order_by(ts)
+        count = sa.select(sa.func.count()).select_from(t).where(where)
+        with self.connect() as conn, self._snapshot(conn).begin():
+            rows = conn.execute(stmt).fetchall()
+            source_rows = int(conn.execute(count).scalar_one())
         series = []
         errors: list[dict[str, str] | None] = [None] * len(rows)
         for i, name in enumerate(wanted):
@@ -365,35 +468,93 @@ class SqlWarehouse(dg.ConfigurableResource):
         frame = pl.DataFrame(series) if series else pl.DataFrame()
         for name in source.missing_optional:
             frame = frame.with_columns(pl.lit(None, dtype=RAW_SCHEMA[name]).alias(name))
-        type_errors = pl.Series(TYPE_ERRORS, [json.dumps(e, sort_keys=True) if e else None for e in errors], dtype=pl.String)
-        return frame.select(list(RAW_COLUMNS)).with_columns(type_errors)
+        # The day each row belongs to: its UTC date; an unreadable text timestamp goes to the day its text starts with.
+        ts_index = wanted.index("ts")
+        fallback = [text_day(r[ts_index], days) if errors[i] and "ts" in errors[i] and isinstance(r[ts_index], str) else None
+                    for i, r in enumerate(rows)]
+        row_day = pl.Series(ROW_DAY, fallback, dtype=pl.Date)
+        frame = frame.select(list(RAW_COLUMNS)).with_columns(
+            pl.Series(TYPE_ERRORS, [json.dumps(e, sort_keys=True, ensure_ascii=False) if e else None for e in errors], dtype=pl.String),
+            pl.coalesce(pl.col("ts").dt.date(), row_day).alias(ROW_DAY),
+        )
+        if "transaction_id" in source.missing_optional:
+            # No id in the source: a stable one from the row's values (see derived_row_ids), the same in every run.
+            frame = frame.with_columns(derived_row_ids(frame, [*wanted, TYPE_ERRORS]))
+        mine = pl.col(ROW_DAY).is_between(first, days[-1])
+        other_days = frame.filter(~mine.fill_null(False)).height
+        return DayRead(frame.filter(mine.fill_null(False)), source_rows, other_days)
 
-    def count_rows_without_timestamp(self) -> int:
-        """Rows whose timestamp is null belong to no day, so no partition reads them: count them to report them."""
+    def read_unplaceable(self, calendar_start: dt.date, calendar_end: dt.date, source: SourceColumns | None = None) -> pl.DataFrame:
+        """Source rows no day of the calendar [calendar_start, calendar_end) can hold, with their original values and a reason.
+
+        Reasons: ``ts_missing`` (null), ``ts_unreadable`` (not one of the accepted
+        forms: an epoch number, '2025/01/08', '', '0000-00-00', bytes),
+        ``ts_before_calendar`` (before the partitions start) and
+        ``ts_after_calendar`` (beyond tomorrow). Every value is kept as text
+        (bytes as hex), so nothing about the row is lost.
+        """
         import sqlalchemy as sa
 
-        t = sa.table(self.table, sa.column(self.source_column("ts")), schema=self.db_schema)
+        source = source or self.inspect_source()
+        wanted = [n for n in RAW_COLUMNS if n not in source.missing_optional]
+        t, ts = self._ts(wanted)
+        kind = source.time_kind
+        lo, hi = self._bound(kind, calendar_start), self._bound(kind, calendar_end)
+        if kind == TEXT:
+            text = self._text(ts)
+            # The first day's text is also fetched: an offset can put its rows before the calendar.
+            edge = self._bound(TEXT, calendar_start + dt.timedelta(days=1))
+            where = sa.or_(ts.is_(None), sa.not_(ts.like(ISO_LIKE)), text < edge, text >= hi)
+        else:
+            where = sa.or_(ts.is_(None), ts < lo, ts >= hi)
+        stmt = sa.select(*[t.c[self.source_column(n)].label(n) for n in wanted]).where(where)
         with self.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c[self.source_column("ts")].is_(None))).scalar_one())
+            rows = conn.execute(stmt).fetchall()
+        ts_index = wanted.index("ts")
+        kept, reasons = [], []
+        for row in rows:
+            value = row[ts_index]
+            moment = None if value is None else to_utc_naive(value)
+            if value is None:
+                reason = "ts_missing"
+            elif moment is REJECT:
+                reason = "ts_unreadable"
+            elif moment.date() < calendar_start:  # type: ignore[union-attr]
+                reason = "ts_before_calendar"
+            elif moment.date() >= calendar_end:  # type: ignore[union-attr]
+                reason = "ts_after_calendar"
+            else:
+                continue  # an edge row that belongs to a day of the calendar
+            kept.append(row)
+            reasons.append(reason)
+        data = {n: [None if r[i] is None else original_text(r[i]) for r in kept] for i, n in enumerate(wanted)}
+        frame = pl.DataFrame(data, schema={n: pl.String for n in wanted})
+        return frame.with_columns(pl.Series("unplaceable_reason", reasons, dtype=pl.String))
 
-    def ids_recorded_before(self, ids: list[int], before: dt.datetime) -> set[int]:
-        """Which of ``ids`` already occur in the source with an earlier timestamp."""
+    def ids_recorded_before(self, ids: list[int], before: dt.date, source: SourceColumns | None = None) -> set[int]:
+        """Which of ``ids`` already occur in the source on a UTC day before ``before``."""
         import sqlalchemy as sa
 
         if not ids:
             return set()
-        t = sa.table(
-            self.table, sa.column(self.source_column("transaction_id")), sa.column(self.source_column("ts")), schema=self.db_schema
-        )
-        id_col, ts_col = t.c[self.source_column("transaction_id")], t.c[self.source_column("ts")]
-        stmt = sa.select(id_col).where(
-            ts_col < sa.bindparam("before", type_=sa.DateTime()), id_col.in_(sa.bindparam("ids", expanding=True))
-        )
+        source = source or self.inspect_source()
+        t, ts = self._ts(["transaction_id"])
+        id_col = t.c[self.source_column("transaction_id")]
+        kind = source.time_kind
+        # Text: fetch up to the day itself and decide on the parsed instant (an offset can move a row across midnight).
+        limit = self._text(ts) < self._bound(TEXT, before + dt.timedelta(days=1)) if kind == TEXT else ts < self._bound(kind, before)
+        stmt = sa.select(id_col, ts).where(limit, id_col.in_(sa.bindparam("ids", expanding=True)))
+        cutoff = dt.datetime.combine(before, dt.time())
         found: set[int] = set()
         with self.connect() as conn:
             # Chunked: SQLite caps bound parameters per statement.
             for i in range(0, len(ids), 10_000):
-                found.update(int(v) for (v,) in conn.execute(stmt, {"before": before, "ids": ids[i : i + 10_000]}) if v is not None)
+                for value, moment in conn.execute(stmt, {"ids": ids[i : i + 10_000]}):
+                    parsed = to_utc_naive(moment) if moment is not None else REJECT
+                    if value is not None and parsed is not REJECT and parsed < cutoff:  # type: ignore[operator]
+                        number = integer_converter(pl.Int64())(value)
+                        if number is not REJECT:
+                            found.add(int(number))  # type: ignore[arg-type]
         return found
 
     # --- writing (used by the generator CLI, the demo and the tests) -------

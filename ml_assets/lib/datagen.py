@@ -178,9 +178,10 @@ DEFECTS: dict[str, pl.Expr] = {
     "zero_amount": pl.lit(0.0).alias("amount"),
     "absurd_amount": pl.lit(2.5e7).alias("amount"),
     "zero_quantity": pl.lit(0, dtype=pl.Int32).alias("quantity"),
-    "unknown_channel": pl.lit("call-centre").alias("channel"),
-    "unknown_category": pl.lit("gift-cards").alias("category"),
-    "malformed_customer_id": pl.format("cust-{}", pl.col("customer_id")).alias("customer_id"),
+    "nan_amount": pl.lit(float("nan")).alias("amount"),
+    "missing_customer_id": pl.lit(None, dtype=pl.String).alias("customer_id"),
+    # A trailing newline would make a second customer out of the same person.
+    "malformed_customer_id": pl.format("{}\n", pl.col("customer_id")).alias("customer_id"),
 }
 
 

@@ -24,17 +24,39 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from ml_assets.lib.contract import customer_id_ok_expr
 from ml_assets.schema import CATEGORIES, CHANNELS, PAYMENT_METHODS, RAW_COLUMNS
 
 if TYPE_CHECKING:
     import great_expectations as gx
     import pandas as pd
 
-CUSTOMER_ID_PATTERN = r"^C[0-9]{1,12}$"
 MAX_AMOUNT = 100_000.0
 MAX_QUANTITY = 1_000
 ROW = "__row"
 TYPE_ERRORS = "_type_errors"
+ROW_DAY = "partition_date"
+# The vocabularies features use per categorical column; validation counts values outside them, it does not reject them.
+KNOWN_VALUES: dict[str, tuple[str, ...]] = {"channel": CHANNELS, "category": CATEGORIES, "payment_method": PAYMENT_METHODS}
+CATEGORICAL = tuple(KNOWN_VALUES)
+
+
+@dataclass(frozen=True)
+class RawContract:
+    """What the rules may expect of one source: which optional columns it has and what the user declared."""
+
+    present: frozenset[str] = frozenset(n for n in RAW_COLUMNS)
+    # True when the source has no transaction id and ingestion derived one: no duplicate rules then.
+    derived_ids: bool = False
+    # A regular expression the whole customer id must match; None: printable, 1 to 64 characters, no surrounding space.
+    customer_id_pattern: str | None = None
+    # Categorical columns whose values must be in the given set (rows outside are quarantined); others are open.
+    closed_vocabularies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def customer_id_rule(self) -> str:
+        return f"customer_id matches {self.customer_id_pattern!r} (whole value)" if self.customer_id_pattern else (
+            "customer_id is printable text of 1 to 64 characters without leading or trailing white space"
+        )
 
 
 @dataclass(frozen=True)
@@ -46,107 +68,100 @@ class Rule:
     expectation: Callable[[], Any]
 
 
-def raw_row_rules() -> list[Rule]:
-    import great_expectations.expectations as gxe
-
-    rules = [
-        Rule(f"{name}_not_null", f"{name} is present", lambda name=name: gxe.ExpectColumnValuesToNotBeNull(column=name))
-        for name, (_, required, _) in RAW_COLUMNS.items()
-        if required and name != "amount"
+def raw_rule_specs(contract: RawContract) -> list[tuple[str, str, Callable[[Any], Any]]]:
+    """(name, description, expectation factory given the GX expectations module) for the source's contract."""
+    present = contract.present
+    specs: list[tuple[str, str, Callable[[Any], Any]]] = [
+        (f"{name}_not_null", f"{name} is present", lambda gxe, name=name: gxe.ExpectColumnValuesToNotBeNull(column=name))
+        # An optional column is optional as a column; when the source has it, its values are required
+        # (features are computed from them), except payment_method, which may be blank.
+        for name in ("transaction_id", "customer_id", "ts", "quantity", "channel", "category")
+        if name in present and not (name == "transaction_id" and contract.derived_ids)
     ]
-    rules += [
+    specs += [
         # pandas shows both null and NaN as NaN: the helper keeps them apart.
-        Rule("amount_not_null", "amount is present", lambda: gxe.ExpectColumnValuesToBeInSet(column="__amount_null", value_set=[False])),
-        Rule(
-            "amount_finite",
-            "amount is a finite number",
-            lambda: gxe.ExpectColumnValuesToBeInSet(column="__amount_finite", value_set=[True]),
-        ),
-        Rule(
+        ("amount_not_null", "amount is present", lambda gxe: gxe.ExpectColumnValuesToBeInSet(column="__amount_null", value_set=[False])),
+        ("amount_finite", "amount is a finite number", lambda gxe: gxe.ExpectColumnValuesToBeInSet(column="__amount_finite", value_set=[True])),
+        (
             "amount_positive",
             "amount > 0",
-            lambda: gxe.ExpectColumnValuesToBeBetween(column="__amount_finite_value", min_value=0, strict_min=True),
+            lambda gxe: gxe.ExpectColumnValuesToBeBetween(column="__amount_finite_value", min_value=0, strict_min=True),
         ),
-        Rule(
+        (
             "amount_plausible",
             f"amount <= {MAX_AMOUNT:,.0f}",
-            lambda: gxe.ExpectColumnValuesToBeBetween(column="__amount_finite_value", max_value=MAX_AMOUNT),
+            lambda gxe: gxe.ExpectColumnValuesToBeBetween(column="__amount_finite_value", max_value=MAX_AMOUNT),
         ),
-        Rule(
-            "quantity_in_range",
-            f"1 <= quantity <= {MAX_QUANTITY}",
-            lambda: gxe.ExpectColumnValuesToBeBetween(column="quantity", min_value=1, max_value=MAX_QUANTITY),
-        ),
-        Rule(
-            "channel_known",
-            f"channel in {list(CHANNELS)}",
-            lambda: gxe.ExpectColumnValuesToBeInSet(column="channel", value_set=list(CHANNELS)),
-        ),
-        Rule(
-            "category_known",
-            f"category in {list(CATEGORIES)}",
-            lambda: gxe.ExpectColumnValuesToBeInSet(column="category", value_set=list(CATEGORIES)),
-        ),
-        Rule(
-            "payment_method_known",
-            f"payment_method is null or in {list(PAYMENT_METHODS)}",
-            lambda: gxe.ExpectColumnValuesToBeInSet(column="payment_method", value_set=list(PAYMENT_METHODS)),
-        ),
-        Rule(
+    ]
+    if "quantity" in present:
+        specs.append(
+            (
+                "quantity_in_range",
+                f"1 <= quantity <= {MAX_QUANTITY} (when given)",
+                lambda gxe: gxe.ExpectColumnValuesToBeBetween(column="quantity", min_value=1, max_value=MAX_QUANTITY),
+            )
+        )
+    for column, values in sorted(contract.closed_vocabularies.items()):
+        if column in present:
+            specs.append(
+                (
+                    f"{column}_known",
+                    f"{column} is null or in {list(values)} (closed vocabulary)",
+                    lambda gxe, column=column, values=values: gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(values)),
+                )
+            )
+    specs += [
+        (
             "customer_id_well_formed",
-            f"customer_id matches {CUSTOMER_ID_PATTERN}",
-            lambda: gxe.ExpectColumnValuesToMatchRegex(column="customer_id", regex=CUSTOMER_ID_PATTERN),
+            contract.customer_id_rule(),
+            lambda gxe: gxe.ExpectColumnValuesToBeInSet(column="__customer_id_ok", value_set=[True]),
         ),
-        Rule(
+        (
             "ts_in_partition",
             "timestamp falls inside the partition's UTC day",
-            lambda: gxe.ExpectColumnValuesToBeBetween(column="__seconds_into_day", min_value=0, max_value=86_400, strict_max=True),
+            lambda gxe: gxe.ExpectColumnValuesToBeBetween(column="__seconds_into_day", min_value=0, max_value=86_400, strict_max=True),
         ),
-        Rule(
+        (
             "ts_not_in_future",
             "timestamp is not later than the time of validation",
-            lambda: gxe.ExpectColumnValuesToBeInSet(column="__in_future", value_set=[False]),
+            lambda gxe: gxe.ExpectColumnValuesToBeInSet(column="__in_future", value_set=[False]),
         ),
-        Rule(
-            "transaction_id_unique",
-            "transaction_id appears once in the run (the first occurrence is kept)",
-            lambda: gxe.ExpectColumnValuesToBeBetween(column="__occurrence", max_value=0),
-        ),
-        Rule(
-            "transaction_id_new",
-            "transaction_id was not already recorded on an earlier day",
-            lambda: gxe.ExpectColumnValuesToBeInSet(column="__seen_before", value_set=[False]),
-        ),
-        Rule(
+    ]
+    if "transaction_id" in present and not contract.derived_ids:
+        specs += [
+            (
+                "transaction_id_unique",
+                "transaction_id appears once in the run (the first occurrence is kept)",
+                lambda gxe: gxe.ExpectColumnValuesToBeBetween(column="__occurrence", max_value=0),
+            ),
+            (
+                "transaction_id_new",
+                "transaction_id was not already recorded on an earlier day",
+                lambda gxe: gxe.ExpectColumnValuesToBeInSet(column="__seen_before", value_set=[False]),
+            ),
+        ]
+    specs.append(
+        (
             "values_have_expected_types",
             "every value could be read as its column's type",
-            lambda: gxe.ExpectColumnValuesToBeNull(column=TYPE_ERRORS),
-        ),
-    ]
-    return rules
+            lambda gxe: gxe.ExpectColumnValuesToBeNull(column=TYPE_ERRORS),
+        )
+    )
+    return specs
 
 
-# The rule names without importing great-expectations (it costs seconds): for
-# metadata and docs. A test keeps it equal to the names in raw_row_rules().
-RAW_RULE_NAMES = tuple(
-    [f"{n}_not_null" for n, (_, req, _) in RAW_COLUMNS.items() if req and n != "amount"]
-    + [
-        "amount_not_null",
-        "amount_finite",
-        "amount_positive",
-        "amount_plausible",
-        "quantity_in_range",
-        "channel_known",
-        "category_known",
-        "payment_method_known",
-        "customer_id_well_formed",
-        "ts_in_partition",
-        "ts_not_in_future",
-        "transaction_id_unique",
-        "transaction_id_new",
-        "values_have_expected_types",
-    ]
-)
+def raw_row_rules(contract: RawContract | None = None) -> list[Rule]:
+    import great_expectations.expectations as gxe
+
+    return [Rule(name, text, lambda f=factory: f(gxe)) for name, text, factory in raw_rule_specs(contract or RawContract())]
+
+
+def raw_rule_names(contract: RawContract | None = None) -> tuple[str, ...]:
+    """The rule names without importing great-expectations (it costs seconds): for metadata and docs."""
+    return tuple(name for name, _, _ in raw_rule_specs(contract or RawContract()))
+
+
+RAW_RULE_NAMES = raw_rule_names()
 
 
 @dataclass
@@ -234,30 +249,46 @@ def _plain(value: Any) -> Any:
 
 
 def partition_day(days: list[dt.date]) -> pl.Expr:
-    """The run day a raw row belongs to: its timestamp's day, or the run's first day
-    when the timestamp is missing or (after UTC conversion) outside the run."""
+    """The run day a raw row belongs to: the day ingestion assigned (``partition_date``) when the frame has it,
+    else its timestamp's day, or the run's first day when the timestamp is missing or outside the run."""
     day = pl.col("ts").dt.date()
     return pl.when(day.is_in(days)).then(day).otherwise(pl.lit(days[0]))
 
 
-def quarantine(frame: pl.DataFrame, days: list[dt.date], seen_before: set[int], now: dt.datetime) -> QuarantineResult:
+def unknown_values(frame: pl.DataFrame, contract: RawContract) -> dict[str, int]:
+    """Rows per open categorical column whose value is outside the vocabulary features use: counted, not quarantined."""
+    counts = {}
+    for column, known in KNOWN_VALUES.items():
+        if column in contract.present and column not in contract.closed_vocabularies and column in frame.columns:
+            n = frame.select((pl.col(column).is_not_null() & ~pl.col(column).is_in(list(known))).sum()).item()
+            if n:
+                counts[column] = int(n)
+    return counts
+
+
+def quarantine(
+    frame: pl.DataFrame, days: list[dt.date], seen_before: set[int], now: dt.datetime, contract: RawContract | None = None
+) -> QuarantineResult:
     """Split raw rows into valid rows and quarantined rows with ``rejected_reasons``.
 
-    ``days`` are the partitions of the run; each row belongs to the day of its
-    timestamp (rows without one go to the first day).  Every input row ends up
-    in exactly one output.
+    ``days`` are the partitions of the run; each row belongs to the day
+    ingestion assigned it (``partition_date``), or its timestamp's day.  Every
+    input row ends up in exactly one output.
     """
+    contract = contract or RawContract()
     if TYPE_ERRORS not in frame.columns:
         frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(TYPE_ERRORS))
+    if ROW_DAY not in frame.columns:
+        frame = frame.with_columns(partition_day(days).alias(ROW_DAY))
     amount = pl.col("amount")
     helper = frame.with_columns(
         pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW),
-        partition_day(days).alias("partition_date"),
+        (pl.col("customer_id").is_null() | customer_id_ok_expr(contract.customer_id_pattern)).alias("__customer_id_ok"),
     ).with_columns(
         amount.is_null().alias("__amount_null"),
         (amount.is_null() | amount.is_finite()).alias("__amount_finite"),
         pl.when(amount.is_finite()).then(amount).alias("__amount_finite_value"),
-        (pl.col("ts") - pl.col("partition_date").cast(pl.Datetime("us"))).dt.total_seconds().alias("__seconds_into_day"),
+        (pl.col("ts") - pl.col(ROW_DAY).cast(pl.Datetime("us"))).dt.total_seconds().alias("__seconds_into_day"),
         (pl.col("ts") > now).fill_null(False).alias("__in_future"),
         pl.when(pl.col("transaction_id").is_not_null())
         .then(pl.int_range(pl.len()).over("transaction_id"))
@@ -265,7 +296,7 @@ def quarantine(frame: pl.DataFrame, days: list[dt.date], seen_before: set[int], 
         .alias("__occurrence"),
         pl.col("transaction_id").is_in(list(seen_before)).fill_null(False).alias("__seen_before"),
     )
-    outcomes = run_suite(helper.to_pandas(), "raw_transactions", raw_row_rules(), index_column=ROW)
+    outcomes = run_suite(helper.to_pandas(), "raw_transactions", raw_row_rules(contract), index_column=ROW)
     reasons: dict[int, list[str]] = {}
     for outcome in outcomes:
         for row in outcome.unexpected_rows:
@@ -274,11 +305,11 @@ def quarantine(frame: pl.DataFrame, days: list[dt.date], seen_before: set[int], 
         {ROW: list(reasons), "rejected_reasons": [";".join(r) for r in reasons.values()]},
         schema={ROW: pl.Int64, "rejected_reasons": pl.String},
     )
-    joined = helper.select([*frame.columns, ROW, "partition_date"]).join(reason_frame, on=ROW, how="left")
+    joined = helper.select([*frame.columns, ROW]).join(reason_frame, on=ROW, how="left")
     bad = pl.col("rejected_reasons").is_not_null()
-    valid = joined.filter(~bad).drop(ROW, "rejected_reasons", TYPE_ERRORS)
+    valid = joined.filter(~bad).drop(ROW, "rejected_reasons", TYPE_ERRORS, ROW_DAY)
     rejected = joined.filter(bad).drop(ROW)
-    return QuarantineResult(valid.drop("partition_date"), rejected, outcomes)
+    return QuarantineResult(valid, rejected, outcomes)
 
 
 # --- customer features ------------------------------------------------------

@@ -1,0 +1,245 @@
+"""The data contract for a user's transaction log: which values are accepted, and the day each row belongs to.
+
+Pure functions, no Dagster and no database: the warehouse resource fetches
+values, these decide what they mean.
+
+The day a row belongs to is the UTC date of its timestamp, whatever the
+source column holds (timestamp, timestamp with time zone, date, or text in an
+ISO form).  Parsing is strict: a value is either read exactly or rejected with
+its original text kept; nothing is rounded into a neighbouring day (a leap
+second ``23:59:60`` is rejected, not rolled over), no digit separators, no
+non-ASCII digits, no bytes where text or numbers belong.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import math
+import re
+import uuid
+from collections.abc import Callable
+from typing import Final
+
+import polars as pl
+
+# A marker for "this value does not fit its column": the caller keeps the original.
+REJECT: Final = object()
+
+INT_BOUNDS: dict[pl.DataType, tuple[int, int]] = {
+    pl.Int32(): (-(2**31), 2**31 - 1),
+    pl.Int64(): (-(2**63), 2**63 - 1),
+}
+
+# The accepted text forms of a timestamp: ISO 8601 calendar dates, optionally a
+# time (space or T), seconds, a fraction of up to 9 digits and an offset (Z,
+# +HH, +HHMM or +HH:MM). ASCII digits only; ranges are checked by datetime.
+TIMESTAMP_TEXT = re.compile(
+    r"(?P<y>[0-9]{4})-(?P<mo>[0-9]{2})-(?P<d>[0-9]{2})"
+    r"(?:[T ](?P<h>[0-9]{2}):(?P<mi>[0-9]{2})(?::(?P<s>[0-9]{2})(?:\.(?P<f>[0-9]{1,9}))?)?)?"
+    r" ?(?P<tz>Z|[+-][0-9]{2}(?::?[0-9]{2})?)?",
+    re.ASCII,
+)
+# The same forms without an offset, in polars' (Rust) regex syntax, for the vectorized path.
+_NAIVE_TEXT_VECTOR = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?)?$"
+# Plain decimal numbers as text: no digit separators, no words (nan, inf), ASCII only.
+NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+INTEGER_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+
+# The SQL LIKE pattern every placeable text timestamp matches (its first ten characters form a date).
+ISO_LIKE = "____-__-__%"
+
+DEFAULT_CUSTOMER_ID_MAX = 64
+
+
+def original_text(value: object) -> str:
+    """A value as it was in the source, in full: bytes as ``hex:<digits>``, everything else as text."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "hex:" + bytes(value).hex()
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def preview_text(value: str, limit: int = 120) -> str:
+    """A bounded, single-line, escaped form of a client value for logs and metadata."""
+    text = value.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(value)} chars)"
+
+
+# --- timestamps -------------------------------------------------------------
+
+
+def parse_timestamp_text(text: str) -> dt.datetime | None:
+    """Strictly parse one ISO timestamp or date to naive UTC; None when it is not one of the accepted forms."""
+    m = TIMESTAMP_TEXT.fullmatch(text)
+    if m is None:
+        return None
+    fraction = (m["f"] or "")[:6].ljust(6, "0")
+    try:
+        moment = dt.datetime(
+            int(m["y"]), int(m["mo"]), int(m["d"]), int(m["h"] or 0), int(m["mi"] or 0), int(m["s"] or 0), int(fraction)
+        )
+    except ValueError:  # month 13, February 30, hour 24, second 60, year 0
+        return None
+    tz = m["tz"]
+    if tz and tz != "Z":
+        digits = tz[1:].replace(":", "")
+        hours, minutes = int(digits[:2]), int(digits[2:] or 0)
+        if hours > 23 or minutes > 59:
+            return None
+        offset = dt.timedelta(hours=hours, minutes=minutes) * (1 if tz[0] == "+" else -1)
+        moment = moment - offset
+    return moment
+
+
+def to_utc_naive(value: object) -> object:
+    """One source timestamp value (datetime, date or text) as naive UTC, or REJECT."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            return value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value
+    if isinstance(value, dt.date):
+        return dt.datetime.combine(value, dt.time())
+    if isinstance(value, str):
+        parsed = parse_timestamp_text(value.strip())
+        return REJECT if parsed is None else parsed
+    return REJECT  # numbers (epoch seconds or milliseconds?), bytes: ambiguous, never guessed
+
+
+def timestamps_fast(values: list[object]) -> pl.Series | None:
+    """Vectorized reading of a timestamp column in the common clean forms; None sends it to the careful path."""
+    try:
+        series = pl.Series("ts", values, strict=True)
+    except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+        return None
+    if series.dtype == pl.Null:
+        return series.cast(pl.Datetime("us"))
+    if series.dtype == pl.Datetime and series.dtype.time_zone is None:  # type: ignore[union-attr]
+        return series.cast(pl.Datetime("us"))
+    if series.dtype == pl.Date:
+        return series.cast(pl.Datetime("us"))
+    if series.dtype != pl.String:
+        return None
+    present = series.drop_nulls()
+    if not present.str.contains(_NAIVE_TEXT_VECTOR).all():
+        return None  # an offset, an odd form or a bad value: decided value by value
+    normal = series.str.replace("T", " ", literal=True)
+    normal = pl.when(normal.str.len_bytes() == 10).then(normal + " 00:00:00").otherwise(normal)
+    parsed = pl.select(normal.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us", strict=False)).to_series()
+    return parsed.alias("ts") if parsed.null_count() == series.null_count() else None
+
+
+def text_day(text: str, days: list[dt.date]) -> dt.date | None:
+    """The run day whose text range ['YYYY-MM-DD', next day) holds an unreadable text timestamp, if any.
+
+    Every text in the calendar's range falls in exactly one day's range, so an
+    unreadable value is quarantined by exactly one day's run.
+    """
+    for day in reversed(days):
+        if day.isoformat() <= text < (day + dt.timedelta(days=1)).isoformat():
+            return day
+    return None
+
+
+# --- values of the other columns ----------------------------------------------
+
+
+def to_number(value: object) -> object:
+    if isinstance(value, bool):
+        return REJECT
+    if isinstance(value, int):
+        return float(value) if abs(value) < 2**1023 else REJECT
+    if isinstance(value, float):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return float(value)  # NaN stays NaN: the amount_finite rule quarantines it with its reason
+    if isinstance(value, str) and NUMBER_TEXT.fullmatch(value.strip()):
+        number = float(value)
+        return number if math.isfinite(number) else REJECT
+    return REJECT
+
+
+def integer_converter(dtype: pl.DataType) -> Callable[[object], object]:
+    low, high = INT_BOUNDS[dtype]
+
+    def convert(value: object) -> object:
+        if isinstance(value, bool):
+            return REJECT
+        if isinstance(value, int):
+            number = value
+        elif isinstance(value, str) and INTEGER_TEXT.fullmatch(value.strip()):
+            number = int(value)
+        elif isinstance(value, float | decimal.Decimal):
+            if not math.isfinite(value) or value != int(value):
+                return REJECT
+            number = int(value)
+        else:
+            return REJECT
+        return number if low <= number <= high else REJECT
+
+    return convert
+
+
+def to_text(value: object) -> object:
+    """Text columns: text as is; integers and UUIDs as their usual text (numeric customer ids); bytes only if UTF-8."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return REJECT
+    if isinstance(value, int | uuid.UUID):
+        return str(value)
+    if isinstance(value, float | decimal.Decimal):
+        # A numeric id column read as float or NUMERIC: 1234.0 is customer 1234; 12.5 is not an id.
+        return str(int(value)) if math.isfinite(value) and value == int(value) else REJECT
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return REJECT
+    return REJECT
+
+
+# --- customer ids -------------------------------------------------------------
+
+
+def customer_id_ok_expr(pattern: str | None, column: str = "customer_id") -> pl.Expr:
+    """The customer-id rule as a polars expression (vectorized for the default rule; the user's pattern runs in Python's ``re``)."""
+    col = pl.col(column)
+    if pattern:
+        return col.map_elements(customer_id_ok(pattern), return_dtype=pl.Boolean, skip_nulls=False).fill_null(False)
+    printable = ~col.str.contains(r"[\p{C}\p{Z}--\x20]")
+    trimmed = ~col.str.contains(r"^\s|\s$")
+    return (col.str.len_chars().is_between(1, DEFAULT_CUSTOMER_ID_MAX) & printable & trimmed).fill_null(False)
+
+
+def customer_id_ok(pattern: str | None) -> Callable[[str | None], bool]:
+    """The customer-id rule: the whole value matches ``pattern``; by default any printable text of 1 to 64
+    characters without leading or trailing white space (so ``'C42\\n'`` and ``' C42'`` are not second customers)."""
+    if pattern:
+        compiled = re.compile(pattern)
+        return lambda v: v is not None and compiled.fullmatch(v) is not None
+
+    def default(v: str | None) -> bool:
+        return v is not None and 1 <= len(v) <= DEFAULT_CUSTOMER_ID_MAX and v.isprintable() and v == v.strip()
+
+    return default
+
+
+def derived_row_ids(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
+    """A stable identity for logs without a transaction id: a 63-bit BLAKE2 hash of the row's values and its ordinal among identical rows.
+
+    The same source row gets the same id in every run and every release (the
+    hash is over the values' text, not a library's internal hash); two identical
+    rows of one day (two equal purchases) stay two rows with two ids.
+    """
+    seen: dict[bytes, int] = {}
+    ids = []
+    for row in frame.select(columns).iter_rows():
+        key = "\x1f".join("\x00" if v is None else repr(v) for v in row).encode("utf-8", "backslashreplace")
+        n = seen.get(key, 0)
+        seen[key] = n + 1
+        digest = hashlib.blake2b(key + b"\x1e" + str(n).encode(), digest_size=8).digest()
+        ids.append(int.from_bytes(digest, "big") & (2**63 - 1))
+    return pl.Series("transaction_id", ids, dtype=pl.Int64)
