@@ -10,6 +10,7 @@ bound parameters, never formatted into SQL text.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import polars as pl
+from polars.exceptions import PanicException
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from ml_assets.lib.contract import (
@@ -172,6 +174,9 @@ def _fast_path(values: list[object], name: str, dtype: pl.DataType) -> pl.Series
     surprise (a string in a numeric column, a value out of the type's range)
     makes this return None and the careful path decides value by value.
     """
+    if dtype.is_numeric() and any(isinstance(v, decimal.Decimal) for v in values[:1000]):
+        # PostgreSQL NUMERIC: polars cannot hold a Decimal NaN; floats can (amount_finite then says so).
+        values = [float(v) if isinstance(v, decimal.Decimal) else v for v in values]
     try:
         series = pl.Series(name, values, strict=True)
         if dtype.is_numeric():
@@ -184,7 +189,7 @@ def _fast_path(values: list[object], name: str, dtype: pl.DataType) -> pl.Series
             return series.cast(dtype)
         # Numeric customer ids (and numeric codes in other text columns) as their decimal text.
         return series.cast(pl.String) if series.dtype.is_integer() else None
-    except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+    except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError, PanicException):
         return None
 
 
@@ -194,6 +199,23 @@ def _sqlite_text(raw: bytes) -> str | bytes:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw
+
+
+def _utc_session(dbapi_connection: Any, _record: object) -> None:
+    module = type(dbapi_connection).__module__
+    statement = "SET time_zone = '+00:00'" if "pymysql" in module or "mysql" in module.lower() else "SET TIME ZONE 'UTC'"
+    # Outside a transaction: a rolled-back transaction would undo a PostgreSQL SET.
+    autocommit = dbapi_connection.autocommit
+    if callable(autocommit):  # pymysql: autocommit(bool) is a method, get_autocommit() reads it
+        cursor = dbapi_connection.cursor()
+        cursor.execute(statement)
+        cursor.close()
+        return
+    dbapi_connection.autocommit = True
+    cursor = dbapi_connection.cursor()
+    cursor.execute(statement)
+    cursor.close()
+    dbapi_connection.autocommit = autocommit
 
 
 def _lenient_sqlite_text(dbapi_connection: object, _record: object) -> None:
@@ -300,15 +322,13 @@ class SqlWarehouse(dg.ConfigurableResource):
                 # The embedded default lives in a folder that may not exist yet.
                 Path(url.database).parent.mkdir(parents=True, exist_ok=True)
             # pool_pre_ping: a connection dropped by a database restart is
-            # replaced instead of failing the next query. Sessions run in UTC, so
-            # a TIMESTAMP WITH TIME ZONE (PostgreSQL) or TIMESTAMP (MariaDB)
-            # column reads the same instants whatever the server's default zone.
-            connect_args: dict[str, object] = {}
-            if url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg":
-                connect_args = {"options": "-c timezone=UTC"}
-            elif url.get_backend_name() in ("mysql", "mariadb") and url.get_driver_name() == "pymysql":
-                connect_args = {"init_command": "SET time_zone = '+00:00'"}
-            self._engine = sa.create_engine(self.url, pool_pre_ping=True, connect_args=connect_args)
+            # replaced instead of failing the next query.
+            self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+            if url.get_backend_name() in ("postgresql", "mysql", "mariadb"):
+                # Sessions run in UTC, so a TIMESTAMP WITH TIME ZONE (PostgreSQL) or a
+                # TIMESTAMP (MariaDB) reads the same instants whatever zone the server,
+                # the role or the URL sets. The bounds are typed too (see _bound).
+                sa.event.listen(self._engine, "connect", _utc_session, insert=True)
             if url.get_backend_name() == "sqlite":
                 # SQLite stores whatever bytes it is given; bytes that are not
                 # UTF-8 would fail the whole fetch. Decode them visibly instead

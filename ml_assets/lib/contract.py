@@ -112,7 +112,7 @@ def timestamps_fast(values: list[object]) -> pl.Series | None:
     """Vectorized reading of a timestamp column in the common clean forms; None sends it to the careful path."""
     try:
         series = pl.Series("ts", values, strict=True)
-    except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+    except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError, pl.exceptions.PanicException):
         return None
     if series.dtype == pl.Null:
         return series.cast(pl.Datetime("us"))
