@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from ml_assets.lib.features import FEATURE_COLUMNS, cutoff_for
+from ml_assets.lib.features import cutoff_for, model_features
 from ml_assets.metadata import markdown_table
 from ml_assets.partitions import daily_partitions, partition_days
 from resources import Lake
@@ -25,7 +25,7 @@ ONLINE_FEATURES = dg.AssetKey("online_features")
     kinds={"feast"},
     owners=["team:data-science"],
 )
-def feature_definitions(context: dg.AssetExecutionContext, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
+def feature_definitions(context: dg.AssetExecutionContext, feature_store: FeatureStoreResource, lake: Lake) -> dg.MaterializeResult:
     """The Feast feature repository as registered: entity `customer`, feature view `customer_features`
     over the customer_features Parquet partitions, feature service `churn_model` (what every model reads).
 
@@ -34,7 +34,13 @@ def feature_definitions(context: dg.AssetExecutionContext, feature_store: Featur
     cannot diverge. Re-applying is idempotent; a changed definition shows up
     here and in `feast -c feature_repo feature-views list`.
     """
-    summary = feature_store.apply()
+    # The view's schema is the lake's: the columns the newest customer_features partition holds
+    # (features that need a column the source lacks do not exist).
+    days = lake.existing_partitions(CUSTOMER_FEATURES)
+    if not days:
+        raise dg.Failure("feature_definitions: no customer_features partition in the lake yet; materialize customer_features first")
+    newest = lake.read_partitions(CUSTOMER_FEATURES, [days[-1]]).clear()
+    summary = feature_store.apply(model_features(newest))
     config_path = feature_store.write_config()
     views = summary["feature_views"]
     rows = pl.DataFrame(
@@ -180,17 +186,18 @@ def skew(feature_store: FeatureStoreResource, entities: pl.DataFrame) -> pl.Data
     offline = feature_store.historical(entities.rename({"feature_timestamp": "event_timestamp"}))
     online = feature_store.online(entities["customer_id"].to_list())
     offline_by_id = {r["customer_id"]: r for r in offline.iter_rows(named=True)}
+    columns = model_features(offline)
     rows: list[dict[str, Any]] = []
     for served in online.iter_rows(named=True):
         cid = served["customer_id"]
         expected = offline_by_id.get(cid)
-        for c in FEATURE_COLUMNS:
+        for c in columns:
             want = None if expected is None else expected[c]
             got = served.get(c)
             if want != got:
                 rows.append({"customer_id": cid, "feature": c, "offline": _show(want), "online": _show(got)})
         want_ts = None if expected is None else int(expected["event_timestamp"].replace(tzinfo=dt.UTC).timestamp())
-        got_ts = served.get(f"{FEATURE_COLUMNS[0]}__ts")
+        got_ts = served.get(f"{columns[0]}__ts")
         if want_ts != got_ts:
             rows.append({"customer_id": cid, "feature": "event_timestamp", "offline": _show(want_ts), "online": _show(got_ts)})
     return _mismatch_frame(rows)

@@ -4,10 +4,12 @@ import dagster as dg
 import polars as pl
 
 from ml_assets.lib.expectations import outcome_table, validate_features
-from ml_assets.lib.features import FEATURE_COLUMNS, LOOKBACK_DAYS, snapshots_features
+from ml_assets.lib.features import LOOKBACK_DAYS, feature_columns, snapshots_features
 from ml_assets.lib.frames import split_by_day
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
+from ml_assets.schema import RAW_COLUMNS
+from resources import SqlWarehouse
 
 FEATURE_DESCRIPTIONS = {
     "customer_id": "Customer identifier.",
@@ -70,7 +72,7 @@ FEATURE_DESCRIPTIONS = {
         ),
     ],
 )
-def customer_features(context: dg.AssetExecutionContext, validated_transactions: pl.DataFrame):
+def customer_features(context: dg.AssetExecutionContext, validated_transactions: pl.DataFrame, warehouse: SqlWarehouse):
     """Who each customer is as of the end of the day: recency, frequency and spend over 7/30/90/180-day
     windows, basket size, spend and frequency trends, channel and weekday habits.
 
@@ -79,7 +81,10 @@ def customer_features(context: dg.AssetExecutionContext, validated_transactions:
     changes when later data arrives: the models train on what was knowable then.
     """
     days = partition_days(context)
-    frame = snapshots_features(validated_transactions, days)
+    # Features that need an optional column (quantity, channel, category) exist only when the source has it.
+    source = warehouse.inspect_source()
+    columns = feature_columns(n for n in RAW_COLUMNS if n not in source.missing_optional)
+    frame = snapshots_features(validated_transactions, days, columns=columns)
     by_day = split_by_day(frame, "snapshot_date")
     dupes = 0
     for day in days:
@@ -99,7 +104,7 @@ def customer_features(context: dg.AssetExecutionContext, validated_transactions:
         )
         if part.is_empty():
             context.log.warning(f"customer_features {day}: no customer bought anything in the {LOOKBACK_DAYS} days up to this day")
-    outcomes = validate_features(frame, LOOKBACK_DAYS, FEATURE_COLUMNS) if frame.height else []
+    outcomes = validate_features(frame, LOOKBACK_DAYS, columns) if frame.height else []
     failed = [o for o in outcomes if not o.success]
     yield dg.Output(frame)
     yield dg.AssetCheckResult(check_name="one_row_per_customer", passed=dupes == 0, metadata={"duplicate_rows": dupes})

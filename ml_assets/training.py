@@ -9,7 +9,7 @@ import polars as pl
 from pydantic import Field
 
 from ml_assets.k8s import step_tags
-from ml_assets.lib.features import FEATURE_COLUMNS, churn_labels
+from ml_assets.lib.features import churn_labels, model_features
 from ml_assets.lib.frames import split_by_day
 from ml_assets.lib.training import feature_matrix, plan_snapshots, search_grid, split_holdout, train_lgbm
 from ml_assets.metadata import figure_markdown, frame_metadata, markdown_table
@@ -117,15 +117,17 @@ def training_set(
     started = time.perf_counter()
     features = feature_store.historical(labels)
     feast_seconds = time.perf_counter() - started
-    frame = labels.join(features.select("customer_id", "event_timestamp", *FEATURE_COLUMNS), on=["customer_id", "event_timestamp"], how="left")
-    missing = frame.filter(pl.any_horizontal(pl.col(FEATURE_COLUMNS).is_null())).height
+    # The columns the feature service serves: the source's optional columns decide which exist.
+    columns = model_features(features)
+    frame = labels.join(features.select("customer_id", "event_timestamp", *columns), on=["customer_id", "event_timestamp"], how="left")
+    missing = frame.filter(pl.any_horizontal(pl.col(columns).is_null())).height
     if missing or frame.height != labels.height:
         raise dg.Failure(
             f"training_set: Feast returned no features for {missing} of {labels.height} labelled snapshots (rows in: {labels.height}, "
             f"out: {frame.height}). The feature view must cover every snapshot: re-materialize feature_definitions and check its source path."
         )
     frame = frame.rename({"event_timestamp": "feature_timestamp"}).select(
-        "customer_id", "snapshot_date", *FEATURE_COLUMNS, "feature_timestamp", "last_tx_ts", "churned", "split"
+        "customer_id", "snapshot_date", *columns, "feature_timestamp", "last_tx_ts", "churned", "split"
     )
     frame = frame.with_columns(
         pl.when(pl.col("split") == "holdout").then(split_holdout(frame, config.test_share)).otherwise(pl.col("split")).alias("split")
@@ -172,7 +174,7 @@ def store_reference(training_set: pl.DataFrame, artifacts: ArtifactStore) -> Any
     """A seeded sample of the train split's features: the drift reference of every model trained on it."""
     import io
 
-    train = training_set.filter(pl.col("split") == "train").select(FEATURE_COLUMNS)
+    train = training_set.filter(pl.col("split") == "train").select(model_features(training_set))
     sample = train.sample(n=min(REFERENCE_ROWS, train.height), seed=11) if train.height else train
     buf = io.BytesIO()
     sample.write_parquet(buf, compression="zstd", statistics=False)
@@ -200,7 +202,7 @@ def _store_and_register(
         kind=kind,
         run_id=context.run.run_id,
         data_window=data_window(training_set),
-        features=list(FEATURE_COLUMNS),
+        features=list(model_features(training_set)),
         params=params,
         metrics=metrics,
         artifact_uri=ref.uri,
@@ -296,7 +298,7 @@ def lgbm_model(
         "kind": "lightgbm",
         "format": "lightgbm-text",
         "artifact": ref.as_dict(),
-        "features": list(FEATURE_COLUMNS),
+        "features": list(model_features(training_set)),
         "metrics": metrics,
         "best_iteration": model.best_iteration,
         "params": model.params,
@@ -387,7 +389,7 @@ def torch_model(
         "format": "torch-state-dict",
         "artifact": ref.as_dict(),
         "architecture": net.architecture,
-        "features": list(FEATURE_COLUMNS),
+        "features": list(model_features(training_set)),
         "metrics": metrics,
         "device": net.device,
         "best_epoch": net.best_epoch,

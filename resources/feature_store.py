@@ -183,9 +183,8 @@ class FeatureStoreResource(dg.ConfigurableResource):
         import polars as pl
 
         if entities.is_empty():
-            from ml_assets.lib.features import FEATURE_COLUMNS
-
-            return entities.with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in FEATURE_COLUMNS)
+            served = [f.name for projection in self.feature_service().feature_view_projections for f in projection.features]
+            return entities.with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in served)
         return pl.concat([served for _, served in self.historical_chunks(entities)], how="vertical_relaxed")
 
     def historical_chunks(self, entities: pl.DataFrame) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:

@@ -318,7 +318,8 @@ def quarantine(
 def feature_rules(lookback_days: int, feature_columns: Iterable[str]) -> list[Rule]:
     import great_expectations.expectations as gxe
 
-    shares = ("mobile_share", "store_share", "weekend_share")
+    feature_columns = list(feature_columns)
+    shares = [c for c in ("mobile_share", "store_share", "weekend_share") if c in feature_columns]
     counts = ("tx_count_7d", "tx_count_30d", "tx_count_90d", "active_days_90d")
     money = ("spend_7d", "spend_30d", "spend_90d", "spend_lookback")
     rules = [

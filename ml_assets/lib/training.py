@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from ml_assets.lib.features import FEATURE_COLUMNS
+from ml_assets.lib.features import model_features
 
 if TYPE_CHECKING:
     import lightgbm
@@ -75,10 +75,11 @@ class TrainedModel:
 MONOTONE_INCREASING = ("recency_days",)
 
 
-def feature_matrix(frame: pl.DataFrame, columns: tuple[str, ...] = FEATURE_COLUMNS) -> np.ndarray:
-    """Model input matrix in the fixed feature order, float32 as ONNX expects."""
+def feature_matrix(frame: pl.DataFrame, columns: tuple[str, ...] | None = None) -> np.ndarray:
+    """Model input matrix in the fixed feature order (default: every feature column the frame has), float32 as ONNX expects."""
     import numpy as np
 
+    columns = model_features(frame) if columns is None else columns
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise KeyError(f"feature columns missing from frame: {missing}")
@@ -123,10 +124,10 @@ def train_lgbm(
         "deterministic": True,
         "seed": 17,
         "num_threads": 2,
-        "monotone_constraints": [1 if c in MONOTONE_INCREASING else 0 for c in FEATURE_COLUMNS],
+        "monotone_constraints": [1 if c in MONOTONE_INCREASING else 0 for c in model_features(train)],
         **params,
     }
-    dtrain = lgb.Dataset(x_train, y_train, feature_name=list(FEATURE_COLUMNS), free_raw_data=False)
+    dtrain = lgb.Dataset(x_train, y_train, feature_name=list(model_features(train)), free_raw_data=False)
     dvalid = lgb.Dataset(x_valid, y_valid, reference=dtrain)
     best: tuple[float, lightgbm.Booster, dict[str, Any]] | None = None
     trials = []
