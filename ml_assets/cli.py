@@ -1,6 +1,9 @@
 """Command line: generate source data, and run the whole pipeline as a demo.
 
 churn generate --start 2024-07-01 --end 2025-06-30 --customers 5000 --drift-date 2025-06-01
+churn generate --profile retail --url sqlite:///shop.sqlite --table purchases
+churn init --url sqlite:///shop.sqlite --table purchases --horizon-days 90
+churn run [--start 2024-01-01] [--end 2025-06-30] [--score-days 30]
 churn demo
 churn registry
 churn artifacts sweep [--older-than-hours 24] [--apply]
@@ -14,6 +17,7 @@ import os
 import sys
 import time
 import warnings
+from pathlib import Path
 
 # Defaults shared by the demo, the README and the tests: one year of history,
 # behaviour shifting on 2025-06-01, the last six weeks scored.
@@ -34,6 +38,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from ml_assets.lib.datagen import GeneratorConfig, customers_for_transactions, generate_transactions, inject_bad_rows
     from resources import build_warehouse
 
+    if args.profile == "retail":
+        return _generate_retail(args)
     customers = args.customers or customers_for_transactions(args.transactions, args.start, args.end, args.drift_date)
     cfg = GeneratorConfig(start=args.start, end=args.end, customers=customers, seed=args.seed, drift_date=args.drift_date)
     t0 = time.perf_counter()
@@ -53,19 +59,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_retail(args: argparse.Namespace) -> int:
+    from ml_assets.lib.datagen import RetailConfig, generate_retail
+    from resources import build_warehouse
+    from resources.warehouse import write_frame
+
+    cfg = RetailConfig(start=args.start, end=args.end, customers=args.customers or 3_000, seed=args.seed, drift_date=args.drift_date)
+    frame = generate_retail(cfg)
+    url = args.url or build_warehouse().url
+    table = args.table or "purchases"
+    written = write_frame(url, table, frame, replace=args.replace)
+    buyers = frame.group_by("customer_no").len()
+    print(
+        f"generated a plain purchase log: {written:,} purchases of {buyers.height:,} customers ({args.start}..{args.end}, "
+        f"{(buyers['len'] == 1).mean():.0%} bought once) into table {table!r}; columns {frame.columns}. "
+        f"Next: churn init --url URL --table {table}"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from ml_assets.pipeline import (
-        INGEST_TO_FEATURES,
-        SCORING,
-        TRAINING,
-        materialize_range,
-        materialize_unpartitioned,
-        run_drift_sensor_once,
-        training_run_config,
-    )
-    from resources import data_dir
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     gen = argparse.Namespace(
@@ -79,24 +94,56 @@ def cmd_demo(args: argparse.Namespace) -> int:
         replace=True,
         # A few defective rows, so the quarantine has something to show.
         bad_rows=70,
+        profile="default",
+        table=None,
     )
     print("== 1/5 seeding the embedded warehouse")
     cmd_generate(gen)
+    return run_pipeline(DEMO_START, DEMO_END, DEMO_SCORE_FROM, args.log_level, drift_note=f"behaviour shift injected {DEMO_DRIFT}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The whole graph on the configured source, as the schedules and the drift sensor would run it, in one process."""
+    from ml_assets.settings import settings
+
+    start = args.start or settings().partitions_start
+    end = args.end or (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
+    score_from = end - dt.timedelta(days=args.score_days - 1)
+    if score_from <= start:
+        print(f"churn run: --score-days {args.score_days} leaves no history before {score_from} (calendar starts {start})", file=sys.stderr)
+        return 2
+    return run_pipeline(start, end, score_from, args.log_level)
+
+
+def run_pipeline(start: dt.date, end: dt.date, score_from: dt.date, log_level: str, drift_note: str = "") -> int:
+    """Ingest [start, end], train on snapshots before score_from, score [score_from, end], one drift-sensor evaluation, summary.
+
+    No run config anywhere: every run takes its settings from the settings file, as a scheduled or sensor-launched run does.
+    """
+    import dagster as dg
+
+    from ml_assets.pipeline import (
+        INGEST_TO_FEATURES,
+        SCORING,
+        TRAINING,
+        materialize_range,
+        materialize_unpartitioned,
+        run_drift_sensor_once,
+    )
+    from resources import data_dir
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     instance = dg.DagsterInstance.get()
+    train_until = {"ops": {"training_set": {"config": {"latest_snapshot": (score_from - dt.timedelta(days=1)).isoformat()}}}}
     stages = [
-        (
-            "2/5 ingest, validate, features",
-            lambda: materialize_range(INGEST_TO_FEATURES, DEMO_START, DEMO_END, instance, log_level=args.log_level),
-        ),
+        ("2/5 ingest, validate, features", lambda: materialize_range(INGEST_TO_FEATURES, start, end, instance, log_level=log_level)),
         (
             "3/5 training set, LightGBM + PyTorch, ONNX + parity checks, champion",
-            lambda: materialize_unpartitioned(
-                TRAINING, instance, training_run_config(DEMO_SCORE_FROM - dt.timedelta(days=1)), log_level=args.log_level
-            ),
+            lambda: materialize_unpartitioned(TRAINING, instance, train_until, log_level=log_level),
         ),
         (
             "4/5 online feature store, batch predictions and drift reports",
-            lambda: materialize_range(SCORING, DEMO_SCORE_FROM, DEMO_END, instance, log_level=args.log_level),
+            lambda: materialize_range(SCORING, score_from, end, instance, log_level=log_level),
         ),
     ]
     for title, run in stages:
@@ -108,7 +155,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return 1
     print("== 5/5 drift sensor: one evaluation, and the retraining run it requests")
     t0 = time.perf_counter()
-    sensor, retrain = run_drift_sensor_once(instance, log_level=args.log_level)
+    sensor, retrain = run_drift_sensor_once(instance, log_level=log_level)
     if retrain is None:
         loop = f"no retraining requested: {sensor.skip_reason.skip_message if sensor.skip_reason else 'no request'}"
     else:
@@ -124,11 +171,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"{md['decision'].value}: champion now {md['champion_version'].value} ({md['reason'].value})"
         )
     print()
-    print(summarize(instance, data_dir(), loop))
+    print(summarize(instance, data_dir(), loop, start, end, score_from, drift_note))
     return 0
 
 
-def summarize(instance, data_root, loop: str = "") -> str:  # noqa: ANN001
+def summarize(  # noqa: ANN201
+    instance,  # noqa: ANN001
+    data_root,  # noqa: ANN001
+    loop: str = "",
+    start: dt.date = DEMO_START,
+    end: dt.date = DEMO_END,
+    score_from: dt.date = DEMO_SCORE_FROM,
+    drift_note: str = "",
+):
     """Rows per stage, model metrics, drift verdicts and where things are."""
     import dagster as dg
 
@@ -148,9 +203,16 @@ def summarize(instance, data_root, loop: str = "") -> str:  # noqa: ANN001
 
     lines = ["Summary", "-------"]
     for key in ("raw_transactions", "validated_transactions", "quarantined_transactions"):
-        lines.append(f"{key:28s} {total_rows(key, DEMO_START, DEMO_END):>10,} rows ({DEMO_START}..{DEMO_END})")
-    feats = latest("customer_features", DEMO_END.isoformat())
-    lines.append(f"{'customer_features':28s} {int(feats['dagster/row_count'].value):>10,} active customers on {DEMO_END}")
+        lines.append(f"{key:28s} {total_rows(key, start, end):>10,} rows ({start}..{end})")
+    unplaceable = latest("unplaceable_transactions")
+    if unplaceable:
+        reasons = unplaceable["by_reason"].value or {}
+        lines.append(
+            f"{'unplaceable_transactions':28s} {int(unplaceable['dagster/row_count'].value):>10,} rows on no day of the calendar "
+            f"{reasons if reasons else ''} ({unplaceable['path'].value})"
+        )
+    feats = latest("customer_features", end.isoformat())
+    lines.append(f"{'customer_features':28s} {int(feats['dagster/row_count'].value):>10,} active customers on {end}")
     ts = latest("training_set")
     lines.append(
         f"{'training_set':28s} {int(ts['dagster/row_count'].value):>10,} labelled snapshots, churn rate {ts['churn_rate'].value:.1%}"
@@ -169,7 +231,7 @@ def summarize(instance, data_root, loop: str = "") -> str:  # noqa: ANN001
             f"ECE {md['ece'].value:.3f}  ({version.version}{device}; ONNX parity max {worst:.1e}, {'passed' if version.parity_passed else 'FAILED'})"
         )
     fd = latest("feature_definitions")
-    online = latest("online_features", DEMO_END.isoformat())
+    online = latest("online_features", end.isoformat())
     if fd and online:
         lines.append(
             f"{'feature store (Feast)':28s} {int(fd['feature_count'].value)} features in {fd['online_store'].value} online store, "
@@ -179,19 +241,19 @@ def summarize(instance, data_root, loop: str = "") -> str:  # noqa: ANN001
     champion = latest("champion_model")
     lines.append(f"{'champion_model':28s} {champion['champion_version'].value}: {champion['decision'].value}, {champion['reason'].value}")
     lines.append(
-        f"{'batch_predictions':28s} {total_rows('batch_predictions', DEMO_SCORE_FROM, DEMO_END):>10,} scores ({DEMO_SCORE_FROM}..{DEMO_END})"
+        f"{'batch_predictions':28s} {total_rows('batch_predictions', score_from, end):>10,} scores ({score_from}..{end})"
     )
     drift_days = []
-    day = DEMO_SCORE_FROM
-    while day <= DEMO_END:
+    day = score_from
+    while day <= end:
         md = latest("drift_report", day.isoformat())
         if md and md["dataset_drift"].value:
             drift_days.append(day)
         day += dt.timedelta(days=1)
     first = drift_days[0].isoformat() if drift_days else "none"
     lines.append(
-        f"{'drift_report':28s} dataset drift on {len(drift_days)} of {(DEMO_END - DEMO_SCORE_FROM).days + 1} days, "
-        f"first {first} (behaviour shift injected {DEMO_DRIFT})"
+        f"{'drift_report':28s} dataset drift on {len(drift_days)} of {(end - score_from).days + 1} days, "
+        f"first {first}" + (f" ({drift_note})" if drift_note else "")
     )
     if loop:
         lines.append(f"{'closed loop':28s} {loop}")
@@ -206,6 +268,99 @@ def summarize(instance, data_root, loop: str = "") -> str:  # noqa: ANN001
         "Open the UI on this instance with:  make ui   (then http://127.0.0.1:3000)",
     ]
     return "\n".join(lines)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Inspect a source table, propose the column mapping and the calendar, and write the settings file."""
+    import sqlalchemy as sa
+
+    from ml_assets.lib.contract import preview_text, propose_mapping
+    from ml_assets.schema import RAW_COLUMNS
+    from ml_assets.settings import Settings, SettingsError, Source, load_settings, settings_path, to_yaml
+    from resources import SourceSchemaError, SqlWarehouse
+
+    out = Path(args.out) if args.out else settings_path()
+    if out.exists() and not args.force:
+        print(f"churn init: {out} exists; pass --force to replace it (or --out for another file)", file=sys.stderr)
+        return 2
+    fixed = {}
+    for item in args.map:
+        canonical, _, column = item.partition("=")
+        if canonical not in RAW_COLUMNS or not column:
+            print(f"churn init: --map {item!r}: expected CANONICAL=COLUMN with CANONICAL one of {list(RAW_COLUMNS)}", file=sys.stderr)
+            return 2
+        fixed[canonical] = column
+    try:
+        probe = SqlWarehouse(url=args.url, table=args.table, db_schema=args.schema)
+        columns = probe.describe_table()
+    except (SourceSchemaError, ValueError, ConnectionError) as exc:
+        print(f"churn init: {exc}", file=sys.stderr)
+        return 2
+    print(f"table {args.table!r} in {sa.make_url(args.url).render_as_string(hide_password=True)}:")
+    for c in columns:
+        shown = ", ".join(repr(preview_text(v, 40)) for v in c["samples"])
+        print(f"  {c['name']:24s} {c['type']:20s} {c['family']:12s} e.g. {shown}")
+    mapping = propose_mapping(columns, fixed)
+    missing = [n for n, (_, required, _) in RAW_COLUMNS.items() if required and n not in mapping]
+    if missing:
+        print(f"churn init: no column found for {missing}; name it with --map, e.g. --map ts=purchase_date", file=sys.stderr)
+        return 2
+    wh = probe.model_copy(update={"column_map": mapping})
+    if "transaction_id" in mapping and "transaction_id" not in fixed and not wh.is_unique("transaction_id"):
+        print(f"  {mapping['transaction_id']!r} repeats values: not a transaction id (rows get a derived identity instead)")
+        del mapping["transaction_id"]
+        wh = probe.model_copy(update={"column_map": mapping})
+    try:
+        source = wh.inspect_source()
+        rows, first, last = wh.time_range(source)
+    except SourceSchemaError as exc:
+        print(f"churn init: {exc}", file=sys.stderr)
+        return 2
+    print("\nproposed mapping (canonical <- your column):")
+    for canonical, (_, required, _) in RAW_COLUMNS.items():
+        print(f"  {canonical:16s} <- {mapping.get(canonical, '(absent)' if not required else '?')}")
+    print(f"\n{rows:,} rows; timestamps ({source.time_kind}) from {first} to {last} (UTC days)")
+    url = args.url
+    if sa.make_url(url).password:
+        print("the URL carries a password: it is not written to the file; export CHURN_WAREHOUSE_URL before running the pipeline")
+        url = None
+    start = args.partitions_start or first
+    if start is None:
+        print("churn init: no readable timestamp in the table; pass --partitions-start YYYY-MM-DD", file=sys.stderr)
+        return 2
+    try:
+        proposed = Settings(
+            source=Source(
+                url=url,
+                table=args.table,
+                db_schema=args.schema,
+                columns={k: v for k, v in mapping.items() if k != v},
+                customer_id_pattern=args.customer_id_pattern,
+            ),
+            partitions_start=start,
+            label_horizon_days=args.horizon_days,
+            min_history_days=args.min_history_days if args.min_history_days is not None else Settings().min_history_days,
+            max_rejected_share=args.max_rejected_share,
+        )
+    except ValueError as exc:
+        print(f"churn init: {exc}", file=sys.stderr)
+        return 2
+    header = (
+        f"Written by `churn init` on {dt.date.today()} from table {args.table!r}.\n"
+        "Environment variables override these values (see docs/data-contract.md); keep passwords in CHURN_WAREHOUSE_URL."
+    )
+    text = to_yaml(proposed, {"header": header})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    try:
+        load_settings({"CHURN_SETTINGS_FILE": str(out)})
+    except SettingsError as exc:  # pragma: no cover - what we wrote validated above
+        print(f"churn init: the written file does not load: {exc}", file=sys.stderr)
+        return 2
+    print(f"\nwrote {out}:\n")
+    print(text)
+    print(f"next: CHURN_SETTINGS_FILE={out} make ui   (or churn demo-style runs through the UI: daily_pipeline_job from {start})")
+    return 0
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
@@ -260,12 +415,40 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--url", default=None, help="SQLAlchemy URL (default: CHURN_WAREHOUSE_URL or the embedded SQLite file)")
     gen.add_argument("--replace", action="store_true", help="drop and recreate the table first")
     gen.add_argument("--bad-rows", type=int, default=0, help="append this many rows with one planted defect each (quarantine demo)")
+    gen.add_argument(
+        "--profile",
+        choices=["default", "retail"],
+        default="default",
+        help="retail: a plain purchase log (customer number, date, quantity, amount; most customers buy once) in --table",
+    )
+    gen.add_argument("--table", default=None, help="table to write (retail profile; default purchases)")
     gen.set_defaults(func=cmd_generate)
 
     demo = sub.add_parser("demo", help="seed the embedded warehouse and materialize the whole graph")
     demo.add_argument("--customers", type=int, default=int(os.environ.get("CHURN_DEMO_CUSTOMERS", "5000")))
     demo.add_argument("--log-level", default="ERROR", help="console log level of the runs (the instance keeps every event)")
     demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser("run", help="run the whole graph on the source the settings file describes (ingest, train, score, drift, closed loop)")
+    run.add_argument("--start", type=_date, default=None, help="first day to ingest (default: partitions_start)")
+    run.add_argument("--end", type=_date, default=None, help="last day (default: yesterday, UTC)")
+    run.add_argument("--score-days", type=int, default=30, help="score and watch the last this many days; train on the snapshots before them")
+    run.add_argument("--log-level", default="ERROR", help="console log level of the runs (the instance keeps every event)")
+    run.set_defaults(func=cmd_run)
+
+    init = sub.add_parser("init", help="inspect your transactions table and write the settings file (column mapping, calendar, horizon)")
+    init.add_argument("--url", required=True, help="SQLAlchemy URL of the source database")
+    init.add_argument("--table", required=True, help="the transactions table")
+    init.add_argument("--schema", default=None, help="schema holding the table (PostgreSQL), if not the default")
+    init.add_argument("--map", action="append", default=[], metavar="CANONICAL=COLUMN", help="fix one mapping, e.g. --map ts=purchase_date (repeatable)")
+    init.add_argument("--horizon-days", type=int, default=30, help="churned = no purchase for this many days (the label horizon)")
+    init.add_argument("--min-history-days", type=int, default=None, help="training snapshots need this much history before them (default 180)")
+    init.add_argument("--max-rejected-share", type=float, default=0.05, help="largest share of a day's rows the quarantine may take, in [0, 1]")
+    init.add_argument("--customer-id-pattern", default=None, help="a regular expression the whole customer id must match")
+    init.add_argument("--partitions-start", type=_date, default=None, help="first day of the calendar (default: the first day in the table)")
+    init.add_argument("--out", default=None, help="where to write the settings (default: CHURN_SETTINGS_FILE or ./churn.yaml)")
+    init.add_argument("--force", action="store_true", help="replace an existing settings file")
+    init.set_defaults(func=cmd_init)
 
     reg = sub.add_parser("registry", help="list model versions, the champion and recent promotion decisions")
     reg.add_argument("--events", type=int, default=20, help="how many recent registry events to read")

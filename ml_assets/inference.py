@@ -9,13 +9,14 @@ from ml_assets.lib.export import onnx_session, score_frame
 from ml_assets.lib.frames import split_by_day
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
+from ml_assets.settings import settings
 from resources import ArtifactStore, FeatureStoreResource, ModelRegistry
 from resources.registry import ModelVersion
 
 PREDICTION_DESCRIPTIONS = {
     "customer_id": "Customer identifier.",
     "snapshot_date": "Day whose end-of-day features were scored.",
-    "churn_probability": "Probability that the customer buys nothing in the next 30 days.",
+    "churn_probability": f"Probability that the customer buys nothing in the next {settings().label_horizon_days} days (label_horizon_days).",
     "model_version": "Version of the model that produced the score.",
 }
 

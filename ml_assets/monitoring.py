@@ -12,6 +12,7 @@ from ml_assets.lib.drift import compute_drift, sample_rows
 from ml_assets.lib.export import onnx_churn_probability
 from ml_assets.lib.frames import split_by_day
 from ml_assets.partitions import daily_partitions, partition_days
+from ml_assets.settings import settings
 from resources import ArtifactStore, Lake, ModelRegistry
 from resources.registry import ModelVersion, RegistryError
 
@@ -22,7 +23,8 @@ class DriftConfig(dg.Config):
     max_reference_rows: int = Field(default=5_000, description="Rows of the champion's stored training sample used as the reference.")
     max_current_rows: int = Field(default=5_000, description="Rows sampled (seeded) from the day's features.")
     label_horizon_days: int = Field(
-        default=30, description="Labels of a day's scores mature this many days later (the training label horizon)."
+        default=settings().label_horizon_days,
+        description="Labels of a day's scores mature this many days later (the training label horizon, label_horizon_days).",
     )
     max_roc_auc_drop: float = Field(
         default=0.05, description="Performance drift when matured ROC-AUC falls this far below the scoring model's test ROC-AUC."

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import dagster as dg
 
-START_SETTING = "CHURN_PARTITIONS_START"
+from ml_assets.settings import settings
 
-
-def _start() -> str:
-    raw = os.environ.get(START_SETTING, "2024-07-01").strip()
-    try:
-        dt.date.fromisoformat(raw)
-    except ValueError as exc:
-        raise ValueError(f"{START_SETTING}={raw!r} is not a date (YYYY-MM-DD): set it to the first day of your transaction history") from exc
-    return raw
-
+START_SETTING = "partitions_start (CHURN_PARTITIONS_START)"
 
 # The first day of transaction history.  It must cover the earliest data in the
 # source: rows before it are set aside as unplaceable (ts_before_calendar).
-PARTITIONS_START = _start()
+PARTITIONS_START = settings().partitions_start.isoformat()
 
 daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC")
 
@@ -47,7 +38,7 @@ def check_in_calendar(first: dt.date, last: dt.date) -> None:
     if first < start:
         raise ValueError(
             f"day {first} is before the partition calendar, which starts on {start} ({START_SETTING}); "
-            f"set {START_SETTING}={first} (or earlier) to include it"
+            f"set {START_SETTING} to {first} (or earlier) in the settings file to include it"
         )
     if last > newest:
         raise ValueError(f"day {last} has no partition yet: the newest complete day is {newest} (UTC)")

@@ -13,13 +13,18 @@ from ml_assets.lib.features import churn_labels, model_features
 from ml_assets.lib.frames import split_by_day
 from ml_assets.lib.training import feature_matrix, plan_snapshots, search_grid, split_holdout, train_lgbm
 from ml_assets.metadata import figure_markdown, frame_metadata, markdown_table
+from ml_assets.settings import settings
 from resources import ArtifactStore, FeatureStoreResource, Lake, ModelRegistry
 
 CUSTOMER_FEATURES = dg.AssetKey("customer_features")
 
 
 class TrainingSetConfig(dg.Config):
-    horizon_days: int = Field(default=30, description="A customer has churned when they buy nothing for this many days after the snapshot.")
+    # Defaults from the settings file: runs launched by schedules and the drift sensor use the user's problem.
+    horizon_days: int = Field(
+        default=settings().label_horizon_days,
+        description="A customer has churned when they buy nothing for this many days after the snapshot (label_horizon_days).",
+    )
     snapshot_every_days: int = Field(default=7, description="Days between two labelled snapshots.")
     max_snapshots: int = Field(default=26, description="Newest labelled snapshots to use (train + held out).")
     valid_fraction: float = Field(default=0.25, description="Share of the newest snapshots held out (validation + test).")
@@ -28,7 +33,9 @@ class TrainingSetConfig(dg.Config):
         description="Share of held-out customers whose rows form the test split (reported metrics, champion comparison); "
         "the others form the validation split (early stopping, hyperparameter search).",
     )
-    min_history_days: int = Field(default=180, description="Skip snapshots with fewer days of history before them (windows not yet full).")
+    min_history_days: int = Field(
+        default=settings().min_history_days, description="Skip snapshots with fewer days of history before them (min_history_days)."
+    )
     latest_snapshot: str | None = Field(
         default=None, description="Ignore feature partitions after this day (YYYY-MM-DD); default: all materialized."
     )
@@ -42,7 +49,7 @@ class LgbmConfig(dg.Config):
     search_num_leaves: list[int] = Field(default=[15, 31, 63], description="Hyperparameter search: maximum leaves per tree.")
     search_min_data_in_leaf: list[int] = Field(default=[20, 100], description="Hyperparameter search: minimum rows in a leaf.")
     max_trials: int = Field(default=6, description="Upper bound on models trained by the search (grid points beyond it are skipped).")
-    min_roc_auc: float = Field(default=0.7, description="Fail the run when test ROC-AUC is below this floor.")
+    min_roc_auc: float = Field(default=settings().min_roc_auc, description="Fail the run when test ROC-AUC is below this floor (min_roc_auc).")
 
 
 class TorchConfig(dg.Config):
@@ -55,7 +62,7 @@ class TorchConfig(dg.Config):
     patience: int = Field(default=6, description="Stop after this many epochs without a better validation log loss.")
     seed: int = Field(default=17, description="Seed for weights, shuffling and dropout: the same data and seed give the same model.")
     device: str = Field(default="auto", description="auto (CUDA when the node has a GPU, else CPU), cuda (fail without a GPU) or cpu.")
-    min_roc_auc: float = Field(default=0.7, description="Fail the run when test ROC-AUC is below this floor.")
+    min_roc_auc: float = Field(default=settings().min_roc_auc, description="Fail the run when test ROC-AUC is below this floor (min_roc_auc).")
 
 
 @dg.asset(

@@ -12,6 +12,7 @@ from ml_assets.lib.expectations import ROW_DAY, outcome_table, partition_day, qu
 from ml_assets.lib.frames import split_by_day
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
+from ml_assets.settings import settings
 from resources import SqlWarehouse
 
 VALIDATED = dg.AssetKey("validated_transactions")
@@ -20,7 +21,7 @@ QUARANTINED = dg.AssetKey("quarantined_transactions")
 
 class ValidationConfig(dg.Config):
     max_rejected_share: float = Field(
-        default=0.05,
+        default=settings().max_rejected_share,
         ge=0.0,
         le=1.0,
         allow_inf_nan=False,

@@ -6,12 +6,12 @@ where things live; assets only see the resources.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import dagster as dg
 
+from ml_assets.settings import Settings, load_settings
 from resources.alerts import FailureNotifier, RetrainPolicy
 from resources.artifacts import ArtifactIntegrityError, ArtifactRef, ArtifactStore, SweptFile, registry_references, sweep
 from resources.feature_store import FeatureStoreError, FeatureStoreResource
@@ -58,43 +58,19 @@ def default_warehouse_url() -> str:
     return f"sqlite:///{data_dir() / 'warehouse.sqlite'}"
 
 
-def _column_map() -> dict[str, str]:
-    raw = os.environ.get("CHURN_COLUMN_MAP", "").strip()
-    if not raw:
-        return {}
-    try:
-        mapping = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"CHURN_COLUMN_MAP is not valid JSON: {exc}") from exc
-    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
-        raise ValueError('CHURN_COLUMN_MAP must be a JSON object of strings, e.g. {"ts": "created_at"}')
-    return mapping
-
-
-def _json_setting(name: str, example: str) -> dict:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{name} is not valid JSON ({exc}); expected an object such as {example}") from exc
-    if not isinstance(value, dict):
-        raise ValueError(f"{name} must be a JSON object such as {example}")
-    return value
-
-
-def build_warehouse() -> SqlWarehouse:
+def build_warehouse(settings: Settings | None = None) -> SqlWarehouse:
+    settings = settings or load_settings()
+    source = settings.source
     # The URL may carry a password: when it comes from the environment it goes
     # through EnvVar, so it is resolved at run time and never shown in the UI.
-    url: str | dg.EnvVar = dg.EnvVar("CHURN_WAREHOUSE_URL") if os.environ.get("CHURN_WAREHOUSE_URL") else default_warehouse_url()
+    url: str | dg.EnvVar = dg.EnvVar("CHURN_WAREHOUSE_URL") if os.environ.get("CHURN_WAREHOUSE_URL") else (source.url or default_warehouse_url())
     return SqlWarehouse(
         url=url,
-        table=os.environ.get("CHURN_SOURCE_TABLE", "transactions"),
-        db_schema=os.environ.get("CHURN_SOURCE_SCHEMA") or None,
-        column_map=_column_map(),
-        customer_id_pattern=os.environ.get("CHURN_CUSTOMER_ID_PATTERN") or None,
-        closed_vocabularies=_json_setting("CHURN_CLOSED_VOCABULARIES", '{"channel": ["web", "mobile", "store"]}'),
+        table=source.table,
+        db_schema=source.db_schema,
+        column_map=source.columns,
+        customer_id_pattern=source.customer_id_pattern,
+        closed_vocabularies=source.closed_vocabularies,
     )
 
 
@@ -141,10 +117,11 @@ def build_feature_store(lake_root: str, resolve_env: bool = False) -> FeatureSto
 
 
 def build_resources() -> dict[str, object]:
+    settings = load_settings()
     base = data_dir()
     lake = Lake(root=os.environ.get("CHURN_LAKE_ROOT", str(base / "lake")))
     return {
-        "warehouse": build_warehouse(),
+        "warehouse": build_warehouse(settings),
         # The same lake is the default IO manager and a resource for assets
         # that choose which partitions to read at run time (training_set).
         "io_manager": LakeIOManager(lake=lake),
@@ -153,8 +130,8 @@ def build_resources() -> dict[str, object]:
         "artifacts": build_artifacts(),
         "registry": build_registry(),
         "policy": RetrainPolicy(
-            drift_share_threshold=float(os.environ.get("CHURN_RETRAIN_DRIFT_SHARE", "0.5")),
-            cooldown_hours=float(os.environ.get("CHURN_RETRAIN_COOLDOWN_HOURS", "24")),
+            drift_share_threshold=settings.drift_share_threshold,
+            cooldown_hours=settings.retrain_cooldown_hours,
         ),
         # A webhook URL usually embeds a token: EnvVar keeps it out of the UI and run config.
         "notifier": FailureNotifier(

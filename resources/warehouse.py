@@ -28,9 +28,9 @@ from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 from ml_assets.lib.contract import (
     ISO_LIKE,
     REJECT,
+    derived_row_ids,
     integer_converter,
     original_text,
-    derived_row_ids,
     text_day,
     timestamps_fast,
     to_number,
@@ -118,6 +118,24 @@ def _time_kind(declared: sa.types.TypeEngine, backend: str) -> str | None:
     if isinstance(declared, sa.Date):
         return DATE
     return None
+
+
+def _family(declared: sa.types.TypeEngine, backend: str) -> str:
+    """A column's kind of values, for proposing a mapping: text, integer, number, timestamp, timestamptz, date or other."""
+    import sqlalchemy as sa
+
+    kind = _time_kind(declared, backend) if not isinstance(declared, sa.types.NullType) else None
+    if kind in (TIMESTAMP, TIMESTAMPTZ, DATE):
+        return kind
+    if isinstance(declared, sa.Integer):
+        return "integer"
+    if isinstance(declared, sa.Numeric | sa.Float):
+        return "number"
+    if isinstance(declared, sa.String | sa.Text | sa.Enum | sa.Uuid) or backend == "sqlite":
+        # SQLite: "DATETIME" or "DATE" are text underneath; the name and the samples tell.
+        name = str(declared).upper()
+        return "date" if name == "DATE" else "timestamp" if ("DATE" in name or "TIME" in name) else "text"
+    return "other"
 
 
 def _compatible(name: str, declared: sa.types.TypeEngine) -> bool:
@@ -577,6 +595,70 @@ class SqlWarehouse(dg.ConfigurableResource):
                             found.add(int(number))  # type: ignore[arg-type]
         return found
 
+    # --- describing a user's table (churn init) ---------------------------------
+
+    def describe_table(self, samples: int = 5) -> list[dict[str, Any]]:
+        """Each column's name, declared type, family and a few distinct sample values (as text, bounded): what `churn init` shows."""
+        import sqlalchemy as sa
+
+        try:
+            with self.connect() as conn:
+                columns = sa.inspect(conn).get_columns(self.table, schema=self.db_schema)
+                backend = conn.dialect.name
+                out = []
+                for column in columns:
+                    t = sa.table(self.table, sa.column(column["name"]), schema=self.db_schema)
+                    c = t.c[column["name"]]
+                    values = conn.execute(sa.select(c).where(c.is_not(None)).distinct().limit(samples)).scalars().all()
+                    out.append(
+                        {
+                            "name": column["name"],
+                            "type": str(column["type"]),
+                            "family": _family(column["type"], backend),
+                            "samples": [original_text(v) for v in values],
+                        }
+                    )
+        except sa.exc.NoSuchTableError as exc:
+            raise SourceSchemaError(f"table {self.table!r} does not exist in {self._safe_url()}") from exc
+        if not out:
+            raise SourceSchemaError(f"table {self.table!r} does not exist in {self._safe_url()}")
+        return out
+
+    def time_range(self, source: SourceColumns | None = None) -> tuple[int, dt.date | None, dt.date | None]:
+        """(rows in the table, first and last UTC day of the readable timestamps): the calendar `churn init` proposes."""
+        import sqlalchemy as sa
+
+        source = source or self.inspect_source()
+        t, ts = self._ts()
+        kind = source.time_kind
+        readable = ts.like(ISO_LIKE) if kind == TEXT else ts.is_not(None)
+        column = self._text(ts) if kind == TEXT else ts
+        with self.connect() as conn:
+            rows = int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
+            low, high = conn.execute(sa.select(sa.func.min(column), sa.func.max(column)).where(readable)).one()
+            if kind == TEXT:
+                # The smallest ISO-looking text may not parse ('0000-00-00'): walk up to the first that does.
+                low = next(
+                    (v for v in conn.execute(sa.select(ts).where(readable).order_by(column).limit(1000)).scalars() if to_utc_naive(v) is not REJECT),
+                    None,
+                )
+                high = next(
+                    (v for v in conn.execute(sa.select(ts).where(readable).order_by(column.desc()).limit(1000)).scalars() if to_utc_naive(v) is not REJECT),
+                    None,
+                )
+        first, last = (None if v is None else to_utc_naive(v) for v in (low, high))
+        return rows, (first.date() if isinstance(first, dt.datetime) else None), (last.date() if isinstance(last, dt.datetime) else None)
+
+    def is_unique(self, canonical: str) -> bool:
+        """Whether a column's non-null values are all distinct (a transaction id must be)."""
+        import sqlalchemy as sa
+
+        t = sa.table(self.table, sa.column(self.source_column(canonical)), schema=self.db_schema)
+        c = t.c[self.source_column(canonical)]
+        with self.connect() as conn:
+            total, distinct = conn.execute(sa.select(sa.func.count(c), sa.func.count(sa.distinct(c)))).one()
+        return int(total) == int(distinct)
+
     # --- writing (used by the generator CLI, the demo and the tests) -------
 
     def create_table(self, replace: bool = False) -> None:
@@ -602,3 +684,24 @@ class SqlWarehouse(dg.ConfigurableResource):
         import sqlalchemy as sa
 
         return sa.make_url(self.url).render_as_string(hide_password=True)
+
+
+def write_frame(url: str, table: str, frame: pl.DataFrame, db_schema: str | None = None, replace: bool = False) -> int:
+    """Write any frame as a typed table (the retail generator's plain purchase log, test sources); returns rows written."""
+    import sqlalchemy as sa
+
+    check_identifier(table, "table")
+    types = {pl.Int64: sa.BigInteger(), pl.Int32: sa.Integer(), pl.Float64: sa.Double(), pl.Date: sa.Date(), pl.Datetime: sa.DateTime(), pl.String: sa.String(64)}
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite" and (database := sa.make_url(url).database):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    columns = [sa.Column(check_identifier(n, "column"), types.get(d.base_type(), sa.String(64))) for n, d in frame.schema.items()]
+    t = sa.Table(table, sa.MetaData(schema=db_schema), *columns)
+    with engine.begin() as conn:
+        if replace:
+            t.drop(conn, checkfirst=True)
+        t.create(conn, checkfirst=True)
+        for chunk in frame.iter_slices(50_000):
+            conn.execute(sa.insert(t), chunk.to_dicts())
+    engine.dispose()
+    return frame.height

@@ -243,3 +243,74 @@ def derived_row_ids(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
         digest = hashlib.blake2b(key + b"\x1e" + str(n).encode(), digest_size=8).digest()
         ids.append(int.from_bytes(digest, "big") & (2**63 - 1))
     return pl.Series("transaction_id", ids, dtype=pl.Int64)
+
+
+# --- proposing a mapping for a user's table (churn init) -----------------------
+
+# Name hints per canonical column, strongest first; matched against lower-cased column names.
+NAME_HINTS: dict[str, tuple[str, ...]] = {
+    # Not invoice or order numbers: a log of order lines repeats them, and a transaction id must be unique per row.
+    "transaction_id": ("transaction_id", "txn_id", "tx_id", "transaction", "id"),
+    "customer_id": ("customer_id", "customer_no", "customer_number", "customer", "client", "cust", "member", "user", "buyer", "account", "shopper"),
+    "ts": ("ts", "timestamp", "purchase_date", "purchased_at", "order_date", "created_at", "datetime", "date", "time", "day"),
+    "amount": ("amount", "total", "revenue", "sales", "spend", "value", "price", "paid", "net", "gross"),
+    "quantity": ("quantity", "qty", "units", "items", "count"),
+    "channel": ("channel", "source", "medium"),
+    "category": ("category", "department", "segment", "product_group"),
+    "payment_method": ("payment_method", "payment", "tender", "pay_method"),
+}
+# Which column families can hold each canonical column.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "transaction_id": ("integer",),
+    "customer_id": ("text", "integer", "number"),
+    "ts": ("timestamp", "timestamptz", "date", "text"),
+    "amount": ("number", "integer", "text"),
+    "quantity": ("integer", "number"),
+    "channel": ("text",),
+    "category": ("text",),
+    "payment_method": ("text",),
+}
+
+
+def _hint_rank(canonical: str, name: str) -> int | None:
+    lowered = name.lower()
+    for rank, hint in enumerate(NAME_HINTS[canonical]):
+        if lowered == hint:
+            return rank
+    for rank, hint in enumerate(NAME_HINTS[canonical]):
+        if len(hint) > 2 and hint in lowered:
+            return 100 + rank
+    return None
+
+
+def propose_mapping(columns: list[dict[str, object]], fixed: dict[str, str] | None = None) -> dict[str, str]:
+    """Canonical column -> the user's column, from names, types and sample values; ``fixed`` (the user's --map) wins.
+
+    A text column counts as a timestamp only when its samples read as one of
+    the accepted forms. Each source column is used once.
+    """
+    fixed = dict(fixed or {})
+    taken = set(fixed.values())
+    mapping = dict(fixed)
+    for canonical in NAME_HINTS:
+        if canonical in mapping:
+            continue
+        best: tuple[int, str] | None = None
+        for column in columns:
+            name, family = str(column["name"]), str(column["family"])
+            if name in taken or family not in FAMILIES[canonical]:
+                continue
+            samples = [str(v) for v in column.get("samples", [])]  # type: ignore[union-attr]
+            if canonical == "ts" and family == "text" and (not samples or any(parse_timestamp_text(v) is None for v in samples)):
+                continue
+            if canonical == "amount" and family == "text" and (not samples or not all(NUMBER_TEXT.fullmatch(v) for v in samples)):
+                continue
+            rank = _hint_rank(canonical, name)
+            if rank is None:
+                continue
+            if best is None or rank < best[0]:
+                best = (rank, name)
+        if best is not None:
+            mapping[canonical] = best[1]
+            taken.add(best[1])
+    return mapping

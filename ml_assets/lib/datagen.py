@@ -197,3 +197,78 @@ def inject_bad_rows(frame: pl.DataFrame, n: int, seed: int = 0) -> pl.DataFrame:
     start = int(frame["transaction_id"].max()) + 1
     bad = pl.concat(broken).with_columns(pl.int_range(start, start + n, dtype=pl.Int64).alias("transaction_id"))
     return pl.concat([frame, bad.select(frame.columns)]).sort("ts")
+
+
+# --- a plain purchase log, shaped like real ones ------------------------------
+
+
+@dataclass(frozen=True)
+class RetailConfig:
+    """A purchase log as shops export it: customer number, purchase date, quantity, amount; nothing else.
+
+    Customers follow the buy-till-you-die story of BG/NBD (Fader, Hardie and
+    Lee, 2005): each is acquired on some day, buys at their own Poisson rate
+    (gamma across customers) and, after each purchase, leaves for good with
+    their own probability (beta across customers). So most customers buy
+    once, many go silent for months, and a customer is never seen leaving.
+    Dates have day granularity; amounts are heavy-tailed; ids are plain numbers.
+    """
+
+    start: dt.date
+    end: dt.date  # inclusive
+    customers: int = 3_000
+    seed: int = 11
+    # Gamma(shape, scale) purchase rate per day: mean shape * scale (one purchase every ~50 days).
+    rate_shape: float = 0.7
+    rate_scale: float = 0.03
+    # Beta(a, b) probability of leaving after each purchase: mean a / (a + b).
+    dropout_a: float = 1.0
+    dropout_b: float = 1.5
+    drift_date: dt.date | None = None
+    drift_rate_factor: float = 1.8
+    drift_amount_factor: float = 1.7
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+
+def generate_retail(cfg: RetailConfig) -> pl.DataFrame:
+    """Columns customer_no (integer), purchase_date (date), quantity, amount; sorted by date. Seeded and vectorized per purchase round."""
+    if cfg.end < cfg.start:
+        raise ValueError(f"end {cfg.end} is before start {cfg.start}")
+    rng = np.random.default_rng(cfg.seed)
+    n, horizon = cfg.customers, float(cfg.days)
+    first = rng.uniform(0.0, horizon, n)
+    rate = rng.gamma(cfg.rate_shape, cfg.rate_scale, n)
+    dropout = rng.beta(cfg.dropout_a, cfg.dropout_b, n)
+    typical = np.exp(rng.normal(np.log(30.0), 0.8, n))
+    drift_t = float((cfg.drift_date - cfg.start).days) if cfg.drift_date else np.inf
+    owners, times = [np.arange(n)], [first]
+    t, alive = first.copy(), np.ones(n, dtype=bool)
+    while alive.any():
+        alive &= rng.uniform(size=n) >= dropout
+        speed = np.where(t >= drift_t, cfg.drift_rate_factor, 1.0)
+        t = t + rng.exponential(1.0 / np.maximum(rate * speed, 1e-6))
+        alive &= t < horizon
+        owners.append(np.flatnonzero(alive))
+        times.append(t[alive])
+    owner, when = np.concatenate(owners), np.concatenate(times)
+    m = owner.size
+    after = when >= drift_t
+    amount = typical[owner] * np.exp(rng.normal(0.0, 0.7, m)) * np.where(after, cfg.drift_amount_factor, 1.0)
+    # A few very large orders (the heavy tail real logs have), kept below the plausibility rule.
+    amount = np.where(rng.uniform(size=m) < 0.01, amount * rng.pareto(1.5, m) * 20, amount)
+    amount = np.clip(np.round(amount, 2), 0.5, 90_000.0)
+    quantity = 1 + rng.poisson(np.clip(amount / 25.0, 0.1, 8.0))
+    # Customer numbers as shops issue them: not contiguous, not zero-padded.
+    numbers = 10_000 + rng.choice(50 * n, size=n, replace=False)
+    order = np.argsort(when, kind="stable")
+    return pl.DataFrame(
+        {
+            "customer_no": numbers[owner[order]].astype(np.int64),
+            "purchase_date": pl.Series(np.floor(when[order]).astype(np.int64)).cast(pl.Int32),
+            "quantity": quantity[order].astype(np.int32),
+            "amount": amount[order],
+        }
+    ).with_columns((pl.lit(cfg.start) + pl.duration(days=pl.col("purchase_date"))).cast(pl.Date).alias("purchase_date"))
