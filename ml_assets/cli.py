@@ -341,6 +341,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             label_horizon_days=args.horizon_days,
             min_history_days=args.min_history_days if args.min_history_days is not None else Settings().min_history_days,
             max_rejected_share=args.max_rejected_share,
+            min_roc_auc=args.min_roc_auc,
         )
     except ValueError as exc:
         print(f"churn init: {exc}", file=sys.stderr)
@@ -444,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     init.add_argument("--horizon-days", type=int, default=30, help="churned = no purchase for this many days (the label horizon)")
     init.add_argument("--min-history-days", type=int, default=None, help="training snapshots need this much history before them (default 180)")
     init.add_argument("--max-rejected-share", type=float, default=0.05, help="largest share of a day's rows the quarantine may take, in [0, 1]")
+    init.add_argument("--min-roc-auc", type=float, default=0.7, help="a model below this test ROC-AUC fails its training run, in [0, 1]")
     init.add_argument("--customer-id-pattern", default=None, help="a regular expression the whole customer id must match")
     init.add_argument("--partitions-start", type=_date, default=None, help="first day of the calendar (default: the first day in the table)")
     init.add_argument("--out", default=None, help="where to write the settings (default: CHURN_SETTINGS_FILE or ./churn.yaml)")
