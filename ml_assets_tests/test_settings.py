@@ -122,7 +122,7 @@ def test_churn_init_never_writes_a_password(tmp_path: Path, pg_schema: str, caps
     from ml_assets_tests.conftest import PG_URL
 
     # PostgreSQL here trusts local connections: the password is accepted and ignored, as a real one would be used.
-    secret = sa.make_url(PG_URL).set(password="hunter2").render_as_string(hide_password=False)
+    secret = sa.make_url(PG_URL).set(password="hunter2").render_as_string(hide_password=False)  # noqa: S106 (a planted test value)
     log = generate_retail(RetailConfig(start=dt.date(2024, 3, 1), end=dt.date(2024, 4, 30), customers=100))
     write_frame(secret, "purchases", log, db_schema=pg_schema)
     out = tmp_path / "churn.yaml"
