@@ -320,6 +320,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     for canonical, (_, required, _) in RAW_COLUMNS.items():
         print(f"  {canonical:16s} <- {mapping.get(canonical, '(absent)' if not required else '?')}")
     print(f"\n{rows:,} rows; timestamps ({source.time_kind}) from {first} to {last} (UTC days)")
+    channels = wh.top_values("channel") if "channel" in mapping else []
+    if channels:
+        print(f"channel vocabulary (most frequent first; the first is the reference of the share features): {channels}")
     url = args.url
     if sa.make_url(url).password:
         print("the URL carries a password: it is not written to the file; export CHURN_WAREHOUSE_URL before running the pipeline")
@@ -336,6 +339,7 @@ def cmd_init(args: argparse.Namespace) -> int:
                 db_schema=args.schema,
                 columns={k: v for k, v in mapping.items() if k != v},
                 customer_id_pattern=args.customer_id_pattern,
+                **({"channels": channels} if channels else {}),
             ),
             partitions_start=start,
             label_horizon_days=args.horizon_days,

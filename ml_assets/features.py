@@ -83,8 +83,9 @@ def customer_features(context: dg.AssetExecutionContext, validated_transactions:
     days = partition_days(context)
     # Features that need an optional column (quantity, channel, category) exist only when the source has it.
     source = warehouse.inspect_source()
-    columns = feature_columns(n for n in RAW_COLUMNS if n not in source.missing_optional)
-    frame = snapshots_features(validated_transactions, days, columns=columns)
+    channels = tuple(warehouse.channels)
+    columns = feature_columns((n for n in RAW_COLUMNS if n not in source.missing_optional), channels)
+    frame = snapshots_features(validated_transactions, days, columns=columns, channels=channels)
     by_day = split_by_day(frame, "snapshot_date")
     dupes = 0
     for day in days:

@@ -43,6 +43,11 @@ class Source(BaseModel):
     columns: dict[str, str] = Field(default_factory=dict, description="Canonical column -> your column, for the names that differ.")
     customer_id_pattern: str | None = Field(default=None, description="A regular expression the whole customer id must match.")
     closed_vocabularies: dict[str, list[str]] = Field(default_factory=dict, description="Categorical columns whose values must be in a set.")
+    channels: list[str] = Field(
+        default_factory=lambda: ["web", "mobile", "store"],
+        min_length=1,
+        description="The channel vocabulary for features: the first is the reference, every other value gets a '<value>_share' feature.",
+    )
 
 
 class Settings(BaseModel):
@@ -75,6 +80,7 @@ ENV: dict[str, str] = {
     "CHURN_COLUMN_MAP": "source.columns",
     "CHURN_CUSTOMER_ID_PATTERN": "source.customer_id_pattern",
     "CHURN_CLOSED_VOCABULARIES": "source.closed_vocabularies",
+    "CHURN_CHANNELS": "source.channels",
     "CHURN_PARTITIONS_START": "partitions_start",
     "CHURN_LABEL_HORIZON_DAYS": "label_horizon_days",
     "CHURN_MIN_HISTORY_DAYS": "min_history_days",
@@ -83,7 +89,7 @@ ENV: dict[str, str] = {
     "CHURN_RETRAIN_DRIFT_SHARE": "drift_share_threshold",
     "CHURN_RETRAIN_COOLDOWN_HOURS": "retrain_cooldown_hours",
 }
-_JSON_ENV = ("CHURN_COLUMN_MAP", "CHURN_CLOSED_VOCABULARIES")
+_JSON_ENV = ("CHURN_COLUMN_MAP", "CHURN_CLOSED_VOCABULARIES", "CHURN_CHANNELS")
 
 
 def settings_path(environ: Mapping[str, str] | None = None) -> Path:

@@ -96,7 +96,8 @@ def validated_transactions(
     raw_by_day = _counts(pl.DataFrame({"_d": raw_days}), "_d")
     valid_by_day = _counts(validated.with_columns(pl.col("ts").dt.date().alias("_d")), "_d")
     rej_by_day = _counts(quarantined, "partition_date")
-    unknown_by_day = {day: unknown_values(part, contract) for day, part in split_by_day(validated, "ts").items()}
+    vocabulary = {"channel": tuple(warehouse.channels)}
+    unknown_by_day = {day: unknown_values(part, contract, vocabulary) for day, part in split_by_day(validated, "ts").items()}
     rejected_parts = {k[0]: g for k, g in quarantined.partition_by("partition_date", as_dict=True).items()} if quarantined.height else {}
     blocked = []
     for day in days:

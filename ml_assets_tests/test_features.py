@@ -126,3 +126,22 @@ def test_feature_suite_in_chunks_of_days_gives_the_whole_frame_verdicts(small_tr
     failed = {o.rule: o.observed for o in chunked if not o.success}
     assert set(failed) == {"tx_count_7d_non_negative", "mobile_share_share_range", "customer_unique_per_day"}
     assert failed["tx_count_7d_non_negative"] == 2  # the planted row and its duplicate
+
+
+def test_features_follow_the_columns_and_the_channel_vocabulary_of_the_source(small_transactions: pl.DataFrame) -> None:
+    from ml_assets.lib.features import check_channels, feature_columns, snapshots_features
+
+    plain = feature_columns({"customer_id", "ts", "amount"})
+    assert not {"avg_quantity", "mobile_share", "store_share", "n_categories"} & set(plain) and "weekend_share" in plain
+    channels = ("online", "in-store", "phone")
+    renamed = small_transactions.with_columns(pl.col("channel").replace({"web": "online", "mobile": "in-store", "store": "phone"}))
+    columns = feature_columns({"channel", "quantity", "category"}, channels)
+    day = renamed["ts"].max().date()
+    frame = snapshots_features(renamed, [day], columns=columns, channels=channels)
+    assert {"in_store_share", "phone_share"} <= set(frame.columns) and "mobile_share" not in frame.columns
+    expected = snapshots_features(small_transactions, [day])
+    # The same purchases under other names: the same shares.
+    assert frame["in_store_share"].to_list() == expected["mobile_share"].to_list()
+    assert frame["phone_share"].to_list() == expected["store_share"].to_list()
+    with pytest.raises(ValueError, match="clash"):
+        check_channels(["web", "weekend"])

@@ -71,6 +71,7 @@ def build_warehouse(settings: Settings | None = None) -> SqlWarehouse:
         column_map=source.columns,
         customer_id_pattern=source.customer_id_pattern,
         closed_vocabularies=source.closed_vocabularies,
+        channels=source.channels,
     )
 
 

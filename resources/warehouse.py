@@ -38,6 +38,7 @@ from ml_assets.lib.contract import (
     to_utc_naive,
 )
 from ml_assets.lib.expectations import RawContract
+from ml_assets.lib.features import check_channels
 from ml_assets.schema import DEFAULT_TABLE, RAW_COLUMNS, RAW_SCHEMA
 
 if TYPE_CHECKING:
@@ -274,6 +275,12 @@ class SqlWarehouse(dg.ConfigurableResource):
         "(CHURN_CLOSED_VOCABULARIES); rows outside it are quarantined. Other categorical columns are open: unknown values are counted.",
     )
 
+    channels: list[str] = Field(
+        default_factory=lambda: ["web", "mobile", "store"],
+        description="The channel vocabulary features use (CHURN_CHANNELS): the first is the reference, every other value gets a "
+        "'<value>_share' feature. `churn init` proposes the source's most frequent values.",
+    )
+
     _engine: Any = PrivateAttr(default=None)  # sqlalchemy.Engine, created on first use
 
     # Identifiers are quoted by SQLAlchemy, so this is defence in depth: a
@@ -307,6 +314,11 @@ class SqlWarehouse(dg.ConfigurableResource):
             except re.error as exc:
                 raise ValueError(f"customer_id_pattern {value!r} is not a valid regular expression: {exc}") from exc
         return value or None
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_names(cls, value: list[str]) -> list[str]:
+        return check_channels(value)
 
     @field_validator("closed_vocabularies")
     @classmethod
@@ -648,6 +660,17 @@ class SqlWarehouse(dg.ConfigurableResource):
                 )
         first, last = (None if v is None else to_utc_naive(v) for v in (low, high))
         return rows, (first.date() if isinstance(first, dt.datetime) else None), (last.date() if isinstance(last, dt.datetime) else None)
+
+    def top_values(self, canonical: str, limit: int = 5) -> list[str]:
+        """The most frequent non-null values of a column, most frequent first (a proposed vocabulary)."""
+        import sqlalchemy as sa
+
+        t = sa.table(self.table, sa.column(self.source_column(canonical)), schema=self.db_schema)
+        c = t.c[self.source_column(canonical)]
+        n = sa.func.count().label("n")
+        stmt = sa.select(c, n).where(c.is_not(None)).group_by(c).order_by(n.desc(), c).limit(limit)
+        with self.connect() as conn:
+            return [str(v) for v, _ in conn.execute(stmt)]
 
     def is_unique(self, canonical: str) -> bool:
         """Whether a column's non-null values are all distinct (a transaction id must be)."""

@@ -255,10 +255,10 @@ def partition_day(days: list[dt.date]) -> pl.Expr:
     return pl.when(day.is_in(days)).then(day).otherwise(pl.lit(days[0]))
 
 
-def unknown_values(frame: pl.DataFrame, contract: RawContract) -> dict[str, int]:
+def unknown_values(frame: pl.DataFrame, contract: RawContract, known_values: dict[str, tuple[str, ...]] | None = None) -> dict[str, int]:
     """Rows per open categorical column whose value is outside the vocabulary features use: counted, not quarantined."""
     counts = {}
-    for column, known in KNOWN_VALUES.items():
+    for column, known in {**KNOWN_VALUES, **(known_values or {})}.items():
         if column in contract.present and column not in contract.closed_vocabularies and column in frame.columns:
             n = frame.select((pl.col(column).is_not_null() & ~pl.col(column).is_in(list(known))).sum()).item()
             if n:
@@ -319,7 +319,7 @@ def feature_rules(lookback_days: int, feature_columns: Iterable[str]) -> list[Ru
     import great_expectations.expectations as gxe
 
     feature_columns = list(feature_columns)
-    shares = [c for c in ("mobile_share", "store_share", "weekend_share") if c in feature_columns]
+    shares = [c for c in feature_columns if c.endswith("_share")]
     counts = ("tx_count_7d", "tx_count_30d", "tx_count_90d", "active_days_90d")
     money = ("spend_7d", "spend_30d", "spend_90d", "spend_lookback")
     rules = [

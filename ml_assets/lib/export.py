@@ -128,13 +128,15 @@ def golden_features(columns: tuple[str, ...] | list[str], random_rows: int = 4_0
     """
     import numpy as np
 
-    unknown = [c for c in columns if c not in GOLDEN_RANGES]
+    # A share of the channel vocabulary (named after the user's values) ranges like any share.
+    ranges = {c: GOLDEN_RANGES.get(c, (0.0, 1.0, False) if c.endswith("_share") else None) for c in columns}
+    unknown = [c for c, r in ranges.items() if r is None]
     if unknown:
         raise KeyError(f"no golden range for feature(s) {unknown}; add them to GOLDEN_RANGES")
     rng = np.random.default_rng(GOLDEN_SEED)
-    low = np.array([GOLDEN_RANGES[c][0] for c in columns])
-    high = np.array([GOLDEN_RANGES[c][1] for c in columns])
-    integer = np.array([GOLDEN_RANGES[c][2] for c in columns])
+    low = np.array([ranges[c][0] for c in columns])
+    high = np.array([ranges[c][1] for c in columns])
+    integer = np.array([ranges[c][2] for c in columns])
     u = rng.random((random_rows, len(columns)))
     # Money spans orders of magnitude: spread draws evenly in log space.
     heavy = high / np.maximum(low, 1.0) > 500

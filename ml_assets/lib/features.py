@@ -10,11 +10,10 @@ much later data exists: that is what makes training rows leakage-free.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable
 
 import polars as pl
-
-from ml_assets.schema import CATEGORIES
 
 # How far back any feature looks.  Also the span of validated partitions the
 # features asset loads, so it is fixed at definition time.
@@ -47,15 +46,53 @@ FEATURE_COLUMNS: tuple[str, ...] = (
 NEEDS_COLUMN: dict[str, str] = {"avg_quantity": "quantity", "mobile_share": "channel", "store_share": "channel", "n_categories": "category"}
 
 
-def feature_columns(present: Iterable[str]) -> tuple[str, ...]:
-    """The model inputs for a source whose optional columns ``present`` exist, in the fixed order of FEATURE_COLUMNS."""
+# The channel vocabulary: the first value is the reference; every other value
+# gets a share feature ("<value>_share"). The generator's by default; `churn init`
+# proposes the source's most frequent values.
+DEFAULT_CHANNELS: tuple[str, ...] = ("web", "mobile", "store")
+_CHANNEL_SLOT = ("mobile_share", "store_share")
+
+
+def share_column(value: str) -> str:
+    """The feature name of one channel value's share: lower-case letters, digits and underscores."""
+    slug = re.sub(r"[^a-z0-9]+", "_", value.lower()).strip("_")
+    return f"{slug or 'blank'}_share"
+
+
+def check_channels(values: Iterable[str]) -> list[str]:
+    """A channel vocabulary whose share features have distinct names that no other feature uses."""
+    values = list(values)
+    names = [share_column(v) for v in values[1:]]
+    clash = sorted({n for n in names if names.count(n) > 1 or n in FEATURE_COLUMNS and n not in _CHANNEL_SLOT})
+    if not values or len(set(values)) != len(values) or clash:
+        raise ValueError(
+            f"channels {values!r}: need distinct values whose share features have distinct names not used by another feature"
+            + (f" ({clash} clash)" if clash else "")
+        )
+    return values
+
+
+def feature_columns(present: Iterable[str], channels: Iterable[str] = DEFAULT_CHANNELS) -> tuple[str, ...]:
+    """The model inputs for a source whose optional columns ``present`` exist, in model order.
+
+    Features that need an optional column exist only when the source has it;
+    the channel shares follow the declared channel vocabulary.
+    """
     present = set(present)
-    return tuple(c for c in FEATURE_COLUMNS if NEEDS_COLUMN.get(c, "customer_id") in present or c not in NEEDS_COLUMN)
+    out: list[str] = []
+    for c in FEATURE_COLUMNS:
+        if c in _CHANNEL_SLOT:
+            if c == _CHANNEL_SLOT[0] and "channel" in present:
+                out += [share_column(v) for v in list(channels)[1:]]
+            continue
+        if c not in NEEDS_COLUMN or NEEDS_COLUMN[c] in present:
+            out.append(c)
+    return tuple(out)
 
 
 def model_features(frame: pl.DataFrame) -> tuple[str, ...]:
-    """The feature columns a frame carries (a training set, a feature snapshot), in model order."""
-    return tuple(c for c in FEATURE_COLUMNS if c in frame.columns)
+    """The feature columns a frame carries (a training set, a feature snapshot, what Feast served), in the frame's order."""
+    return tuple(c for c, dtype in frame.schema.items() if c in FEATURE_COLUMNS or (c.endswith("_share") and dtype == pl.Float64))
 
 
 KEY_COLUMNS: tuple[str, ...] = ("customer_id", "snapshot_date")
@@ -75,6 +112,7 @@ def snapshot_features(
     snapshot_date: dt.date,
     lookback_days: int = LOOKBACK_DAYS,
     columns: tuple[str, ...] = FEATURE_COLUMNS,
+    channels: tuple[str, ...] = DEFAULT_CHANNELS,
 ) -> pl.DataFrame:
     """One row per customer with at least one transaction in the lookback window.
 
@@ -85,11 +123,15 @@ def snapshot_features(
     cutoff = cutoff_for(snapshot_date)
     window_start = cutoff - dt.timedelta(days=lookback_days)
     lf = transactions.lazy().filter((pl.col("ts") < cutoff) & (pl.col("ts") >= window_start))
-    return _aggregate(lf, cutoff, snapshot_date, columns).collect()
+    return _aggregate(lf, cutoff, snapshot_date, columns, channels).collect()
 
 
 def snapshots_features(
-    transactions: pl.DataFrame, snapshot_dates: list[dt.date], lookback_days: int = LOOKBACK_DAYS, columns: tuple[str, ...] = FEATURE_COLUMNS
+    transactions: pl.DataFrame,
+    snapshot_dates: list[dt.date],
+    lookback_days: int = LOOKBACK_DAYS,
+    columns: tuple[str, ...] = FEATURE_COLUMNS,
+    channels: tuple[str, ...] = DEFAULT_CHANNELS,
 ) -> pl.DataFrame:
     """Features for several snapshot days, concatenated in day order.
 
@@ -105,11 +147,17 @@ def snapshots_features(
         cutoff = cutoff_for(day)
         window_start = cutoff - dt.timedelta(days=lookback_days)
         lf = tx.filter((pl.col("ts") < cutoff) & (pl.col("ts") >= window_start))
-        frames.append(_aggregate(lf, cutoff, day, columns).collect())
+        frames.append(_aggregate(lf, cutoff, day, columns, channels).collect())
     return pl.concat(frames, how="vertical")
 
 
-def _aggregate(lf: pl.LazyFrame, cutoff: dt.datetime, snapshot_date: dt.date, columns: tuple[str, ...] = FEATURE_COLUMNS) -> pl.LazyFrame:
+def _aggregate(
+    lf: pl.LazyFrame,
+    cutoff: dt.datetime,
+    snapshot_date: dt.date,
+    columns: tuple[str, ...] = FEATURE_COLUMNS,
+    channels: tuple[str, ...] = DEFAULT_CHANNELS,
+) -> pl.LazyFrame:
     def since(days: int) -> pl.Expr:
         return pl.col("ts") >= cutoff - dt.timedelta(days=days)
 
@@ -122,9 +170,7 @@ def _aggregate(lf: pl.LazyFrame, cutoff: dt.datetime, snapshot_date: dt.date, co
         since(30).cast(pl.Float64).alias("_in30"),
         since(90).cast(pl.Float64).alias("_in90"),
         pl.when(since(90)).then(pl.col("ts").dt.date().cast(pl.Int32)).alias("_day90"),
-        pl.col("category").cast(pl.Enum(CATEGORIES), strict=False).to_physical().alias("_category"),
-        (pl.col("channel") == "mobile").cast(pl.Float64).alias("_mobile"),
-        (pl.col("channel") == "store").cast(pl.Float64).alias("_store"),
+        *[(pl.col("channel") == v).cast(pl.Float64).alias(f"_channel{i}") for i, v in enumerate(channels)],
         (pl.col("ts").dt.weekday() >= 6).cast(pl.Float64).alias("_weekend"),
     )
     agg = prepared.group_by("customer_id").agg(
@@ -143,10 +189,10 @@ def _aggregate(lf: pl.LazyFrame, cutoff: dt.datetime, snapshot_date: dt.date, co
         pl.col("quantity").cast(pl.Float64).mean().alias("avg_quantity"),
         pl.len().cast(pl.Float64).alias("_n"),
         pl.col("_day90").drop_nulls().n_unique().cast(pl.Float64).alias("active_days_90d"),
-        pl.col("_mobile").mean().alias("mobile_share"),
-        pl.col("_store").mean().alias("store_share"),
+        *[pl.col(f"_channel{i}").mean().alias(share_column(v)) for i, v in enumerate(channels) if i > 0],
         pl.col("_weekend").mean().alias("weekend_share"),
-        pl.col("_category").n_unique().cast(pl.Float64).alias("n_categories"),
+        # Distinct values as bought: an open vocabulary, no value folded into another.
+        pl.col("category").drop_nulls().n_unique().cast(pl.Float64).alias("n_categories"),
     )
     every = agg.select(
         pl.col("customer_id"),
@@ -169,8 +215,7 @@ def _aggregate(lf: pl.LazyFrame, cutoff: dt.datetime, snapshot_date: dt.date, co
         (pl.col("tx_count_30d") - (pl.col("tx_count_90d") - pl.col("tx_count_30d")) / 2).alias("frequency_trend"),
         ((pl.col("tenure_days") - pl.col("recency_days")) / pl.max_horizontal(pl.col("_n") - 1, pl.lit(1.0))).alias("mean_gap_days"),
         pl.col("active_days_90d"),
-        pl.col("mobile_share"),
-        pl.col("store_share"),
+        *[pl.col(share_column(v)) for v in channels[1:]],
         pl.col("weekend_share"),
         pl.col("n_categories"),
         pl.lit(cutoff).dt.cast_time_unit("us").alias("feature_timestamp"),
