@@ -105,8 +105,11 @@ def test_errors_are_clear_and_per_item_where_they_can_be(e2e: PipelineRun, live:
         assert bad.status_code == 422 and field in bad.text, body
     injected = httpx.post(f"{live}/predict", json={"customer_ids": [known], "features": {"recency_days": 0}})
     assert injected.status_code == 422 and "features" in injected.text  # callers cannot supply feature values
-    malformed_id = httpx.post(f"{live}/predict", json={"customer_ids": ["x' OR 1=1 --"]})
-    assert malformed_id.status_code == 422
+    # Any id the data contract accepts can be asked for; a lookup is by key, so SQL-looking text is just an unknown id.
+    sql_looking = httpx.post(f"{live}/predict", json={"customer_ids": ["x' OR 1=1 --"]})
+    assert sql_looking.status_code == 200 and sql_looking.json()["predictions"][0]["status"] == 404
+    for malformed in ("C00000001\n", " C1", "", "C" * 65, "C1\x00"):
+        assert httpx.post(f"{live}/predict", json={"customer_ids": [malformed]}).status_code == 422, repr(malformed)
     oversize = httpx.post(f"{live}/predict", json={"customer_ids": [f"C{i:08d}" for i in range(1001)]})
     assert oversize.status_code == 413 and oversize.json()["limit"] == 1000
     huge = httpx.post(f"{live}/predict", content=b'{"customer_ids": ["' + b"A" * 300_000 + b'"]}', headers={"content-type": "application/json"})

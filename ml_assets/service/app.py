@@ -27,12 +27,19 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from ml_assets.lib.contract import customer_id_ok
 
 log = logging.getLogger("churn.service")
 access_log = logging.getLogger("churn.service.access")
 
-CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+# The data contract's default customer-id rule (ml_assets/lib/contract.py): printable, 1 to 64
+# characters, no leading or trailing white space. An id the pipeline accepts can be scored.
+def _customer_id(value: str) -> str:
+    if not customer_id_ok(None)(value):
+        raise ValueError("a customer id is printable text of 1 to 64 characters without leading or trailing white space")
+    return value
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -91,7 +98,7 @@ class ChampionHolder:
 class PredictRequest(BaseModel):
     # Unknown fields are refused (422): a caller cannot smuggle feature values in.
     model_config = ConfigDict(extra="forbid")
-    customer_ids: list[Annotated[str, StringConstraints(pattern=CUSTOMER_ID_PATTERN)]] = Field(
+    customer_ids: list[Annotated[str, StringConstraints(max_length=64), AfterValidator(_customer_id)]] = Field(
         min_length=1, description="Customer ids to score (1 to the service's batch limit)."
     )
 
