@@ -60,6 +60,9 @@ class Settings(BaseModel):
     label_horizon_days: int = Field(default=30, ge=1, le=180, description="A customer has churned when they buy nothing for this many days.")
     min_history_days: int = Field(default=180, ge=0, description="Training snapshots need this many days of history before them.")
     max_rejected_share: float = Field(default=0.05, ge=0.0, le=1.0, description="Largest share of a day's rows the quarantine may take before the day is blocked.")
+    min_rejected_rows: int = Field(
+        default=5, ge=1, description="A day is blocked only when at least this many rows are quarantined (one bad row never blocks a small day)."
+    )
     min_roc_auc: float = Field(default=0.7, ge=0.0, le=1.0, description="A model below this test ROC-AUC fails its training run.")
     drift_share_threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Share of drifted features that makes a day a drift event.")
     retrain_cooldown_hours: float = Field(default=24.0, ge=0.0, description="At most one drift-triggered retraining per this many hours.")
@@ -85,6 +88,7 @@ ENV: dict[str, str] = {
     "CHURN_LABEL_HORIZON_DAYS": "label_horizon_days",
     "CHURN_MIN_HISTORY_DAYS": "min_history_days",
     "CHURN_MAX_REJECTED_SHARE": "max_rejected_share",
+    "CHURN_MIN_REJECTED_ROWS": "min_rejected_rows",
     "CHURN_MIN_ROC_AUC": "min_roc_auc",
     "CHURN_RETRAIN_DRIFT_SHARE": "drift_share_threshold",
     "CHURN_RETRAIN_COOLDOWN_HOURS": "retrain_cooldown_hours",

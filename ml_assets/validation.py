@@ -27,6 +27,11 @@ class ValidationConfig(dg.Config):
         allow_inf_nan=False,
         description="Largest share of a day's rows that may be quarantined, in [0, 1]; above it the day is blocked from downstream assets.",
     )
+    min_rejected_rows: int = Field(
+        default=settings().min_rejected_rows,
+        ge=1,
+        description="A day is blocked only when at least this many of its rows are quarantined, so one bad row never blocks a small day.",
+    )
 
 
 @dg.multi_asset(
@@ -66,7 +71,8 @@ class ValidationConfig(dg.Config):
         dg.AssetCheckSpec(
             "rejected_share_below_threshold",
             asset=VALIDATED,
-            description="The share of quarantined rows stays below `max_rejected_share` on every day; otherwise the day is blocked.",
+            description="The share of quarantined rows stays below `max_rejected_share` on every day (or fewer than "
+            "`min_rejected_rows` rows are quarantined); otherwise the day is blocked.",
             blocking=True,
         ),
         dg.AssetCheckSpec(
@@ -106,7 +112,7 @@ def validated_transactions(
         part = rejected_parts.get(day, quarantined.clear())
         reasons = _reason_counts(part)
         share = n_rej / n_raw if n_raw else 0.0
-        if share > config.max_rejected_share:
+        if share > config.max_rejected_share and n_rej >= config.min_rejected_rows:
             blocked.append(f"{key}: {n_rej} of {n_raw} rows ({share:.1%}) quarantined, by rule {reasons}")
         context.add_asset_metadata(
             {
@@ -156,7 +162,11 @@ def validated_transactions(
         asset_key=VALIDATED,
         passed=not blocked,
         description=("Blocked: " + " | ".join(blocked[:10])) if blocked else None,
-        metadata={"max_rejected_share": config.max_rejected_share, "blocked_days": dg.MetadataValue.json(blocked)},
+        metadata={
+            "max_rejected_share": config.max_rejected_share,
+            "min_rejected_rows": config.min_rejected_rows,
+            "blocked_days": dg.MetadataValue.json(blocked),
+        },
     )
     yield dg.AssetCheckResult(
         check_name="raw_expectations",

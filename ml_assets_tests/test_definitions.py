@@ -12,6 +12,7 @@ import dagster as dg
 from ml_assets.definitions import defs
 
 EXPECTED_DEPS = {
+    "unplaceable_transactions": set(),
     "raw_transactions": set(),
     "validated_transactions": {"raw_transactions"},
     "quarantined_transactions": {"raw_transactions"},

@@ -317,3 +317,12 @@ def test_rematerializing_after_a_fix_replaces_both_outputs(tmp_path: Path) -> No
     assert _read(lake, "quarantined_transactions").height == 0
     valid = _read(lake, "validated_transactions")
     assert valid.height == good.height + 1 and valid["transaction_id"].is_unique().all()
+
+
+def test_one_bad_row_never_blocks_a_small_day(tmp_path: Path) -> None:
+    # 1 of 5 rows (20 %) is far above max_rejected_share, but one row is below min_rejected_rows: quarantined, not blocked.
+    result, lake, good = _run(tmp_path, insert(_row(amount=-1.0)), good=_good_rows().head(4))
+    assert result.success
+    assert _read(lake, "quarantined_transactions").height == 1 and _read(lake, "validated_transactions").height == 4
+    check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "rejected_share_below_threshold")
+    assert check.passed and check.metadata["min_rejected_rows"].value == 5

@@ -30,7 +30,7 @@ from resources.warehouse import write_frame
 
 pytestmark = [pytest.mark.slow]
 
-START, END = dt.date(2024, 12, 1), dt.date(2025, 6, 30)
+START, END = dt.date(2025, 2, 15), dt.date(2025, 6, 30)
 DRIFT = dt.date(2025, 6, 10)
 HORIZON = 45
 # Rows that belong to no day, and one that breaks a rule: the run must keep every one of them somewhere.
@@ -51,7 +51,7 @@ def _churn(env: dict[str, str], *args: str, timeout: int = 900) -> str:
 def test_a_plain_purchase_log_runs_end_to_end_with_only_churn_init(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = {"sqlite": f"sqlite:///{tmp_path / 'shop.sqlite'}", "postgres": PG_URL, "mariadb": MARIADB_URL}[backend]
     table = f"purchases_{uuid.uuid4().hex[:8]}"
-    log = generate_retail(RetailConfig(start=START, end=END, customers=2_500, seed=5, drift_date=DRIFT))
+    log = generate_retail(RetailConfig(start=START, end=END, customers=2_000, seed=5, drift_date=DRIFT))
     write_frame(url, table, log, replace=True)
     engine = sa.create_engine(url)
     t = sa.table(table, sa.column("customer_no"), sa.column("purchase_date"), sa.column("quantity"), sa.column("amount"))
@@ -70,13 +70,13 @@ def test_a_plain_purchase_log_runs_end_to_end_with_only_churn_init(backend: str,
         env.pop(name, None)
     try:
         init = _churn(
-            env, "init", "--url", url, "--table", table, "--horizon-days", str(HORIZON), "--min-history-days", "60", "--partitions-start", START.isoformat(),
+            env, "init", "--url", url, "--table", table, "--horizon-days", str(HORIZON), "--min-history-days", "30", "--partitions-start", START.isoformat(),
             # Seven months of a memoryless buy-till-you-die log carry little signal: the floor is the user's setting.
             "--min-roc-auc", "0.6",
         )
         assert "customer_id      <- customer_no" in init and "ts               <- purchase_date" in init
         assert "channel          <- (absent)" in init
-        summary = _churn(env, "run", "--end", END.isoformat(), "--score-days", "10")
+        summary = _churn(env, "run", "--end", END.isoformat(), "--score-days", "3")
         assert "unplaceable_transactions" in summary and "FAILED" not in summary
 
         monkeypatch.setenv("DAGSTER_HOME", str(home))

@@ -38,7 +38,7 @@ LOCATION = "churn"  # workspace.yaml
 
 # Every stage of the lineage, by the group it is drawn in.
 STAGES = {
-    "ingest": ["raw_transactions"],
+    "ingest": ["raw_transactions", "unplaceable_transactions"],
     "validation": ["quarantined_transactions", "validated_transactions"],
     "features": ["customer_features"],
     "feature_store": ["feature_definitions", "online_features"],
