@@ -81,8 +81,18 @@ def _generate_retail(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import dagster as dg
 
+    from ml_assets.settings import Source, settings
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    # The demo replaces the embedded warehouse's table: never a user's source.
+    if settings().source != Source() or os.environ.get("CHURN_WAREHOUSE_URL") or settings().partitions_start > DEMO_START:
+        print(
+            "churn demo seeds and replaces the embedded demo warehouse, but the settings point at another source or calendar "
+            "(churn.yaml, CHURN_SETTINGS_FILE or CHURN_WAREHOUSE_URL). Run it without them, e.g. CHURN_SETTINGS_FILE=none "
+            "make demo, or use `churn run` for your own source.",
+            file=sys.stderr,
+        )
+        return 2
     gen = argparse.Namespace(
         start=DEMO_START,
         end=DEMO_END,
@@ -279,7 +289,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from ml_assets.settings import Settings, SettingsError, Source, load_settings, settings_path, to_yaml
     from resources import SourceSchemaError, SqlWarehouse
 
-    out = Path(args.out) if args.out else settings_path()
+    out = Path(args.out) if args.out else (settings_path() or Path("churn.yaml"))
     if out.exists() and not args.force:
         print(f"churn init: {out} exists; pass --force to replace it (or --out for another file)", file=sys.stderr)
         return 2

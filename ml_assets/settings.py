@@ -96,9 +96,13 @@ ENV: dict[str, str] = {
 _JSON_ENV = ("CHURN_COLUMN_MAP", "CHURN_CLOSED_VOCABULARIES", "CHURN_CHANNELS")
 
 
-def settings_path(environ: Mapping[str, str] | None = None) -> Path:
+def settings_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The settings file to read; None when CHURN_SETTINGS_FILE=none (the defaults and the environment only)."""
     environ = os.environ if environ is None else environ
-    return Path(environ.get(FILE_ENV) or DEFAULT_FILE)
+    named = environ.get(FILE_ENV, "").strip()
+    if named.lower() == "none":
+        return None
+    return Path(named or DEFAULT_FILE)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -106,7 +110,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     environ = os.environ if environ is None else environ
     path = settings_path(environ)
     data: dict[str, Any] = {}
-    if path.exists():
+    if path is None:
+        pass
+    elif path.exists():
         import yaml
 
         try:
