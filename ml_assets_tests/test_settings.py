@@ -165,3 +165,10 @@ def test_the_source_count_check_fails_when_a_row_is_lost(tmp_path: Path) -> None
     md = {k: v.value for k, v in check.metadata.items()}
     assert check.passed is False and md["source_rows_in_window"] == md["rows_kept"] + md["rows_of_neighbouring_days"] + 1
     assert "the source counts" in check.description
+
+
+def test_no_file_means_the_defaults_and_the_demo_never_touches_a_users_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert load_settings({"CHURN_SETTINGS_FILE": "none"}).source.table == "transactions"
+    monkeypatch.setenv("CHURN_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'mine.sqlite'}")
+    assert churn(["demo"]) == 2
+    assert not (tmp_path / "mine.sqlite").exists()
