@@ -301,7 +301,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             return 2
         fixed[canonical] = column
     try:
-        probe = SqlWarehouse(url=args.url, table=args.table, db_schema=args.schema)
+        probe = SqlWarehouse(url=args.url, table=args.table, db_schema=args.schema, categoricals=args.categorical)
         columns = probe.describe_table()
     except (SourceSchemaError, ValueError, ConnectionError) as exc:
         print(f"churn init: {exc}", file=sys.stderr)
@@ -310,7 +310,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     for c in columns:
         shown = ", ".join(repr(preview_text(v, 40)) for v in c["samples"])
         print(f"  {c['name']:24s} {c['type']:20s} {c['family']:12s} e.g. {shown}")
-    mapping = propose_mapping(columns, fixed)
+    # A column named as a further categorical is not proposed for anything else.
+    mapping = propose_mapping([c for c in columns if c["name"] not in args.categorical], fixed)
     missing = [n for n, (_, required, _) in RAW_COLUMNS.items() if required and n not in mapping]
     if missing:
         print(f"churn init: no column found for {missing}; name it with --map, e.g. --map ts=purchase_date", file=sys.stderr)
@@ -349,6 +350,7 @@ def cmd_init(args: argparse.Namespace) -> int:
                 db_schema=args.schema,
                 columns={k: v for k, v in mapping.items() if k != v},
                 customer_id_pattern=args.customer_id_pattern,
+                categoricals=args.categorical,
                 **({"channels": channels} if channels else {}),
             ),
             partitions_start=start,
@@ -459,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     init.add_argument("--horizon-days", type=int, default=30, help="churned = no purchase for this many days (the label horizon)")
     init.add_argument("--min-history-days", type=int, default=None, help="training snapshots need this much history before them (default 180)")
     init.add_argument("--max-rejected-share", type=float, default=0.05, help="largest share of a day's rows the quarantine may take, in [0, 1]")
+    init.add_argument(
+        "--categorical", action="append", default=[], metavar="COLUMN", help="a further categorical column of your table (repeatable)"
+    )
     init.add_argument("--min-roc-auc", type=float, default=0.7, help="a model below this test ROC-AUC fails its training run, in [0, 1]")
     init.add_argument("--customer-id-pattern", default=None, help="a regular expression the whole customer id must match")
     init.add_argument("--partitions-start", type=_date, default=None, help="first day of the calendar (default: the first day in the table)")

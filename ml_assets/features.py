@@ -83,9 +83,13 @@ def customer_features(context: dg.AssetExecutionContext, validated_transactions:
     days = partition_days(context)
     # Features that need an optional column (quantity, channel, category) exist only when the source has it.
     source = warehouse.inspect_source()
-    channels = tuple(warehouse.channels)
-    columns = feature_columns((n for n in RAW_COLUMNS if n not in source.missing_optional), channels)
-    frame = snapshots_features(validated_transactions, days, columns=columns, channels=channels)
+    channels, extras = tuple(warehouse.channels), tuple(warehouse.extra_columns)
+    # A further categorical column added later is absent from older partitions: null there, so no value.
+    missing = [e for e in extras if e not in validated_transactions.columns]
+    if missing:
+        validated_transactions = validated_transactions.with_columns(pl.lit(None, dtype=pl.String).alias(e) for e in missing)
+    columns = feature_columns((n for n in RAW_COLUMNS if n not in source.missing_optional), channels, extras)
+    frame = snapshots_features(validated_transactions, days, columns=columns, channels=channels, extras=extras)
     by_day = split_by_day(frame, "snapshot_date")
     dupes = 0
     for day in days:

@@ -43,6 +43,9 @@ class Source(BaseModel):
     columns: dict[str, str] = Field(default_factory=dict, description="Canonical column -> your column, for the names that differ.")
     customer_id_pattern: str | None = Field(default=None, description="A regular expression the whole customer id must match.")
     closed_vocabularies: dict[str, list[str]] = Field(default_factory=dict, description="Categorical columns whose values must be in a set.")
+    categoricals: list[str] = Field(
+        default_factory=list, description="Further categorical columns of your table, by name: each gives the feature n_<name>_values."
+    )
     channels: list[str] = Field(
         default_factory=lambda: ["web", "mobile", "store"],
         min_length=1,
@@ -84,6 +87,7 @@ ENV: dict[str, str] = {
     "CHURN_CUSTOMER_ID_PATTERN": "source.customer_id_pattern",
     "CHURN_CLOSED_VOCABULARIES": "source.closed_vocabularies",
     "CHURN_CHANNELS": "source.channels",
+    "CHURN_CATEGORICALS": "source.categoricals",
     "CHURN_PARTITIONS_START": "partitions_start",
     "CHURN_LABEL_HORIZON_DAYS": "label_horizon_days",
     "CHURN_MIN_HISTORY_DAYS": "min_history_days",
@@ -93,7 +97,7 @@ ENV: dict[str, str] = {
     "CHURN_RETRAIN_DRIFT_SHARE": "drift_share_threshold",
     "CHURN_RETRAIN_COOLDOWN_HOURS": "retrain_cooldown_hours",
 }
-_JSON_ENV = ("CHURN_COLUMN_MAP", "CHURN_CLOSED_VOCABULARIES", "CHURN_CHANNELS")
+_JSON_ENV = ("CHURN_COLUMN_MAP", "CHURN_CLOSED_VOCABULARIES", "CHURN_CHANNELS", "CHURN_CATEGORICALS")
 
 
 def settings_path(environ: Mapping[str, str] | None = None) -> Path | None:

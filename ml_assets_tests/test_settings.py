@@ -113,6 +113,11 @@ def test_churn_init_writes_a_settings_file_the_pipeline_reads(tmp_path: Path, ca
     loaded = load_settings({"CHURN_SETTINGS_FILE": str(out)})
     assert loaded.source.columns == {"customer_id": "customer_no", "ts": "purchase_date"}
     assert loaded.partitions_start == log["purchase_date"].min() and loaded.label_horizon_days == 60
+    # A further categorical column is named, not guessed.
+    extra = tmp_path / "extra.yaml"
+    assert churn(["init", "--url", url, "--table", "orders", "--out", str(extra), "--categorical", "quantity"]) == 0
+    loaded_extra = load_settings({"CHURN_SETTINGS_FILE": str(extra)}).source
+    assert loaded_extra.categoricals == ["quantity"] and "quantity" not in loaded_extra.columns.values()
     # Refuses to overwrite, refuses a bad gate, never writes a password.
     assert churn(["init", "--url", url, "--table", "orders", "--out", str(out)]) == 2
     assert churn(["init", "--url", url, "--table", "orders", "--out", str(tmp_path / "b.yaml"), "--max-rejected-share", "2"]) == 2

@@ -180,3 +180,32 @@ def test_a_value_that_does_not_fit_never_fails_the_run(url: str, tmp_path: Path)
         with engine.begin() as conn:
             conn.execute(sa.text(f"drop table {table}"))
         engine.dispose()
+
+
+def test_a_further_categorical_column_reaches_the_lake_and_the_features(tmp_path: Path) -> None:
+    from ml_assets.lib.datagen import RetailConfig, generate_retail
+    from ml_assets.lib.features import feature_columns, snapshots_features
+    from ml_assets.pipeline import materialize_range
+    from resources.warehouse import write_frame
+
+    url = f"sqlite:///{tmp_path / 'shop.sqlite'}"
+    log = generate_retail(RetailConfig(start=DAYS[0] - dt.timedelta(days=20), end=DAYS[-1], customers=300))
+    log = log.with_columns(pl.when(pl.col("amount") > 30).then(pl.lit("NL")).otherwise(pl.lit("BE")).alias("country"))
+    write_frame(url, "purchases", log)
+    settings = {"table": "purchases", "column_map": {"customer_id": "customer_no", "ts": "purchase_date"}, "categoricals": ["country"]}
+    res = resources_for(tmp_path, url, **settings)
+    with dg.instance_for_test() as instance:
+        assert materialize_range(KEYS, DAYS[0], DAYS[-1], instance, res).success
+    lake = res["lake"]
+    valid = lake.read_partitions(dg.AssetKey("validated_transactions"), [d.isoformat() for d in DAYS])
+    assert set(valid["cat_country"]) == {"NL", "BE"}
+    # The features asset computes this from the warehouse's extra columns (its inputs span 180 days: too long to ingest here).
+    extras = tuple(res["warehouse"].extra_columns)
+    columns = feature_columns({"quantity"}, extras=extras)
+    features = snapshots_features(valid, [DAYS[-1]], columns=columns, extras=extras)
+    assert "n_country_values" in features.columns and features["n_country_values"].is_between(1, 2).all()
+    # A named column the table lacks fails once, naming it and the setting.
+    wrong = resources_for(tmp_path / "wrong", url, **{**settings, "categoricals": ["region"]})
+    result = dg.materialize(__import__("ml_assets.definitions", fromlist=["ALL_ASSETS"]).ALL_ASSETS, selection=KEYS, partition_key=DAY.isoformat(), resources=wrong, raise_on_error=False)
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "['region']" in failure.step_failure_data.error.message and "CHURN_CATEGORICALS" in failure.step_failure_data.error.message

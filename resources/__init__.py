@@ -72,6 +72,7 @@ def build_warehouse(settings: Settings | None = None) -> SqlWarehouse:
         customer_id_pattern=source.customer_id_pattern,
         closed_vocabularies=source.closed_vocabularies,
         channels=source.channels,
+        categoricals=source.categoricals,
     )
 
 

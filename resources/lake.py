@@ -77,7 +77,8 @@ class Lake(dg.ConfigurableResource):
             )
         if not frames:
             raise MissingPartitionError(f"no partition of {key.to_user_string()} was requested{needed_by}")
-        return pl.concat(frames, how="vertical_relaxed")
+        # Diagonal: a column added to the source later (a further categorical) is null in older partitions.
+        return pl.concat(frames, how="diagonal_relaxed")
 
     def existing_partitions(self, key: dg.AssetKey) -> list[str]:
         base = self._base(key)

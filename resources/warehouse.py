@@ -38,7 +38,7 @@ from ml_assets.lib.contract import (
     to_utc_naive,
 )
 from ml_assets.lib.expectations import RawContract
-from ml_assets.lib.features import check_channels
+from ml_assets.lib.features import check_channels, extra_name
 from ml_assets.schema import DEFAULT_TABLE, RAW_COLUMNS, RAW_SCHEMA
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def _convert(values: list[object], name: str) -> tuple[pl.Series, list[tuple[int
     text (bytes as hex) goes back to the caller, so the row can be quarantined
     with it. Nothing here raises on a value: one bad value never fails a run.
     """
-    dtype = RAW_SCHEMA[name]
+    dtype = RAW_SCHEMA.get(name, pl.String())  # a further categorical column is text
     fast = timestamps_fast(values) if name == "ts" else _fast_path(values, name, dtype)
     if fast is not None:
         return fast.alias(name), []
@@ -281,6 +281,12 @@ class SqlWarehouse(dg.ConfigurableResource):
         "'<value>_share' feature. `churn init` proposes the source's most frequent values.",
     )
 
+    categoricals: list[str] = Field(
+        default_factory=list,
+        description="Further categorical columns of your table, by name (CHURN_CATEGORICALS): carried as text into the lake "
+        "as cat_<name>, each gives the feature n_<name>_values (distinct values a customer bought).",
+    )
+
     _engine: Any = PrivateAttr(default=None)  # sqlalchemy.Engine, created on first use
 
     # Identifiers are quoted by SQLAlchemy, so this is defence in depth: a
@@ -329,6 +335,20 @@ class SqlWarehouse(dg.ConfigurableResource):
             raise ValueError(f"closed_vocabularies names {unknown}; only the categorical columns {list(allowed)} can be closed")
         return value
 
+    @field_validator("categoricals")
+    @classmethod
+    def _categorical_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            check_identifier(name, "categorical column")
+        if len({n.lower() for n in value}) != len(value):
+            raise ValueError(f"categoricals {value}: a column is named twice")
+        return value
+
+    @property
+    def extra_columns(self) -> dict[str, str]:
+        """Further categorical columns: lake name (cat_<name>) -> the column in your table."""
+        return {extra_name(n): n for n in self.categoricals}
+
     def contract(self, source: SourceColumns) -> RawContract:
         """The validation rules' view of this source: which optional columns exist and what the user declared."""
         present = frozenset(n for n in RAW_COLUMNS if n not in source.missing_optional)
@@ -340,7 +360,7 @@ class SqlWarehouse(dg.ConfigurableResource):
         )
 
     def source_column(self, canonical: str) -> str:
-        return self.column_map.get(canonical, canonical)
+        return self.column_map.get(canonical) or self.extra_columns.get(canonical) or canonical
 
     @property
     def engine(self) -> sa.Engine:
@@ -436,7 +456,13 @@ class SqlWarehouse(dg.ConfigurableResource):
             )
         if wrong_type:
             raise SourceSchemaError(f"table {self.table!r} has column(s) of the wrong type: {'; '.join(wrong_type)}")
-        mapped = {self.source_column(n) for n in RAW_COLUMNS}
+        missing_extra = [n for n in self.categoricals if n not in present]
+        if missing_extra:
+            raise SourceSchemaError(
+                f"table {self.table!r} lacks the categorical column(s) {missing_extra} named in source.categoricals "
+                f"(CHURN_CATEGORICALS); found {sorted(present)}"
+            )
+        mapped = {self.source_column(n) for n in RAW_COLUMNS} | set(self.categoricals)
         return SourceColumns(missing_optional=missing_optional, extra=sorted(set(present) - mapped), time_kind=kind or TEXT)
 
     def _ts(self, columns: list[str] | None = None) -> tuple[sa.TableClause, sa.ColumnClause]:
@@ -500,7 +526,7 @@ class SqlWarehouse(dg.ConfigurableResource):
         source = source or self.inspect_source()
         days = sorted(days)
         first, end = days[0], days[-1] + dt.timedelta(days=1)
-        wanted = [n for n in RAW_COLUMNS if n not in source.missing_optional]
+        wanted = [*(n for n in RAW_COLUMNS if n not in source.missing_optional), *self.extra_columns]
         t, ts = self._ts(wanted)
         where = self._window(source.time_kind, ts, first, end)
         stmt = sa.select(*[t.c[self.source_column(n)].label(n) for n in wanted]).where(where).order_by(ts)
@@ -523,7 +549,7 @@ class SqlWarehouse(dg.ConfigurableResource):
         fallback = [text_day(r[ts_index], days) if errors[i] and "ts" in errors[i] and isinstance(r[ts_index], str) else None
                     for i, r in enumerate(rows)]
         row_day = pl.Series(ROW_DAY, fallback, dtype=pl.Date)
-        frame = frame.select(list(RAW_COLUMNS)).with_columns(
+        frame = frame.select([*RAW_COLUMNS, *self.extra_columns]).with_columns(
             pl.Series(TYPE_ERRORS, [json.dumps(e, sort_keys=True, ensure_ascii=False) if e else None for e in errors], dtype=pl.String),
             pl.coalesce(pl.col("ts").dt.date(), row_day).alias(ROW_DAY),
         )
@@ -546,7 +572,7 @@ class SqlWarehouse(dg.ConfigurableResource):
         import sqlalchemy as sa
 
         source = source or self.inspect_source()
-        wanted = [n for n in RAW_COLUMNS if n not in source.missing_optional]
+        wanted = [*(n for n in RAW_COLUMNS if n not in source.missing_optional), *self.extra_columns]
         t, ts = self._ts(wanted)
         kind = source.time_kind
         lo, hi = self._bound(kind, calendar_start), self._bound(kind, calendar_end)

@@ -129,7 +129,11 @@ def golden_features(columns: tuple[str, ...] | list[str], random_rows: int = 4_0
     import numpy as np
 
     # A share of the channel vocabulary (named after the user's values) ranges like any share.
-    ranges = {c: GOLDEN_RANGES.get(c, (0.0, 1.0, False) if c.endswith("_share") else None) for c in columns}
+    # So does the distinct-values count of a further categorical column.
+    ranges = {
+        c: GOLDEN_RANGES.get(c, (0.0, 1.0, False) if c.endswith("_share") else (1.0, 10.0, True) if c.endswith("_values") else None)
+        for c in columns
+    }
     unknown = [c for c, r in ranges.items() if r is None]
     if unknown:
         raise KeyError(f"no golden range for feature(s) {unknown}; add them to GOLDEN_RANGES")

@@ -59,6 +59,16 @@ def share_column(value: str) -> str:
     return f"{slug or 'blank'}_share"
 
 
+def extra_name(column: str) -> str:
+    """The lake name of a further categorical column of the user's table."""
+    return "cat_" + re.sub(r"[^a-z0-9]+", "_", column.lower()).strip("_")
+
+
+def values_feature(extra: str) -> str:
+    """The feature of a further categorical column: distinct values a customer bought (cat_country -> n_country_values)."""
+    return f"n_{extra.removeprefix('cat_')}_values"
+
+
 def check_channels(values: Iterable[str]) -> list[str]:
     """A channel vocabulary whose share features have distinct names that no other feature uses."""
     values = list(values)
@@ -72,7 +82,7 @@ def check_channels(values: Iterable[str]) -> list[str]:
     return values
 
 
-def feature_columns(present: Iterable[str], channels: Iterable[str] = DEFAULT_CHANNELS) -> tuple[str, ...]:
+def feature_columns(present: Iterable[str], channels: Iterable[str] = DEFAULT_CHANNELS, extras: Iterable[str] = ()) -> tuple[str, ...]:
     """The model inputs for a source whose optional columns ``present`` exist, in model order.
 
     Features that need an optional column exist only when the source has it;
@@ -87,12 +97,16 @@ def feature_columns(present: Iterable[str], channels: Iterable[str] = DEFAULT_CH
             continue
         if c not in NEEDS_COLUMN or NEEDS_COLUMN[c] in present:
             out.append(c)
-    return tuple(out)
+    return tuple(out) + tuple(values_feature(e) for e in extras)
 
 
 def model_features(frame: pl.DataFrame) -> tuple[str, ...]:
     """The feature columns a frame carries (a training set, a feature snapshot, what Feast served), in the frame's order."""
-    return tuple(c for c, dtype in frame.schema.items() if c in FEATURE_COLUMNS or (c.endswith("_share") and dtype == pl.Float64))
+    return tuple(
+        c
+        for c, dtype in frame.schema.items()
+        if c in FEATURE_COLUMNS or (dtype == pl.Float64 and (c.endswith("_share") or (c.startswith("n_") and c.endswith("_values"))))
+    )
 
 
 KEY_COLUMNS: tuple[str, ...] = ("customer_id", "snapshot_date")
@@ -113,6 +127,7 @@ def snapshot_features(
     lookback_days: int = LOOKBACK_DAYS,
     columns: tuple[str, ...] = FEATURE_COLUMNS,
     channels: tuple[str, ...] = DEFAULT_CHANNELS,
+    extras: tuple[str, ...] = (),
 ) -> pl.DataFrame:
     """One row per customer with at least one transaction in the lookback window.
 
@@ -123,7 +138,7 @@ def snapshot_features(
     cutoff = cutoff_for(snapshot_date)
     window_start = cutoff - dt.timedelta(days=lookback_days)
     lf = transactions.lazy().filter((pl.col("ts") < cutoff) & (pl.col("ts") >= window_start))
-    return _aggregate(lf, cutoff, snapshot_date, columns, channels).collect()
+    return _aggregate(lf, cutoff, snapshot_date, columns, channels, extras).collect()
 
 
 def snapshots_features(
@@ -132,6 +147,7 @@ def snapshots_features(
     lookback_days: int = LOOKBACK_DAYS,
     columns: tuple[str, ...] = FEATURE_COLUMNS,
     channels: tuple[str, ...] = DEFAULT_CHANNELS,
+    extras: tuple[str, ...] = (),
 ) -> pl.DataFrame:
     """Features for several snapshot days, concatenated in day order.
 
@@ -147,7 +163,7 @@ def snapshots_features(
         cutoff = cutoff_for(day)
         window_start = cutoff - dt.timedelta(days=lookback_days)
         lf = tx.filter((pl.col("ts") < cutoff) & (pl.col("ts") >= window_start))
-        frames.append(_aggregate(lf, cutoff, day, columns, channels).collect())
+        frames.append(_aggregate(lf, cutoff, day, columns, channels, extras).collect())
     return pl.concat(frames, how="vertical")
 
 
@@ -157,6 +173,7 @@ def _aggregate(
     snapshot_date: dt.date,
     columns: tuple[str, ...] = FEATURE_COLUMNS,
     channels: tuple[str, ...] = DEFAULT_CHANNELS,
+    extras: tuple[str, ...] = (),
 ) -> pl.LazyFrame:
     def since(days: int) -> pl.Expr:
         return pl.col("ts") >= cutoff - dt.timedelta(days=days)
@@ -193,6 +210,7 @@ def _aggregate(
         pl.col("_weekend").mean().alias("weekend_share"),
         # Distinct values as bought: an open vocabulary, no value folded into another.
         pl.col("category").drop_nulls().n_unique().cast(pl.Float64).alias("n_categories"),
+        *[pl.col(e).drop_nulls().n_unique().cast(pl.Float64).alias(values_feature(e)) for e in extras],
     )
     every = agg.select(
         pl.col("customer_id"),
@@ -218,6 +236,7 @@ def _aggregate(
         *[pl.col(share_column(v)) for v in channels[1:]],
         pl.col("weekend_share"),
         pl.col("n_categories"),
+        *[pl.col(values_feature(e)) for e in extras],
         pl.lit(cutoff).dt.cast_time_unit("us").alias("feature_timestamp"),
         pl.col("last_tx_ts").dt.cast_time_unit("us"),
     )
