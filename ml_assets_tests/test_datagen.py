@@ -92,6 +92,5 @@ def test_injected_bad_rows_each_break_one_rule() -> None:
         "amount_plausible",
         "quantity_in_range",
         "amount_finite",
-        "customer_id_not_null",
         "customer_id_well_formed",
     }

@@ -179,7 +179,7 @@ DEFECTS: dict[str, pl.Expr] = {
     "absurd_amount": pl.lit(2.5e7).alias("amount"),
     "zero_quantity": pl.lit(0, dtype=pl.Int32).alias("quantity"),
     "nan_amount": pl.lit(float("nan")).alias("amount"),
-    "missing_customer_id": pl.lit(None, dtype=pl.String).alias("customer_id"),
+    "blank_customer_id": pl.lit("").alias("customer_id"),
     # A trailing newline would make a second customer out of the same person.
     "malformed_customer_id": pl.format("{}\n", pl.col("customer_id")).alias("customer_id"),
 }
