@@ -178,7 +178,7 @@ DEFECTS: dict[str, pl.Expr] = {
     "zero_amount": pl.lit(0.0).alias("amount"),
     "absurd_amount": pl.lit(2.5e7).alias("amount"),
     "zero_quantity": pl.lit(0, dtype=pl.Int32).alias("quantity"),
-    "nan_amount": pl.lit(float("nan")).alias("amount"),
+    "infinite_amount": pl.lit(float("inf")).alias("amount"),
     "blank_customer_id": pl.lit("").alias("customer_id"),
     # A trailing newline would make a second customer out of the same person.
     "malformed_customer_id": pl.format("{}\n", pl.col("customer_id")).alias("customer_id"),
