@@ -94,3 +94,14 @@ def test_injected_bad_rows_each_break_one_rule() -> None:
         "amount_finite",
         "customer_id_well_formed",
     }
+
+
+def test_every_planted_defect_fits_the_demo_table(tmp_path) -> None:  # noqa: ANN001
+    """`churn demo` writes the defects into its own table (NOT NULL columns; SQLite stores NaN as NULL): none may be refused there."""
+    from ml_assets.lib.datagen import inject_bad_rows
+    from resources import SqlWarehouse
+
+    wh = SqlWarehouse(url=f"sqlite:///{tmp_path / 'w.sqlite'}")
+    wh.create_table()
+    frame = inject_bad_rows(generate_transactions(GeneratorConfig(start=START, end=START, customers=200)), 21, seed=3)
+    assert wh.append(frame) == frame.height
