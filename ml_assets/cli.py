@@ -211,6 +211,17 @@ def summarize(  # noqa: ANN201
             n += int(md["dagster/row_count"].value) if "dagster/row_count" in md else 0
         return n
 
+    import sqlalchemy as sa
+
+    from ml_assets.settings import load_settings
+    from resources import default_warehouse_url
+
+    configured = load_settings().source
+    where = (
+        "CHURN_WAREHOUSE_URL (from the environment)"
+        if os.environ.get("CHURN_WAREHOUSE_URL")
+        else sa.make_url(configured.url or default_warehouse_url()).render_as_string(hide_password=True)
+    )
     lines = ["Summary", "-------"]
     for key in ("raw_transactions", "validated_transactions", "quarantined_transactions"):
         lines.append(f"{key:28s} {total_rows(key, start, end):>10,} rows ({start}..{end})")
@@ -272,7 +283,7 @@ def summarize(  # noqa: ANN201
         f"lake:      {data_root / 'lake'}",
         f"artifacts: {data_root / 'artifacts'} (models, ONNX, drift_reports/*.html)",
         f"registry:  {data_root / 'registry.sqlite'} (model versions, champion, promotion and rollback history)",
-        f"warehouse: {data_root / 'warehouse.sqlite'}",
+        f"source:    table {configured.table!r} in {where}",
         f"feast:     {data_root / 'feast'} (registry, SQLite online store); CLI: .venv/bin/feast -c feature_repo feature-views list",
         "",
         "Open the UI on this instance with:  make ui   (then http://127.0.0.1:3000)",
