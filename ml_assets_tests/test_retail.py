@@ -66,13 +66,6 @@ def test_a_plain_purchase_log_runs_end_to_end_with_only_churn_init(backend: str,
         "CHURN_FEAST_REPO": str(data / "feature_repo"),
         "CHURN_SETTINGS_FILE": str(tmp_path / "churn.yaml"),
     }
-    registry_db = None
-    if backend == "mariadb":
-        # The model registry on MariaDB too: a second SQL dialect for every table the project writes.
-        registry_db = f"churn_{uuid.uuid4().hex[:8]}"
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"create database {registry_db}"))
-        env["CHURN_REGISTRY_URL"] = MARIADB_URL.rsplit("/", 1)[0] + f"/{registry_db}"
     for name in ("CHURN_WAREHOUSE_URL", "CHURN_PARTITIONS_START", "CHURN_COLUMN_MAP", "CHURN_SOURCE_TABLE", "CHURN_LABEL_HORIZON_DAYS"):
         env.pop(name, None)
     try:
@@ -121,6 +114,4 @@ def test_a_plain_purchase_log_runs_end_to_end_with_only_churn_init(backend: str,
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text(f"drop table if exists {table}"))
-            if registry_db:
-                conn.execute(sa.text(f"drop database if exists {registry_db}"))
         engine.dispose()
