@@ -135,7 +135,7 @@ CASES = [
     Case("ISO with T and Z", insert(_row(ts="2025-01-10T23:59:59.999999Z")), valid=True),
     Case("nanosecond fraction", insert(_row(ts="2025-01-10 08:00:00.123456789")), valid=True),
     Case("leap second", insert(_row(ts="2025-01-10 23:59:60")), rule="values_have_expected_types"),
-    Case("February 30th", insert(_row(ts="2025-01-10 25:00:00")), rule="values_have_expected_types"),
+    Case("hour 25", insert(_row(ts="2025-01-10 25:00:00")), rule="values_have_expected_types"),
     Case("unparseable timestamp", insert(_row(ts="2025-01-10 noon")), rule="values_have_expected_types"),
     Case("epoch seconds", insert(_row(ts=1736500000)), unplaceable="ts_unreadable"),
     Case("slashes", insert(_row(ts="2025/01/10 12:00:00")), unplaceable="ts_unreadable"),
