@@ -44,8 +44,3 @@ def check_in_calendar(first: dt.date, last: dt.date) -> None:
         raise ValueError(f"day {last} has no partition yet: the newest complete day is {newest} (UTC)")
     if first > last:
         raise ValueError(f"empty day range: {first} is after {last}")
-
-
-def naive_utc(moment: dt.datetime) -> dt.datetime:
-    """Partition bounds are tz-aware UTC; the warehouse stores naive UTC."""
-    return moment.astimezone(dt.UTC).replace(tzinfo=None)

@@ -224,17 +224,15 @@ def _utc_session(dbapi_connection: Any, _record: object) -> None:
     module = type(dbapi_connection).__module__
     statement = "SET time_zone = '+00:00'" if "pymysql" in module or "mysql" in module.lower() else "SET TIME ZONE 'UTC'"
     # Outside a transaction: a rolled-back transaction would undo a PostgreSQL SET.
-    autocommit = dbapi_connection.autocommit
-    if callable(autocommit):  # pymysql: autocommit(bool) is a method, get_autocommit() reads it
-        cursor = dbapi_connection.cursor()
-        cursor.execute(statement)
-        cursor.close()
-        return
-    dbapi_connection.autocommit = True
+    # (pymysql's autocommit is a method, and a MariaDB SET is not transactional: nothing to switch there.)
+    switch = not callable(dbapi_connection.autocommit)
+    if switch:
+        autocommit, dbapi_connection.autocommit = dbapi_connection.autocommit, True
     cursor = dbapi_connection.cursor()
     cursor.execute(statement)
     cursor.close()
-    dbapi_connection.autocommit = autocommit
+    if switch:
+        dbapi_connection.autocommit = autocommit
 
 
 def _lenient_sqlite_text(dbapi_connection: object, _record: object) -> None:
@@ -473,6 +471,14 @@ class SqlWarehouse(dg.ConfigurableResource):
         t = sa.table(self.table, *[sa.column(n) for n in dict.fromkeys([*names, ts_name])], schema=self.db_schema)
         return t, t.c[ts_name]
 
+    def _select(self, source: SourceColumns) -> tuple[list[str], sa.TableClause, sa.ColumnClause, sa.Select]:
+        """Every column the source has, labelled with its lake name: (names, table, ts column, SELECT without a WHERE)."""
+        import sqlalchemy as sa
+
+        wanted = [*(n for n in RAW_COLUMNS if n not in source.missing_optional), *self.extra_columns]
+        t, ts = self._ts(wanted)
+        return wanted, t, ts, sa.select(*[t.c[self.source_column(n)].label(n) for n in wanted])
+
     def _bound(self, kind: str, day: dt.date) -> sa.BindParameter:
         """A day boundary as a bound parameter of the column's own type: compared as instants or dates, never as strings."""
         import sqlalchemy as sa
@@ -526,10 +532,9 @@ class SqlWarehouse(dg.ConfigurableResource):
         source = source or self.inspect_source()
         days = sorted(days)
         first, end = days[0], days[-1] + dt.timedelta(days=1)
-        wanted = [*(n for n in RAW_COLUMNS if n not in source.missing_optional), *self.extra_columns]
-        t, ts = self._ts(wanted)
+        wanted, t, ts, select = self._select(source)
         where = self._window(source.time_kind, ts, first, end)
-        stmt = sa.select(*[t.c[self.source_column(n)].label(n) for n in wanted]).where(where).order_by(ts)
+        stmt = select.where(where).order_by(ts)
         count = sa.select(sa.func.count()).select_from(t).where(where)
         with self.connect() as conn, self._snapshot(conn).begin():
             rows = conn.execute(stmt).fetchall()
@@ -572,8 +577,7 @@ class SqlWarehouse(dg.ConfigurableResource):
         import sqlalchemy as sa
 
         source = source or self.inspect_source()
-        wanted = [*(n for n in RAW_COLUMNS if n not in source.missing_optional), *self.extra_columns]
-        t, ts = self._ts(wanted)
+        wanted, t, ts, select = self._select(source)
         kind = source.time_kind
         lo, hi = self._bound(kind, calendar_start), self._bound(kind, calendar_end)
         if kind == TEXT:
@@ -583,9 +587,8 @@ class SqlWarehouse(dg.ConfigurableResource):
             where = sa.or_(ts.is_(None), sa.not_(ts.like(ISO_LIKE)), text < edge, text >= hi)
         else:
             where = sa.or_(ts.is_(None), ts < lo, ts >= hi)
-        stmt = sa.select(*[t.c[self.source_column(n)].label(n) for n in wanted]).where(where)
         with self.connect() as conn:
-            rows = conn.execute(stmt).fetchall()
+            rows = conn.execute(select.where(where)).fetchall()
         ts_index = wanted.index("ts")
         kept, reasons = [], []
         for row in rows:

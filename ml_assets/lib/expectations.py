@@ -38,7 +38,6 @@ TYPE_ERRORS = "_type_errors"
 ROW_DAY = "partition_date"
 # The vocabularies features use per categorical column; validation counts values outside them, it does not reject them.
 KNOWN_VALUES: dict[str, tuple[str, ...]] = {"channel": CHANNELS, "category": CATEGORIES, "payment_method": PAYMENT_METHODS}
-CATEGORICAL = tuple(KNOWN_VALUES)
 
 
 @dataclass(frozen=True)
