@@ -4,36 +4,50 @@ import dagster as dg
 import polars as pl
 
 from ml_assets.lib.expectations import outcome_table, validate_features
-from ml_assets.lib.features import LOOKBACK_DAYS, feature_columns, snapshots_features
+import datetime as dt
+
+from ml_assets.lib.features import WINDOW_DAYS, cutoff_for, feature_columns, fold_snapshots
 from ml_assets.lib.frames import split_by_day
+from ml_assets.lib.history import empty_state, fits, state_from_history
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
 from ml_assets.schema import RAW_COLUMNS
-from resources import SqlWarehouse
+from ml_assets.settings import settings
+from resources import Lake, SqlWarehouse
+
+VALIDATED = dg.AssetKey("validated_transactions")
+# The carried per-customer state, one parquet per day a run ended on (not an asset: an internal of customer_features).
+STATE = dg.AssetKey("customer_features_state")
+STATES_KEPT = 8
 
 FEATURE_DESCRIPTIONS = {
     "customer_id": "Customer identifier.",
     "snapshot_date": "The day these features describe, as of its end (UTC).",
     "recency_days": "Days from the last purchase to the end of the snapshot day.",
-    "tenure_days": f"Days since the first purchase seen in the last {LOOKBACK_DAYS} days.",
+    "tenure_days": "Customer age: days from the first purchase ever to the end of the snapshot day (BG/NBD's T).",
+    "lifetime_tx": "Purchases over the whole history.",
+    "repeat_days": "Purchase days after the first one (BG/NBD's x, the repeat frequency).",
+    "active_span_days": "Days from the first to the last purchase day (BG/NBD's t_x).",
+    "lifetime_spend": "Amount spent over the whole history.",
     "tx_count_7d": "Purchases in the last 7 days.",
     "tx_count_30d": "Purchases in the last 30 days.",
     "tx_count_90d": "Purchases in the last 90 days.",
     "spend_7d": "Amount spent in the last 7 days.",
     "spend_30d": "Amount spent in the last 30 days.",
     "spend_90d": "Amount spent in the last 90 days.",
-    "spend_lookback": f"Amount spent in the last {LOOKBACK_DAYS} days.",
-    "avg_basket": "Average amount per purchase.",
-    "max_amount": "Largest single purchase.",
-    "avg_quantity": "Average items per purchase.",
+    "avg_basket": "Average amount per purchase (whole history).",
+    "max_amount": "Largest single purchase (whole history).",
+    "avg_quantity": "Average items per purchase (whole history).",
     "spend_trend": "log(spend last 30 days) minus log(monthly spend in the 60 days before): negative means spend is falling.",
     "frequency_trend": "Purchases in the last 30 days minus the monthly rate of the 60 days before.",
-    "mean_gap_days": "Average days between purchases.",
+    "mean_gap_days": "Average days between purchase days (0 for one purchase day).",
+    "gap_std_days": "Spread (standard deviation) of the days between purchase days (0 for fewer than two gaps' worth).",
+    "overdue_ratio": "Days since the last purchase over the average gap: how many usual gaps have passed (0 for one purchase day).",
     "active_days_90d": "Distinct days with a purchase in the last 90 days.",
-    "mobile_share": "Share of purchases made on mobile.",
-    "store_share": "Share of purchases made in a store.",
-    "weekend_share": "Share of purchases made on Saturday or Sunday.",
-    "n_categories": "Distinct product categories bought.",
+    "mobile_share": "Share of purchases made on mobile (whole history).",
+    "store_share": "Share of purchases made in a store (whole history).",
+    "weekend_share": "Share of purchases made on Saturday or Sunday (whole history).",
+    "n_categories": f"Distinct product categories bought in the last {WINDOW_DAYS} days.",
     "feature_timestamp": "The instant the features are valid at (end of the snapshot day).",
     "last_tx_ts": "Time of the last purchase (used to derive labels, never a model input).",
 }
@@ -44,9 +58,10 @@ FEATURE_DESCRIPTIONS = {
     backfill_policy=dg.BackfillPolicy.single_run(),
     ins={
         "validated_transactions": dg.AssetIn(
-            # The day itself and the LOOKBACK_DAYS - 1 days before it: never later days.
+            # The windowed features' days: the day itself and the WINDOW_DAYS - 1 days before it, never later days.
+            # Older history arrives through the carried state.
             partition_mapping=dg.TimeWindowPartitionMapping(
-                start_offset=-(LOOKBACK_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
+                start_offset=-(WINDOW_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
             )
         )
     },
@@ -66,19 +81,24 @@ FEATURE_DESCRIPTIONS = {
             asset="customer_features",
             description=(
                 "The great-expectations suite `customer_features`: no nulls, shares in [0, 1], counts and spend "
-                "non-negative, recency and tenure within the lookback, nested windows, fresh feature timestamps."
+                "non-negative, recency within the customer's age, nested windows, fresh feature timestamps."
             ),
             blocking=True,
         ),
     ],
 )
-def customer_features(context: dg.AssetExecutionContext, validated_transactions: pl.DataFrame, warehouse: SqlWarehouse):
-    """Who each customer is as of the end of the day: recency, frequency and spend over 7/30/90/180-day
-    windows, basket size, spend and frequency trends, channel and weekday habits.
+def customer_features(
+    context: dg.AssetExecutionContext, validated_transactions: pl.DataFrame, warehouse: SqlWarehouse, lake: Lake
+):
+    """Who each customer is as of the end of the day: whole-history recency, age, purchases, spend and
+    gaps between purchases (the quantities of BG/NBD), 7/30/90-day windows, trends, channel and weekday habits.
 
-    One row per customer who bought anything in the last 180 days. Computed only
-    from transactions up to the end of the snapshot day, so a snapshot never
-    changes when later data arrives: the models train on what was knowable then.
+    One row per customer with any purchase before the day (or within
+    `population_days`, when set): a one-time buyer from long ago is scored too.
+    Whole-history features come from a per-customer state carried from the
+    previous day's run, so a daily run reads one day plus the 90-day window,
+    however long the history. Computed only from transactions up to the end
+    of the snapshot day, so a snapshot never changes when later data arrives.
     """
     days = partition_days(context)
     # Features that need an optional column (quantity, channel, category) exist only when the source has it.
@@ -89,7 +109,12 @@ def customer_features(context: dg.AssetExecutionContext, validated_transactions:
     if missing:
         validated_transactions = validated_transactions.with_columns(pl.lit(None, dtype=pl.String).alias(e) for e in missing)
     columns = feature_columns((n for n in RAW_COLUMNS if n not in source.missing_optional), channels, extras)
-    frame = snapshots_features(validated_transactions, days, columns=columns, channels=channels, extras=extras)
+    state, state_from = _state_before(days[0], lake, channels)
+    frames, state = fold_snapshots(
+        state, validated_transactions, days, columns=columns, channels=channels, extras=extras, population_days=settings().population_days
+    )
+    frame = pl.concat(frames, how="vertical")
+    _keep_state(lake, days[-1], state)
     by_day = split_by_day(frame, "snapshot_date")
     dupes = 0
     for day in days:
@@ -103,13 +128,15 @@ def customer_features(context: dg.AssetExecutionContext, validated_transactions:
             {
                 **frame_metadata(part, FEATURE_DESCRIPTIONS),
                 "active_customers": part.height,
+                "customers_in_state": state.height,
+                "state_from": state_from,
                 **{f"mean_{c}": v for c, v in means.items()},
             },
             partition_key=day.isoformat(),
         )
         if part.is_empty():
-            context.log.warning(f"customer_features {day}: no customer bought anything in the {LOOKBACK_DAYS} days up to this day")
-    outcomes = validate_features(frame, LOOKBACK_DAYS, columns) if frame.height else []
+            context.log.warning(f"customer_features {day}: no customer has a purchase before the end of this day")
+    outcomes = validate_features(frame, columns) if frame.height else []
     failed = [o for o in outcomes if not o.success]
     yield dg.Output(frame)
     yield dg.AssetCheckResult(check_name="one_row_per_customer", passed=dupes == 0, metadata={"duplicate_rows": dupes})
@@ -123,3 +150,27 @@ def customer_features(context: dg.AssetExecutionContext, validated_transactions:
             "rules": dg.MetadataValue.md(outcome_table(outcomes)),
         },
     )
+
+
+def _state_before(day: dt.date, lake: Lake, channels: tuple[str, ...]) -> tuple[pl.DataFrame, str]:
+    """The carried state as of the end of the day before ``day``: the stored one, or rebuilt from every validated day before it."""
+    before = (day - dt.timedelta(days=1)).isoformat()
+    path = lake.path_for(STATE, before, ".parquet")
+    if path.exists():
+        state = pl.read_parquet(path.read_bytes())
+        if fits(state, channels):
+            return state, f"carried from {before}"
+    history = [p for p in lake.existing_partitions(VALIDATED) if p <= before]
+    if not history:
+        return empty_state(channels), "empty: no validated day before it"
+    # Only the columns the state needs: the whole history is read once, then carried.
+    frames = lake.read_partitions(VALIDATED, history, needed_by=" (rebuilding customer_features_state)")
+    frames = frames.filter(pl.col("ts") < cutoff_for(day - dt.timedelta(days=1)))
+    return state_from_history(frames, channels), f"rebuilt from {len(history)} validated days"
+
+
+def _keep_state(lake: Lake, day: dt.date, state: pl.DataFrame) -> None:
+    """Store the state at the run's last day; keep only the newest few (a run for an older day rebuilds)."""
+    lake.write_parquet(lake.path_for(STATE, day.isoformat(), ".parquet"), state)
+    for old in lake.existing_partitions(STATE)[:-STATES_KEPT]:
+        lake.path_for(STATE, old, ".parquet").unlink(missing_ok=True)

@@ -24,7 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_FILE = "churn.yaml"
 FILE_ENV = "CHURN_SETTINGS_FILE"
@@ -62,6 +62,19 @@ class Settings(BaseModel):
     partitions_start: dt.date = Field(default=dt.date(2024, 7, 1), description="First day of transaction history (the partition calendar).")
     label_horizon_days: int = Field(default=30, ge=1, le=180, description="A customer has churned when they buy nothing for this many days.")
     min_history_days: int = Field(default=180, ge=0, description="Training snapshots need this many days of history before them.")
+    population_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Score every customer with a purchase in this many days before the snapshot; none (the default) means all of history.",
+    )
+    backtest_cutoffs: int = Field(default=3, ge=1, le=12, description="Out-of-time backtest: cutoffs each model is trained before and scored at.")
+    backtest_every_days: int = Field(default=28, ge=1, description="Out-of-time backtest: days between two cutoffs.")
+    baseline_margin: float = Field(
+        default=0.005,
+        ge=0.0,
+        le=0.5,
+        description="A candidate is promoted only when its backtest ROC-AUC beats the best baseline (recency, BG/NBD) by this much.",
+    )
     max_rejected_share: float = Field(default=0.05, ge=0.0, le=1.0, description="Largest share of a day's rows the quarantine may take before the day is blocked.")
     min_rejected_rows: int = Field(
         default=5, ge=1, description="A day is blocked only when at least this many rows are quarantined (one bad row never blocks a small day)."
@@ -70,7 +83,21 @@ class Settings(BaseModel):
     drift_share_threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Share of drifted features that makes a day a drift event.")
     retrain_cooldown_hours: float = Field(default=24.0, ge=0.0, description="At most one drift-triggered retraining per this many hours.")
 
-    @field_validator("max_rejected_share", "min_roc_auc", "drift_share_threshold", "retrain_cooldown_hours")
+    @field_validator("population_days", mode="before")
+    @classmethod
+    def _all_history(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "all", "none") else value
+
+    @model_validator(mode="after")
+    def _population_covers_horizon(self) -> "Settings":
+        if self.population_days is not None and self.population_days < self.label_horizon_days:
+            raise ValueError(
+                f"population_days ({self.population_days}) must be at least label_horizon_days ({self.label_horizon_days}): "
+                "a customer's label is read from the snapshot a horizon later"
+            )
+        return self
+
+    @field_validator("max_rejected_share", "min_roc_auc", "drift_share_threshold", "retrain_cooldown_hours", "baseline_margin")
     @classmethod
     def _finite(cls, value: float) -> float:
         if not math.isfinite(value):
@@ -91,6 +118,10 @@ ENV: dict[str, str] = {
     "CHURN_PARTITIONS_START": "partitions_start",
     "CHURN_LABEL_HORIZON_DAYS": "label_horizon_days",
     "CHURN_MIN_HISTORY_DAYS": "min_history_days",
+    "CHURN_POPULATION_DAYS": "population_days",
+    "CHURN_BACKTEST_CUTOFFS": "backtest_cutoffs",
+    "CHURN_BACKTEST_EVERY_DAYS": "backtest_every_days",
+    "CHURN_BASELINE_MARGIN": "baseline_margin",
     "CHURN_MAX_REJECTED_SHARE": "max_rejected_share",
     "CHURN_MIN_REJECTED_ROWS": "min_rejected_rows",
     "CHURN_MIN_ROC_AUC": "min_roc_auc",

@@ -39,7 +39,8 @@ def test_windows_are_measured_back_from_the_end_of_the_day() -> None:
             ("C1", dt.datetime(2025, 3, 25, 12, 0), 20.0),  # 7d window
             ("C1", dt.datetime(2025, 3, 10, 12, 0), 30.0),  # 30d window
             ("C1", dt.datetime(2025, 1, 15, 12, 0), 40.0),  # 90d window
-            ("C2", dt.datetime(2024, 12, 1, 12, 0), 50.0),  # 120 days back: lookback only
+            ("C2", dt.datetime(2024, 12, 1, 12, 0), 50.0),  # 120 days back: whole history only
+            ("C2", dt.datetime(2023, 3, 31, 12, 0), 70.0),  # two years back: still in the history
         ]
     )
     f = snapshot_features(tx, D).sort("customer_id")
@@ -49,7 +50,15 @@ def test_windows_are_measured_back_from_the_end_of_the_day() -> None:
     assert c1["recency_days"] == pytest.approx(1 / 24)
     assert c1["avg_basket"] == 25
     c2 = f.row(1, named=True)
-    assert c2["tx_count_90d"] == 0 and c2["spend_lookback"] == 50
+    assert c2["tx_count_90d"] == 0 and c2["spend_30d"] == 0 and c2["lifetime_spend"] == 120 and c2["lifetime_tx"] == 2
+    # BG/NBD's quantities: one repeat day, t_x = 611 days from first to last purchase day, T = age at the cutoff.
+    assert c2["repeat_days"] == 1 and c2["active_span_days"] == 611 and c2["mean_gap_days"] == 611
+    assert c2["tenure_days"] == pytest.approx(731.5) and c2["recency_days"] == pytest.approx(120.5)
+    assert c2["overdue_ratio"] == pytest.approx(120.5 / 611) and c2["gap_std_days"] == 0
+    # C1's purchase days are 54, 15 and 6 days apart: mean 25, spread sqrt(mean of squares - square of mean).
+    gaps = [54.0, 15.0, 6.0]
+    mean = sum(gaps) / 3
+    assert c1["mean_gap_days"] == pytest.approx(mean) and c1["gap_std_days"] == pytest.approx((sum(g * g for g in gaps) / 3 - mean**2) ** 0.5)
     assert set(FEATURE_COLUMNS) <= set(f.columns)
     assert not f.select(FEATURE_COLUMNS).to_numpy().__contains__(float("nan"))
 
@@ -107,7 +116,6 @@ def test_churn_label_is_no_purchase_within_the_horizon() -> None:
 def test_feature_suite_in_chunks_of_days_gives_the_whole_frame_verdicts(small_transactions: pl.DataFrame) -> None:
     """Validating a long range in chunks (bounded memory) finds exactly what one validation of all rows finds."""
     from ml_assets.lib.expectations import validate_features
-    from ml_assets.lib.features import LOOKBACK_DAYS
 
     last = small_transactions["ts"].max().date()
     days = [last - dt.timedelta(days=i) for i in range(6)]
@@ -120,8 +128,8 @@ def test_feature_suite_in_chunks_of_days_gives_the_whole_frame_verdicts(small_tr
     ).drop("_i")
     bad = pl.concat([bad, bad.tail(1)]).sort("snapshot_date")
     for data in (frame, bad):
-        whole = validate_features(data, LOOKBACK_DAYS, FEATURE_COLUMNS, chunk_rows=10**9)
-        chunked = validate_features(data, LOOKBACK_DAYS, FEATURE_COLUMNS, chunk_rows=day_rows + 1)
+        whole = validate_features(data, FEATURE_COLUMNS, chunk_rows=10**9)
+        chunked = validate_features(data, FEATURE_COLUMNS, chunk_rows=day_rows + 1)
         assert [(o.rule, o.success, o.observed) for o in chunked] == [(o.rule, o.success, o.observed) for o in whole]
     failed = {o.rule: o.observed for o in chunked if not o.success}
     assert set(failed) == {"tx_count_7d_non_negative", "mobile_share_share_range", "customer_unique_per_day"}
@@ -145,3 +153,35 @@ def test_features_follow_the_columns_and_the_channel_vocabulary_of_the_source(sm
     assert frame["phone_share"].to_list() == expected["store_share"].to_list()
     with pytest.raises(ValueError, match="clash"):
         check_channels(["web", "weekend"])
+
+
+def test_the_carried_state_folded_day_by_day_equals_the_state_rebuilt_from_history(small_transactions: pl.DataFrame) -> None:
+    """What makes a daily run cheap must give exactly what a run over the whole history gives."""
+    from ml_assets.lib.features import DEFAULT_CHANNELS
+    from ml_assets.lib.history import fold_day, merge_states, state_from_history
+
+    first, last = small_transactions["ts"].min().date(), small_transactions["ts"].max().date()
+    day = first + dt.timedelta(days=10)
+    state = state_from_history(small_transactions.filter(pl.col("ts").dt.date() < day), DEFAULT_CHANNELS)
+    while day <= last:
+        state = fold_day(state, small_transactions.filter(pl.col("ts").dt.date() == day), DEFAULT_CHANNELS)
+        day += dt.timedelta(days=1)
+    same(state, state_from_history(small_transactions, DEFAULT_CHANNELS))
+    # Merging out of order is refused rather than silently wrong.
+    early = state_from_history(small_transactions.filter(pl.col("ts").dt.date() == first), DEFAULT_CHANNELS)
+    with pytest.raises(ValueError, match="not after"):
+        merge_states(state, early)
+
+
+def test_population_is_everyone_with_a_purchase_or_the_configured_horizon() -> None:
+    tx = _tx(
+        [
+            ("RECENT", dt.datetime(2025, 3, 20), 10.0),
+            ("ONCE_LONG_AGO", dt.datetime(2024, 1, 5), 10.0),
+            ("FUTURE", dt.datetime(2025, 4, 2), 10.0),
+        ]
+    )
+    everyone = snapshot_features(tx, D)
+    assert set(everyone["customer_id"]) == {"RECENT", "ONCE_LONG_AGO"}
+    recent = snapshot_features(tx, D, population_days=365)
+    assert set(recent["customer_id"]) == {"RECENT"}

@@ -314,13 +314,13 @@ def quarantine(
 # --- customer features ------------------------------------------------------
 
 
-def feature_rules(lookback_days: int, feature_columns: Iterable[str]) -> list[Rule]:
+def feature_rules(feature_columns: Iterable[str]) -> list[Rule]:
     import great_expectations.expectations as gxe
 
     feature_columns = list(feature_columns)
     shares = [c for c in feature_columns if c.endswith("_share")]
-    counts = ("tx_count_7d", "tx_count_30d", "tx_count_90d", "active_days_90d")
-    money = ("spend_7d", "spend_30d", "spend_90d", "spend_lookback")
+    counts = ("tx_count_7d", "tx_count_30d", "tx_count_90d", "active_days_90d", "lifetime_tx", "repeat_days", "active_span_days")
+    money = ("spend_7d", "spend_30d", "spend_90d", "lifetime_spend")
     rules = [
         Rule(f"{c}_not_null", f"{c} is present", lambda c=c: gxe.ExpectColumnValuesToNotBeNull(column=c))
         for c in ("customer_id", *feature_columns)
@@ -333,14 +333,20 @@ def feature_rules(lookback_days: int, feature_columns: Iterable[str]) -> list[Ru
         Rule(f"{c}_non_negative", f"{c} >= 0", lambda c=c: gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0)) for c in counts + money
     ]
     rules += [
-        Rule(
-            f"{c}_within_lookback",
-            f"0 <= {c} <= {lookback_days}",
-            lambda c=c: gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=lookback_days),
-        )
-        for c in ("recency_days", "tenure_days")
+        Rule(f"{c}_non_negative", f"{c} >= 0", lambda c=c: gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0))
+        for c in ("recency_days", "mean_gap_days", "gap_std_days", "overdue_ratio")
     ]
     rules += [
+        Rule(
+            "recency_within_age",
+            "recency_days <= tenure_days (the last purchase is not before the first)",
+            lambda: gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="tenure_days", column_B="recency_days", or_equal=True),
+        ),
+        Rule(
+            "lifetime_covers_window",
+            "lifetime purchases >= purchases in 90 days",
+            lambda: gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="lifetime_tx", column_B="tx_count_90d", or_equal=True),
+        ),
         Rule(
             "windows_nested",
             "purchases in 7 days <= in 30 days <= in 90 days",
@@ -360,9 +366,7 @@ def feature_rules(lookback_days: int, feature_columns: Iterable[str]) -> list[Ru
     return rules
 
 
-def validate_features(
-    frame: pl.DataFrame, lookback_days: int, feature_columns: Iterable[str], chunk_rows: int = 1_000_000
-) -> list[Outcome]:
+def validate_features(frame: pl.DataFrame, feature_columns: Iterable[str], chunk_rows: int = 1_000_000) -> list[Outcome]:
     """The feature suite over every row, validated in chunks of whole snapshot days.
 
     Every rule is row-wise, and uniqueness is per (customer, snapshot day), so
@@ -372,7 +376,7 @@ def validate_features(
     rows) added 3.2 GB at once.
     """
     feature_columns = list(feature_columns)
-    rules = feature_rules(lookback_days, feature_columns)
+    rules = feature_rules(feature_columns)
     per_chunk = []
     for days in _day_chunks(frame, chunk_rows):
         part = frame.filter(pl.col("snapshot_date").is_in(days)) if days else frame
