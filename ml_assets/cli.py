@@ -399,11 +399,11 @@ def cmd_registry(args: argparse.Namespace) -> int:
     if not versions:
         print("the model registry is empty: materialize training_job (or run `churn demo`) first")
         return 0
-    print(f"{'version':20s} {'kind':9s} {'status':9s} {'created (UTC)':20s} {'test ROC-AUC':>12s}  {'ONNX parity':12s} run")
+    print(f"{'version':20s} {'kind':9s} {'status':9s} {'created (UTC)':20s} {'backtest AUC':>12s}  {'ONNX parity':12s} run")
     for v in versions:
         parity = "passed" if v.parity_passed else ("FAILED" if v.parity_passed is False else "unchecked")
         print(
-            f"{v.version:20s} {v.kind:9s} {v.status:9s} {v.created_at:%Y-%m-%d %H:%M:%S}  {v.metrics.get('roc_auc', float('nan')):12.4f}  "
+            f"{v.version:20s} {v.kind:9s} {v.status:9s} {v.created_at:%Y-%m-%d %H:%M:%S}  {v.metrics.get('backtest_roc_auc', float('nan')):12.4f}  "
             f"{parity:12s} {v.run_id[:8]}"
         )
     print()

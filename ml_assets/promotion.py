@@ -8,6 +8,7 @@ from pydantic import Field
 
 from ml_assets.lib.training import feature_matrix
 from ml_assets.metadata import markdown_table
+from ml_assets.settings import settings
 from resources import ArtifactStore, ModelRegistry
 from resources.registry import ModelVersion
 
@@ -16,9 +17,18 @@ GATE_METRICS = {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier": Fal
 
 
 class ChampionConfig(dg.Config):
-    metric: str = Field(default="roc_auc", description=f"Metric on the test split that decides promotion: one of {sorted(GATE_METRICS)}.")
+    metric: str = Field(
+        default="roc_auc",
+        description=f"Metric that decides promotion, one of {sorted(GATE_METRICS)}: the backtest's picks the best candidate "
+        "(roc_auc, pr_auc), the test split's compares it with the current champion on the same rows.",
+    )
     min_improvement: float = Field(
         default=0.002, description="A candidate replaces the champion only if it is better on `metric` by at least this much."
+    )
+    baseline_margin: float = Field(
+        default=settings().baseline_margin,
+        description="A candidate is eligible only if its out-of-time backtest ROC-AUC beats the best baseline (recency, BG/NBD) "
+        "by at least this much (baseline_margin).",
     )
     rollback_to: str | None = Field(
         default=None,
@@ -46,14 +56,18 @@ def champion_model(
     config: ChampionConfig,
     lgbm_onnx: dict[str, Any],
     torch_onnx: dict[str, Any],
+    baseline_model: dict[str, Any],
     training_set: pl.DataFrame,
     artifacts: ArtifactStore,
     registry: ModelRegistry,
 ) -> dict[str, Any]:
     """The model that batch scoring and serving use now: the registry's champion.
 
-    Every candidate of this training run (LightGBM and PyTorch, each with a
-    passed ONNX parity check) and the current champion are scored with their
+    A candidate is eligible only with a passed ONNX parity check and an
+    out-of-time backtest ROC-AUC that beats the best baseline (recency or
+    BG/NBD, on the same cutoffs) by `baseline_margin`: a model that loses to
+    a classical baseline is never promoted. Eligible candidates and the
+    current champion are scored with their
     ONNX artifacts on the same test rows. The best candidate is promoted only
     if it beats the champion on `metric` by `min_improvement`; the first model
     ever becomes champion. Otherwise the champion stays and the metadata says
@@ -76,7 +90,10 @@ def champion_model(
     x = feature_matrix(test, features)
     candidates = [registry.get(r["model_version"]) for r in (lgbm_onnx, torch_onnx)]
     refused = {c.version: "no passed ONNX parity check" for c in candidates if not c.promotable}
-    eligible = [c for c in candidates if c.promotable]
+    refused.update(
+        (c.version, why) for c in candidates if c.version not in refused and (why := baseline_refusal(c.metrics, baseline_model, config.baseline_margin))
+    )
+    eligible = [c for c in candidates if c.version not in refused]
     current = registry.champion()
     evaluated: dict[str, dict[str, float]] = {}
     for model in [*eligible, *([current] if current and current.version not in {c.version for c in eligible} else [])]:
@@ -93,16 +110,27 @@ def champion_model(
         return a >= b + margin if higher else a <= b - margin
 
     previous = current.version if current else None
+    if not eligible and current is None:
+        raise dg.Failure(
+            f"champion_model: no champion yet and no candidate may become one: {refused}. Scoring needs a champion that beats "
+            "the baselines out of time: give the models more history (more labelled snapshots), or lower baseline_margin "
+            "knowingly (settings file or CHURN_BASELINE_MARGIN)."
+        )
     if not eligible:
         decision, winner = "kept", previous
         reason = f"no candidate is eligible ({refused}); the champion stays {previous}"
         registry.keep(previous, reason=reason, run_id=context.run.run_id)
     else:
-        best = max(eligible, key=lambda c: evaluated[c.version][config.metric] * (1 if higher else -1))
+        # Among this run's candidates the out-of-time figure decides (same cutoffs for all); against the current
+        # champion, whose backtest ran on older cutoffs, only a comparison on the same rows is fair: the test split.
+        best = max(eligible, key=lambda c: _headline(c, evaluated[c.version], config.metric) * (1 if higher else -1))
         best_value = evaluated[best.version][config.metric]
         if current is None:
             decision, winner = "promoted", best.version
-            reason = f"first champion: {best.version} has the best test {config.metric} {best_value:.4f} of {len(eligible)} candidates"
+            reason = (
+                f"first champion: {best.version} has the best backtest {config.metric} "
+                f"{_headline(best, evaluated[best.version], config.metric):.4f} of {len(eligible)} eligible candidates"
+            )
         elif current.version == best.version:
             decision, winner = "kept", previous
             reason = f"{best.version} is the best candidate and already the champion"
@@ -135,7 +163,36 @@ def champion_model(
         }
         for v in evaluated
     ]
-    return _output(context, champion, decision, reason, previous, registry, evaluated, comparison=rows, refused=refused)
+    backtest = [
+        {"model": name, "kind": "baseline", "backtest_roc_auc": _round(b.get("backtest_roc_auc")), "backtest_pr_auc": _round(b.get("backtest_pr_auc"))}
+        for name, b in baseline_model["baselines"].items()
+    ] + [
+        {"model": c.version, "kind": c.kind, "backtest_roc_auc": _round(c.metrics.get("backtest_roc_auc")), "backtest_pr_auc": _round(c.metrics.get("backtest_pr_auc"))}
+        for c in candidates
+    ]
+    return _output(context, champion, decision, reason, previous, registry, evaluated, comparison=rows, refused=refused, backtest=backtest)
+
+
+def _headline(model: ModelVersion, on_test: dict[str, float], metric: str) -> float:
+    value = model.metrics.get(f"backtest_{metric}")
+    return float(value) if value is not None else on_test[metric]
+
+
+def _round(value: Any) -> float | None:
+    return None if value is None else round(float(value), 5)
+
+
+def baseline_refusal(metrics: dict[str, Any], baselines: dict[str, Any], margin: float) -> str | None:
+    """Why a candidate may not be promoted against the baselines, or None when it beats the best one by ``margin`` out of time."""
+    import math
+
+    best, best_auc = baselines.get("best"), baselines.get("best_backtest_roc_auc")
+    auc = metrics.get("backtest_roc_auc")
+    if best is None or best_auc is None or auc is None or not math.isfinite(float(auc)):
+        return "no out-of-time backtest (no cutoff with matured labels): it cannot be compared with the baselines"
+    if float(auc) < float(best_auc) + margin:
+        return f"backtest ROC-AUC {float(auc):.4f} does not beat the best baseline {best} {float(best_auc):.4f} by {margin}"
+    return None
 
 
 def _rollback(
@@ -170,6 +227,7 @@ def _output(
     evaluated: dict[str, dict[str, float]],
     comparison: list[dict[str, Any]] | None = None,
     refused: dict[str, str] | None = None,
+    backtest: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     history = pl.DataFrame(
         [{k: e[k] for k in ("at", "action", "version", "previous_champion", "actor", "reason")} for e in registry.events(15)],
@@ -185,6 +243,7 @@ def _output(
             "onnx_uri": dg.MetadataValue.path(champion.onnx_uri or ""),
             "onnx_sha256": champion.onnx_sha256 or "",
             "comparison_on_test_split": dg.MetadataValue.md(markdown_table(pl.DataFrame(comparison)) if comparison else "_not evaluated_"),
+            "backtest_vs_baselines": dg.MetadataValue.md(markdown_table(pl.DataFrame(backtest)) if backtest else "_not evaluated_"),
             "refused_candidates": dg.MetadataValue.json(refused or {}),
             "registry_events": dg.MetadataValue.md(markdown_table(history)),
         }

@@ -70,7 +70,7 @@ class Settings(BaseModel):
     backtest_cutoffs: int = Field(default=3, ge=1, le=12, description="Out-of-time backtest: cutoffs each model is trained before and scored at.")
     backtest_every_days: int = Field(default=28, ge=1, description="Out-of-time backtest: days between two cutoffs.")
     baseline_margin: float = Field(
-        default=0.005,
+        default=0.002,
         ge=0.0,
         le=0.5,
         description="A candidate is promoted only when its backtest ROC-AUC beats the best baseline (recency, BG/NBD) by this much.",
@@ -80,7 +80,15 @@ class Settings(BaseModel):
         default=5, ge=1, description="A day is blocked only when at least this many rows are quarantined (one bad row never blocks a small day)."
     )
     min_roc_auc: float = Field(default=0.7, ge=0.0, le=1.0, description="A model below this test ROC-AUC fails its training run.")
-    drift_share_threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Share of drifted features that makes a day a drift event.")
+    drift_share_threshold: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description="Share of drifted features (ageing features excluded) that makes a day a drift event.",
+    )
+    drift_reference_lag_days: int = Field(
+        default=28, ge=1, description="Drift compares a day's customers with the same population this many days earlier."
+    )
     retrain_cooldown_hours: float = Field(default=24.0, ge=0.0, description="At most one drift-triggered retraining per this many hours.")
 
     @field_validator("population_days", mode="before")
@@ -126,6 +134,7 @@ ENV: dict[str, str] = {
     "CHURN_MIN_REJECTED_ROWS": "min_rejected_rows",
     "CHURN_MIN_ROC_AUC": "min_roc_auc",
     "CHURN_RETRAIN_DRIFT_SHARE": "drift_share_threshold",
+    "CHURN_DRIFT_REFERENCE_LAG_DAYS": "drift_reference_lag_days",
     "CHURN_RETRAIN_COOLDOWN_HOURS": "retrain_cooldown_hours",
 }
 _JSON_ENV = ("CHURN_COLUMN_MAP", "CHURN_CLOSED_VOCABULARIES", "CHURN_CHANNELS", "CHURN_CATEGORICALS")

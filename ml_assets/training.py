@@ -46,7 +46,7 @@ class LgbmConfig(dg.Config):
     feature_fraction: float = Field(default=0.9, description="Share of features sampled per tree.")
     num_boost_round: int = Field(default=600, description="Upper bound on boosting rounds.")
     early_stopping_rounds: int = Field(default=40, description="Stop when validation log loss has not improved for this many rounds.")
-    search_num_leaves: list[int] = Field(default=[15, 31, 63], description="Hyperparameter search: maximum leaves per tree.")
+    search_num_leaves: list[int] = Field(default=[7, 15, 31], description="Hyperparameter search: maximum leaves per tree.")
     search_min_data_in_leaf: list[int] = Field(default=[20, 100], description="Hyperparameter search: minimum rows in a leaf.")
     max_trials: int = Field(default=6, description="Upper bound on models trained by the search (grid points beyond it are skipped).")
     min_roc_auc: float = Field(default=settings().min_roc_auc, description="Fail the run when test ROC-AUC is below this floor (min_roc_auc).")
@@ -74,7 +74,7 @@ class TorchConfig(dg.Config):
 def training_set(
     context: dg.AssetExecutionContext, config: TrainingSetConfig, lake: Lake, feature_store: FeatureStoreResource
 ) -> pl.DataFrame:
-    """Labelled customer snapshots the models learn from.
+    """Labelled customer snapshots the models learn from and are judged on.
 
     Each row is one customer's features on a snapshot day plus `churned`: 1 when
     they bought nothing in the following `horizon_days`. Only snapshots whose
@@ -84,6 +84,8 @@ def training_set(
     hash: `valid` rows steer early stopping and the hyperparameter search,
     `test` rows give the metrics every model reports and the champion
     comparison, so the reported figures are not the ones the search optimized.
+    Every labelled snapshot also serves the out-of-time backtest (see
+    `lgbm_model`): `label_date` says when each label became known.
 
     Features come from the Feast feature service `churn_model` by a
     point-in-time join on (customer, snapshot timestamp): the same definition
@@ -105,10 +107,8 @@ def training_set(
             f"customer_features partitions materialized: {len(available)} ({span}). A snapshot needs {config.min_history_days} days "
             f"of history before it and its partition + {config.horizon_days} days materialized; materialize more customer_features days."
         )
-    needed = sorted(
-        {*plan.train_dates, *plan.valid_dates}
-        | {d + dt.timedelta(days=config.horizon_days) for d in [*plan.train_dates, *plan.valid_dates]}
-    )
+    labelled = [*plan.train_dates, *plan.gap_dates, *plan.valid_dates]
+    needed = sorted({*labelled} | {d + dt.timedelta(days=config.horizon_days) for d in labelled})
     frames = lake.read_partitions(CUSTOMER_FEATURES, [d.isoformat() for d in needed], needed_by=" (needed by training_set)")
     # Only who was active when, and when they last bought: enough for labels.
     # The model inputs themselves come through Feast below.
@@ -116,7 +116,7 @@ def training_set(
     by_day = split_by_day(frames, "snapshot_date")
     empty = frames.clear()
     parts = []
-    for split, days in (("train", plan.train_dates), ("holdout", plan.valid_dates)):
+    for split, days in (("train", plan.train_dates), ("gap", plan.gap_dates), ("holdout", plan.valid_dates)):
         for day in days:
             later = by_day.get(day + dt.timedelta(days=config.horizon_days), empty)
             parts.append(churn_labels(by_day.get(day, empty), later, day).with_columns(pl.lit(split).alias("split")))
@@ -134,7 +134,15 @@ def training_set(
             f"out: {frame.height}). The feature view must cover every snapshot: re-materialize feature_definitions and check its source path."
         )
     frame = frame.rename({"event_timestamp": "feature_timestamp"}).select(
-        "customer_id", "snapshot_date", *columns, "feature_timestamp", "last_tx_ts", "churned", "split"
+        "customer_id",
+        "snapshot_date",
+        *columns,
+        "feature_timestamp",
+        "last_tx_ts",
+        "churned",
+        "split",
+        # The day the label became known: the out-of-time backtest trains only on labels known by its cutoff.
+        (pl.col("snapshot_date") + pl.duration(days=config.horizon_days)).alias("label_date"),
     )
     frame = frame.with_columns(
         pl.when(pl.col("split") == "holdout").then(split_holdout(frame, config.test_share)).otherwise(pl.col("split")).alias("split")
@@ -151,6 +159,8 @@ def training_set(
             **frame_metadata(frame.drop("last_tx_ts")),
             "train_snapshots": dg.MetadataValue.json([d.isoformat() for d in plan.train_dates]),
             "holdout_snapshots": dg.MetadataValue.json([d.isoformat() for d in plan.valid_dates]),
+            "backtest_only_snapshots": dg.MetadataValue.json([d.isoformat() for d in plan.gap_dates]),
+            "backtest_cutoffs": dg.MetadataValue.json([f.cutoff.isoformat() for f in backtest_folds(frame)]),
             "split_stats": dg.MetadataValue.md(markdown_table(stats)),
             "churn_rate": float(frame["churned"].mean()),
             "horizon_days": config.horizon_days,
@@ -224,20 +234,41 @@ def _splits(training_set: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.
     return tuple(training_set.filter(pl.col("split") == s) for s in ("train", "valid", "test"))  # type: ignore[return-value]
 
 
+def backtest_folds(training_set: pl.DataFrame) -> list[Any]:
+    """The out-of-time folds of a training set: the same for every model and baseline trained on it."""
+    from ml_assets.lib.backtest import plan_backtest
+
+    s = settings()
+    days = training_set.select("snapshot_date", "label_date").unique()
+    horizon = int((days["label_date"] - days["snapshot_date"]).dt.total_days().max()) if days.height else 0
+    return plan_backtest(days["snapshot_date"].to_list(), horizon, s.backtest_cutoffs, s.backtest_every_days)
+
+
+def _backtest(name: str, training_set: pl.DataFrame, scorer: Any) -> tuple[dict[str, float], dict[str, Any]]:
+    """The headline: mean ROC-AUC and PR-AUC over the out-of-time cutoffs, and the per-cutoff table."""
+    from ml_assets.lib.backtest import comparison_table, run_backtest
+
+    result = run_backtest(name, training_set, backtest_folds(training_set), scorer)
+    metadata: dict[str, Any] = {k: v for k, v in result.metrics().items()}
+    metadata["backtest"] = dg.MetadataValue.md(markdown_table(comparison_table([result])) if result.folds else "_no cutoff with matured labels_")
+    return result.metrics(), metadata
+
+
 def _evaluate(name: str, test: pl.DataFrame, scores: Any, floor: float) -> tuple[dict[str, float], dict[str, Any]]:
-    """Test-split metrics and the plots the UI shows, the same for every model kind."""
+    """Test-split metrics (held-out customers of the newest snapshots) and the plots the UI shows, the same for every model kind."""
     from ml_assets.lib.evaluation import calibration_figure, classification_metrics, roc_pr_figure
 
     y = test["churned"].to_numpy()
-    metrics = classification_metrics(y, scores)
-    if metrics["roc_auc"] < floor:
+    raw = classification_metrics(y, scores)
+    metrics = {f"test_{k}": v for k, v in raw.items()}
+    if raw["roc_auc"] < floor:
         raise dg.Failure(
-            f"{name}: test ROC-AUC {metrics['roc_auc']:.3f} is below the floor {floor}; the model is not registered. "
+            f"{name}: test ROC-AUC {raw['roc_auc']:.3f} is below the floor {floor}; the model is not registered. "
             "Check the training_set (label rate, snapshot count) before lowering the floor."
         )
     metadata = {
-        **{k: float(v) for k, v in metrics.items() if k != "rows"},
-        "test_rows": int(metrics["rows"]),
+        **{f"test_{k}": float(v) for k, v in raw.items() if k != "rows"},
+        "test_rows": int(raw["rows"]),
         "roc_pr_curves": figure_markdown(roc_pr_figure(y, scores, f"{name}, test split"), "ROC and PR curves"),
         "calibration_curve": figure_markdown(calibration_figure(y, scores, f"{name} calibration, test split"), "calibration curve"),
     }
@@ -254,6 +285,13 @@ def lgbm_model(
     context: dg.AssetExecutionContext, config: LgbmConfig, training_set: pl.DataFrame, artifacts: ArtifactStore, registry: ModelRegistry
 ) -> dict[str, Any]:
     """The gradient-boosted churn classifier (LightGBM), registered as a candidate model version.
+
+    Headline figures are out of time (`backtest_roc_auc`, `backtest_pr_auc`):
+    at each backtest cutoff the chosen parameters are retrained on the
+    snapshots whose labels were known by then and scored on the cutoff's
+    customers; the mean over cutoffs is what the promotion gate compares with
+    the baselines. `test_*` figures (held-out customers of the newest
+    snapshots) are secondary.
 
     A small, bounded hyperparameter search (leaves per tree x rows per leaf)
     trains one model per grid point with early stopping on the validation
@@ -273,6 +311,14 @@ def lgbm_model(
     scores = load_booster(model.model_text).predict(feature_matrix(test))
     metrics, evaluation = _evaluate("lgbm_model", test, scores, config.min_roc_auc)
     chosen = {k: model.params[k] for k in ("num_leaves", "min_data_in_leaf", "learning_rate", "feature_fraction") if k in model.params}
+
+    def fold_model(fit: pl.DataFrame, valid: pl.DataFrame, scored: pl.DataFrame) -> Any:
+        # The chosen parameters, retrained on what each cutoff knew.
+        m = train_lgbm(fit, valid, params, config.num_boost_round, config.early_stopping_rounds, [chosen])
+        return load_booster(m.model_text).predict(feature_matrix(scored))
+
+    backtest, backtest_md = _backtest("lgbm_model", training_set, fold_model)
+    metrics = {**backtest, **metrics}
     ref, version = _store_and_register(
         context,
         "lightgbm",
@@ -296,6 +342,7 @@ def lgbm_model(
             "search_trials": dg.MetadataValue.md(markdown_table(pl.DataFrame(model.trials))),
             "train_rows": train.height,
             "valid_rows": valid.height,
+            **backtest_md,
             **evaluation,
             "feature_importance": figure_markdown(_importance_figure(importance), "feature importance"),
         }
@@ -336,7 +383,8 @@ def torch_model(
     It runs on CUDA when the node has a GPU and on the CPU otherwise: `device`
     in the metadata says which. Loss and validation AUC per epoch are in the
     run log and plotted here, with the same test-split metrics and plots as
-    LightGBM. Weights are stored as tensors only (loaded with
+    LightGBM, and the same out-of-time backtest (the same settings retrained
+    at each cutoff). Weights are stored as tensors only (loaded with
     `weights_only=True`), named by sha256.
     """
     import torch
@@ -368,6 +416,13 @@ def torch_model(
     )
     scores = predict_proba(load_net(net.state, net.architecture), feature_matrix(test))
     metrics, evaluation = _evaluate("torch_model", test, scores, config.min_roc_auc)
+
+    def fold_model(fit: pl.DataFrame, valid: pl.DataFrame, scored: pl.DataFrame) -> Any:
+        fold = train_net(feature_matrix(fit), fit["churned"].to_numpy(), feature_matrix(valid), valid["churned"].to_numpy(), settings)
+        return predict_proba(load_net(fold.state, fold.architecture), feature_matrix(scored))
+
+    backtest, backtest_md = _backtest("torch_model", training_set, fold_model)
+    metrics = {**backtest, **metrics}
     params = {**net.architecture, **{k: getattr(settings, k) for k in ("learning_rate", "weight_decay", "batch_size", "seed")}}
     params["best_epoch"] = net.best_epoch
     ref, version = _store_and_register(context, "torch", "torch", net.state, ".pt", training_set, params, metrics, artifacts, registry)
@@ -386,6 +441,7 @@ def torch_model(
             "architecture": dg.MetadataValue.json(net.architecture),
             "train_rows": train.height,
             "valid_rows": valid.height,
+            **backtest_md,
             **evaluation,
             "learning_curve": figure_markdown(learning_curve_figure(net.history), "learning curve"),
         }
@@ -415,3 +471,52 @@ def _importance_figure(importance: dict[str, float]) -> Any:
     from ml_assets.lib.evaluation import importance_figure
 
     return importance_figure(importance, "LightGBM feature importance")
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"scipy"},
+    owners=["team:data-science"],
+)
+def baseline_model(context: dg.AssetExecutionContext, training_set: pl.DataFrame) -> dict[str, Any]:
+    """The classical baselines every candidate must beat, judged out of time on the same cutoffs.
+
+    `recency`: the longer since the last purchase, the likelier churn.
+    `bgnbd`: the BG/NBD model (Fader, Hardie and Lee, 2005), fitted at each
+    cutoff on the customers' (purchase days, last purchase, age) as of that day
+    (no label is used, so fitting on the cutoff's own customers is fair) and
+    scored as P(no purchase in the horizon). The promotion gate refuses a
+    candidate whose backtest ROC-AUC does not beat the best of them by
+    `baseline_margin`.
+    """
+    from ml_assets.lib.backtest import baseline_scorers, comparison_table, run_backtest
+    from ml_assets.lib.baselines import bgnbd_inputs, fit_bgnbd
+
+    folds = backtest_folds(training_set)
+    horizon = int((training_set["label_date"] - training_set["snapshot_date"]).dt.total_days().max())
+    results = [run_backtest(name, training_set, folds, scorer) for name, scorer in baseline_scorers(horizon).items()]
+    scored = [r for r in results if r.folds]
+    best = max(scored, key=lambda r: r.roc_auc) if scored else None
+    fits = {}
+    for fold in folds:
+        cutoff = training_set.filter(pl.col("snapshot_date") == fold.cutoff)
+        if cutoff.height:
+            fits[fold.cutoff.isoformat()] = {k: round(v, 4) for k, v in fit_bgnbd(*bgnbd_inputs(cutoff)).as_dict().items()}
+    context.add_output_metadata(
+        {
+            **{f"{r.name}_backtest_roc_auc": r.roc_auc for r in scored},
+            **{f"{r.name}_backtest_pr_auc": r.pr_auc for r in scored},
+            "best_baseline": best.name if best else "none",
+            "best_backtest_roc_auc": best.roc_auc if best else float("nan"),
+            "backtest": dg.MetadataValue.md(markdown_table(comparison_table(results)) if scored else "_no cutoff with matured labels_"),
+            "bgnbd_parameters_by_cutoff": dg.MetadataValue.json(fits),
+            "horizon_days": horizon,
+        }
+    )
+    return {
+        "split": "backtest",
+        "cutoffs": [f.cutoff.isoformat() for f in folds],
+        "baselines": {r.name: {**r.metrics(), "folds": r.folds} for r in results},
+        "best": best.name if best else None,
+        "best_backtest_roc_auc": best.roc_auc if best else None,
+    }

@@ -20,11 +20,12 @@ EXPECTED_DEPS = {
     "feature_definitions": {"customer_features"},
     "online_features": {"customer_features", "feature_definitions"},
     "training_set": {"customer_features", "feature_definitions"},
+    "baseline_model": {"training_set"},
     "lgbm_model": {"training_set"},
     "torch_model": {"training_set"},
     "lgbm_onnx": {"lgbm_model"},
     "torch_onnx": {"torch_model"},
-    "champion_model": {"lgbm_onnx", "torch_onnx", "training_set"},
+    "champion_model": {"lgbm_onnx", "torch_onnx", "baseline_model", "training_set"},
     "batch_predictions": {"customer_features", "champion_model", "online_features"},
     "drift_report": {"customer_features", "batch_predictions", "champion_model"},
 }
@@ -96,6 +97,7 @@ def test_only_the_torch_step_asks_for_a_gpu() -> None:
     assert graph.get(dg.AssetKey("torch_model")).pools == {"gpu"}
     training = defs.resolve_job_def("training_job")
     assert {k.to_user_string() for k in training.asset_layer.executable_asset_keys} >= {
+        "baseline_model",
         "lgbm_model",
         "torch_model",
         "lgbm_onnx",

@@ -153,7 +153,7 @@ def test_production_backends_end_to_end(
     assert raw.height == valid.height + quarantined.height
     # Same rows as generated, timestamps intact through the database round trip.
     assert raw.sort("transaction_id")["ts"].equals(run.transactions.sort("transaction_id")["ts"])
-    assert run.metadata("lgbm_model")["roc_auc"] >= 0.80
+    assert run.metadata("lgbm_model")["test_roc_auc"] >= 0.80
     assert all(run.metadata("drift_report", d)["dataset_drift"] is False for d in E2E_QUIET_DAYS)
     assert all(run.metadata("drift_report", d)["dataset_drift"] is True for d in E2E_DRIFT_DAYS)
     preds = run.read("batch_predictions", list(E2E_DRIFT_DAYS))

@@ -18,7 +18,7 @@ from resources import LakeIOManager, ModelRegistry
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
-LAKE_RECORDS = ("training_set.parquet", "lgbm_model.json", "torch_model.json", "lgbm_onnx.json", "torch_onnx.json")
+LAKE_RECORDS = ("training_set.parquet", "baseline_model.json", "lgbm_model.json", "torch_model.json", "lgbm_onnx.json", "torch_onnx.json")
 
 
 @dataclass
@@ -56,7 +56,7 @@ def sandbox(e2e: PipelineRun, tmp_path: Path) -> Sandbox:
     registry = ModelRegistry(url=f"sqlite:///{copy}")
     resources = {**e2e.resources, "lake": lake, "io_manager": LakeIOManager(lake=lake), "registry": registry}
     lgbm, torch = (e2e.metadata(k)["model_version"] for k in ("lgbm_model", "torch_model"))
-    auc = {v: registry.get(v).metrics["roc_auc"] for v in (lgbm, torch)}
+    auc = {v: registry.get(v).metrics["backtest_roc_auc"] for v in (lgbm, torch)}
     better, worse = sorted(auc, key=auc.get, reverse=True)
     return Sandbox(registry, resources, better, worse)
 

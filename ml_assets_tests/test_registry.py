@@ -29,7 +29,7 @@ def test_a_version_keeps_everything_it_was_registered_with(registry: ModelRegist
     v = registry.get("lgbm-000000000001")
     assert (v.kind, v.status, v.run_id, v.code_version) == ("lightgbm", "candidate", "run-lgbm-000000000001", "abc123")
     assert v.data_window["train"]["rows"] == 100 and v.features == ["recency_days", "tenure_days"]
-    assert v.metrics == {"roc_auc": 0.9} and v.artifact_sha256 == "a" * 64
+    assert v.metrics == {"backtest_roc_auc": 0.9, "test_roc_auc": 0.9} and v.artifact_sha256 == "a" * 64
     assert v.onnx_uri.endswith(".onnx") and v.parity_passed is True and v.promotable
     assert v.created_at.tzinfo is not None
 

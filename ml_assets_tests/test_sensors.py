@@ -135,7 +135,25 @@ def test_performance_and_prediction_drift_are_events_too() -> None:
     assert policy.is_event({"drift_share": 0.0, "performance_drift": True})
     assert policy.is_event({"drift_share": 0.0, "prediction_drift": True})
     assert not RetrainPolicy(prediction_drift_triggers=False).is_event({"drift_share": 0.0, "prediction_drift": True})
-    assert not policy.is_event({"drift_share": 0.49})
+    assert not policy.is_event({"drift_share": 0.24}) and policy.is_event({"drift_share": 0.25})
+
+
+def test_the_same_cause_does_not_ask_again_after_a_retraining_that_kept_the_champion(
+    instance: dg.DagsterInstance, registry: ModelRegistry
+) -> None:
+    _report(instance, "2025-06-12", 0.4, drifted_columns=["spend_30d", "spend_7d"])
+    first = _tick(instance, registry, cooldown_hours=0)
+    (request,) = first.run_requests
+    assert request.tags["ml/drifted_columns"] == "spend_30d,spend_7d"
+    _launch(instance, {**request.tags, "dagster/run_key": request.run_key})  # ran; the champion stayed
+    # The next days show the same cause (a subset of those columns, about the same share): no new request.
+    _report(instance, "2025-06-13", 0.45, drifted_columns=["spend_30d"])
+    same = _tick(instance, registry, cursor=first.cursor, cooldown_hours=0)
+    assert not same.run_requests and "already answered" in same.skip_reason.skip_message
+    # A feature that had not drifted then is a material change: retrain again.
+    _report(instance, "2025-06-14", 0.45, drifted_columns=["spend_30d", "mobile_share"])
+    new = _tick(instance, registry, cursor=same.cursor, cooldown_hours=0)
+    assert [r.tags["ml/drift_partition"] for r in new.run_requests] == ["2025-06-14"]
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):

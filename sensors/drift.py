@@ -17,6 +17,7 @@ import json
 import dagster as dg
 
 from ml_assets.jobs import training_job
+from ml_assets.lib.drift import same_cause
 from resources.alerts import FailureNotifier, RetrainPolicy
 from resources.registry import ModelRegistry
 
@@ -39,9 +40,9 @@ def _in_flight_training(instance: dg.DagsterInstance) -> list[str]:
     return [r.run_id for r in instance.get_runs(dg.RunsFilter(job_name=training_job.name, statuses=active), limit=5)]
 
 
-def _last_drift_request(instance: dg.DagsterInstance) -> dt.datetime | None:
+def _last_drift_request(instance: dg.DagsterInstance) -> dg.RunRecord | None:
     runs = instance.get_run_records(dg.RunsFilter(tags={TRIGGER_TAG: "drift"}), limit=1, order_by="create_timestamp", ascending=False)
-    return runs[0].create_timestamp.astimezone(dt.UTC) if runs else None
+    return runs[0] if runs else None
 
 
 @dg.sensor(
@@ -76,11 +77,24 @@ def drift_retraining_sensor(context: dg.SensorEvaluationContext, policy: Retrain
     if in_flight:
         reason = f"drift on {partition} against {version}, but training run {in_flight[0]} is already queued or running"
         return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
-    last = _last_drift_request(context.instance)
+    record = _last_drift_request(context.instance)
+    last = record.create_timestamp.astimezone(dt.UTC) if record else None
     now = dt.datetime.now(dt.UTC)
     if last is not None and now - last < dt.timedelta(hours=policy.cooldown_hours):
         reason = f"drift on {partition} against {version}, within the {policy.cooldown_hours:g} h cooldown of the request at {last:%Y-%m-%d %H:%M} UTC"
         return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
+    columns = sorted(metadata.get("drifted_columns") or [])
+    share = float(metadata.get("drift_share", 0.0))
+    tags = record.dagster_run.tags if record else {}
+    # The last drift retraining kept this champion: the same cause again is not a reason to retrain again.
+    if tags.get("ml/drift_champion") == version and not metadata.get("performance_drift"):
+        seen = [c for c in tags.get("ml/drifted_columns", "").split(",") if c]
+        if same_cause(seen, float(tags.get("ml/drift_share", "0") or 0.0), columns, share):
+            reason = (
+                f"drift on {partition} against {version} (share {share:.2f}, {columns}) is the cause the retraining of "
+                f"{last:%Y-%m-%d %H:%M} UTC already answered without a new champion; waiting for it to change materially"
+            )
+            return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
     context.log.info(f"drift event: {partition}, drift share {metadata.get('drift_share')}, champion {version}; requesting retraining")
     request = dg.RunRequest(
         run_key=f"drift:{version}:{partition}",
@@ -89,7 +103,8 @@ def drift_retraining_sensor(context: dg.SensorEvaluationContext, policy: Retrain
             "ml/run_kind": "training",
             "ml/drift_partition": partition or "",
             "ml/drift_champion": version,
-            "ml/drift_share": f"{float(metadata.get('drift_share', 0.0)):.3f}",
+            "ml/drift_share": f"{share:.3f}",
+            "ml/drifted_columns": ",".join(columns),
             "ml/drifted_days_in_tick": str(len(events)),
         },
     )

@@ -212,6 +212,14 @@ class RetailConfig:
     their own probability (beta across customers). So most customers buy
     once, many go silent for months, and a customer is never seen leaving.
     Dates have day granularity; amounts are heavy-tailed; ids are plain numbers.
+
+    Two departures from the pure BG/NBD story, both documented in real logs
+    and both invisible to BG/NBD, which sees only purchase counts and dates:
+    customers who spend more per order are more loyal (the leaving probability
+    scales with ``(typical basket / 30) ** -spend_loyalty``), and interest fades:
+    a customer's purchase rate decays with their age at their own pace
+    (``exp(-age / fade)``, fade log-normal around ``fade_days``). ``spend_loyalty=0``
+    and ``fade_days=None`` give pure BG/NBD data.
     """
 
     start: dt.date
@@ -224,6 +232,8 @@ class RetailConfig:
     # Beta(a, b) probability of leaving after each purchase: mean a / (a + b).
     dropout_a: float = 1.0
     dropout_b: float = 1.5
+    spend_loyalty: float = 1.0
+    fade_days: float | None = 240.0
     drift_date: dt.date | None = None
     drift_rate_factor: float = 1.8
     drift_amount_factor: float = 1.7
@@ -241,15 +251,22 @@ def generate_retail(cfg: RetailConfig) -> pl.DataFrame:
     n, horizon = cfg.customers, float(cfg.days)
     first = rng.uniform(0.0, horizon, n)
     rate = rng.gamma(cfg.rate_shape, cfg.rate_scale, n)
-    dropout = rng.beta(cfg.dropout_a, cfg.dropout_b, n)
     typical = np.exp(rng.normal(np.log(30.0), 0.8, n))
+    dropout = np.clip(rng.beta(cfg.dropout_a, cfg.dropout_b, n) * (typical / 30.0) ** -cfg.spend_loyalty, 0.0, 1.0)
+    fade = np.exp(rng.normal(np.log(cfg.fade_days), 0.6, n)) if cfg.fade_days else np.full(n, np.inf)
     drift_t = float((cfg.drift_date - cfg.start).days) if cfg.drift_date else np.inf
     owners, times = [np.arange(n)], [first]
     t, alive = first.copy(), np.ones(n, dtype=bool)
     while alive.any():
         alive &= rng.uniform(size=n) >= dropout
-        speed = np.where(t >= drift_t, cfg.drift_rate_factor, 1.0)
-        t = t + rng.exponential(1.0 / np.maximum(rate * speed, 1e-6))
+        speed = np.maximum(rate * np.where(t >= drift_t, cfg.drift_rate_factor, 1.0), 1e-6)
+        # The next purchase of a Poisson process whose rate decays as exp(-age / fade): invert the
+        # cumulative rate speed * fade * (1 - exp(-age / fade)); when it never reaches the draw, no more purchases.
+        decayed = np.exp(-(t - first) / fade) - rng.exponential(1.0, n) / (speed * fade)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(np.isinf(fade), rng.exponential(1.0 / speed), -fade * np.log(np.where(decayed > 0, decayed, 1.0)) - (t - first))
+        alive &= np.isinf(fade) | (decayed > 0)
+        t = t + np.where(alive, step, 0.0)
         alive &= t < horizon
         owners.append(np.flatnonzero(alive))
         times.append(t[alive])

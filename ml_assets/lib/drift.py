@@ -17,6 +17,14 @@ if TYPE_CHECKING:
 
 DRIFT_METHOD = "wasserstein"
 
+# Features that move by construction as a whole-history population ages (every
+# dormant customer's recency and age grow by a day a day): scored and reported,
+# never counted in the drift share.
+AGEING_FEATURES = frozenset({"recency_days", "tenure_days", "active_span_days", "overdue_ratio"})
+# A drift event whose drifted features were all seen at the last drift-triggered
+# retraining, with a share at most this much higher, is the same cause.
+MATERIAL_SHARE_CHANGE = 0.1
+
 
 @dataclass
 class DriftResult:
@@ -27,11 +35,16 @@ class DriftResult:
 
     @property
     def drifted_columns(self) -> list[str]:
-        return sorted(c for c, s in self.column_scores.items() if s >= self.threshold and c != "prediction")
+        return sorted(c for c in self.feature_columns if self.column_scores[c] >= self.threshold)
 
     @property
     def feature_columns(self) -> list[str]:
-        return sorted(c for c in self.column_scores if c != "prediction")
+        """The features the drift share counts: every scored column but the churn score and the ageing features."""
+        return sorted(c for c in self.column_scores if c != "prediction" and c not in AGEING_FEATURES)
+
+    @property
+    def ageing_drifted(self) -> list[str]:
+        return sorted(c for c in AGEING_FEATURES if self.column_scores.get(c, 0.0) >= self.threshold)
 
     @property
     def drift_share(self) -> float:
@@ -88,3 +101,14 @@ def compute_drift(
     if missing:
         raise RuntimeError(f"evidently returned no drift score for {sorted(missing)}")
     return DriftResult(scores, threshold, drift_share_threshold, snapshot.get_html_str(as_iframe=False).encode())
+
+
+def same_cause(previous_columns: list[str], previous_share: float, columns: list[str], share: float) -> bool:
+    """Whether a drift event repeats the one the last drift-triggered retraining already answered.
+
+    Same cause: no feature drifted that had not drifted then, and the share has
+    not grown by ``MATERIAL_SHARE_CHANGE``. A retraining that kept the champion
+    has shown that a new model does not help against it; asking again every
+    day would not either.
+    """
+    return set(columns) <= set(previous_columns) and share < previous_share + MATERIAL_SHARE_CHANGE

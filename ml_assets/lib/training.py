@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 class SplitPlan:
     train_dates: list[dt.date]
     valid_dates: list[dt.date]
+    # Snapshots between the train split and the held-out one (their labels overlap the held-out
+    # snapshots): kept in the training set for the out-of-time backtest only.
+    gap_dates: list[dt.date] = field(default_factory=list)
 
 
 def plan_snapshots(
@@ -54,7 +57,7 @@ def plan_snapshots(
     valid = picked[-n_valid:]
     gap_end = valid[0] - dt.timedelta(days=horizon_days)
     train = [d for d in picked[:-n_valid] if d <= gap_end]
-    return SplitPlan(train, valid)
+    return SplitPlan(train, valid, [d for d in picked[:-n_valid] if d > gap_end])
 
 
 @dataclass
