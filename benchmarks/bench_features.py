@@ -1,74 +1,59 @@
-"""Features at scale: `customer_features` for one day over N transactions (Parquet in, features out),
-against the bare polars aggregation (group by customer: count, sum, max ts) on the same Parquet file.
+"""Features for one day at 1 and at 3 years of history, the same day size.
 
-Each variant runs in a fresh interpreter so its peak memory is its own.
+The daily run (`customer_features` for one day) folds the day into the carried
+per-customer state and reads the 90-day window: its cost should follow the
+day's transactions and the number of customers, not the length of history.
+The baseline, measured in the same run, is the same snapshot rebuilt from the
+whole history (what the first run, or a run after a gap, does), which grows
+with history.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import tempfile
-from pathlib import Path
 
-from benchmarks.common import Timing, run_python, table
+import polars as pl
+
+from benchmarks.common import repeat, table
 
 DAY = dt.date(2025, 6, 30)
-
-BARE = """
-import json, time, polars as pl
-t = time.perf_counter()
-out = pl.scan_parquet({path!r}).group_by("customer_id").agg(pl.len(), pl.col("amount").sum(), pl.col("ts").max()).collect()
-print(json.dumps({{"s": time.perf_counter() - t, "rows": out.height}}))
-"""
-
-FULL = """
-import json, time, datetime as dt, polars as pl
-from ml_assets.lib.features import snapshot_features
-t = time.perf_counter()
-out = snapshot_features(pl.scan_parquet({path!r}), dt.date({y}, {m}, {d}))
-print(json.dumps({{"s": time.perf_counter() - t, "rows": out.height}}))
-"""
 
 
 def main(argv: list[str] | None = None) -> str:
     from ml_assets.lib.datagen import GeneratorConfig, generate_transactions
+    from ml_assets.lib.features import WINDOW_DAYS, cutoff_for, fold_snapshots, snapshots_features
+    from ml_assets.lib.history import state_from_history
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--customers", type=int, default=1_000_000, help="visible customers (about 10 M transactions at the default)")
+    parser.add_argument("--customers", type=int, default=300_000, help="visible customers over 3 years (about 10 M transactions)")
     args = parser.parse_args(argv)
     customers = 5_000 if args.quick else args.customers
     n = 2 if args.quick else 3
-    with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "transactions.parquet")
-        # 180 days: exactly the features' lookback window, so every row is used.
-        # Rate chosen so that 1 M customers make about 10 M transactions.
-        tx = generate_transactions(GeneratorConfig(start=DAY - dt.timedelta(days=179), end=DAY, customers=customers, mean_daily_rate=0.075))
-        tx.write_parquet(path)
-        n_tx, n_cust = tx.height, tx["customer_id"].n_unique()
-        del tx
-        bare, full, mem = [], [], {}
-        for _ in range(n):
-            b = run_python(BARE.format(path=path))
-            bare.append(b["s"])
-            f = run_python(FULL.format(path=path, y=DAY.year, m=DAY.month, d=DAY.day))
-            full.append(f["s"])
-        # Peak RSS of children is a high-water mark over all of them: measure each alone once more.
-        mem["bare"] = _peak(BARE.format(path=path))
-        mem["full"] = _peak(FULL.format(path=path, y=DAY.year, m=DAY.month, d=DAY.day))
-    b, f = Timing("bare polars aggregation", bare), Timing("customer_features (all windows)", full)
-    out = table(f"Features: {n_tx:,} transactions of {n_cust:,} customers (target: within 3x bare, under 2 GB)", [b.row(), f.row(b)])
-    out += f"\n\npeak memory: bare {mem['bare']:.0f} MB, customer_features {mem['full']:.0f} MB"
+    # A steady-state population: every day has about the same number of purchases.
+    tx = generate_transactions(GeneratorConfig(start=DAY - dt.timedelta(days=3 * 365 - 1), end=DAY, customers=customers, mean_daily_rate=0.05))
+    channels = ("web", "mobile", "store")
+    rows, timings = [], {}
+    for years in (1, 3):
+        history = tx.filter(pl.col("ts") >= cutoff_for(DAY) - dt.timedelta(days=365 * years))
+        before = state_from_history(history.filter(pl.col("ts") < cutoff_for(DAY - dt.timedelta(days=1))), channels)
+        window = history.filter(pl.col("ts") >= cutoff_for(DAY) - dt.timedelta(days=WINDOW_DAYS))
+        day_rows = history.filter(pl.col("ts") >= cutoff_for(DAY - dt.timedelta(days=1))).height
+        daily = repeat(f"{years} y: daily run (carried state + day + window)", lambda b=before, w=window: fold_snapshots(b, w, [DAY]), n)
+        rebuild = repeat(f"{years} y: rebuilt from the whole history", lambda h=history: snapshots_features(h, [DAY]), n)
+        timings[years] = (daily, rebuild)
+        rows.append((years, history.height, day_rows, before.height))
+    d1, r1 = timings[1]
+    d3, r3 = timings[3]
+    out = table(
+        "Features for one day (target: the daily run at 3 years within 1.5x of 1 year; rebuilding grows with history)",
+        [d1.row(), d3.row(d1), r1.row(d1), r3.row(d1)],
+    )
+    out += "\n\n" + "\n".join(f"{y} y of history: {h:,} transactions, {d:,} on the day, {c:,} customers in the state" for y, h, d, c in rows)
+    out += f"\ndaily run 3 y / 1 y: {d3.median / d1.median:.2f}x; rebuild 3 y / 1 y: {r3.median / r1.median:.2f}x"
     print(out)
     return out
-
-
-def _peak(code: str) -> float:
-    """Peak RSS (MB) of a fresh interpreter that runs `code`."""
-    repo = str(Path(__file__).resolve().parents[1])
-    wrapper = f"import json, sys\nsys.path.insert(0, {repo!r})\nfrom benchmarks.common import peak_rss_mb\nexec({code!r})\nprint(json.dumps({{'peak': peak_rss_mb()}}))"
-    return run_python(wrapper)["peak"]
 
 
 if __name__ == "__main__":

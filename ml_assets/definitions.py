@@ -10,7 +10,7 @@ import os
 
 import dagster as dg
 
-from ml_assets.export import lgbm_onnx, lgbm_onnx_parity, torch_onnx, torch_onnx_parity
+from ml_assets.export import bgnbd_onnx, bgnbd_onnx_parity, lgbm_onnx, lgbm_onnx_parity, torch_onnx, torch_onnx_parity
 from ml_assets.feature_store import feature_definitions, online_features
 from ml_assets.features import customer_features
 from ml_assets.inference import batch_predictions
@@ -36,11 +36,12 @@ ALL_ASSETS = [
     torch_model,
     lgbm_onnx,
     torch_onnx,
+    bgnbd_onnx,
     champion_model,
     batch_predictions,
     drift_report,
 ]
-ALL_CHECKS = [lgbm_onnx_parity, torch_onnx_parity]
+ALL_CHECKS = [lgbm_onnx_parity, torch_onnx_parity, bgnbd_onnx_parity]
 
 
 

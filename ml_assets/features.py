@@ -1,11 +1,11 @@
 """Features: point-in-time customer snapshots, one row per active customer per day."""
 
+import datetime as dt
+
 import dagster as dg
 import polars as pl
 
 from ml_assets.lib.expectations import outcome_table, validate_features
-import datetime as dt
-
 from ml_assets.lib.features import WINDOW_DAYS, cutoff_for, feature_columns, fold_snapshots
 from ml_assets.lib.frames import split_by_day
 from ml_assets.lib.history import empty_state, fits, state_from_history

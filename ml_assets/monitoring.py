@@ -16,7 +16,6 @@ from ml_assets.settings import settings
 from resources import ArtifactStore, Lake, ModelRegistry
 from resources.registry import ModelVersion, RegistryError
 
-
 CUSTOMER_FEATURES = dg.AssetKey("customer_features")
 
 

@@ -14,7 +14,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 INGEST_TO_FEATURES = ("raw_transactions", "validated_transactions", "quarantined_transactions", "customer_features")
-TRAINING = ("feature_definitions", "training_set", "baseline_model", "lgbm_model", "torch_model", "lgbm_onnx", "torch_onnx", "champion_model")
+TRAINING = ("feature_definitions", "training_set", "baseline_model", "lgbm_model", "torch_model", "lgbm_onnx", "torch_onnx", "bgnbd_onnx", "champion_model")
 SCORING = ("online_features", "batch_predictions", "drift_report")
 
 

@@ -56,6 +56,7 @@ def champion_model(
     config: ChampionConfig,
     lgbm_onnx: dict[str, Any],
     torch_onnx: dict[str, Any],
+    bgnbd_onnx: dict[str, Any],
     baseline_model: dict[str, Any],
     training_set: pl.DataFrame,
     artifacts: ArtifactStore,
@@ -63,10 +64,11 @@ def champion_model(
 ) -> dict[str, Any]:
     """The model that batch scoring and serving use now: the registry's champion.
 
-    A candidate is eligible only with a passed ONNX parity check and an
-    out-of-time backtest ROC-AUC that beats the best baseline (recency or
+    A learned candidate is eligible only with a passed ONNX parity check and
+    an out-of-time backtest ROC-AUC that beats the best baseline (recency or
     BG/NBD, on the same cutoffs) by `baseline_margin`: a model that loses to
-    a classical baseline is never promoted. Eligible candidates and the
+    a classical baseline is never promoted. When none is eligible, the BG/NBD
+    model (`bgnbd_onnx`) is the candidate instead. Eligible candidates and the
     current champion are scored with their
     ONNX artifacts on the same test rows. The best candidate is promoted only
     if it beats the champion on `metric` by `min_improvement`; the first model
@@ -88,12 +90,17 @@ def champion_model(
     y = test["churned"].to_numpy()
     features = tuple(lgbm_onnx["features"])
     x = feature_matrix(test, features)
-    candidates = [registry.get(r["model_version"]) for r in (lgbm_onnx, torch_onnx)]
+    learned = [registry.get(r["model_version"]) for r in (lgbm_onnx, torch_onnx)]
+    fallback = registry.get(bgnbd_onnx["model_version"])
+    candidates = [*learned, fallback]
     refused = {c.version: "no passed ONNX parity check" for c in candidates if not c.promotable}
     refused.update(
-        (c.version, why) for c in candidates if c.version not in refused and (why := baseline_refusal(c.metrics, baseline_model, config.baseline_margin))
+        (c.version, why) for c in learned if c.version not in refused and (why := baseline_refusal(c.metrics, baseline_model, config.baseline_margin))
     )
-    eligible = [c for c in candidates if c.version not in refused]
+    eligible = [c for c in learned if c.version not in refused]
+    if not eligible and fallback.version not in refused:
+        # No learned model beats the classical baselines: the BG/NBD model itself is the candidate.
+        eligible = [fallback]
     current = registry.champion()
     evaluated: dict[str, dict[str, float]] = {}
     for model in [*eligible, *([current] if current and current.version not in {c.version for c in eligible} else [])]:
@@ -245,6 +252,7 @@ def _output(
             "comparison_on_test_split": dg.MetadataValue.md(markdown_table(pl.DataFrame(comparison)) if comparison else "_not evaluated_"),
             "backtest_vs_baselines": dg.MetadataValue.md(markdown_table(pl.DataFrame(backtest)) if backtest else "_not evaluated_"),
             "refused_candidates": dg.MetadataValue.json(refused or {}),
+            "champion_is_baseline": champion.kind == "bgnbd",
             "registry_events": dg.MetadataValue.md(markdown_table(history)),
         }
     )

@@ -97,7 +97,7 @@ class Settings(BaseModel):
         return None if isinstance(value, str) and value.strip().lower() in ("", "all", "none") else value
 
     @model_validator(mode="after")
-    def _population_covers_horizon(self) -> "Settings":
+    def _population_covers_horizon(self) -> Settings:
         if self.population_days is not None and self.population_days < self.label_horizon_days:
             raise ValueError(
                 f"population_days ({self.population_days}) must be at least label_horizon_days ({self.label_horizon_days}): "

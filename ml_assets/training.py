@@ -478,7 +478,9 @@ def _importance_figure(importance: dict[str, float]) -> Any:
     kinds={"scipy"},
     owners=["team:data-science"],
 )
-def baseline_model(context: dg.AssetExecutionContext, training_set: pl.DataFrame) -> dict[str, Any]:
+def baseline_model(
+    context: dg.AssetExecutionContext, training_set: pl.DataFrame, artifacts: ArtifactStore, registry: ModelRegistry
+) -> dict[str, Any]:
     """The classical baselines every candidate must beat, judged out of time on the same cutoffs.
 
     `recency`: the longer since the last purchase, the likelier churn.
@@ -488,6 +490,11 @@ def baseline_model(context: dg.AssetExecutionContext, training_set: pl.DataFrame
     scored as P(no purchase in the horizon). The promotion gate refuses a
     candidate whose backtest ROC-AUC does not beat the best of them by
     `baseline_margin`.
+
+    BG/NBD fitted on the newest labelled snapshot is also registered as a
+    model version (kind `bgnbd`, parameters as JSON): exported to ONNX like the
+    others, it becomes champion when no learned model beats the baselines, so
+    scoring always has the best model there is and never a worse one.
     """
     from ml_assets.lib.backtest import baseline_scorers, comparison_table, run_backtest
     from ml_assets.lib.baselines import bgnbd_inputs, fit_bgnbd
@@ -502,8 +509,26 @@ def baseline_model(context: dg.AssetExecutionContext, training_set: pl.DataFrame
         cutoff = training_set.filter(pl.col("snapshot_date") == fold.cutoff)
         if cutoff.height:
             fits[fold.cutoff.isoformat()] = {k: round(v, 4) for k, v in fit_bgnbd(*bgnbd_inputs(cutoff)).as_dict().items()}
+    import json
+
+    from ml_assets.lib.baselines import bgnbd_matrix_scores
+
+    features = list(model_features(training_set))
+    newest = training_set.filter(pl.col("snapshot_date") == training_set["snapshot_date"].max())
+    fitted = fit_bgnbd(*bgnbd_inputs(newest))
+    _, _, test = _splits(training_set)
+    bgnbd = next(r for r in results if r.name == "bgnbd")
+    test_metrics, evaluation = _evaluate("baseline_model (BG/NBD)", test, bgnbd_matrix_scores(fitted, features, horizon, feature_matrix(test, tuple(features))), 0.0)
+    params = {**fitted.as_dict(), "horizon_days": horizon, "fitted_on": str(newest["snapshot_date"].max())}
+    ref, version = _store_and_register(
+        context, "bgnbd", "bgnbd", json.dumps(params, sort_keys=True).encode(), ".json", training_set, params,
+        {**bgnbd.metrics(), **test_metrics}, artifacts, registry,
+    )
     context.add_output_metadata(
         {
+            "model_version": version,
+            "bgnbd_parameters": dg.MetadataValue.json(params),
+            **{f"bgnbd_{k}": v for k, v in evaluation.items() if k.startswith("test_")},
             **{f"{r.name}_backtest_roc_auc": r.roc_auc for r in scored},
             **{f"{r.name}_backtest_pr_auc": r.pr_auc for r in scored},
             "best_baseline": best.name if best else "none",
@@ -519,4 +544,12 @@ def baseline_model(context: dg.AssetExecutionContext, training_set: pl.DataFrame
         "baselines": {r.name: {**r.metrics(), "folds": r.folds} for r in results},
         "best": best.name if best else None,
         "best_backtest_roc_auc": best.roc_auc if best else None,
+        # The BG/NBD model version, exported to ONNX by bgnbd_onnx like the learned models.
+        "model_version": version,
+        "kind": "bgnbd",
+        "format": "bgnbd-json",
+        "artifact": ref.as_dict(),
+        "features": features,
+        "architecture": {"horizon_days": horizon},
+        "metrics": {**bgnbd.metrics(), **test_metrics},
     }

@@ -25,7 +25,8 @@ EXPECTED_DEPS = {
     "torch_model": {"training_set"},
     "lgbm_onnx": {"lgbm_model"},
     "torch_onnx": {"torch_model"},
-    "champion_model": {"lgbm_onnx", "torch_onnx", "baseline_model", "training_set"},
+    "bgnbd_onnx": {"baseline_model"},
+    "champion_model": {"lgbm_onnx", "torch_onnx", "bgnbd_onnx", "baseline_model", "training_set"},
     "batch_predictions": {"customer_features", "champion_model", "online_features"},
     "drift_report": {"customer_features", "batch_predictions", "champion_model"},
 }
@@ -73,8 +74,8 @@ def test_jobs_and_schedules_resolve() -> None:
 def test_onnx_parity_checks_block_promotion() -> None:
     graph = defs.resolve_asset_graph()
     checks = {k.name: k for k in graph.asset_check_keys}
-    assert {"lgbm_onnx_parity", "torch_onnx_parity"} <= set(checks)
-    for name, asset in (("lgbm_onnx_parity", "lgbm_onnx"), ("torch_onnx_parity", "torch_onnx")):
+    assert {"lgbm_onnx_parity", "torch_onnx_parity", "bgnbd_onnx_parity"} <= set(checks)
+    for name, asset in (("lgbm_onnx_parity", "lgbm_onnx"), ("torch_onnx_parity", "torch_onnx"), ("bgnbd_onnx_parity", "bgnbd_onnx")):
         assert checks[name].asset_key == dg.AssetKey(asset)
         assert graph.get_check_spec(checks[name]).blocking, name
 

@@ -139,3 +139,22 @@ def comparison_table(results: list[Backtest]) -> pl.DataFrame:
             rows.append({"model": r.name, "cutoff": f["cutoff"], "roc_auc": round(f["roc_auc"], 4), "pr_auc": round(f["pr_auc"], 4)})
         rows.append({"model": r.name, "cutoff": "mean", "roc_auc": round(r.roc_auc, 4), "pr_auc": round(r.pr_auc, 4)})
     return pl.DataFrame(rows, schema={"model": pl.String, "cutoff": pl.String, "roc_auc": pl.Float64, "pr_auc": pl.Float64})
+
+
+def weekly_snapshots(first: dt.date, last_labelled: dt.date, count: int, min_history_days: int) -> list[dt.date]:
+    """Up to ``count`` weekly snapshot days ending at ``last_labelled``, each with ``min_history_days`` of history after ``first``."""
+    days = [last_labelled - dt.timedelta(days=7 * i) for i in range(count - 1, -1, -1)]
+    return [d for d in days if (d - first).days >= min_history_days]
+
+
+def labelled_snapshots(transactions: pl.DataFrame, days: list[dt.date], horizon_days: int, columns: tuple[str, ...]) -> pl.DataFrame:
+    """Feature snapshots of ``days`` with their churn label, straight from a transaction log (benchmarks and tests;
+    the pipeline's training_set does the same through the lake and Feast)."""
+    from ml_assets.lib.features import churn_labels, snapshots_features
+
+    horizon = dt.timedelta(days=horizon_days)
+    features = snapshots_features(transactions, sorted({*days, *(d + horizon for d in days)}), columns=columns)
+    by_day = {d: features.filter(pl.col("snapshot_date") == d) for d in {*days, *(d + horizon for d in days)}}
+    return pl.concat([churn_labels(by_day[d], by_day[d + horizon], d) for d in days]).with_columns(
+        (pl.col("snapshot_date") + pl.duration(days=horizon_days)).alias("label_date")
+    )

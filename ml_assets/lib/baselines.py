@@ -77,18 +77,14 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> BgNbd:
     cols = [grouped[c].to_numpy() for c in ("x", "t_x", "T")]
     weight = grouped["len"].to_numpy().astype(float)
     start = np.log([1.0, max(float(np.mean(big_t)), 1e-3), 1.0, 1.0])
-    best = None
-    for method in ("L-BFGS-B", "Nelder-Mead"):
-        result = minimize(
-            lambda p: -_log_likelihood(p, *cols, weight) / weight.sum(),
-            start if best is None else best.x,
-            method=method,
-            bounds=[(-12.0, 12.0)] * 4 if method == "L-BFGS-B" else None,
-            options={"maxiter": 4_000},
-        )
-        if best is None or result.fun < best.fun:
-            best = result
-    assert best is not None
+    def loss(p: np.ndarray) -> float:
+        return -_log_likelihood(p, *cols, weight) / weight.sum()
+
+    # A bounded quasi-Newton start, then Nelder-Mead from there: the polish moves the CDNOW fit onto the published figures.
+    best = minimize(loss, start, method="L-BFGS-B", bounds=[(-12.0, 12.0)] * 4, options={"maxiter": 4_000})
+    polished = minimize(loss, best.x, method="Nelder-Mead", options={"maxiter": 4_000})
+    if polished.fun < best.fun:
+        best = polished
     r, alpha, a, b = (float(v) for v in np.exp(best.x))
     return BgNbd(r, alpha, a, b, log_likelihood=-float(best.fun) * float(weight.sum()), customers=data.height)
 
@@ -134,3 +130,113 @@ def fit_and_score_bgnbd(train: pl.DataFrame, score: pl.DataFrame, horizon_days: 
     newest = train.filter(pl.col("snapshot_date") == train["snapshot_date"].max())
     model = fit_bgnbd(*bgnbd_inputs(newest))
     return model, churn_probability(model, *bgnbd_inputs(score), float(horizon_days))
+
+
+def bgnbd_from_dict(params: dict[str, float]) -> BgNbd:
+    return BgNbd(**{k: params[k] for k in ("r", "alpha", "a", "b", "log_likelihood", "customers")})
+
+
+def _input_index(features: list[str] | tuple[str, ...]) -> list[int]:
+    missing = [c for c in BGNBD_INPUTS if c not in features]
+    if missing:
+        raise KeyError(f"BG/NBD needs the feature columns {missing}; the feature list has {list(features)}")
+    return [list(features).index(c) for c in BGNBD_INPUTS]
+
+
+def bgnbd_matrix_scores(model: BgNbd, features: list[str] | tuple[str, ...], horizon: float, x: np.ndarray) -> np.ndarray:
+    """P(churn) from a float32 model-input matrix in ``features`` order: the native scores the ONNX graph must reproduce."""
+    import numpy as np
+
+    i_x, i_tx, i_t = _input_index(features)
+    m = np.asarray(x, dtype=np.float64)
+    t_x = m[:, i_tx]
+    return churn_probability(model, m[:, i_x], t_x, np.maximum(np.floor(m[:, i_t]), t_x), horizon)
+
+
+def bgnbd_to_onnx(model: BgNbd, features: list[str] | tuple[str, ...], horizon: float) -> bytes:
+    """The fitted BG/NBD churn score as an ONNX graph over the whole feature vector, outputs like the other models'
+    (``label``, ``probabilities`` [N, 2]), so a BG/NBD champion is scored and served like any model.
+
+    Computed in double precision inside the graph: P(alive) raises a ratio to the
+    power r + x, which float32 cannot carry for long purchase histories.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ml_assets.lib.export import ONNX_INPUT_NAME
+
+    i_x, i_tx, i_t = _input_index(features)
+
+    def const(name: str, value: float | int, dtype: type = np.float64) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.array(value, dtype=dtype), name)
+
+    inits = [
+        const("i_x", i_x, np.int64),
+        const("i_tx", i_tx, np.int64),
+        const("i_t", i_t, np.int64),
+        const("r", model.r),
+        const("alpha", model.alpha),
+        const("a", model.a),
+        const("b_minus_1", model.b - 1.0),
+        const("eps", 1e-12),
+        const("zero", 0.0),
+        const("one", 1.0),
+        const("half", 0.5),
+        const("cap", 700.0),
+        const("horizon", float(horizon)),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("Cast", [ONNX_INPUT_NAME], ["xd"], to=TensorProto.DOUBLE),
+        n("Gather", ["xd", "i_x"], ["x"], axis=1),
+        n("Gather", ["xd", "i_tx"], ["t_x"], axis=1),
+        n("Gather", ["xd", "i_t"], ["t_raw"], axis=1),
+        n("Floor", ["t_raw"], ["t_floor"]),
+        n("Max", ["t_floor", "t_x"], ["t"]),
+        n("Add", ["r", "x"], ["rx"]),
+        n("Add", ["alpha", "t"], ["alpha_t"]),
+        n("Add", ["alpha", "t_x"], ["alpha_tx"]),
+        n("Log", ["alpha_t"], ["log_at"]),
+        n("Log", ["alpha_tx"], ["log_atx"]),
+        n("Sub", ["log_at", "log_atx"], ["log_diff"]),
+        n("Mul", ["rx", "log_diff"], ["log_ratio"]),
+        n("Min", ["log_ratio", "cap"], ["log_ratio_c"]),
+        n("Exp", ["log_ratio_c"], ["ratio"]),
+        n("Add", ["b_minus_1", "x"], ["bx"]),
+        n("Max", ["bx", "eps"], ["bx_safe"]),
+        n("Div", ["a", "bx_safe"], ["a_over"]),
+        n("Mul", ["a_over", "ratio"], ["odds_raw"]),
+        n("Greater", ["x", "zero"], ["repeat"]),
+        n("Where", ["repeat", "odds_raw", "zero"], ["odds"]),
+        n("Add", ["one", "odds"], ["one_plus"]),
+        n("Div", ["one", "one_plus"], ["alive"]),
+        n("Add", ["alpha_t", "horizon"], ["alpha_th"]),
+        n("Div", ["alpha_t", "alpha_th"], ["shrink"]),
+        n("Pow", ["shrink", "rx"], ["no_buy_if_alive"]),
+        n("Sub", ["one", "no_buy_if_alive"], ["buys"]),
+        n("Mul", ["alive", "buys"], ["alive_buys"]),
+        n("Sub", ["one", "alive_buys"], ["p"]),
+        n("Sub", ["one", "p"], ["q"]),
+        n("Unsqueeze", ["q", "axis1"], ["q2"]),
+        n("Unsqueeze", ["p", "axis1"], ["p2"]),
+        n("Concat", ["q2", "p2"], ["probs_d"], axis=1),
+        n("Cast", ["probs_d"], ["probabilities"], to=TensorProto.FLOAT),
+        n("Greater", ["p", "half"], ["churn"]),
+        n("Cast", ["churn"], ["label"], to=TensorProto.INT64),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "bgnbd_churn",
+        [helper.make_tensor_value_info(ONNX_INPUT_NAME, TensorProto.FLOAT, ["N", len(features)])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2]),
+        ],
+        inits,
+    )
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], producer_name="churn-bgnbd")
+    onnx_model.ir_version = 8
+    onnx.checker.check_model(onnx_model, full_check=True)
+    return onnx_model.SerializeToString()

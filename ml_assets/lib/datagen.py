@@ -289,3 +289,14 @@ def generate_retail(cfg: RetailConfig) -> pl.DataFrame:
             "amount": amount[order],
         }
     ).with_columns((pl.lit(cfg.start) + pl.duration(days=pl.col("purchase_date"))).cast(pl.Date).alias("purchase_date"))
+
+
+def retail_as_transactions(log: pl.DataFrame) -> pl.DataFrame:
+    """A retail log in the lake's validated shape (text ids, purchase dates at midnight UTC): for tests and benchmarks
+    that skip ingestion."""
+    return log.select(
+        pl.col("customer_no").cast(pl.String).alias("customer_id"),
+        pl.col("purchase_date").cast(pl.Datetime("us")).alias("ts"),
+        "amount",
+        "quantity",
+    )
