@@ -233,7 +233,7 @@ def summarize(  # noqa: ANN201
             f"{reasons if reasons else ''} ({unplaceable['path'].value})"
         )
     feats = latest("customer_features", end.isoformat())
-    lines.append(f"{'customer_features':28s} {int(feats['dagster/row_count'].value):>10,} active customers on {end}")
+    lines.append(f"{'customer_features':28s} {int(feats['dagster/row_count'].value):>10,} customers on {end}")
     ts = latest("training_set")
     lines.append(
         f"{'training_set':28s} {int(ts['dagster/row_count'].value):>10,} labelled snapshots, churn rate {ts['churn_rate'].value:.1%}"
@@ -241,6 +241,14 @@ def summarize(  # noqa: ANN201
     from resources import build_registry
 
     registry = build_registry(resolve_env=True)
+    base = latest("baseline_model")
+    if base:
+        lines.append(
+            f"{'baseline_model':28s} backtest ROC-AUC recency {base['recency_backtest_roc_auc'].value:.3f}, "
+            f"BG/NBD {base['bgnbd_backtest_roc_auc'].value:.3f} (out of time, {base['horizon_days'].value}-day horizon)"
+            if "bgnbd_backtest_roc_auc" in base
+            else f"{'baseline_model':28s} no backtest cutoff with matured labels"
+        )
     for key in ("lgbm_model", "torch_model"):
         md = latest(key)
         version = registry.get(md["model_version"].value)
@@ -248,8 +256,9 @@ def summarize(  # noqa: ANN201
         worst = max((v["max_abs_diff"] for v in parity.values() if isinstance(v, dict)), default=float("nan"))
         device = f", {md['device'].value}" if "device" in md else ""
         lines.append(
-            f"{key:28s} test ROC-AUC {md['roc_auc'].value:.3f}  PR-AUC {md['pr_auc'].value:.3f}  log loss {md['log_loss'].value:.3f}  "
-            f"ECE {md['ece'].value:.3f}  ({version.version}{device}; ONNX parity max {worst:.1e}, {'passed' if version.parity_passed else 'FAILED'})"
+            f"{key:28s} backtest ROC-AUC {md['backtest_roc_auc'].value:.3f}  PR-AUC {md['backtest_pr_auc'].value:.3f}  "
+            f"(test split: ROC-AUC {md['test_roc_auc'].value:.3f}, ECE {md['test_ece'].value:.3f})  "
+            f"({version.version}{device}; ONNX parity max {worst:.1e}, {'passed' if version.parity_passed else 'FAILED'})"
         )
     fd = latest("feature_definitions")
     online = latest("online_features", end.isoformat())

@@ -18,7 +18,15 @@ from resources import LakeIOManager, ModelRegistry
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
-LAKE_RECORDS = ("training_set.parquet", "baseline_model.json", "lgbm_model.json", "torch_model.json", "lgbm_onnx.json", "torch_onnx.json")
+LAKE_RECORDS = (
+    "training_set.parquet",
+    "baseline_model.json",
+    "lgbm_model.json",
+    "torch_model.json",
+    "lgbm_onnx.json",
+    "torch_onnx.json",
+    "bgnbd_onnx.json",
+)
 
 
 @dataclass
@@ -147,3 +155,24 @@ def test_a_failed_parity_check_blocks_the_promotion_step(sandbox: Sandbox, monke
     assert dg.AssetKey("champion_model") not in {m.asset_key for m in result.get_asset_materialization_events()}
     torch_version = [v for v in sandbox.registry.versions("torch")][0]
     assert torch_version.parity_passed is False and not torch_version.promotable
+
+
+def test_a_learned_model_the_baselines_beat_is_refused_and_bgnbd_becomes_champion(sandbox: Sandbox) -> None:
+    import json
+
+    from resources import Lake
+
+    lake: Lake = sandbox.resources["lake"]
+    path = Path(lake.root) / "baseline_model.json"
+    baselines = json.loads(path.read_text())
+    # The same run, had BG/NBD scored 0.999 out of time: no learned model beats it.
+    path.write_text(json.dumps({**baselines, "best": "bgnbd", "best_backtest_roc_auc": 0.999}))
+    result = sandbox.run(["champion_model"])
+    assert result.success
+    md = _md(result)
+    assert {sandbox.better, sandbox.worse} <= set(md["refused_candidates"])
+    assert all("does not beat the best baseline bgnbd 0.9990" in why for why in md["refused_candidates"].values())
+    champion = sandbox.registry.champion()
+    assert champion.kind == "bgnbd" and md["champion_is_baseline"] is True and md["decision"] == "promoted"
+    assert champion.version == baselines["model_version"] and champion.promotable
+    assert "bgnbd" in md["backtest_vs_baselines"] and sandbox.better in md["backtest_vs_baselines"]

@@ -236,5 +236,5 @@ def test_matured_scores_are_judged_against_the_scoring_models_test_figures(tmp_p
         md = _matured_performance(today, buyers, config, lake, registry)
         # C1 and C3 bought nothing after the 2025-05-18 cutoff: they churned.
         assert md["matured_roc_auc"] == (0.0 if drifted else 1.0) and md["matured_churn_rate"] == 0.5
-        assert md["scoring_model_test_roc_auc"] == 0.95 and md["performance_drift"] is drifted
+        assert md["scoring_model_backtest_roc_auc"] == 0.95 and md["performance_drift"] is drifted
         assert RetrainPolicy().is_event({"drift_share": 0.0, **md}) is drifted
