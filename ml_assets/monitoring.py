@@ -8,7 +8,8 @@ import polars as pl
 from pydantic import Field
 
 from ml_assets.inference import champion_session
-from ml_assets.lib.drift import compute_drift, sample_rows
+from ml_assets.lib.drift import compute_drift, judged, sample_rows
+from ml_assets.lib.features import WINDOW_DAYS
 from ml_assets.lib.export import onnx_churn_probability
 from ml_assets.lib.frames import split_by_day
 from ml_assets.partitions import daily_partitions, partition_days
@@ -68,14 +69,15 @@ def drift_report(
     dataset-level verdict (plotted across days in the UI) and a link to the full
     evidently HTML report.
 
-    The reference is the population `reference_lag_days` (28) earlier, scored
-    by the same champion: a change in behaviour shows within days and stops
-    counting once the reference has caught up with it, and the slow ageing of a
-    whole-history population (more dormant customers every day) stays below
-    the threshold. Features that move by construction as customers age
-    (recency, age, active span, overdue ratio) are scored but never counted in
-    the drift share. Until the lagged day exists, the champion's own training
-    sample is the reference. Slow decay of quality is caught by matured
+    Compared are the day's active customers (a purchase within the windows)
+    and the active customers `reference_lag_days` (28) earlier, scored by the
+    same champion: a change in behaviour shows within days and stops counting
+    once the reference has caught up with it, while the ageing of a
+    whole-history population (more dormant customers every day) does not
+    count. Features that move by construction as customers and the log age
+    are scored but never counted in the drift share, and no verdict is given
+    while the reference day's windows are still filling. Until the lagged day
+    exists, the champion's own training sample is the reference. Slow decay of quality is caught by matured
     performance, below. Once a day's scores are
     `label_horizon_days` old, their outcomes are known: the metadata then also
     carries ROC-AUC and calibration error of the scores made that earlier day
@@ -95,12 +97,14 @@ def drift_report(
         lagged = (day - dt.timedelta(days=config.reference_lag_days)).isoformat()
         frame, name = training_reference, f"training sample of {champion.version}"
         if lagged in existing:
-            frame, name = lake.read_partitions(CUSTOMER_FEATURES, [lagged], columns=features), f"customers on {lagged}"
-        ref = sample_rows(frame.select(features).to_pandas(), config.max_reference_rows, seed=11)
+            frame, name = lake.read_partitions(CUSTOMER_FEATURES, [lagged], columns=features), f"active customers on {lagged}"
+        ref = sample_rows(_active(frame).select(features).to_pandas(), config.max_reference_rows, seed=11)
         ref["prediction"] = onnx_churn_probability(session, ref[features].to_numpy())
         return ref, name
 
     existing = set(lake.existing_partitions(CUSTOMER_FEATURES))
+    validated = lake.existing_partitions(dg.AssetKey("validated_transactions"))
+    first_day = dt.date.fromisoformat(validated[0]) if validated else None
     columns = [*features, "prediction"]
 
     keys = ["customer_id", "snapshot_date"]
@@ -117,14 +121,16 @@ def drift_report(
         key = day.isoformat()
         if day not in features_by_day or day not in scores_by_day:
             raise dg.Failure(f"drift_report {key}: no scored customers on this day; there is nothing to compare")
-        part = features_by_day[day].join(scores_by_day[day], on=keys, how="inner")
+        part = _active(features_by_day[day].join(scores_by_day[day], on=keys, how="inner"))
         current = sample_rows(
             part.select(*features, pl.col("churn_probability").alias("prediction")).to_pandas(), config.max_current_rows, seed=13
         )
         ref_frame, reference_name = reference_for(day)
-        result = compute_drift(ref_frame, current, columns, config.column_threshold, config.drift_share_threshold)
+        verdict = judged(first_day, day - dt.timedelta(days=config.reference_lag_days), WINDOW_DAYS)
+        result = compute_drift(ref_frame, current, columns, config.column_threshold, config.drift_share_threshold, verdict)
         report = artifacts.put_named("drift_reports", f"{key}.html", result.html)
-        performance = _matured_performance(day, part, config, lake, registry)
+        # Labels need every customer scored that day, not only the active ones.
+        performance = _matured_performance(day, features_by_day[day], config, lake, registry)
         for column in columns:
             score = result.column_scores[column]
             rows.append((day, column, score, score >= config.column_threshold))
@@ -135,6 +141,7 @@ def drift_report(
                 "drifted_columns": dg.MetadataValue.json(result.drifted_columns),
                 "ageing_drifted_columns": dg.MetadataValue.json(result.ageing_drifted),
                 "reference": reference_name,
+                "drift_status": "judged" if verdict else f"warming up: the {WINDOW_DAYS}-day windows of the reference day are not full yet",
                 "n_drifted_columns": len(result.drifted_columns),
                 "prediction_drift_score": float(result.prediction_score or 0.0),
                 "prediction_drift": result.prediction_drift,
@@ -211,3 +218,13 @@ def _matured_performance(day: dt.date, today: pl.DataFrame, config: DriftConfig,
 
 def _file_url(uri: str) -> str:
     return uri if "://" in uri else f"file://{uri}"
+
+
+def _active(frame: pl.DataFrame) -> pl.DataFrame:
+    """Customers with a purchase inside the windows: the population whose behaviour drift is about.
+
+    Dormant customers' features only age; counting them would make the
+    drift of a whole-history population a measure of how many customers
+    have gone quiet, which the churn score itself reports.
+    """
+    return frame.filter(pl.col("recency_days") <= WINDOW_DAYS) if "recency_days" in frame.columns else frame

@@ -167,7 +167,11 @@ def test_a_learned_model_the_baselines_beat_is_refused_and_bgnbd_becomes_champio
     baselines = json.loads(path.read_text())
     # The same run, had BG/NBD scored 0.999 out of time: no learned model beats it.
     path.write_text(json.dumps({**baselines, "best": "bgnbd", "best_backtest_roc_auc": 0.999}))
-    result = sandbox.run(["champion_model"])
+    kept = _md(sandbox.run(["champion_model"]))
+    # The BG/NBD version is the candidate; against the current (learned) champion on the same rows it loses, so that stays.
+    assert kept["decision"] == "kept" and baselines["model_version"] in kept["comparison_on_test_split"]
+    assert sandbox.registry.champion().kind == "lightgbm"
+    result = sandbox.run(["champion_model"], {"min_improvement": -1.0})
     assert result.success
     md = _md(result)
     assert {sandbox.better, sandbox.worse} <= set(md["refused_candidates"])

@@ -9,6 +9,7 @@ would switch to a K-S p-value below 1,000 rows, whose power grows with n.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,10 +18,24 @@ if TYPE_CHECKING:
 
 DRIFT_METHOD = "wasserstein"
 
-# Features that move by construction as a whole-history population ages (every
-# dormant customer's recency and age grow by a day a day): scored and reported,
-# never counted in the drift share.
-AGEING_FEATURES = frozenset({"recency_days", "tenure_days", "active_span_days", "overdue_ratio"})
+# Features that move by construction as customers and the observed history age:
+# recency and age grow by a day a day, and cumulative counts, spend, largest
+# purchase and gap statistics only grow while the log gets longer. Scored and
+# reported, never counted in the drift share.
+AGEING_FEATURES = frozenset(
+    {
+        "recency_days",
+        "tenure_days",
+        "lifetime_tx",
+        "repeat_days",
+        "active_span_days",
+        "lifetime_spend",
+        "max_amount",
+        "mean_gap_days",
+        "gap_std_days",
+        "overdue_ratio",
+    }
+)
 # A drift event whose drifted features were all seen at the last drift-triggered
 # retraining, with a share at most this much higher, is the same cause.
 MATERIAL_SHARE_CHANGE = 0.1
@@ -32,6 +47,8 @@ class DriftResult:
     threshold: float
     drift_share_threshold: float
     html: bytes
+    # False while the windows are still filling (see ``judged``): scores are reported, no verdict is given.
+    judged: bool = True
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -53,7 +70,7 @@ class DriftResult:
 
     @property
     def dataset_drift(self) -> bool:
-        return self.drift_share >= self.drift_share_threshold
+        return self.judged and self.drift_share >= self.drift_share_threshold
 
     @property
     def prediction_score(self) -> float | None:
@@ -62,7 +79,7 @@ class DriftResult:
     @property
     def prediction_drift(self) -> bool:
         score = self.prediction_score
-        return score is not None and score >= self.threshold
+        return self.judged and score is not None and score >= self.threshold
 
 
 def sample_rows(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
@@ -74,12 +91,22 @@ def sample_rows(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     return frame.iloc[np.sort(rng.choice(len(frame), size=max_rows, replace=False))].reset_index(drop=True)
 
 
+def judged(first_history_day: dt.date | None, reference_day: dt.date, window_days: int) -> bool:
+    """Whether a drift verdict means anything: the reference day's windowed features must see a full window of history.
+
+    Before that, every windowed feature grows as the log gets longer (a purchase
+    count over 90 days of which only 40 exist), which is not drift.
+    """
+    return first_history_day is not None and (reference_day - first_history_day).days + 1 >= window_days
+
+
 def compute_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     columns: list[str],
     threshold: float = 0.1,
     drift_share_threshold: float = 0.5,
+    is_judged: bool = True,
 ) -> DriftResult:
     """Per-column drift of ``current`` against ``reference`` plus the HTML report."""
     from evidently import DataDefinition, Dataset, Report
@@ -100,7 +127,7 @@ def compute_drift(
     missing = set(columns) - set(scores)
     if missing:
         raise RuntimeError(f"evidently returned no drift score for {sorted(missing)}")
-    return DriftResult(scores, threshold, drift_share_threshold, snapshot.get_html_str(as_iframe=False).encode())
+    return DriftResult(scores, threshold, drift_share_threshold, snapshot.get_html_str(as_iframe=False).encode(), is_judged)
 
 
 def same_cause(previous_columns: list[str], previous_share: float, columns: list[str], share: float) -> bool:
