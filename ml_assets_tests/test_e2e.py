@@ -178,7 +178,7 @@ def test_drift_is_found_after_the_shift_and_not_before(e2e: PipelineRun) -> None
         assert {"spend_30d", "avg_basket", "mobile_share"} <= set(md["drifted_columns"])
         assert Path(md["report_path"]).read_bytes().lstrip().lower().startswith(b"<")
     # Judged against the same population four weeks earlier (ageing features reported, not counted).
-    assert all(m["reference"].startswith("customers on ") for m in quiet + drifted)
+    assert all(m["reference"].startswith("active customers on ") and m["drift_status"] == "judged" for m in quiet + drifted)
     assert not any(m["prediction_drift"] for m in quiet)
     table = e2e.read("drift_report", list(E2E_DRIFT_DAYS))
     assert table.filter(pl.col("column") == "spend_30d")["drifted"].all()
