@@ -2,7 +2,7 @@
 
 Every stage after ingestion speaks these column names.  A user whose table
 names them differently maps their names onto these with
-``CHURN_COLUMN_MAP`` (see README, "Point it at your own database").
+``CHURN_COLUMN_MAP`` (see docs/own-database.md).
 """
 
 from __future__ import annotations
