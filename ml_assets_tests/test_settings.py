@@ -177,3 +177,33 @@ def test_no_file_means_the_defaults_and_the_demo_never_touches_a_users_source(mo
     monkeypatch.setenv("CHURN_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'mine.sqlite'}")
     assert churn(["demo"]) == 2
     assert not (tmp_path / "mine.sqlite").exists()
+
+
+def test_the_settings_table_of_the_guide_is_the_settings_object() -> None:
+    """docs/data-contract.md lists every setting once, with its environment variable and its default."""
+    import json
+    import re
+    from pathlib import Path
+
+    from ml_assets.settings import ENV, Settings
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "data-contract.md").read_text()
+    rows = {
+        m.group(1): (m.group(2), m.group(3))
+        for m in re.finditer(r"^\| `([a-z_.]+)` \| `(CHURN_[A-Z_]+)`(?: \(JSON\))? \| ([^|]+) \|", guide, re.MULTILINE)
+    }
+    assert {dotted: var for var, dotted in ENV.items()} == {k: v[0] for k, v in rows.items()}
+    defaults = Settings().model_dump(mode="json")
+    for dotted, (_, shown) in rows.items():
+        value = defaults
+        for part in dotted.split("."):
+            value = value[part]
+        shown = shown.strip()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            assert shown.strip("`") and float(shown.strip("`")) == value, (dotted, shown, value)
+        elif isinstance(value, list) and value:
+            assert shown == f"`{json.dumps(value)}`", (dotted, shown, value)
+        elif value is None or value in ({}, []):
+            assert shown in ("none", "all", "`{}`", "`[]`", "the embedded SQLite demo warehouse"), (dotted, shown)
+        else:
+            assert shown == f"`{value}`" or dotted == "source.url", (dotted, shown, value)
