@@ -6,14 +6,12 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from ml_assets.lib.promotion import GATE_METRICS, decide, eligibility
 from ml_assets.lib.training import feature_matrix
 from ml_assets.metadata import markdown_table
 from ml_assets.settings import settings
 from resources import ArtifactStore, ModelRegistry
 from resources.registry import ModelVersion
-
-# Metric name -> True when higher is better.
-GATE_METRICS = {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False}
 
 
 class ChampionConfig(dg.Config):
@@ -93,70 +91,30 @@ def champion_model(
     learned = [registry.get(r["model_version"]) for r in (lgbm_onnx, torch_onnx)]
     fallback = registry.get(bgnbd_onnx["model_version"])
     candidates = [*learned, fallback]
-    refused = {c.version: "no passed ONNX parity check" for c in candidates if not c.promotable}
-    refused.update(
-        (c.version, why) for c in learned if c.version not in refused and (why := baseline_refusal(c.metrics, baseline_model, config.baseline_margin))
-    )
-    eligible = [c for c in learned if c.version not in refused]
-    if not eligible and fallback.version not in refused:
-        # No learned model beats the classical baselines: the BG/NBD model itself is the candidate.
-        eligible = [fallback]
+    gate = eligibility(learned, fallback, baseline_model, config.baseline_margin)
+    refused = gate.refused
     current = registry.champion()
+    if not gate.eligible and current is None:
+        raise dg.Failure(
+            f"champion_model: no champion yet and no candidate may become one: {refused}. Scoring needs a champion that beats "
+            "the baselines out of time: give the models more history (more labelled snapshots), or lower baseline_margin "
+            "knowingly (settings file or CHURN_BASELINE_MARGIN)."
+        )
     evaluated: dict[str, dict[str, float]] = {}
-    for model in [*eligible, *([current] if current and current.version not in {c.version for c in eligible} else [])]:
+    for model in [*gate.eligible, *([current] if current and current.version not in {c.version for c in gate.eligible} else [])]:
         if tuple(model.features) != features:
             raise dg.Failure(
                 f"champion_model: {model.version} was trained on features {model.features}, the candidates on {list(features)}; "
                 "they cannot be compared on the same rows. Roll back explicitly (rollback_to) if that is intended."
             )
         evaluated[model.version] = classification_metrics(y, _score(model, x, artifacts))
-
-    higher = GATE_METRICS[config.metric]
-
-    def better(a: float, b: float, margin: float) -> bool:
-        return a >= b + margin if higher else a <= b - margin
-
-    previous = current.version if current else None
-    if not eligible and current is None:
-        raise dg.Failure(
-            f"champion_model: no champion yet and no candidate may become one: {refused}. Scoring needs a champion that beats "
-            "the baselines out of time: give the models more history (more labelled snapshots), or lower baseline_margin "
-            "knowingly (settings file or CHURN_BASELINE_MARGIN)."
-        )
-    if not eligible:
-        decision, winner = "kept", previous
-        reason = f"no candidate is eligible ({refused}); the champion stays {previous}"
-        registry.keep(previous, reason=reason, run_id=context.run.run_id)
+    verdict = decide(gate.eligible, current, evaluated, config.metric, config.min_improvement)
+    decision, winner, previous = verdict.action, verdict.winner, (current.version if current else None)
+    reason = verdict.reason if gate.eligible else f"no candidate is eligible ({refused}); the champion stays {previous}"
+    if decision == "promoted":
+        registry.promote(winner, actor="pipeline", reason=reason, run_id=context.run.run_id)
     else:
-        # Among this run's candidates the out-of-time figure decides (same cutoffs for all); against the current
-        # champion, whose backtest ran on older cutoffs, only a comparison on the same rows is fair: the test split.
-        best = max(eligible, key=lambda c: _headline(c, evaluated[c.version], config.metric) * (1 if higher else -1))
-        best_value = evaluated[best.version][config.metric]
-        if current is None:
-            decision, winner = "promoted", best.version
-            reason = (
-                f"first champion: {best.version} has the best backtest {config.metric} "
-                f"{_headline(best, evaluated[best.version], config.metric):.4f} of {len(eligible)} eligible candidates"
-            )
-        elif current.version == best.version:
-            decision, winner = "kept", previous
-            reason = f"{best.version} is the best candidate and already the champion"
-        elif better(best_value, evaluated[current.version][config.metric], config.min_improvement):
-            decision, winner = "promoted", best.version
-            reason = (
-                f"{best.version} test {config.metric} {best_value:.4f} beats champion {current.version} "
-                f"{evaluated[current.version][config.metric]:.4f} by at least {config.min_improvement}"
-            )
-        else:
-            decision, winner = "kept", previous
-            reason = (
-                f"best candidate {best.version} test {config.metric} {best_value:.4f} does not beat champion {current.version} "
-                f"{evaluated[current.version][config.metric]:.4f} by {config.min_improvement}; the champion stays"
-            )
-        if decision == "promoted":
-            registry.promote(best.version, actor="pipeline", reason=reason, run_id=context.run.run_id)
-        else:
-            registry.keep(previous, reason=reason, run_id=context.run.run_id, candidate=best.version)
+        registry.keep(previous, reason=reason, run_id=context.run.run_id, candidate=verdict.candidate)
     context.log.info(f"champion_model: {decision}: {reason}")
     champion = registry.champion()
     if champion is None or champion.version != winner:
@@ -180,26 +138,8 @@ def champion_model(
     return _output(context, champion, decision, reason, previous, registry, evaluated, comparison=rows, refused=refused, backtest=backtest)
 
 
-def _headline(model: ModelVersion, on_test: dict[str, float], metric: str) -> float:
-    value = model.metrics.get(f"backtest_{metric}")
-    return float(value) if value is not None else on_test[metric]
-
-
 def _round(value: Any) -> float | None:
     return None if value is None else round(float(value), 5)
-
-
-def baseline_refusal(metrics: dict[str, Any], baselines: dict[str, Any], margin: float) -> str | None:
-    """Why a candidate may not be promoted against the baselines, or None when it beats the best one by ``margin`` out of time."""
-    import math
-
-    best, best_auc = baselines.get("best"), baselines.get("best_backtest_roc_auc")
-    auc = metrics.get("backtest_roc_auc")
-    if best is None or best_auc is None or auc is None or not math.isfinite(float(auc)):
-        return "no out-of-time backtest (no cutoff with matured labels): it cannot be compared with the baselines"
-    if float(auc) < float(best_auc) + margin:
-        return f"backtest ROC-AUC {float(auc):.4f} does not beat the best baseline {best} {float(best_auc):.4f} by {margin}"
-    return None
 
 
 def _rollback(
