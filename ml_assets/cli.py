@@ -16,7 +16,6 @@ import datetime as dt
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 # Defaults shared by the demo, the README and the tests: one year of history,
@@ -79,11 +78,9 @@ def _generate_retail(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import dagster as dg
 
     from ml_assets.settings import Source, settings
 
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     # The demo replaces the embedded warehouse's table: never a user's source.
     if settings().source != Source() or os.environ.get("CHURN_WAREHOUSE_URL") or settings().partitions_start > DEMO_START:
         print(
@@ -142,7 +139,6 @@ def run_pipeline(start: dt.date, end: dt.date, score_from: dt.date, log_level: s
     )
     from resources import data_dir
 
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     instance = dg.DagsterInstance.get()
     train_until = {"ops": {"training_set": {"config": {"latest_snapshot": (score_from - dt.timedelta(days=1)).isoformat()}}}}
     stages = [

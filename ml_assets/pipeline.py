@@ -11,7 +11,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+# Dagster's own run tags for a single-run backfill's range and for a sensor's request, as a daemon
+# writes them (their constants live in a private module, so the values are spelled out here).
+ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+RUN_KEY_TAG = "dagster/run_key"
+SENSOR_NAME_TAG = "dagster/sensor_name"
 
 INGEST_TO_FEATURES = ("raw_transactions", "validated_transactions", "quarantined_transactions", "customer_features")
 TRAINING = ("feature_definitions", "training_set", "baseline_model", "lgbm_model", "torch_model", "lgbm_onnx", "torch_onnx", "bgnbd_onnx", "champion_model")
@@ -88,8 +94,6 @@ def run_drift_sensor_once(
     The run carries the request's tags plus the run key and sensor name, as a
     daemon-launched run would, so the sensor's in-flight and cooldown checks see it.
     """
-    from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
-
     from resources import build_resources
     from sensors.drift import drift_retraining_sensor
 

@@ -142,3 +142,23 @@ def test_the_local_instance_monitors_runs_and_both_jobs_have_a_max_runtime(tmp_p
     for name in ("daily_pipeline_job", "training_job"):
         runtime = defs.resolve_job_def(name).tags.get("dagster/max_runtime")
         assert runtime and 3600 <= int(runtime) <= 12 * 3600, (name, runtime)
+
+
+def test_the_run_tags_the_pipeline_spells_out_are_dagsters_own() -> None:
+    """pipeline.py writes Dagster's backfill-range and sensor tags without importing its private module; they must stay equal."""
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, RUN_KEY_TAG, SENSOR_NAME_TAG
+
+    from ml_assets import pipeline
+
+    assert (pipeline.ASSET_PARTITION_RANGE_START_TAG, pipeline.ASSET_PARTITION_RANGE_END_TAG) == (ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG)
+    assert (pipeline.RUN_KEY_TAG, pipeline.SENSOR_NAME_TAG) == (RUN_KEY_TAG, SENSOR_NAME_TAG)
+
+
+def test_no_private_dagster_import_in_production_code() -> None:
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    private = re.compile(r"^\s*(from|import) dagster\._", re.MULTILINE)
+    found = [str(p.relative_to(repo)) for d in ("ml_assets", "resources", "sensors") for p in (repo / d).rglob("*.py") if private.search(p.read_text())]
+    assert found == []
