@@ -179,49 +179,30 @@ def _parity_check(
     )
 
 
-@dg.asset_check(
-    asset=lgbm_onnx,
-    blocking=True,
-    additional_ins={"training_set": dg.AssetIn("training_set")},
-    description="onnxruntime reproduces native LightGBM on the fixed golden set, every held-out row and every split threshold.",
+def parity_check_for(asset: dg.AssetsDefinition, description: str) -> dg.AssetChecksDefinition:
+    """The blocking parity check of one exported model: `<asset>_parity`, the same for every kind."""
+
+    @dg.asset_check(
+        asset=asset,
+        name=f"{asset.key.path[-1]}_parity",
+        blocking=True,
+        additional_ins={"training_set": dg.AssetIn("training_set")},
+        description=description,
+    )
+    def check(
+        context: dg.AssetCheckExecutionContext,
+        record: dict[str, Any],
+        training_set: pl.DataFrame,
+        artifacts: ArtifactStore,
+        registry: ModelRegistry,
+    ) -> dg.AssetCheckResult:
+        return _parity_check(context, record, training_set, artifacts, registry)
+
+    return check
+
+
+lgbm_onnx_parity = parity_check_for(
+    lgbm_onnx, "onnxruntime reproduces native LightGBM on the fixed golden set, every held-out row and every split threshold."
 )
-def lgbm_onnx_parity(
-    context: dg.AssetCheckExecutionContext,
-    lgbm_onnx: dict[str, Any],
-    training_set: pl.DataFrame,
-    artifacts: ArtifactStore,
-    registry: ModelRegistry,
-) -> dg.AssetCheckResult:
-    return _parity_check(context, lgbm_onnx, training_set, artifacts, registry)
-
-
-@dg.asset_check(
-    asset=torch_onnx,
-    blocking=True,
-    additional_ins={"training_set": dg.AssetIn("training_set")},
-    description="onnxruntime reproduces the native PyTorch network on the fixed golden set and every held-out row.",
-)
-def torch_onnx_parity(
-    context: dg.AssetCheckExecutionContext,
-    torch_onnx: dict[str, Any],
-    training_set: pl.DataFrame,
-    artifacts: ArtifactStore,
-    registry: ModelRegistry,
-) -> dg.AssetCheckResult:
-    return _parity_check(context, torch_onnx, training_set, artifacts, registry)
-
-
-@dg.asset_check(
-    asset=bgnbd_onnx,
-    blocking=True,
-    additional_ins={"training_set": dg.AssetIn("training_set")},
-    description="onnxruntime reproduces the BG/NBD formula on the fixed golden set and every held-out row.",
-)
-def bgnbd_onnx_parity(
-    context: dg.AssetCheckExecutionContext,
-    bgnbd_onnx: dict[str, Any],
-    training_set: pl.DataFrame,
-    artifacts: ArtifactStore,
-    registry: ModelRegistry,
-) -> dg.AssetCheckResult:
-    return _parity_check(context, bgnbd_onnx, training_set, artifacts, registry)
+torch_onnx_parity = parity_check_for(torch_onnx, "onnxruntime reproduces the native PyTorch network on the fixed golden set and every held-out row.")
+bgnbd_onnx_parity = parity_check_for(bgnbd_onnx, "onnxruntime reproduces the BG/NBD formula on the fixed golden set and every held-out row.")
