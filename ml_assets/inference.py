@@ -1,17 +1,16 @@
 """Inference: daily churn scores for every active customer."""
 
-from typing import Any
 
 import dagster as dg
 import polars as pl
 
-from ml_assets.lib.export import onnx_session, score_frame
+from ml_assets.lib.export import score_frame
 from ml_assets.lib.frames import split_by_day
 from ml_assets.metadata import frame_metadata
+from ml_assets.models import champion_session
 from ml_assets.partitions import daily_partitions, partition_days
 from ml_assets.settings import settings
 from resources import ArtifactStore, FeatureStoreResource, ModelRegistry
-from resources.registry import ModelVersion
 
 PREDICTION_DESCRIPTIONS = {
     "customer_id": "Customer identifier.",
@@ -86,11 +85,3 @@ def batch_predictions(
             partition_key=day.isoformat(),
         )
     return frame
-
-
-def champion_session(registry: ModelRegistry, artifacts: ArtifactStore, who: str) -> tuple[ModelVersion, Any]:
-    """The current champion and an onnxruntime session over its verified ONNX artifact."""
-    champion = registry.champion()
-    if champion is None:
-        raise dg.Failure(f"{who}: the model registry has no champion yet; materialize training_job (it ends with champion_model) first")
-    return champion, onnx_session(artifacts.get(champion.onnx_uri or "", champion.onnx_sha256 or ""))

@@ -7,11 +7,11 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from ml_assets.inference import champion_session
 from ml_assets.lib.drift import compute_drift, judged, sample_rows
 from ml_assets.lib.export import onnx_churn_probability
 from ml_assets.lib.features import WINDOW_DAYS
 from ml_assets.lib.frames import split_by_day
+from ml_assets.models import champion_session
 from ml_assets.partitions import daily_partitions, partition_days
 from ml_assets.settings import settings
 from resources import ArtifactStore, Lake, ModelRegistry

@@ -9,6 +9,7 @@ from pydantic import Field
 from ml_assets.lib.promotion import GATE_METRICS, decide, eligibility
 from ml_assets.lib.training import feature_matrix
 from ml_assets.metadata import markdown_table
+from ml_assets.models import load_onnx
 from ml_assets.settings import settings
 from resources import ArtifactStore, ModelRegistry
 from resources.registry import ModelVersion
@@ -38,10 +39,9 @@ class ChampionConfig(dg.Config):
 
 
 def _score(version: ModelVersion, x: Any, artifacts: ArtifactStore) -> Any:
-    from ml_assets.lib.export import onnx_churn_probability, onnx_session
+    from ml_assets.lib.export import onnx_churn_probability
 
-    # Verified against the registered sha256 before onnxruntime parses a byte.
-    return onnx_churn_probability(onnx_session(artifacts.get(version.onnx_uri, version.onnx_sha256)), x)
+    return onnx_churn_probability(load_onnx(version, artifacts), x)
 
 
 @dg.asset(

@@ -70,15 +70,14 @@ class ChampionHolder:
         self._load_lock = threading.Lock()
 
     def refresh(self) -> LoadedModel | None:
-        from ml_assets.lib.export import onnx_session
+        from ml_assets.models import load_onnx
 
         with self._load_lock:
             champion = self.registry.champion()
             if champion is None or (self.current is not None and self.current.version == champion.version):
                 return self.current
             # Verified before a byte is parsed: a tampered or partial artifact raises and the old model stays.
-            data = self.artifacts.get(champion.onnx_uri or "", champion.onnx_sha256 or "")
-            loaded = LoadedModel(champion.version, champion.kind, tuple(champion.features), onnx_session(data), time.time())
+            loaded = LoadedModel(champion.version, champion.kind, tuple(champion.features), load_onnx(champion, self.artifacts), time.time())
             previous, self.current = self.current, loaded
             log.info("champion loaded: %s (%s), replacing %s", loaded.version, loaded.kind, previous.version if previous else "none")
             return loaded
