@@ -182,23 +182,14 @@ def _parity_check(
 def parity_check_for(asset: dg.AssetsDefinition, description: str) -> dg.AssetChecksDefinition:
     """The blocking parity check of one exported model: `<asset>_parity`, the same for every kind."""
 
-    @dg.asset_check(
+    # `record` is the checked asset's own value (the one parameter not in additional_ins).
+    return dg.asset_check(
         asset=asset,
         name=f"{asset.key.path[-1]}_parity",
         blocking=True,
         additional_ins={"training_set": dg.AssetIn("training_set")},
         description=description,
-    )
-    def check(
-        context: dg.AssetCheckExecutionContext,
-        record: dict[str, Any],
-        training_set: pl.DataFrame,
-        artifacts: ArtifactStore,
-        registry: ModelRegistry,
-    ) -> dg.AssetCheckResult:
-        return _parity_check(context, record, training_set, artifacts, registry)
-
-    return check
+    )(_parity_check)
 
 
 lgbm_onnx_parity = parity_check_for(
