@@ -12,8 +12,6 @@ run, or after a gap) and is what the folded state is tested against.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import polars as pl
 
 # Columns of a state without the per-channel counts (``ch_<i>``, one per channel value).
@@ -117,9 +115,3 @@ def fold_day(state: pl.DataFrame, day_transactions: pl.DataFrame, channels: tupl
     if day_transactions.is_empty():
         return state
     return merge_states(state, state_from_history(day_transactions, channels))
-
-
-def newest_day(state: pl.DataFrame) -> dt.date | None:
-    """The newest purchase day the state holds (None when empty)."""
-    last = state["last_ts"].max() if state.height else None
-    return last.date() if last is not None else None
