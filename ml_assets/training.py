@@ -239,9 +239,15 @@ def backtest_folds(training_set: pl.DataFrame) -> list[Any]:
     from ml_assets.lib.backtest import plan_backtest
 
     s = settings()
-    days = training_set.select("snapshot_date", "label_date").unique()
-    horizon = int((days["label_date"] - days["snapshot_date"]).dt.total_days().max()) if days.height else 0
-    return plan_backtest(days["snapshot_date"].to_list(), horizon, s.backtest_cutoffs, s.backtest_every_days)
+    days = training_set["snapshot_date"].unique().to_list()
+    return plan_backtest(days, label_horizon(training_set), s.backtest_cutoffs, s.backtest_every_days)
+
+
+def label_horizon(training_set: pl.DataFrame) -> int:
+    """The label horizon a training set was built with: the days from a snapshot to the day its label became known."""
+    if training_set.is_empty():
+        return 0
+    return int((training_set["label_date"] - training_set["snapshot_date"]).dt.total_days().max())
 
 
 def _backtest(name: str, training_set: pl.DataFrame, scorer: Any) -> tuple[dict[str, float], dict[str, Any]]:
@@ -500,7 +506,7 @@ def baseline_model(
     from ml_assets.lib.baselines import bgnbd_inputs, fit_bgnbd
 
     folds = backtest_folds(training_set)
-    horizon = int((training_set["label_date"] - training_set["snapshot_date"]).dt.total_days().max())
+    horizon = label_horizon(training_set)
     results = [run_backtest(name, training_set, folds, scorer) for name, scorer in baseline_scorers(horizon).items()]
     scored = [r for r in results if r.folds]
     best = max(scored, key=lambda r: r.roc_auc) if scored else None
