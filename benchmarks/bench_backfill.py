@@ -37,10 +37,10 @@ CHILD = """
     if mode == "per_day":
         for day in args:
             d = dt.date.fromisoformat(day)
-            assert materialize_range([*INGEST_TO_FEATURES, *SCORING], d, d, instance, build_resources(), log_level="ERROR").success
+            assert materialize_range(INGEST_TO_FEATURES | SCORING, d, d, instance, build_resources(), log_level="ERROR").success
     else:
         first, last = (dt.date.fromisoformat(x) for x in args)
-        assert materialize_range([*INGEST_TO_FEATURES, *SCORING], first, last, instance, build_resources(), log_level="ERROR").success
+        assert materialize_range(INGEST_TO_FEATURES | SCORING, first, last, instance, build_resources(), log_level="ERROR").success
     work = time.perf_counter() - t1
     peak_mb = peak_rss_mb()
     print(json.dumps({"imports_s": imports, "work_s": work, "peak_mb": peak_mb}))
@@ -86,7 +86,9 @@ def _measure(days: int, baseline_days: int, customers: int, start: dt.date, repe
         raise RuntimeError("setup: ingest failed")
     config = training_run_config(before - dt.timedelta(days=1))
     history = min(60, (before - start).days // 3)
-    config["ops"]["training_set"]["config"].update({"min_history_days": history, "horizon_days": min(30, history), "snapshot_every_days": 3})
+    config["ops"]["training_set"]["config"].update(
+        {"min_history_days": history, "horizon_days": min(30, history), "snapshot_every_days": 3}
+    )
     for model in ("lgbm_model", "torch_model"):
         config["ops"][model] = {"config": {"min_roc_auc": 0.5}}
     if not materialize_unpartitioned(TRAINING, instance, config, log_level="ERROR").success:

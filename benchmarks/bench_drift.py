@@ -76,7 +76,9 @@ def sampling_spread(rows: int, seeds: int) -> dict[str, float]:
             for c in cols:
                 worst = max(worst, abs(wasserstein_distance(r[c], k[c]) / r[c].std() - full[c]))
         out["drifted" if drifted else "undrifted"] = worst
-        out[("drifted" if drifted else "undrifted") + "_min_full_score_of_drifted"] = min(full[c] for c in cols[:DRIFTED_COLUMNS]) if drifted else max(full.values())
+        out[("drifted" if drifted else "undrifted") + "_min_full_score_of_drifted"] = (
+            min(full[c] for c in cols[:DRIFTED_COLUMNS]) if drifted else max(full.values())
+        )
     return out
 
 
@@ -97,7 +99,11 @@ def main(argv: list[str] | None = None) -> str:
         for sample in (5_000, 20_000, 0):
             r = run_python(_CHILD.format(repo=repo, rows=rows, drifted=drifted, sample=sample))
             results[sample] = r
-            method = {5_000: "sampled 5,000 + 5,000 (drift_report's default)", 20_000: "sampled 20,000 + 20,000", 0: "unsampled evidently, all rows"}[sample]
+            method = {
+                5_000: "sampled 5,000 + 5,000 (drift_report's default)",
+                20_000: "sampled 20,000 + 20,000",
+                0: "unsampled evidently, all rows",
+            }[sample]
             lines.append(
                 f"| {'drifted' if drifted else 'undrifted'} | {method} | {r['s']:.1f} | {r['peak_mb']:.0f} | {r['drift']} | {len(r['drifted'])} |"
             )

@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> str:
     customers = 5_000 if args.quick else args.customers
     n = 2 if args.quick else 3
     # A steady-state population: every day has about the same number of purchases.
-    tx = generate_transactions(GeneratorConfig(start=DAY - dt.timedelta(days=3 * 365 - 1), end=DAY, customers=customers, mean_daily_rate=0.05))
+    tx = generate_transactions(
+        GeneratorConfig(start=DAY - dt.timedelta(days=3 * 365 - 1), end=DAY, customers=customers, mean_daily_rate=0.05)
+    )
     channels = ("web", "mobile", "store")
     rows, timings = [], {}
     for years in (1, 3):
@@ -50,7 +52,9 @@ def main(argv: list[str] | None = None) -> str:
         "Features for one day (target: the daily run grows no faster than the customers in the state; rebuilding grows with history)",
         [d1.row(), d3.row(d1), r1.row(d1), r3.row(d1)],
     )
-    out += "\n\n" + "\n".join(f"{y} y of history: {h:,} transactions, {d:,} on the day, {c:,} customers in the state" for y, h, d, c in rows)
+    out += "\n\n" + "\n".join(
+        f"{y} y of history: {h:,} transactions, {d:,} on the day, {c:,} customers in the state" for y, h, d, c in rows
+    )
     out += f"\ndaily run 3 y / 1 y: {d3.median / d1.median:.2f}x (customers {rows[1][3] / rows[0][3]:.2f}x); rebuild 3 y / 1 y: {r3.median / r1.median:.2f}x"
     print(out)
     return out

@@ -86,7 +86,9 @@ def _setup(root: Path, customers: int) -> list[str]:
     import lightgbm as lgb
 
     y = (x[:, 0] + 0.3 * rng.random(customers) > 0.6).astype(int)
-    booster = lgb.train({"objective": "binary", "num_leaves": 31, "verbose": -1}, lgb.Dataset(x, y, feature_name=list(FEATURE_COLUMNS)), 300)
+    booster = lgb.train(
+        {"objective": "binary", "num_leaves": 31, "verbose": -1}, lgb.Dataset(x, y, feature_name=list(FEATURE_COLUMNS)), 300
+    )
     onnx_bytes = lgbm_to_onnx(booster.model_to_string(), len(FEATURE_COLUMNS))
     artifacts = ArtifactStore(root=str(root / "artifacts"))
     native = artifacts.put("models/lgbm", booster.model_to_string().encode(), ".txt")
@@ -196,7 +198,19 @@ def main(argv: list[str] | None = None) -> str:
             store.materialize(at - dt.timedelta(hours=12), at + dt.timedelta(hours=12))
             port = _free_port()
             server = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", "ml_assets.service.app:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "ml_assets.service.app:create_app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                ],
                 env={**env, "PYTHONWARNINGS": "ignore"},
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -221,8 +235,13 @@ def main(argv: list[str] | None = None) -> str:
                     one, four = (
                         json.loads(
                             subprocess.run(
-                                [sys.executable, "-c", CLIENT, url, mode, str(count), sample, str(conns)], capture_output=True, text=True, check=True
-                            ).stdout.strip().splitlines()[-1]
+                                [sys.executable, "-c", CLIENT, url, mode, str(count), sample, str(conns)],
+                                capture_output=True,
+                                text=True,
+                                check=True,
+                            )
+                            .stdout.strip()
+                            .splitlines()[-1]
                         )
                         for conns in (1, 4)
                     )

@@ -68,7 +68,17 @@ def _asset(training_set_path: Path, device: str, batch_size: int) -> tuple[float
         )
         seconds = time.perf_counter() - t0
         meta = result.asset_materializations_for_node("torch_model")[0].metadata
-        wanted = ("device", "device_name", "torch_version", "best_epoch", "epochs_run", "train_seconds", "roc_auc", "train_rows", "model_version")
+        wanted = (
+            "device",
+            "device_name",
+            "torch_version",
+            "best_epoch",
+            "epochs_run",
+            "train_seconds",
+            "roc_auc",
+            "train_rows",
+            "model_version",
+        )
         return seconds, {k: getattr(v, "value", v) for k, v in meta.items() if k in wanted}
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -88,7 +98,13 @@ def main(argv: list[str] | None = None) -> str:
 
     # The asset pins torch to 2 threads (the steps share 2 cores); the direct baseline does the same.
     torch.set_num_threads(2)
-    devices = ["cpu", "cuda"] if args.devices == "auto" and torch.cuda.is_available() else ["cpu"] if args.devices == "auto" else args.devices.split(",")
+    devices = (
+        ["cpu", "cuda"]
+        if args.devices == "auto" and torch.cuda.is_available()
+        else ["cpu"]
+        if args.devices == "auto"
+        else args.devices.split(",")
+    )
     if "cuda" in devices:
         print(f"CUDA device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     rows, notes = [], []

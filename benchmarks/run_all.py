@@ -26,7 +26,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     flags = ["--quick"] if args.quick else []
     print(f"machine: {machine()}")
-    for bench in (bench_load, bench_steps, bench_scoring, bench_features, bench_quality, bench_drift, bench_feast, bench_service, bench_backfill, bench_pipeline):
+    for bench in (
+        bench_load,
+        bench_steps,
+        bench_scoring,
+        bench_features,
+        bench_quality,
+        bench_drift,
+        bench_feast,
+        bench_service,
+        bench_backfill,
+        bench_pipeline,
+    ):
         bench.main(flags)
     return 0
 

@@ -2,12 +2,10 @@
 
 The pipeline registers the same objects itself (asset `feature_definitions`);
 this file only lets the CLI build them from the same code. The lake root comes
-from the environment exactly as the code location reads it.
+from the settings exactly as the code location reads it.
 """
 
-import os
-
 from ml_assets.lib.feature_store import definitions
-from resources import data_dir
+from ml_assets.settings import settings
 
-customer, customer_features_lake, customer_features, churn_model = definitions(os.environ.get("CHURN_LAKE_ROOT", str(data_dir() / "lake")))
+customer, customer_features_lake, customer_features, churn_model = definitions(settings().deployment.lake)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,56 +32,83 @@ def _date(value: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date in YYYY-MM-DD form") from exc
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from ml_assets.lib.datagen import GeneratorConfig, customers_for_transactions, generate_transactions, inject_bad_rows
+def seed_warehouse(
+    start: dt.date,
+    end: dt.date,
+    customers: int,
+    seed: int = 7,
+    drift_date: dt.date | None = None,
+    bad_rows: int = 0,
+    url: str | None = None,
+    replace: bool = False,
+) -> str:
+    """Write generated transactions of the default profile into the configured warehouse (or `url`); returns what it did."""
+    from ml_assets.lib.datagen import GeneratorConfig, generate_transactions, inject_bad_rows
     from resources import build_warehouse
 
-    if args.profile == "retail":
-        return _generate_retail(args)
-    customers = args.customers or customers_for_transactions(args.transactions, args.start, args.end, args.drift_date)
-    cfg = GeneratorConfig(start=args.start, end=args.end, customers=customers, seed=args.seed, drift_date=args.drift_date)
+    cfg = GeneratorConfig(start=start, end=end, customers=customers, seed=seed, drift_date=drift_date)
     t0 = time.perf_counter()
-    frame = inject_bad_rows(generate_transactions(cfg), args.bad_rows, seed=args.seed)
+    frame = inject_bad_rows(generate_transactions(cfg), bad_rows, seed=seed)
     t1 = time.perf_counter()
     warehouse = build_warehouse()
-    if args.url:
-        warehouse = warehouse.model_copy(update={"url": args.url})
-    warehouse.create_table(replace=args.replace)
+    if url:
+        warehouse = warehouse.model_copy(update={"url": url})
+    warehouse.create_table(replace=replace)
     written = warehouse.append(frame)
     t2 = time.perf_counter()
-    print(
+    return (
         f"generated {frame.height:,} transactions of {frame['customer_id'].n_unique():,} customers "
-        f"({args.start}..{args.end}, drift from {args.drift_date or 'never'}, {args.bad_rows} with a planted defect) in {t1 - t0:.1f}s; "
+        f"({start}..{end}, drift from {drift_date or 'never'}, {bad_rows} with a planted defect) in {t1 - t0:.1f}s; "
         f"wrote {written:,} rows to table {warehouse.table!r} in {t2 - t1:.1f}s"
     )
-    return 0
 
 
-def _generate_retail(args: argparse.Namespace) -> int:
+def seed_retail(
+    start: dt.date,
+    end: dt.date,
+    customers: int,
+    seed: int = 7,
+    drift_date: dt.date | None = None,
+    url: str | None = None,
+    table: str = "purchases",
+    replace: bool = False,
+) -> str:
+    """Write a plain purchase log (the retail profile) into `table` of the configured warehouse (or `url`)."""
     from ml_assets.lib.datagen import RetailConfig, generate_retail
     from resources import build_warehouse
     from resources.warehouse import write_frame
 
-    cfg = RetailConfig(start=args.start, end=args.end, customers=args.customers or 3_000, seed=args.seed, drift_date=args.drift_date)
-    frame = generate_retail(cfg)
-    url = args.url or build_warehouse().url
-    table = args.table or "purchases"
-    written = write_frame(url, table, frame, replace=args.replace)
+    frame = generate_retail(RetailConfig(start=start, end=end, customers=customers, seed=seed, drift_date=drift_date))
+    written = write_frame(url or build_warehouse().url, table, frame, replace=replace)
     buyers = frame.group_by("customer_no").len()
-    print(
-        f"generated a plain purchase log: {written:,} purchases of {buyers.height:,} customers ({args.start}..{args.end}, "
+    return (
+        f"generated a plain purchase log: {written:,} purchases of {buyers.height:,} customers ({start}..{end}, "
         f"{(buyers['len'] == 1).mean():.0%} bought once) into table {table!r}; columns {frame.columns}. "
         f"Next: churn init --url URL --table {table}"
     )
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from ml_assets.lib.datagen import customers_for_transactions
+
+    if args.profile == "retail":
+        print(
+            seed_retail(
+                args.start, args.end, args.customers or 3_000, args.seed, args.drift_date, args.url, args.table or "purchases", args.replace
+            )
+        )
+        return 0
+    customers = args.customers or customers_for_transactions(args.transactions, args.start, args.end, args.drift_date)
+    print(seed_warehouse(args.start, args.end, customers, args.seed, args.drift_date, args.bad_rows, args.url, args.replace))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from ml_assets.settings import Source, load_settings
 
-    from ml_assets.settings import Source, settings
-
+    loaded = load_settings()
     # The demo replaces the embedded warehouse's table: never a user's source.
-    if settings().source != Source() or os.environ.get("CHURN_WAREHOUSE_URL") or settings().partitions_start > DEMO_START:
+    if loaded.source != Source() or "CHURN_WAREHOUSE_URL" in loaded.environment or loaded.partitions_start > DEMO_START:
         print(
             "churn demo seeds and replaces the embedded demo warehouse, but the settings point at another source or calendar "
             "(churn.yaml, CHURN_SETTINGS_FILE or CHURN_WAREHOUSE_URL). Run it without them, e.g. CHURN_SETTINGS_FILE=none "
@@ -90,22 +116,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    gen = argparse.Namespace(
-        start=DEMO_START,
-        end=DEMO_END,
-        customers=args.customers,
-        transactions=0,
-        seed=7,
-        drift_date=DEMO_DRIFT,
-        url=None,
-        replace=True,
-        # A few defective rows, so the quarantine has something to show.
-        bad_rows=70,
-        profile="default",
-        table=None,
-    )
     print("== 1/5 seeding the embedded warehouse")
-    cmd_generate(gen)
+    # A few defective rows, so the quarantine has something to show.
+    print(
+        seed_warehouse(
+            DEMO_START,
+            DEMO_END,
+            args.customers or loaded.deployment.demo_customers,
+            seed=7,
+            drift_date=DEMO_DRIFT,
+            bad_rows=70,
+            replace=True,
+        )
+    )
     return run_pipeline(DEMO_START, DEMO_END, DEMO_SCORE_FROM, args.log_level, drift_note=f"behaviour shift injected {DEMO_DRIFT}")
 
 
@@ -212,11 +235,14 @@ def summarize(  # noqa: ANN201
     from ml_assets.settings import load_settings
     from resources import default_warehouse_url
 
-    configured = load_settings().source
+    loaded = load_settings()
     where = (
         "CHURN_WAREHOUSE_URL (from the environment)"
-        if os.environ.get("CHURN_WAREHOUSE_URL")
-        else sa.make_url(configured.url or default_warehouse_url()).render_as_string(hide_password=True)
+        if "CHURN_WAREHOUSE_URL" in loaded.environment
+        else sa.make_url(loaded.source.url or default_warehouse_url(loaded)).render_as_string(hide_password=True)
+    )
+    registry = (
+        "CHURN_REGISTRY_URL (from the environment)" if loaded.deployment.registry_url else loaded.deployment.data_path / "registry.sqlite"
     )
     lines = ["Summary", "-------"]
     for key in ("raw_transactions", "validated_transactions", "quarantined_transactions"):
@@ -266,9 +292,7 @@ def summarize(  # noqa: ANN201
         )
     champion = latest("champion_model")
     lines.append(f"{'champion_model':28s} {champion['champion_version'].value}: {champion['decision'].value}, {champion['reason'].value}")
-    lines.append(
-        f"{'batch_predictions':28s} {total_rows('batch_predictions', score_from, end):>10,} scores ({score_from}..{end})"
-    )
+    lines.append(f"{'batch_predictions':28s} {total_rows('batch_predictions', score_from, end):>10,} scores ({score_from}..{end})")
     drift_days = []
     day = score_from
     while day <= end:
@@ -285,11 +309,12 @@ def summarize(  # noqa: ANN201
         lines.append(f"{'closed loop':28s} {loop}")
     lines += [
         "",
-        f"lake:      {data_root / 'lake'}",
-        f"artifacts: {data_root / 'artifacts'} (models, ONNX, drift_reports/*.html)",
-        f"registry:  {data_root / 'registry.sqlite'} (model versions, champion, promotion and rollback history)",
-        f"source:    table {configured.table!r} in {where}",
-        f"feast:     {data_root / 'feast'} (registry, SQLite online store); CLI: .venv/bin/feast -c feature_repo feature-views list",
+        f"lake:      {loaded.deployment.lake}",
+        f"artifacts: {loaded.deployment.artifacts} (models, ONNX, drift_reports/*.html)",
+        f"registry:  {registry} (model versions, champion, promotion and rollback history)",
+        f"source:    table {loaded.source.table!r} in {where}",
+        f"feast:     {data_root / 'feast'} (registry, {loaded.deployment.online_store} online store); "
+        f"CLI: .venv/bin/feast -c {loaded.deployment.feast_repo} feature-views list",
         "",
         "Open the UI on this instance with:  make ui   (then http://127.0.0.1:3000)",
     ]
@@ -429,7 +454,10 @@ def cmd_artifacts_sweep(args: argparse.Namespace) -> int:
     for f in found:
         print(f"{verb}: {f.uri}  ({f.size_bytes:,} bytes, {f.age_hours:.1f} h old): {f.reason}")
     total = sum(f.size_bytes for f in found)
-    print(f"{verb} {len(found)} file(s), {total:,} bytes, under {store.root}" + ("" if args.apply or not found else "; run again with --apply to delete them"))
+    print(
+        f"{verb} {len(found)} file(s), {total:,} bytes, under {store.root}"
+        + ("" if args.apply or not found else "; run again with --apply to delete them")
+    )
     return 0
 
 
@@ -458,14 +486,18 @@ def main(argv: list[str] | None = None) -> int:
     gen.set_defaults(func=cmd_generate)
 
     demo = sub.add_parser("demo", help="seed the embedded warehouse and materialize the whole graph")
-    demo.add_argument("--customers", type=int, default=int(os.environ.get("CHURN_DEMO_CUSTOMERS", "5000")))
+    demo.add_argument("--customers", type=int, default=None, help="customers to generate (default: deployment.demo_customers, 5000)")
     demo.add_argument("--log-level", default="ERROR", help="console log level of the runs (the instance keeps every event)")
     demo.set_defaults(func=cmd_demo)
 
-    run = sub.add_parser("run", help="run the whole graph on the source the settings file describes (ingest, train, score, drift, closed loop)")
+    run = sub.add_parser(
+        "run", help="run the whole graph on the source the settings file describes (ingest, train, score, drift, closed loop)"
+    )
     run.add_argument("--start", type=_date, default=None, help="first day to ingest (default: partitions_start)")
     run.add_argument("--end", type=_date, default=None, help="last day (default: yesterday, UTC)")
-    run.add_argument("--score-days", type=int, default=30, help="score and watch the last this many days; train on the snapshots before them")
+    run.add_argument(
+        "--score-days", type=int, default=30, help="score and watch the last this many days; train on the snapshots before them"
+    )
     run.add_argument("--log-level", default="ERROR", help="console log level of the runs (the instance keeps every event)")
     run.set_defaults(func=cmd_run)
 
@@ -473,16 +505,24 @@ def main(argv: list[str] | None = None) -> int:
     init.add_argument("--url", required=True, help="SQLAlchemy URL of the source database")
     init.add_argument("--table", required=True, help="the transactions table")
     init.add_argument("--schema", default=None, help="schema holding the table (PostgreSQL), if not the default")
-    init.add_argument("--map", action="append", default=[], metavar="CANONICAL=COLUMN", help="fix one mapping, e.g. --map ts=purchase_date (repeatable)")
+    init.add_argument(
+        "--map", action="append", default=[], metavar="CANONICAL=COLUMN", help="fix one mapping, e.g. --map ts=purchase_date (repeatable)"
+    )
     init.add_argument("--horizon-days", type=int, default=30, help="churned = no purchase for this many days (the label horizon)")
-    init.add_argument("--min-history-days", type=int, default=None, help="training snapshots need this much history before them (default 180)")
-    init.add_argument("--max-rejected-share", type=float, default=0.05, help="largest share of a day's rows the quarantine may take, in [0, 1]")
+    init.add_argument(
+        "--min-history-days", type=int, default=None, help="training snapshots need this much history before them (default 180)"
+    )
+    init.add_argument(
+        "--max-rejected-share", type=float, default=0.05, help="largest share of a day's rows the quarantine may take, in [0, 1]"
+    )
     init.add_argument(
         "--categorical", action="append", default=[], metavar="COLUMN", help="a further categorical column of your table (repeatable)"
     )
     init.add_argument("--min-roc-auc", type=float, default=0.7, help="a model below this test ROC-AUC fails its training run, in [0, 1]")
     init.add_argument("--customer-id-pattern", default=None, help="a regular expression the whole customer id must match")
-    init.add_argument("--partitions-start", type=_date, default=None, help="first day of the calendar (default: the first day in the table)")
+    init.add_argument(
+        "--partitions-start", type=_date, default=None, help="first day of the calendar (default: the first day in the table)"
+    )
     init.add_argument("--out", default=None, help="where to write the settings (default: CHURN_SETTINGS_FILE or ./churn.yaml)")
     init.add_argument("--force", action="store_true", help="replace an existing settings file")
     init.set_defaults(func=cmd_init)
@@ -498,7 +538,10 @@ def main(argv: list[str] | None = None) -> int:
         "sweep", help="list (or with --apply delete) model files no registry version refers to, e.g. left by a killed training run"
     )
     sw.add_argument(
-        "--older-than-hours", type=float, default=24.0, help="only files at least this old: keeps what a running training has not registered yet"
+        "--older-than-hours",
+        type=float,
+        default=24.0,
+        help="only files at least this old: keeps what a running training has not registered yet",
     )
     sw.add_argument("--apply", action="store_true", help="delete them (default: only list)")
     sw.set_defaults(func=cmd_artifacts_sweep)

@@ -6,8 +6,6 @@ onnxruntime, evidently, ...) are imported inside the functions that use them.
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from ml_assets.export import bgnbd_onnx, bgnbd_onnx_parity, lgbm_onnx, lgbm_onnx_parity, torch_onnx, torch_onnx_parity
@@ -18,6 +16,7 @@ from ml_assets.ingest import raw_transactions, unplaceable_transactions
 from ml_assets.jobs import daily_pipeline_job, training_job
 from ml_assets.monitoring import drift_report
 from ml_assets.promotion import champion_model
+from ml_assets.settings import Settings, settings
 from ml_assets.training import baseline_model, lgbm_model, torch_model, training_set
 from ml_assets.validation import validated_transactions
 from resources import build_resources
@@ -44,9 +43,8 @@ ALL_ASSETS = [
 ALL_CHECKS = [lgbm_onnx_parity, torch_onnx_parity, bgnbd_onnx_parity]
 
 
-
-def build_executor() -> dg.ExecutorDefinition:
-    """`CHURN_DEPLOYMENT=local` (default): every step in the run's process. `kubernetes`: one pod per step.
+def build_executor(settings: Settings) -> dg.ExecutorDefinition:
+    """`deployment.mode` (`CHURN_DEPLOYMENT`) `local` (default): every step in the run's process. `kubernetes`: one pod per step.
 
     Locally the ML steps already use both cores, and a process per step would
     pay the heavy imports (lightgbm, GX, evidently) again in every step.
@@ -55,7 +53,7 @@ def build_executor() -> dg.ExecutorDefinition:
     its own pod: the base config below for all, GPU placement from the
     `torch_model` op tags (ml_assets/k8s.py).
     """
-    mode = os.environ.get("CHURN_DEPLOYMENT", "local")
+    mode = settings.deployment.mode
     if mode == "local":
         return dg.in_process_executor
     if mode == "kubernetes":
@@ -64,16 +62,20 @@ def build_executor() -> dg.ExecutorDefinition:
 
         from ml_assets.k8s import executor_config
 
-        return k8s_job_executor.configured(executor_config(), name="churn_k8s_job_executor")
-    raise ValueError(f"CHURN_DEPLOYMENT must be local or kubernetes, not {mode!r}")
+        return k8s_job_executor.configured(executor_config(settings.deployment.k8s), name="churn_k8s_job_executor")
+    raise ValueError(f"deployment.mode must be local or kubernetes, not {mode!r}")
+
+
+# Read once, here (the partition calendar and the run-config defaults read the same cached object).
+SETTINGS = settings()
 
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
-    executor=build_executor(),
+    executor=build_executor(SETTINGS),
     jobs=[daily_pipeline_job, training_job],
     schedules=[daily_pipeline_schedule, weekly_training_schedule],
     sensors=[drift_retraining_sensor, pipeline_failure_sensor],
-    resources=build_resources(),
+    resources=build_resources(SETTINGS),
 )

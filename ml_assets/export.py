@@ -5,6 +5,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from ml_assets.lib.records import Artifact, BaselineRecord, ModelRecord
 from ml_assets.lib.training import feature_matrix
 from ml_assets.metadata import markdown_table
 from resources import ArtifactStore, ModelRegistry
@@ -19,12 +20,25 @@ from resources import ArtifactStore, ModelRegistry
 PARITY_TOLERANCE = {"lightgbm": 1e-6, "torch": 1e-6, "bgnbd": 1e-6}
 
 
-def _onnx_metadata(record: dict[str, Any], ref: Any, onnx_bytes: bytes) -> dict[str, Any]:
+def native_artifact(record: ModelRecord, registry: ModelRegistry, artifacts: ArtifactStore) -> bytes:
+    """The native model the record names, located and checked by the registry (the authority), not by the lake record:
+    a record that disagrees with its registry version is refused."""
+    version = registry.get(record.model_version)
+    if (version.artifact_uri, version.artifact_sha256) != (record.artifact.uri, record.artifact.sha256):
+        raise dg.Failure(
+            f"{record.model_version}: the lake record points at {record.artifact.uri} ({record.artifact.sha256[:12]}), the registry at "
+            f"{version.artifact_uri} ({version.artifact_sha256[:12]}); the record was changed after training. Retrain, or check who "
+            "can write the lake."
+        )
+    return artifacts.get(version.artifact_uri, version.artifact_sha256)
+
+
+def _onnx_metadata(record: ModelRecord, ref: Any, onnx_bytes: bytes) -> dict[str, Any]:
     import onnx
 
     model = onnx.load_from_string(onnx_bytes)
     return {
-        "model_version": record["model_version"],
+        "model_version": record.model_version,
         "artifact_uri": dg.MetadataValue.path(ref.uri),
         "sha256": ref.sha256,
         "size_bytes": ref.size_bytes,
@@ -34,30 +48,28 @@ def _onnx_metadata(record: dict[str, Any], ref: Any, onnx_bytes: bytes) -> dict[
 
 
 def _store(
-    context: dg.AssetExecutionContext, record: dict[str, Any], onnx_bytes: bytes, artifacts: ArtifactStore, registry: ModelRegistry
-) -> dict[str, Any]:
+    context: dg.AssetExecutionContext, record: ModelRecord, onnx_bytes: bytes, artifacts: ArtifactStore, registry: ModelRegistry
+) -> ModelRecord:
     from ml_assets.lib.export import onnx_session
 
     # A fresh onnxruntime session must accept the graph before anything is stored.
     onnx_session(onnx_bytes)
     ref = artifacts.put("models/onnx", onnx_bytes, ".onnx")
-    registry.attach_onnx(record["model_version"], ref.uri, ref.sha256, context.run.run_id)
+    registry.attach_onnx(record.model_version, ref.uri, ref.sha256, context.run.run_id)
     context.add_output_metadata(_onnx_metadata(record, ref, onnx_bytes))
-    return {
-        "model_version": record["model_version"],
-        "kind": record["kind"],
-        "format": "onnx",
-        "artifact": ref.as_dict(),
-        "source_artifact": record["artifact"],
-        "architecture": record.get("architecture"),
-        "features": record["features"],
-    }
+    return ModelRecord(
+        model_version=record.model_version,
+        kind=record.kind,
+        format="onnx",
+        artifact=Artifact(**ref.as_dict()),
+        source=record.artifact,
+        architecture=record.architecture,
+        features=record.features,
+    )
 
 
 @dg.asset(group_name="export", kinds={"onnx"}, owners=["team:ml-platform"])
-def lgbm_onnx(
-    context: dg.AssetExecutionContext, lgbm_model: dict[str, Any], artifacts: ArtifactStore, registry: ModelRegistry
-) -> dict[str, Any]:
+def lgbm_onnx(context: dg.AssetExecutionContext, lgbm_model: ModelRecord, artifacts: ArtifactStore, registry: ModelRegistry) -> ModelRecord:
     """The LightGBM churn model converted to ONNX, the format batch scoring and serving load.
 
     The graph passes `onnx.checker` and loads in a fresh onnxruntime session
@@ -67,15 +79,14 @@ def lgbm_onnx(
     """
     from ml_assets.lib.export import lgbm_to_onnx
 
-    ref = lgbm_model["artifact"]
-    model_text = artifacts.get(ref["uri"], ref["sha256"]).decode()
-    return _store(context, lgbm_model, lgbm_to_onnx(model_text, len(lgbm_model["features"])), artifacts, registry)
+    model_text = native_artifact(lgbm_model, registry, artifacts).decode()
+    return _store(context, lgbm_model, lgbm_to_onnx(model_text, len(lgbm_model.features)), artifacts, registry)
 
 
 @dg.asset(group_name="export", kinds={"onnx", "pytorch"}, owners=["team:ml-platform"])
 def torch_onnx(
-    context: dg.AssetExecutionContext, torch_model: dict[str, Any], artifacts: ArtifactStore, registry: ModelRegistry
-) -> dict[str, Any]:
+    context: dg.AssetExecutionContext, torch_model: ModelRecord, artifacts: ArtifactStore, registry: ModelRegistry
+) -> ModelRecord:
     """The PyTorch churn network exported to ONNX (torch.export), with its input normalization inside the graph.
 
     Same outputs as the LightGBM graph (`label`, `probabilities`), so scoring
@@ -85,15 +96,14 @@ def torch_onnx(
     """
     from ml_assets.lib.torch_net import load_net, net_to_onnx
 
-    ref = torch_model["artifact"]
-    net = load_net(artifacts.get(ref["uri"], ref["sha256"]), torch_model["architecture"])
-    return _store(context, torch_model, net_to_onnx(net, len(torch_model["features"])), artifacts, registry)
+    net = load_net(native_artifact(torch_model, registry, artifacts), torch_model.architecture or {})
+    return _store(context, torch_model, net_to_onnx(net, len(torch_model.features)), artifacts, registry)
 
 
 @dg.asset(group_name="export", kinds={"onnx"}, owners=["team:ml-platform"])
 def bgnbd_onnx(
-    context: dg.AssetExecutionContext, baseline_model: dict[str, Any], artifacts: ArtifactStore, registry: ModelRegistry
-) -> dict[str, Any]:
+    context: dg.AssetExecutionContext, baseline_model: BaselineRecord, artifacts: ArtifactStore, registry: ModelRegistry
+) -> ModelRecord:
     """The fitted BG/NBD baseline as an ONNX graph over the same feature vector as the learned models.
 
     The champion when no learned model beats the baselines out of time.
@@ -104,9 +114,8 @@ def bgnbd_onnx(
 
     from ml_assets.lib.baselines import bgnbd_from_dict, bgnbd_to_onnx
 
-    ref = baseline_model["artifact"]
-    params = json.loads(artifacts.get(ref["uri"], ref["sha256"]))
-    graph = bgnbd_to_onnx(bgnbd_from_dict(params), baseline_model["features"], float(params["horizon_days"]))
+    params = json.loads(native_artifact(baseline_model, registry, artifacts))
+    graph = bgnbd_to_onnx(bgnbd_from_dict(params), list(baseline_model.features), float(params["horizon_days"]))
     return _store(context, baseline_model, graph, artifacts, registry)
 
 
@@ -132,19 +141,23 @@ def native_scores(kind: str, data: bytes, architecture: dict[str, Any] | None, x
 
 def _parity_check(
     context: dg.AssetCheckExecutionContext,
-    record: dict[str, Any],
+    record: ModelRecord,
     training_set: pl.DataFrame,
     artifacts: ArtifactStore,
     registry: ModelRegistry,
 ) -> dg.AssetCheckResult:
     from ml_assets.lib.export import golden_features, onnx_churn_probability, onnx_session, parity, threshold_probe_rows
 
-    kind = record["kind"]
+    kind = record.kind
     tolerance = PARITY_TOLERANCE[kind]
-    features = tuple(record["features"])
-    native_ref, onnx_ref = record["source_artifact"], record["artifact"]
-    native_bytes = artifacts.get(native_ref["uri"], native_ref["sha256"])
-    session = onnx_session(artifacts.get(onnx_ref["uri"], onnx_ref["sha256"]))
+    features = record.features
+    # Both sides come from the registry version, never from the lake record alone: a swapped file or record is
+    # caught (sha256 mismatch) instead of being checked against itself.
+    version = registry.get(record.model_version)
+    if version.onnx_sha256 != record.artifact.sha256 or record.source is None:
+        raise dg.Failure(f"{record.model_version}: the ONNX record does not match the registry's ONNX artifact; re-export the model")
+    native_bytes = native_artifact(record.model_copy(update={"artifact": record.source}), registry, artifacts)
+    session = onnx_session(artifacts.get(version.onnx_uri, version.onnx_sha256))
     golden = golden_features(features)
     sets = {
         "golden": golden,
@@ -153,13 +166,13 @@ def _parity_check(
     if kind == "lightgbm":
         sets["threshold_edges"] = threshold_probe_rows(native_bytes.decode(), golden[-1])
     reports = {
-        name: parity(native_scores(kind, native_bytes, record.get("architecture"), x, features), onnx_churn_probability(session, x))
+        name: parity(native_scores(kind, native_bytes, record.architecture, x, features), onnx_churn_probability(session, x))
         for name, x in sets.items()
     }
     worst = max(r.max_abs_diff for r in reports.values())
     passed = worst <= tolerance
     summary = {name: r.as_dict() for name, r in reports.items()}
-    registry.record_parity(record["model_version"], onnx_ref["sha256"], passed, {"tolerance": tolerance, **summary}, context.run.run_id)
+    registry.record_parity(record.model_version, version.onnx_sha256, passed, {"tolerance": tolerance, **summary}, context.run.run_id)
     table = pl.DataFrame([{"set": n, **r.as_dict()} for n, r in reports.items()])
     return dg.AssetCheckResult(
         passed=passed,
@@ -168,7 +181,7 @@ def _parity_check(
             + ("" if passed else ": the ONNX artifact does not reproduce the model and cannot become champion")
         ),
         metadata={
-            "model_version": record["model_version"],
+            "model_version": record.model_version,
             "max_abs_diff": worst,
             "tolerance": tolerance,
             **{f"{n}_max_abs_diff": r.max_abs_diff for n, r in reports.items()},
@@ -195,5 +208,9 @@ def parity_check_for(asset: dg.AssetsDefinition, description: str) -> dg.AssetCh
 lgbm_onnx_parity = parity_check_for(
     lgbm_onnx, "onnxruntime reproduces native LightGBM on the fixed golden set, every held-out row and every split threshold."
 )
-torch_onnx_parity = parity_check_for(torch_onnx, "onnxruntime reproduces the native PyTorch network on the fixed golden set and every held-out row.")
-bgnbd_onnx_parity = parity_check_for(bgnbd_onnx, "onnxruntime reproduces the BG/NBD formula on the fixed golden set and every held-out row.")
+torch_onnx_parity = parity_check_for(
+    torch_onnx, "onnxruntime reproduces the native PyTorch network on the fixed golden set and every held-out row."
+)
+bgnbd_onnx_parity = parity_check_for(
+    bgnbd_onnx, "onnxruntime reproduces the BG/NBD formula on the fixed golden set and every held-out row."
+)

@@ -44,7 +44,11 @@ def feature_definitions(context: dg.AssetExecutionContext, feature_store: Featur
     config_path = feature_store.write_config()
     views = summary["feature_views"]
     rows = pl.DataFrame(
-        {"feature_view": list(views), "features": [len(v["features"]) for v in views.values()], "ttl_seconds": [v["ttl_seconds"] for v in views.values()]}
+        {
+            "feature_view": list(views),
+            "features": [len(v["features"]) for v in views.values()],
+            "ttl_seconds": [v["ttl_seconds"] for v in views.values()],
+        }
     )
     context.log.info(f"feast: registered {', '.join(views)}; services {summary['feature_services']}")
     return dg.MaterializeResult(
@@ -119,7 +123,9 @@ def online_features(
             dg.AssetCheckResult(
                 check_name="training_serving_skew",
                 passed=mismatches.is_empty(),
-                description=None if mismatches.is_empty() else f"{mismatches['customer_id'].n_unique()} of {sample.height} sampled customers differ",
+                description=None
+                if mismatches.is_empty()
+                else f"{mismatches['customer_id'].n_unique()} of {sample.height} sampled customers differ",
                 metadata={
                     "sampled_customers": sample.height,
                     "mismatched_values": mismatches.height,

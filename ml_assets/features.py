@@ -87,9 +87,7 @@ FEATURE_DESCRIPTIONS = {
         ),
     ],
 )
-def customer_features(
-    context: dg.AssetExecutionContext, validated_transactions: pl.DataFrame, warehouse: SqlWarehouse, lake: Lake
-):
+def customer_features(context: dg.AssetExecutionContext, validated_transactions: pl.DataFrame, warehouse: SqlWarehouse, lake: Lake):
     """Who each customer is as of the end of the day: whole-history recency, age, purchases, spend and
     gaps between purchases (the quantities of BG/NBD), 7/30/90-day windows, trends, channel and weekday habits.
 

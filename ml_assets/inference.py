@@ -1,6 +1,5 @@
 """Inference: daily churn scores for every active customer."""
 
-
 import dagster as dg
 import polars as pl
 
@@ -67,8 +66,10 @@ def batch_predictions(
             f"batch_predictions: the feature store returned no features for {missing} of {entities.height} customers; "
             "re-materialize feature_definitions and online_features for these days"
         )
-    empty = entities.clear().select("customer_id", "snapshot_date").with_columns(
-        pl.lit(None, dtype=pl.Float64).alias("churn_probability"), pl.lit(version).alias("model_version")
+    empty = (
+        entities.clear()
+        .select("customer_id", "snapshot_date")
+        .with_columns(pl.lit(None, dtype=pl.Float64).alias("churn_probability"), pl.lit(version).alias("model_version"))
     )
     frame = pl.concat(scored, how="vertical") if scored else empty
     by_day = split_by_day(frame, "snapshot_date")

@@ -12,6 +12,8 @@ from typing import Any
 
 import dagster as dg
 
+from ml_assets.jobs import INGEST_TO_FEATURES, SCORING, TRAINING
+
 # Dagster's own run tags for a single-run backfill's range and for a sensor's request, as a daemon
 # writes them (their constants live in a private module, so the values are spelled out here).
 ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -19,13 +21,12 @@ ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
 
-INGEST_TO_FEATURES = ("raw_transactions", "validated_transactions", "quarantined_transactions", "customer_features")
-TRAINING = ("feature_definitions", "training_set", "baseline_model", "lgbm_model", "torch_model", "lgbm_onnx", "torch_onnx", "bgnbd_onnx", "champion_model")
-SCORING = ("online_features", "batch_predictions", "drift_report")
+# The stages are defined once, in jobs.py; re-exported here for the callers of materialize_*.
+__all__ = ["INGEST_TO_FEATURES", "SCORING", "TRAINING", "materialize_range", "materialize_unpartitioned", "run_drift_sensor_once"]
 
 
 def materialize_range(
-    keys: Sequence[str],
+    keys: dg.AssetSelection | Sequence[str],
     start: dt.date,
     end: dt.date,
     instance: dg.DagsterInstance,
@@ -41,7 +42,7 @@ def materialize_range(
 
 
 def materialize_unpartitioned(
-    keys: Sequence[str],
+    keys: dg.AssetSelection | Sequence[str],
     instance: dg.DagsterInstance,
     run_config: Mapping[str, Any] | None = None,
     resources: Mapping[str, Any] | None = None,
@@ -52,7 +53,7 @@ def materialize_unpartitioned(
 
 
 def _materialize(
-    keys: Sequence[str],
+    keys: dg.AssetSelection | Sequence[str],
     instance: dg.DagsterInstance,
     resources: Mapping[str, Any] | None,
     run_config: Mapping[str, Any] | None,
@@ -64,7 +65,7 @@ def _materialize(
 
     return dg.materialize(
         [*ALL_ASSETS, *ALL_CHECKS],
-        selection=list(keys),
+        selection=keys if isinstance(keys, dg.AssetSelection) else list(keys),
         instance=instance,
         resources=resources or build_resources(),
         run_config={**dict(run_config or {}), **_console(log_level)},

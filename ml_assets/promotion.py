@@ -6,7 +6,8 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from ml_assets.lib.promotion import GATE_METRICS, decide, eligibility
+from ml_assets.lib.promotion import GATE_METRICS, BestBaseline, decide, eligibility
+from ml_assets.lib.records import BaselineRecord, ModelRecord
 from ml_assets.lib.training import feature_matrix
 from ml_assets.metadata import markdown_table
 from ml_assets.models import load_onnx
@@ -52,10 +53,10 @@ def _score(version: ModelVersion, x: Any, artifacts: ArtifactStore) -> Any:
 def champion_model(
     context: dg.AssetExecutionContext,
     config: ChampionConfig,
-    lgbm_onnx: dict[str, Any],
-    torch_onnx: dict[str, Any],
-    bgnbd_onnx: dict[str, Any],
-    baseline_model: dict[str, Any],
+    lgbm_onnx: ModelRecord,
+    torch_onnx: ModelRecord,
+    bgnbd_onnx: ModelRecord,
+    baseline_model: BaselineRecord,
     training_set: pl.DataFrame,
     artifacts: ArtifactStore,
     registry: ModelRegistry,
@@ -86,12 +87,12 @@ def champion_model(
 
     test = training_set.filter(pl.col("split") == "test")
     y = test["churned"].to_numpy()
-    features = tuple(lgbm_onnx["features"])
+    features = lgbm_onnx.features
     x = feature_matrix(test, features)
-    learned = [registry.get(r["model_version"]) for r in (lgbm_onnx, torch_onnx)]
-    fallback = registry.get(bgnbd_onnx["model_version"])
+    learned = [registry.get(r.model_version) for r in (lgbm_onnx, torch_onnx)]
+    fallback = registry.get(bgnbd_onnx.model_version)
     candidates = [*learned, fallback]
-    gate = eligibility(learned, fallback, baseline_model, config.baseline_margin)
+    gate = eligibility(learned, fallback, BestBaseline(baseline_model.best, baseline_model.best_backtest_roc_auc), config.baseline_margin)
     refused = gate.refused
     current = registry.champion()
     if not gate.eligible and current is None:
@@ -118,7 +119,9 @@ def champion_model(
     context.log.info(f"champion_model: {decision}: {reason}")
     champion = registry.champion()
     if champion is None or champion.version != winner:
-        raise dg.Failure(f"champion_model: the registry champion changed under this run (expected {winner}, found {champion and champion.version})")
+        raise dg.Failure(
+            f"champion_model: the registry champion changed under this run (expected {winner}, found {champion and champion.version})"
+        )
     rows = [
         {
             "version": v,
@@ -129,10 +132,20 @@ def champion_model(
         for v in evaluated
     ]
     backtest = [
-        {"model": name, "kind": "baseline", "backtest_roc_auc": _round(b.get("backtest_roc_auc")), "backtest_pr_auc": _round(b.get("backtest_pr_auc"))}
-        for name, b in baseline_model["baselines"].items()
+        {
+            "model": name,
+            "kind": "baseline",
+            "backtest_roc_auc": _round(b.get("backtest_roc_auc")),
+            "backtest_pr_auc": _round(b.get("backtest_pr_auc")),
+        }
+        for name, b in baseline_model.baselines.items()
     ] + [
-        {"model": c.version, "kind": c.kind, "backtest_roc_auc": _round(c.metrics.get("backtest_roc_auc")), "backtest_pr_auc": _round(c.metrics.get("backtest_pr_auc"))}
+        {
+            "model": c.version,
+            "kind": c.kind,
+            "backtest_roc_auc": _round(c.metrics.get("backtest_roc_auc")),
+            "backtest_pr_auc": _round(c.metrics.get("backtest_pr_auc")),
+        }
         for c in candidates
     ]
     return _output(context, champion, decision, reason, previous, registry, evaluated, comparison=rows, refused=refused, backtest=backtest)

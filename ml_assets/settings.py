@@ -8,9 +8,15 @@ calendar, the training set, the drift report's matured performance, the
 quality gates, and so the runs that schedules and the drift sensor launch,
 whose run config defaults are these values.
 
-Environment variables keep working and override the file, one variable per
-setting (see ``ENV``). Secrets (a database URL with a password) belong in the
-environment, never in the file: `churn init` refuses to write one.
+The ``deployment`` section says where things live (data folder, lake and
+artifact roots, registry, Feast, Kubernetes placement, the scoring service's
+limits). Environment variables override the file, one variable per setting
+(see ``ENV``). This module is the only place that reads ``CHURN_*`` variables:
+``definitions.py`` loads the settings once and hands them to the resources,
+the executor and the partition calendar. Secrets (database URLs with a
+password, Redis, the failure webhook) come only from the environment, never
+from the file: they reach Dagster resources as ``dg.EnvVar`` (resolved at run
+time) and are ``SecretStr`` here, so they never print.
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ import os
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 DEFAULT_FILE = "churn.yaml"
 FILE_ENV = "CHURN_SETTINGS_FILE"
@@ -37,12 +43,17 @@ class SettingsError(ValueError):
 class Source(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: str | None = Field(default=None, description="SQLAlchemy URL of the source; None: the embedded SQLite demo warehouse. With a password, set CHURN_WAREHOUSE_URL instead.")
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the source; None: the embedded SQLite demo warehouse. With a password, set CHURN_WAREHOUSE_URL instead.",
+    )
     table: str = Field(default="transactions", description="The transactions table.")
     db_schema: str | None = Field(default=None, description="Schema holding the table (PostgreSQL), if not the default.")
     columns: dict[str, str] = Field(default_factory=dict, description="Canonical column -> your column, for the names that differ.")
     customer_id_pattern: str | None = Field(default=None, description="A regular expression the whole customer id must match.")
-    closed_vocabularies: dict[str, list[str]] = Field(default_factory=dict, description="Categorical columns whose values must be in a set.")
+    closed_vocabularies: dict[str, list[str]] = Field(
+        default_factory=dict, description="Categorical columns whose values must be in a set."
+    )
     categoricals: list[str] = Field(
         default_factory=list, description="Further categorical columns of your table, by name: each gives the feature n_<name>_values."
     )
@@ -53,21 +64,119 @@ class Source(BaseModel):
     )
 
 
+class Kubernetes(BaseModel):
+    """Where steps run on Kubernetes (`ml_assets/k8s.py` turns this into each step's `dagster-k8s/config`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpu_count: int = Field(
+        default=1, ge=1, description="GPUs of the torch step (the GPU step needs a GPU; train with device=cpu to do without)."
+    )
+    gpu_resource: str = Field(default="nvidia.com/gpu", min_length=1, description="Extended resource name of a GPU.")
+    gpu_node_selector: dict[str, str] = Field(
+        default_factory=lambda: {"nvidia.com/gpu.present": "true"}, description="Node selector of the GPU step."
+    )
+    gpu_tolerations: list[dict[str, str]] = Field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        description="Tolerations of the GPU step.",
+    )
+    gpu_cpu: str = Field(default="2", description="CPU of the GPU step (requests = limits).")
+    gpu_memory: str = Field(default="8Gi", description="Memory of the GPU step (requests = limits).")
+    cpu_cpu: str = Field(default="1", description="CPU request of every other step.")
+    cpu_memory: str = Field(default="4Gi", description="Memory request of every other step.")
+    cpu_limit_cpu: str = Field(default="2", description="CPU limit of every other step.")
+    cpu_limit_memory: str = Field(default="8Gi", description="Memory limit of every other step.")
+    run_as_user: int = Field(default=10001, ge=1, description="Pod uid and gid (the image's non-root user).")
+    max_concurrent: int = Field(default=4, ge=1, description="Step pods of one run at a time.")
+
+
+class Service(BaseModel):
+    """Limits of the online scoring service."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch: int = Field(default=1_000, ge=1, description="Most customer ids in one request.")
+    max_body_bytes: int = Field(default=256_000, ge=1, description="Largest request body.")
+    reload_seconds: float = Field(default=2.0, gt=0, description="How often the service looks for a new champion.")
+
+
+class Deployment(BaseModel):
+    """Where things live. Unset locations default to folders under `data_dir`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["local", "kubernetes"] = Field(
+        default="local", description="local: every step in the run's process; kubernetes: one pod per step."
+    )
+    data_dir: str = Field(default=".data", description="Folder of the embedded defaults (warehouse, registry, lake, Feast files).")
+    lake_root: str | None = Field(default=None, description="Lake root, any fsspec URL; none: <data_dir>/lake.")
+    artifact_root: str | None = Field(
+        default=None, description="Models, ONNX files and reports, any fsspec URL; none: <data_dir>/artifacts."
+    )
+    registry_url: SecretStr | None = Field(
+        default=None, description="SQLAlchemy URL of the model registry (secret); none: SQLite in data_dir."
+    )
+    registry_schema: str | None = Field(default=None, description="Database schema of the registry tables (PostgreSQL).")
+    code_version: str | None = Field(default=None, description="Code version recorded with every model version; none: the git commit.")
+    failure_webhook_url: SecretStr | None = Field(default=None, description="POST failed runs here (secret); none: off.")
+    feast_repo: str = Field(default="feature_repo", description="Where the generated feature_store.yaml goes.")
+    feast_project: str = Field(default="churn", min_length=1, description="Feast project (namespace in the registry and the online store).")
+    feast_online_store: Literal["sqlite", "redis"] | None = Field(
+        default=None, description="Online store; none: redis when feast_redis_url is set, else sqlite."
+    )
+    feast_offline_store: Literal["duckdb", "dask"] = Field(default="duckdb", description="Feast offline engine.")
+    feast_redis_url: SecretStr | None = Field(default=None, description="Redis connection string of the online store (secret).")
+    feast_registry_url: SecretStr | None = Field(
+        default=None, description="SQLAlchemy URL of a Feast SQL registry (secret); none: a file in data_dir."
+    )
+    demo_customers: int = Field(default=5000, ge=1, description="Customers `churn demo` generates.")
+    k8s: Kubernetes = Field(default_factory=Kubernetes)
+    service: Service = Field(default_factory=Service)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+    @property
+    def lake(self) -> str:
+        return self.lake_root or str(self.data_path / "lake")
+
+    @property
+    def artifacts(self) -> str:
+        return self.artifact_root or str(self.data_path / "artifacts")
+
+    @property
+    def online_store(self) -> str:
+        return self.feast_online_store or ("redis" if self.feast_redis_url else "sqlite")
+
+
+# Settings that may carry a password or token: environment only, never the file.
+SECRETS = ("deployment.registry_url", "deployment.failure_webhook_url", "deployment.feast_redis_url", "deployment.feast_registry_url")
+
+
 class Settings(BaseModel):
-    """Every knob of the user's problem, validated once."""
+    """Every knob of the user's problem and of the deployment, validated once."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: Source = Field(default_factory=Source)
+    deployment: Deployment = Field(default_factory=Deployment)
+    # The variables that set a value (filled by load_settings): a URL that came
+    # from the environment reaches Dagster as dg.EnvVar, never as a literal.
+    environment: frozenset[str] = Field(default_factory=frozenset, exclude=True, repr=False)
     partitions_start: dt.date = Field(default=dt.date(2024, 7, 1), description="First day of transaction history (the partition calendar).")
-    label_horizon_days: int = Field(default=30, ge=1, le=180, description="A customer has churned when they buy nothing for this many days.")
+    label_horizon_days: int = Field(
+        default=30, ge=1, le=180, description="A customer has churned when they buy nothing for this many days."
+    )
     min_history_days: int = Field(default=180, ge=0, description="Training snapshots need this many days of history before them.")
     population_days: int | None = Field(
         default=None,
         ge=1,
         description="Score every customer with a purchase in this many days before the snapshot; none (the default) means all of history.",
     )
-    backtest_cutoffs: int = Field(default=3, ge=1, le=12, description="Out-of-time backtest: cutoffs each model is trained before and scored at.")
+    backtest_cutoffs: int = Field(
+        default=3, ge=1, le=12, description="Out-of-time backtest: cutoffs each model is trained before and scored at."
+    )
     backtest_every_days: int = Field(default=28, ge=1, description="Out-of-time backtest: days between two cutoffs.")
     baseline_margin: float = Field(
         default=0.002,
@@ -75,9 +184,13 @@ class Settings(BaseModel):
         le=0.5,
         description="A candidate is promoted only when its backtest ROC-AUC beats the best baseline (recency, BG/NBD) by this much.",
     )
-    max_rejected_share: float = Field(default=0.05, ge=0.0, le=1.0, description="Largest share of a day's rows the quarantine may take before the day is blocked.")
+    max_rejected_share: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Largest share of a day's rows the quarantine may take before the day is blocked."
+    )
     min_rejected_rows: int = Field(
-        default=5, ge=1, description="A day is blocked only when at least this many rows are quarantined (one bad row never blocks a small day)."
+        default=5,
+        ge=1,
+        description="A day is blocked only when at least this many rows are quarantined (one bad row never blocks a small day).",
     )
     min_roc_auc: float = Field(default=0.7, ge=0.0, le=1.0, description="A model below this test ROC-AUC fails its training run.")
     drift_share_threshold: float = Field(
@@ -136,8 +249,54 @@ ENV: dict[str, str] = {
     "CHURN_RETRAIN_DRIFT_SHARE": "drift_share_threshold",
     "CHURN_DRIFT_REFERENCE_LAG_DAYS": "drift_reference_lag_days",
     "CHURN_RETRAIN_COOLDOWN_HOURS": "retrain_cooldown_hours",
+    "CHURN_DEPLOYMENT": "deployment.mode",
+    "CHURN_DATA_DIR": "deployment.data_dir",
+    "CHURN_LAKE_ROOT": "deployment.lake_root",
+    "CHURN_ARTIFACT_ROOT": "deployment.artifact_root",
+    "CHURN_REGISTRY_URL": "deployment.registry_url",
+    "CHURN_REGISTRY_SCHEMA": "deployment.registry_schema",
+    "CHURN_CODE_VERSION": "deployment.code_version",
+    "CHURN_FAILURE_WEBHOOK_URL": "deployment.failure_webhook_url",
+    "CHURN_FEAST_REPO": "deployment.feast_repo",
+    "CHURN_FEAST_PROJECT": "deployment.feast_project",
+    "CHURN_FEAST_ONLINE_STORE": "deployment.feast_online_store",
+    "CHURN_FEAST_OFFLINE_STORE": "deployment.feast_offline_store",
+    "CHURN_FEAST_REDIS_URL": "deployment.feast_redis_url",
+    "CHURN_FEAST_REGISTRY_URL": "deployment.feast_registry_url",
+    "CHURN_DEMO_CUSTOMERS": "deployment.demo_customers",
+    "CHURN_K8S_GPU_COUNT": "deployment.k8s.gpu_count",
+    "CHURN_K8S_GPU_RESOURCE": "deployment.k8s.gpu_resource",
+    "CHURN_K8S_GPU_NODE_SELECTOR": "deployment.k8s.gpu_node_selector",
+    "CHURN_K8S_GPU_TOLERATIONS": "deployment.k8s.gpu_tolerations",
+    "CHURN_K8S_GPU_CPU": "deployment.k8s.gpu_cpu",
+    "CHURN_K8S_GPU_MEMORY": "deployment.k8s.gpu_memory",
+    "CHURN_K8S_CPU_CPU": "deployment.k8s.cpu_cpu",
+    "CHURN_K8S_CPU_MEMORY": "deployment.k8s.cpu_memory",
+    "CHURN_K8S_CPU_LIMIT_CPU": "deployment.k8s.cpu_limit_cpu",
+    "CHURN_K8S_CPU_LIMIT_MEMORY": "deployment.k8s.cpu_limit_memory",
+    "CHURN_K8S_RUN_AS_USER": "deployment.k8s.run_as_user",
+    "CHURN_K8S_MAX_CONCURRENT": "deployment.k8s.max_concurrent",
+    "CHURN_SERVICE_MAX_BATCH": "deployment.service.max_batch",
+    "CHURN_SERVICE_MAX_BODY_BYTES": "deployment.service.max_body_bytes",
+    "CHURN_SERVICE_RELOAD_SECONDS": "deployment.service.reload_seconds",
 }
-_JSON_ENV = ("CHURN_COLUMN_MAP", "CHURN_CLOSED_VOCABULARIES", "CHURN_CHANNELS", "CHURN_CATEGORICALS")
+VARIABLE = {dotted: var for var, dotted in ENV.items()}
+_JSON_ENV = (
+    "CHURN_COLUMN_MAP",
+    "CHURN_CLOSED_VOCABULARIES",
+    "CHURN_CHANNELS",
+    "CHURN_CATEGORICALS",
+    "CHURN_K8S_GPU_NODE_SELECTOR",
+    "CHURN_K8S_GPU_TOLERATIONS",
+)
+
+
+def _dig(data: Mapping[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(data, Mapping) or part not in data:
+            return None
+        data = data[part]
+    return data
 
 
 def settings_path(environ: Mapping[str, str] | None = None) -> Path | None:
@@ -166,6 +325,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if loaded is not None and not isinstance(loaded, dict):
             raise SettingsError(f"settings file {path} must hold a mapping of settings, not {type(loaded).__name__}")
         data = loaded or {}
+        in_file = [dotted for dotted in SECRETS if _dig(data, dotted) is not None]
+        if in_file or "environment" in data:
+            raise SettingsError(
+                f"settings file {path}: "
+                + (
+                    "; ".join(
+                        f"{dotted!r} is a secret: remove it from the file and set {VARIABLE[dotted]} in the environment"
+                        for dotted in in_file
+                    )
+                    or "'environment' is not a setting"
+                )
+            )
     elif FILE_ENV in environ:
         raise SettingsError(f"{FILE_ENV}={str(path)!r}: no such file; run `churn init --url URL --table TABLE` to write it")
     origin: dict[str, str] = {}
@@ -178,7 +349,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise SettingsError(f"{var} is not valid JSON ({exc}); expected an object such as {{\"ts\": \"created_at\"}}") from exc
+                example = {"CHURN_COLUMN_MAP": {"ts": "created_at"}, "CHURN_CLOSED_VOCABULARIES": {"channel": ["web", "store"]}}.get(var)
+                example = example or _dig(Settings().model_dump(mode="json"), dotted)
+                raise SettingsError(f"{var} is not valid JSON ({exc}); expected e.g. {json.dumps(example)}") from exc
         target = data
         *parents, leaf = dotted.split(".")
         for part in parents:
@@ -188,13 +361,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         target[leaf] = value
         origin[dotted] = var
     try:
-        return Settings.model_validate(data)
+        return Settings.model_validate({**data, "environment": frozenset(origin.values())})
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             dotted = ".".join(str(p) for p in error["loc"])
             where = f"environment variable {origin[dotted]}" if dotted in origin else f"{dotted!r} in {path}"
-            problems.append(f"{where}: {error['msg']} (got {error.get('input')!r})")
+            shown = "(hidden)" if dotted in SECRETS else repr(error.get("input"))
+            problems.append(f"{where}: {error['msg']} (got {shown})")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from exc
 
 

@@ -11,6 +11,7 @@ from pydantic import Field
 from ml_assets.k8s import step_tags
 from ml_assets.lib.features import churn_labels, model_features
 from ml_assets.lib.frames import split_by_day
+from ml_assets.lib.records import Artifact, BaselineRecord, ModelRecord
 from ml_assets.lib.training import feature_matrix, plan_snapshots, search_grid, split_holdout, train_lgbm
 from ml_assets.metadata import figure_markdown, frame_metadata, markdown_table
 from ml_assets.settings import settings
@@ -49,7 +50,9 @@ class LgbmConfig(dg.Config):
     search_num_leaves: list[int] = Field(default=[7, 15, 31], description="Hyperparameter search: maximum leaves per tree.")
     search_min_data_in_leaf: list[int] = Field(default=[20, 100], description="Hyperparameter search: minimum rows in a leaf.")
     max_trials: int = Field(default=6, description="Upper bound on models trained by the search (grid points beyond it are skipped).")
-    min_roc_auc: float = Field(default=settings().min_roc_auc, description="Fail the run when test ROC-AUC is below this floor (min_roc_auc).")
+    min_roc_auc: float = Field(
+        default=settings().min_roc_auc, description="Fail the run when test ROC-AUC is below this floor (min_roc_auc)."
+    )
 
 
 class TorchConfig(dg.Config):
@@ -62,7 +65,9 @@ class TorchConfig(dg.Config):
     patience: int = Field(default=6, description="Stop after this many epochs without a better validation log loss.")
     seed: int = Field(default=17, description="Seed for weights, shuffling and dropout: the same data and seed give the same model.")
     device: str = Field(default="auto", description="auto (CUDA when the node has a GPU, else CPU), cuda (fail without a GPU) or cpu.")
-    min_roc_auc: float = Field(default=settings().min_roc_auc, description="Fail the run when test ROC-AUC is below this floor (min_roc_auc).")
+    min_roc_auc: float = Field(
+        default=settings().min_roc_auc, description="Fail the run when test ROC-AUC is below this floor (min_roc_auc)."
+    )
 
 
 @dg.asset(
@@ -256,28 +261,23 @@ def _backtest(name: str, training_set: pl.DataFrame, scorer: Any) -> tuple[dict[
 
     result = run_backtest(name, training_set, backtest_folds(training_set), scorer)
     metadata: dict[str, Any] = {k: v for k, v in result.metrics().items()}
-    metadata["backtest"] = dg.MetadataValue.md(markdown_table(comparison_table([result])) if result.folds else "_no cutoff with matured labels_")
+    metadata["backtest"] = dg.MetadataValue.md(
+        markdown_table(comparison_table([result])) if result.folds else "_no cutoff with matured labels_"
+    )
     return result.metrics(), metadata
 
 
 def _evaluate(name: str, test: pl.DataFrame, scores: Any, floor: float) -> tuple[dict[str, float], dict[str, Any]]:
-    """Test-split metrics (held-out customers of the newest snapshots) and the plots the UI shows, the same for every model kind."""
-    from ml_assets.lib.evaluation import calibration_figure, classification_metrics, roc_pr_figure
+    """Test-split figures (held-out customers of the newest snapshots), the same for every model kind; fails under the floor."""
+    from ml_assets.lib.evaluation import evaluate
 
-    y = test["churned"].to_numpy()
-    raw = classification_metrics(y, scores)
-    metrics = {f"test_{k}": v for k, v in raw.items()}
-    if raw["roc_auc"] < floor:
-        raise dg.Failure(
-            f"{name}: test ROC-AUC {raw['roc_auc']:.3f} is below the floor {floor}; the model is not registered. "
-            "Check the training_set (label rate, snapshot count) before lowering the floor."
-        )
-    metadata = {
-        **{f"test_{k}": float(v) for k, v in raw.items() if k != "rows"},
-        "test_rows": int(raw["rows"]),
-        "roc_pr_curves": figure_markdown(roc_pr_figure(y, scores, f"{name}, test split"), "ROC and PR curves"),
-        "calibration_curve": figure_markdown(calibration_figure(y, scores, f"{name} calibration, test split"), "calibration curve"),
-    }
+    evaluation = evaluate(test["churned"].to_numpy(), scores, name, split="test")
+    if why := evaluation.refusal(floor):
+        raise dg.Failure(f"{name}: {why}")
+    metrics = evaluation.named()
+    metadata: dict[str, Any] = {k: float(v) for k, v in metrics.items() if k != "test_rows"}
+    metadata["test_rows"] = evaluation.rows
+    metadata.update({key: figure_markdown(fig, caption) for key, (caption, fig) in evaluation.figures.items()})
     return metrics, metadata
 
 
@@ -289,7 +289,7 @@ def _evaluate(name: str, test: pl.DataFrame, scores: Any, floor: float) -> tuple
 )
 def lgbm_model(
     context: dg.AssetExecutionContext, config: LgbmConfig, training_set: pl.DataFrame, artifacts: ArtifactStore, registry: ModelRegistry
-) -> dict[str, Any]:
+) -> ModelRecord:
     """The gradient-boosted churn classifier (LightGBM), registered as a candidate model version.
 
     Headline figures are out of time (`backtest_roc_auc`, `backtest_pr_auc`):
@@ -353,16 +353,15 @@ def lgbm_model(
             "feature_importance": figure_markdown(_importance_figure(importance), "feature importance"),
         }
     )
-    return {
-        "model_version": version,
-        "kind": "lightgbm",
-        "format": "lightgbm-text",
-        "artifact": ref.as_dict(),
-        "features": list(model_features(training_set)),
-        "metrics": metrics,
-        "best_iteration": model.best_iteration,
-        "params": model.params,
-    }
+    return ModelRecord(
+        model_version=version,
+        kind="lightgbm",
+        format="lightgbm-text",
+        artifact=Artifact(**ref.as_dict()),
+        features=model_features(training_set),
+        metrics=metrics,
+        details={"best_iteration": model.best_iteration, "params": model.params},
+    )
 
 
 @dg.asset(
@@ -379,7 +378,7 @@ def lgbm_model(
 )
 def torch_model(
     context: dg.AssetExecutionContext, config: TorchConfig, training_set: pl.DataFrame, artifacts: ArtifactStore, registry: ModelRegistry
-) -> dict[str, Any]:
+) -> ModelRecord:
     """A neural-network churn classifier (PyTorch MLP), registered as a candidate model version.
 
     Inputs are log-scaled and standardized with statistics fitted on the train
@@ -452,17 +451,16 @@ def torch_model(
             "learning_curve": figure_markdown(learning_curve_figure(net.history), "learning curve"),
         }
     )
-    return {
-        "model_version": version,
-        "kind": "torch",
-        "format": "torch-state-dict",
-        "artifact": ref.as_dict(),
-        "architecture": net.architecture,
-        "features": list(model_features(training_set)),
-        "metrics": metrics,
-        "device": net.device,
-        "best_epoch": net.best_epoch,
-    }
+    return ModelRecord(
+        model_version=version,
+        kind="torch",
+        format="torch-state-dict",
+        artifact=Artifact(**ref.as_dict()),
+        architecture=net.architecture,
+        features=model_features(training_set),
+        metrics=metrics,
+        details={"device": net.device, "best_epoch": net.best_epoch},
+    )
 
 
 def _importance(model_text: str) -> dict[str, float]:
@@ -486,7 +484,7 @@ def _importance_figure(importance: dict[str, float]) -> Any:
 )
 def baseline_model(
     context: dg.AssetExecutionContext, training_set: pl.DataFrame, artifacts: ArtifactStore, registry: ModelRegistry
-) -> dict[str, Any]:
+) -> BaselineRecord:
     """The classical baselines every candidate must beat, judged out of time on the same cutoffs.
 
     `recency`: the longer since the last purchase, the likelier churn.
@@ -524,11 +522,21 @@ def baseline_model(
     fitted = fit_bgnbd(*bgnbd_inputs(newest))
     _, _, test = _splits(training_set)
     bgnbd = next(r for r in results if r.name == "bgnbd")
-    test_metrics, evaluation = _evaluate("baseline_model (BG/NBD)", test, bgnbd_matrix_scores(fitted, features, horizon, feature_matrix(test, tuple(features))), 0.0)
+    test_metrics, evaluation = _evaluate(
+        "baseline_model (BG/NBD)", test, bgnbd_matrix_scores(fitted, features, horizon, feature_matrix(test, tuple(features))), 0.0
+    )
     params = {**fitted.as_dict(), "horizon_days": horizon, "fitted_on": str(newest["snapshot_date"].max())}
     ref, version = _store_and_register(
-        context, "bgnbd", "bgnbd", json.dumps(params, sort_keys=True).encode(), ".json", training_set, params,
-        {**bgnbd.metrics(), **test_metrics}, artifacts, registry,
+        context,
+        "bgnbd",
+        "bgnbd",
+        json.dumps(params, sort_keys=True).encode(),
+        ".json",
+        training_set,
+        params,
+        {**bgnbd.metrics(), **test_metrics},
+        artifacts,
+        registry,
     )
     context.add_output_metadata(
         {
@@ -544,18 +552,17 @@ def baseline_model(
             "horizon_days": horizon,
         }
     )
-    return {
-        "split": "backtest",
-        "cutoffs": [f.cutoff.isoformat() for f in folds],
-        "baselines": {r.name: {**r.metrics(), "folds": r.folds} for r in results},
-        "best": best.name if best else None,
-        "best_backtest_roc_auc": best.roc_auc if best else None,
+    return BaselineRecord(
+        cutoffs=tuple(f.cutoff.isoformat() for f in folds),
+        baselines={r.name: {**r.metrics(), "folds": r.folds} for r in results},
+        best=best.name if best else None,
+        best_backtest_roc_auc=best.roc_auc if best else None,
         # The BG/NBD model version, exported to ONNX by bgnbd_onnx like the learned models.
-        "model_version": version,
-        "kind": "bgnbd",
-        "format": "bgnbd-json",
-        "artifact": ref.as_dict(),
-        "features": features,
-        "architecture": {"horizon_days": horizon},
-        "metrics": {**bgnbd.metrics(), **test_metrics},
-    }
+        model_version=version,
+        kind="bgnbd",
+        format="bgnbd-json",
+        artifact=Artifact(**ref.as_dict()),
+        features=features,
+        architecture={"horizon_days": horizon},
+        metrics={**bgnbd.metrics(), **test_metrics},
+    )

@@ -98,7 +98,9 @@ def validated_transactions(
     result = quarantine(raw_transactions, days, seen_before, now=dt.datetime.now(dt.UTC).replace(tzinfo=None), contract=contract)
     validated, quarantined = result.valid, result.rejected
 
-    raw_days = raw_transactions[ROW_DAY] if ROW_DAY in raw_transactions.columns else raw_transactions.select(partition_day(days)).to_series()
+    raw_days = (
+        raw_transactions[ROW_DAY] if ROW_DAY in raw_transactions.columns else raw_transactions.select(partition_day(days)).to_series()
+    )
     raw_by_day = _counts(pl.DataFrame({"_d": raw_days}), "_d")
     valid_by_day = _counts(validated.with_columns(pl.col("ts").dt.date().alias("_d")), "_d")
     rej_by_day = _counts(quarantined, "partition_date")

@@ -89,7 +89,9 @@ def test_the_model_beats_recency_and_bgnbd_out_of_time_on_a_retail_log(horizon: 
     folds = plan_backtest(days, horizon, 3, 28)
 
     def lgbm(fit: pl.DataFrame, valid: pl.DataFrame, scored: pl.DataFrame) -> np.ndarray:
-        model = train_lgbm(fit, valid, {"learning_rate": 0.05, "feature_fraction": 0.9}, 600, 40, [{"num_leaves": 15, "min_data_in_leaf": 100}])
+        model = train_lgbm(
+            fit, valid, {"learning_rate": 0.05, "feature_fraction": 0.9}, 600, 40, [{"num_leaves": 15, "min_data_in_leaf": 100}]
+        )
         return load_booster(model.model_text).predict(feature_matrix(scored))
 
     model = run_backtest("lgbm", frame, folds, lgbm)

@@ -20,7 +20,19 @@ REPO = Path(__file__).resolve().parents[1]
 def test_quick_benchmarks_print_their_tables() -> None:
     out = subprocess.run([sys.executable, "-m", "benchmarks.run_all", "--quick"], cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
-    for title in ("Code location load", "Per-step overhead", "Batch scoring", "PyTorch network", "Features for one day", "Model quality out of time", "Drift report", "Feast point-in-time retrieval", "Online scoring service", "Backfill of", "Whole pipeline:"):
+    for title in (
+        "Code location load",
+        "Per-step overhead",
+        "Batch scoring",
+        "PyTorch network",
+        "Features for one day",
+        "Model quality out of time",
+        "Drift report",
+        "Feast point-in-time retrieval",
+        "Online scoring service",
+        "Backfill of",
+        "Whole pipeline:",
+    ):
         assert title in out.stdout
     assert "ML libraries imported at load: none" in out.stdout
     assert "| vs baseline |" in out.stdout
@@ -44,7 +56,7 @@ def test_attribution_counts_the_bodies_and_io_and_not_dagster() -> None:
     def slower(slow: pl.DataFrame):  # noqa: ANN202 (a generator body: timed between Dagster's next() calls only)
         t0 = time.perf_counter()
         ballast = bytearray(300 * 2**20)  # 300 MB held while this body runs: its peak must show it
-        ballast[:: 4096] = b"x" * len(ballast[:: 4096])
+        ballast[::4096] = b"x" * len(ballast[::4096])
         time.sleep(0.4)
         del ballast
         spent["slower"] = time.perf_counter() - t0

@@ -123,7 +123,9 @@ def test_artifact_sweep_lists_then_removes_only_old_unregistered_files(tmp_path:
     young = Path(store.put("models/torch", b"fresh weights", ".safetensors").uri)
 
     def sweep(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "churn"), "artifacts", "sweep", *extra], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [str(BIN / "churn"), "artifacts", "sweep", *extra], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
 
     dry = sweep()
     assert dry.returncode == 0, dry.stderr

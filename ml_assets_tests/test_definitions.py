@@ -71,6 +71,32 @@ def test_jobs_and_schedules_resolve() -> None:
     assert {"daily_pipeline_job_schedule", "weekly_training_schedule"} <= names
 
 
+def test_the_three_stages_cover_the_graph_once_and_make_the_jobs() -> None:
+    """One list of stages: every asset is in exactly one; the daily job is ingest + scoring, the training job training."""
+    from ml_assets.pipeline import INGEST_TO_FEATURES, SCORING, TRAINING
+
+    graph = defs.resolve_asset_graph()
+    stages = {
+        name: {k.to_user_string() for k in sel.resolve(graph)}
+        for name, sel in (("ingest", INGEST_TO_FEATURES), ("scoring", SCORING), ("training", TRAINING))
+    }
+    # unplaceable_transactions is an AssetSpec that raw_transactions' runs report, not a step of its own.
+    everything = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).is_executable}
+    assert "unplaceable_transactions" not in everything
+    assert set().union(*stages.values()) == everything
+    assert sum(len(keys) for keys in stages.values()) == len(everything)
+    assert stages["ingest"] == {
+        "raw_transactions",
+        "validated_transactions",
+        "quarantined_transactions",
+        "customer_features",
+    }
+    assert stages["scoring"] == {"online_features", "batch_predictions", "drift_report"}
+    daily = {k.to_user_string() for k in defs.resolve_job_def("daily_pipeline_job").asset_layer.executable_asset_keys}
+    training = {k.to_user_string() for k in defs.resolve_job_def("training_job").asset_layer.executable_asset_keys}
+    assert daily == stages["ingest"] | stages["scoring"] and training == stages["training"]
+
+
 def test_onnx_parity_checks_block_promotion() -> None:
     graph = defs.resolve_asset_graph()
     checks = {k.name: k for k in graph.asset_check_keys}
@@ -150,7 +176,10 @@ def test_the_run_tags_the_pipeline_spells_out_are_dagsters_own() -> None:
 
     from ml_assets import pipeline
 
-    assert (pipeline.ASSET_PARTITION_RANGE_START_TAG, pipeline.ASSET_PARTITION_RANGE_END_TAG) == (ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG)
+    assert (pipeline.ASSET_PARTITION_RANGE_START_TAG, pipeline.ASSET_PARTITION_RANGE_END_TAG) == (
+        ASSET_PARTITION_RANGE_START_TAG,
+        ASSET_PARTITION_RANGE_END_TAG,
+    )
     assert (pipeline.RUN_KEY_TAG, pipeline.SENSOR_NAME_TAG) == (RUN_KEY_TAG, SENSOR_NAME_TAG)
 
 
@@ -160,5 +189,10 @@ def test_no_private_dagster_import_in_production_code() -> None:
 
     repo = Path(__file__).resolve().parents[1]
     private = re.compile(r"^\s*(from|import) dagster\._", re.MULTILINE)
-    found = [str(p.relative_to(repo)) for d in ("ml_assets", "resources", "sensors") for p in (repo / d).rglob("*.py") if private.search(p.read_text())]
+    found = [
+        str(p.relative_to(repo))
+        for d in ("ml_assets", "resources", "sensors")
+        for p in (repo / d).rglob("*.py")
+        if private.search(p.read_text())
+    ]
     assert found == []

@@ -27,7 +27,9 @@ def _verdicts(drift_date: dt.date | None, days: list[dt.date]) -> dict[dt.date, 
         ref_day = day - dt.timedelta(days=LAG)
         ref = _active(features.filter(pl.col("snapshot_date") == ref_day)).select(columns).to_pandas()
         cur = _active(features.filter(pl.col("snapshot_date") == day)).select(columns).to_pandas()
-        r = compute_drift(sample_rows(ref, 5_000, 11), sample_rows(cur, 5_000, 13), columns, 0.1, SHARE, judged(START, ref_day, WINDOW_DAYS))
+        r = compute_drift(
+            sample_rows(ref, 5_000, 11), sample_rows(cur, 5_000, 13), columns, 0.1, SHARE, judged(START, ref_day, WINDOW_DAYS)
+        )
         out[day] = (r.dataset_drift, r.drift_share, r.drifted_columns)
     return out
 

@@ -213,7 +213,11 @@ def _verify_registry(registry) -> list[str]:  # noqa: ANN001
     """Every artifact the registry points to exists and has the recorded sha256; the champion is complete."""
     problems = []
     for version in registry.versions():
-        for uri, sha in ((version.artifact_uri, version.artifact_sha256), (version.onnx_uri, version.onnx_sha256), (version.reference_uri, version.reference_sha256)):
+        for uri, sha in (
+            (version.artifact_uri, version.artifact_sha256),
+            (version.onnx_uri, version.onnx_sha256),
+            (version.reference_uri, version.reference_sha256),
+        ):
             if not uri:
                 continue
             path = Path(uri)
@@ -244,7 +248,9 @@ def test_sigkill_mid_training_export_or_registry_write_leaves_no_corrupt_state(e
     # Retrain on a later cut-off, so the run produces new versions rather than finding them registered.
     until = (E2E_TRAIN_UNTIL + dt.timedelta(days=7)).isoformat()
     child = subprocess.run([sys.executable, "-c", KILL_CHILD, point, until], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert child.returncode == -signal.SIGKILL, f"the {point} kill did not happen: rc {child.returncode}\n{child.stdout[-2000:]}\n{child.stderr[-3000:]}"
+    assert child.returncode == -signal.SIGKILL, (
+        f"the {point} kill did not happen: rc {child.returncode}\n{child.stdout[-2000:]}\n{child.stderr[-3000:]}"
+    )
 
     assert _verify_registry(registry) == []
     assert registry.champion().version == champion_before  # a killed run promotes nothing
@@ -267,7 +273,9 @@ def test_sigkill_mid_training_export_or_registry_write_leaves_no_corrupt_state(e
     resources = resources_for(data, env["CHURN_WAREHOUSE_URL"])
     # On the same instance: it knows which feature partitions exist (and holds the killed run, left STARTED).
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        rerun = materialize_unpartitioned(TRAINING, instance, training_run_config(dt.date.fromisoformat(until), max_trials=2), resources, log_level="CRITICAL")
+        rerun = materialize_unpartitioned(
+            TRAINING, instance, training_run_config(dt.date.fromisoformat(until), max_trials=2), resources, log_level="CRITICAL"
+        )
     assert rerun.success
     assert _verify_registry(registry) == []
     assert len(registry.versions()) >= len(before) + 2  # both new models registered
@@ -283,13 +291,20 @@ def test_rematerializing_a_partition_duplicates_nothing_downstream(e2e: Pipeline
 
     env, data, home = copy_pipeline_env(e2e, tmp_path)
     day = E2E_DRIFT_DAYS[0]
-    keys = ["raw_transactions", "validated_transactions", "quarantined_transactions", "customer_features", "batch_predictions", "drift_report"]
+    keys = [
+        "raw_transactions",
+        "validated_transactions",
+        "quarantined_transactions",
+        "customer_features",
+        "batch_predictions",
+        "drift_report",
+    ]
     resources = resources_for(data, env["CHURN_WAREHOUSE_URL"])
     lake = resources["lake"]
     before = {k: lake.read_partitions(dg.AssetKey(k), [day.isoformat()]) for k in keys}
     with dg.DagsterInstance.from_config(str(home)) as instance:
         for _ in range(2):
-            assert materialize_range([*INGEST_TO_FEATURES, *SCORING], day, day, instance, resources, log_level="CRITICAL").success
+            assert materialize_range(INGEST_TO_FEATURES | SCORING, day, day, instance, resources, log_level="CRITICAL").success
     for key in keys:
         after = lake.read_partitions(dg.AssetKey(key), [day.isoformat()])
         assert after.height == before[key].height, f"{key}: {before[key].height} rows before, {after.height} after two re-runs"
@@ -297,7 +312,6 @@ def test_rematerializing_a_partition_duplicates_nothing_downstream(e2e: Pipeline
         if ids:
             assert after[ids].n_unique() == after.height, f"{key}: duplicated {ids}"
     assert len(list((data / "lake" / "batch_predictions").rglob(f"*{day.isoformat()}*"))) == 1
-
 
 
 @pytest.mark.slow
@@ -314,9 +328,13 @@ def test_customers_without_a_score_fail_the_drift_report_and_change_nothing(e2e:
     html = next((data / "artifacts" / "drift_reports").glob(f"{day}.html"))
     before = (report.read_bytes(), html.stat().st_mtime_ns)
     resources = resources_for(data, env["CHURN_WAREHOUSE_URL"])
-    with dg.DagsterInstance.from_config(str(home)) as instance, pytest.raises(Exception, match="3 customers have features but no prediction"):
+    with (
+        dg.DagsterInstance.from_config(str(home)) as instance,
+        pytest.raises(Exception, match="3 customers have features but no prediction"),
+    ):
         materialize_range(["drift_report"], E2E_DRIFT_DAYS[0], E2E_DRIFT_DAYS[0], instance, resources, log_level="CRITICAL")
     assert (report.read_bytes(), html.stat().st_mtime_ns) == before
+
 
 CONCURRENT_CHILD = textwrap.dedent(
     """
@@ -348,10 +366,14 @@ def test_concurrent_scoring_runs_and_a_retrain_do_not_interfere(e2e: PipelineRun
     days = [E2E_DRIFT_DAYS[0] + dt.timedelta(days=1), E2E_DRIFT_DAYS[0] + dt.timedelta(days=2)]
     until = (E2E_TRAIN_UNTIL + dt.timedelta(days=14)).isoformat()
     children = [
-        subprocess.Popen([sys.executable, "-c", CONCURRENT_CHILD, "score", d.isoformat()], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT_CHILD, "score", d.isoformat()], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True
+        )
         for d in days
     ]
-    children.append(subprocess.Popen([sys.executable, "-c", CONCURRENT_CHILD, "train", until], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True))
+    children.append(
+        subprocess.Popen([sys.executable, "-c", CONCURRENT_CHILD, "train", until], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    )
     for child in children:
         _, err = child.communicate(timeout=900)
         assert child.returncode == 0, err[-3000:]

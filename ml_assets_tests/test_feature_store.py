@@ -65,8 +65,12 @@ def test_point_in_time_join_never_sees_a_later_value(tmp_path: Path) -> None:
     # Planted rows for a customer absent from the daily snapshots: one value
     # one second before the snapshot instant, a different one a second after.
     planted = "C99999999"
-    before = _snapshot(snapshot, [planted], offset=0.25).with_columns(pl.lit(at - dt.timedelta(seconds=1)).cast(pl.Datetime("us")).alias("feature_timestamp"))
-    after = _snapshot(snapshot, [planted], offset=0.75).with_columns(pl.lit(at + dt.timedelta(seconds=1)).cast(pl.Datetime("us")).alias("feature_timestamp"))
+    before = _snapshot(snapshot, [planted], offset=0.25).with_columns(
+        pl.lit(at - dt.timedelta(seconds=1)).cast(pl.Datetime("us")).alias("feature_timestamp")
+    )
+    after = _snapshot(snapshot, [planted], offset=0.75).with_columns(
+        pl.lit(at + dt.timedelta(seconds=1)).cast(pl.Datetime("us")).alias("feature_timestamp")
+    )
     before.write_parquet(folder / "planted-before.parquet")
     after.write_parquet(folder / "planted-after.parquet")
     fs = feature_store_for(tmp_path, lake)
@@ -90,7 +94,9 @@ def test_point_in_time_join_never_sees_a_later_value(tmp_path: Path) -> None:
 def test_a_value_older_than_the_ttl_is_not_served_offline(store) -> None:  # noqa: ANN001
     # Two days after the last snapshot the 1-day TTL has passed: no stale features.
     late = cutoff_for(DAYS[-1]) + dt.timedelta(days=2)
-    got = store.historical(pl.DataFrame({"customer_id": [CUSTOMERS[0]], "event_timestamp": [late]}, schema_overrides={"event_timestamp": pl.Datetime("us")}))
+    got = store.historical(
+        pl.DataFrame({"customer_id": [CUSTOMERS[0]], "event_timestamp": [late]}, schema_overrides={"event_timestamp": pl.Datetime("us")})
+    )
     assert got["recency_days"].to_list() == [None]
 
 
@@ -99,7 +105,9 @@ def _online_equals_offline(fs) -> None:  # noqa: ANN001
 
     at = cutoff_for(DAYS[-1])
     fs.materialize(at - dt.timedelta(hours=12), at + dt.timedelta(hours=12))
-    entities = pl.DataFrame({"customer_id": CUSTOMERS, "feature_timestamp": [at] * len(CUSTOMERS)}, schema_overrides={"feature_timestamp": pl.Datetime("us")})
+    entities = pl.DataFrame(
+        {"customer_id": CUSTOMERS, "feature_timestamp": [at] * len(CUSTOMERS)}, schema_overrides={"feature_timestamp": pl.Datetime("us")}
+    )
     assert skew(fs, entities).is_empty()
     online = fs.online(CUSTOMERS[:2] + ["C00000000-unknown"])
     assert online["recency_days"].to_list()[:2] == pytest.approx(_snapshot(DAYS[-1], CUSTOMERS[:2])["recency_days"].to_list())
@@ -149,7 +157,9 @@ def test_reapplying_is_idempotent_and_a_changed_definition_shows_in_the_registry
 
 def test_generated_config_keeps_secrets_as_placeholders(tmp_path: Path) -> None:
     secret_registry = "postgresql+psycopg://churn:s3cret@127.0.0.1:5432/test"  # noqa: S105 (a planted fake secret the test looks for)
-    fs = feature_store_for(tmp_path, str(tmp_path / "lake"), online_store="redis", redis_url="127.0.0.1:6379,password=s3cret", registry_url=secret_registry)
+    fs = feature_store_for(
+        tmp_path, str(tmp_path / "lake"), online_store="redis", redis_url="127.0.0.1:6379,password=s3cret", registry_url=secret_registry
+    )
     text = fs.write_config().read_text()
     assert "s3cret" not in text
     assert "${CHURN_FEAST_REDIS_URL}" in text and "${CHURN_FEAST_REGISTRY_URL}" in text
@@ -162,7 +172,12 @@ def test_generated_config_keeps_secrets_as_placeholders(tmp_path: Path) -> None:
 def test_feast_cli_lists_the_registered_views(store) -> None:  # noqa: ANN001
     feast = Path(sys.executable).with_name("feast")
     out = subprocess.run(
-        [str(feast), "-c", store.repo_path, "feature-views", "list"], capture_output=True, text=True, timeout=120, env={**os.environ}, check=False
+        [str(feast), "-c", store.repo_path, "feature-views", "list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ},
+        check=False,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert FEATURE_VIEW in out.stdout
@@ -306,7 +321,9 @@ def test_a_store_serving_a_day_this_lake_lacks_fails_with_how_to_fix_it(tmp_path
     fs.apply()
     load_online_snapshot(fs, Lake(root=str(tmp_path / "lake")), [DAYS[2]], skew_sample=10, seed=1)
     older = _lake(tmp_path / "older", DAYS[:2])
-    with pytest.raises(FeatureStoreError, match=rf"serves the snapshot of {DAYS[2]}, newer than {DAYS[1]}.*CHURN_FEAST_PROJECT.*delete .*online_store\.db"):
+    with pytest.raises(
+        FeatureStoreError, match=rf"serves the snapshot of {DAYS[2]}, newer than {DAYS[1]}.*CHURN_FEAST_PROJECT.*delete .*online_store\.db"
+    ):
         load_online_snapshot(fs, Lake(root=older), [DAYS[1]], skew_sample=10, seed=1)
     assert fs.served_snapshot() == DAYS[2]
     assert fs.online(CUSTOMERS[:2])["spend_30d"].to_list() == pytest.approx(_snapshot(DAYS[2], CUSTOMERS[:2])["spend_30d"].to_list())

@@ -58,7 +58,9 @@ def test_windows_are_measured_back_from_the_end_of_the_day() -> None:
     # C1's purchase days are 54, 15 and 6 days apart: mean 25, spread sqrt(mean of squares - square of mean).
     gaps = [54.0, 15.0, 6.0]
     mean = sum(gaps) / 3
-    assert c1["mean_gap_days"] == pytest.approx(mean) and c1["gap_std_days"] == pytest.approx((sum(g * g for g in gaps) / 3 - mean**2) ** 0.5)
+    assert c1["mean_gap_days"] == pytest.approx(mean) and c1["gap_std_days"] == pytest.approx(
+        (sum(g * g for g in gaps) / 3 - mean**2) ** 0.5
+    )
     assert set(FEATURE_COLUMNS) <= set(f.columns)
     assert not f.select(FEATURE_COLUMNS).to_numpy().__contains__(float("nan"))
 
@@ -122,10 +124,14 @@ def test_feature_suite_in_chunks_of_days_gives_the_whole_frame_verdicts(small_tr
     frame = snapshots_features(small_transactions, days)
     day_rows = frame.filter(pl.col("snapshot_date") == days[0]).height
     # Defects planted on the newest day (the last chunk): a negative count, a share above 1, a duplicated customer.
-    bad = frame.with_row_index("_i").with_columns(
-        pl.when(pl.col("_i") == frame.height - 1).then(-1.0).otherwise(pl.col("tx_count_7d")).alias("tx_count_7d"),
-        pl.when(pl.col("_i") == frame.height - 2).then(1.5).otherwise(pl.col("mobile_share")).alias("mobile_share"),
-    ).drop("_i")
+    bad = (
+        frame.with_row_index("_i")
+        .with_columns(
+            pl.when(pl.col("_i") == frame.height - 1).then(-1.0).otherwise(pl.col("tx_count_7d")).alias("tx_count_7d"),
+            pl.when(pl.col("_i") == frame.height - 2).then(1.5).otherwise(pl.col("mobile_share")).alias("mobile_share"),
+        )
+        .drop("_i")
+    )
     bad = pl.concat([bad, bad.tail(1)]).sort("snapshot_date")
     for data in (frame, bad):
         whole = validate_features(data, FEATURE_COLUMNS, chunk_rows=10**9)

@@ -140,7 +140,9 @@ def test_run_pod_from_the_launcher_config_is_valid_and_safe(instance_config: dic
     pod = manifest["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert container["securityContext"]["allowPrivilegeEscalation"] is False and container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert (
+        container["securityContext"]["allowPrivilegeEscalation"] is False and container["securityContext"]["readOnlyRootFilesystem"] is True
+    )
     assert container["resources"]["limits"]["memory"] == "2Gi"
     assert "nvidia.com/gpu" not in container["resources"]["limits"]  # the run pod orchestrates; only the training step gets a GPU
     assert {"secretRef": {"name": "churn-secrets"}} in container["envFrom"]

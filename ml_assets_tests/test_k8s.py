@@ -26,7 +26,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from ml_assets.k8s import K8S_CONFIG_TAG, Placement, base_step_config, gpu_step_config
+from ml_assets.k8s import K8S_CONFIG_TAG, Placement, base_step_config, executor_config, gpu_step_config
 
 K8S_VERSION = "1.33.0"
 
@@ -50,7 +50,9 @@ def _manifest(step_key: str, tags: dict[str, str]) -> dict[str, Any]:
         K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(tags))
     )
     job = construct_dagster_k8s_job(
-        job_config=DagsterK8sJobConfig(job_image="registry.example.com/churn:1.0", dagster_home="/opt/dagster/dagster_home", instance_config_map="dagster-instance"),
+        job_config=DagsterK8sJobConfig(
+            job_image="registry.example.com/churn:1.0", dagster_home="/opt/dagster/dagster_home", instance_config_map="dagster-instance"
+        ),
         args=["dagster", "api", "execute_step"],
         job_name=f"dagster-step-{step_key.replace('_', '-')}",
         pod_name=f"dagster-step-{step_key.replace('_', '-')}",
@@ -122,21 +124,26 @@ def test_strict_validation_can_fail() -> None:
         kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
 
 
-def test_placement_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CHURN_K8S_GPU_COUNT", "2")
-    monkeypatch.setenv("CHURN_K8S_GPU_NODE_SELECTOR", '{"cloud.google.com/gke-accelerator": "nvidia-l4"}')
-    monkeypatch.setenv("CHURN_K8S_GPU_TOLERATIONS", '[{"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}]')
-    config = gpu_step_config()
+def test_placement_values_come_from_the_environment() -> None:
+    from ml_assets.settings import SettingsError, load_settings
+
+    env = {
+        "CHURN_SETTINGS_FILE": "none",
+        "CHURN_K8S_GPU_COUNT": "2",
+        "CHURN_K8S_GPU_NODE_SELECTOR": '{"cloud.google.com/gke-accelerator": "nvidia-l4"}',
+        "CHURN_K8S_GPU_TOLERATIONS": '[{"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}]',
+        "CHURN_K8S_MAX_CONCURRENT": "7",
+    }
+    placement = load_settings(env).deployment.k8s
+    config = gpu_step_config(placement)
     assert config["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert config["pod_spec_config"]["node_selector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert config["pod_spec_config"]["tolerations"][0]["value"] == "yes"
-    monkeypatch.setenv("CHURN_K8S_GPU_COUNT", "0")
-    with pytest.raises(ValueError, match="at least 1"):
-        Placement.from_env()
-    monkeypatch.setenv("CHURN_K8S_GPU_COUNT", "1")
-    monkeypatch.setenv("CHURN_K8S_GPU_NODE_SELECTOR", "{not json")
-    with pytest.raises(ValueError, match="must be JSON"):
-        Placement.from_env()
+    assert executor_config(placement)["max_concurrent"] == 7
+    with pytest.raises(SettingsError, match="CHURN_K8S_GPU_COUNT.*greater than or equal to 1"):
+        load_settings({**env, "CHURN_K8S_GPU_COUNT": "0"})
+    with pytest.raises(SettingsError, match="CHURN_K8S_GPU_NODE_SELECTOR is not valid JSON"):
+        load_settings({**env, "CHURN_K8S_GPU_NODE_SELECTOR": "{not json"})
 
 
 # --- A scheduling simulation (a model of the scheduler's filters, not Kubernetes itself) ---
@@ -201,11 +208,15 @@ def test_local_mode_does_not_import_dagster_k8s_and_kubernetes_mode_uses_the_k8s
     local = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, env=env, check=True)
     assert '"k8s": false' in local.stdout and '"executor": "in_process"' in local.stdout
     k8s = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, env={**env, "CHURN_DEPLOYMENT": "kubernetes"}, check=True
+        [sys.executable, "-W", "ignore", "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "CHURN_DEPLOYMENT": "kubernetes"},
+        check=True,
     )
     assert '"k8s": true' in k8s.stdout and '"executor": "churn_k8s_job_executor"' in k8s.stdout
     bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "CHURN_DEPLOYMENT": "cloud"})
-    assert bad.returncode != 0 and "local or kubernetes" in bad.stderr
+    assert bad.returncode != 0 and "CHURN_DEPLOYMENT: Input should be 'local' or 'kubernetes' (got 'cloud')" in bad.stderr
 
 
 # --- The real step handler and run launcher against an emulated Kubernetes API ---
@@ -290,11 +301,19 @@ def _launch_steps(kube_api: dict[str, Any], job_name: str, asset_selection: set[
     launcher = {
         "module": "dagster_k8s",
         "class": "K8sRunLauncher",
-        "config": {"instance_config_map": "dagster-instance", "dagster_home": "/opt/dagster/dagster_home", "job_image": IMAGE, "service_account_name": "dagster", **cluster},
+        "config": {
+            "instance_config_map": "dagster-instance",
+            "dagster_home": "/opt/dagster/dagster_home",
+            "job_image": IMAGE,
+            "service_account_name": "dagster",
+            **cluster,
+        },
     }
     with instance_for_test(overrides={"run_launcher": launcher}) as instance:
         plan = create_execution_plan(job_def)
-        run = create_run_for_test(instance, job_name=job_def.name, job_code_origin=recon.get_python_origin(), asset_selection=asset_selection)
+        run = create_run_for_test(
+            instance, job_name=job_def.name, job_code_origin=recon.get_python_origin(), asset_selection=asset_selection
+        )
         # The production executor config (definitions.build_executor) plus how to reach this cluster.
         processed = process_config(k8s_job_executor.config_schema.config_type, {**executor_config(), "job_image": IMAGE, **cluster})
         assert processed.success, processed.errors
@@ -302,14 +321,20 @@ def _launch_steps(kube_api: dict[str, Any], job_name: str, asset_selection: set[
             InitExecutorContext(job=recon, executor_def=k8s_job_executor, executor_config=processed.value, instance=instance)
         )
         plan_context = PlanOrchestrationContext(
-            plan_data=PlanData(job=recon, dagster_run=run, instance=instance, execution_plan=plan, raise_on_error=True, retry_mode=RetryMode.DISABLED),
+            plan_data=PlanData(
+                job=recon, dagster_run=run, instance=instance, execution_plan=plan, raise_on_error=True, retry_mode=RetryMode.DISABLED
+            ),
             log_manager=create_context_free_log_manager(instance, run),
             executor=executor,
             output_capture=None,
         )
         for step in plan.steps:
-            args = ExecuteStepArgs(job_origin=recon.get_python_origin(), run_id=run.run_id, step_keys_to_execute=[step.key], instance_ref=None)
-            context = StepHandlerContext(instance=instance, plan_context=plan_context, steps=[step], execute_step_args=args, dagster_run=run)
+            args = ExecuteStepArgs(
+                job_origin=recon.get_python_origin(), run_id=run.run_id, step_keys_to_execute=[step.key], instance_ref=None
+            )
+            context = StepHandlerContext(
+                instance=instance, plan_context=plan_context, steps=[step], execute_step_args=args, dagster_run=run
+            )
             events = list(executor._step_handler.launch_step(context))
             assert [e.event_type_value for e in events] == ["STEP_WORKER_STARTING"], step.key
         instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
@@ -324,7 +349,9 @@ def _launch_steps(kube_api: dict[str, Any], job_name: str, asset_selection: set[
         ("daily schedule: daily_pipeline_job", "daily_pipeline_job", None),
     ],
 )
-def test_executor_and_launcher_create_valid_jobs_with_gpu_only_for_training(kube_api: dict[str, Any], path: str, job_name: str, selection: set[str] | None) -> None:
+def test_executor_and_launcher_create_valid_jobs_with_gpu_only_for_training(
+    kube_api: dict[str, Any], path: str, job_name: str, selection: set[str] | None
+) -> None:
     jobs = _launch_steps(kube_api, job_name, {dg.AssetKey(k) for k in selection} if selection else None)
     assert "run" in jobs, "K8sRunLauncher created no run Job"
     steps = {k: v for k, v in jobs.items() if k != "run"}

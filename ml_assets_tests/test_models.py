@@ -205,3 +205,19 @@ def test_onnx_decides_like_lightgbm_inside_its_zero_band() -> None:
     assert np.array_equal(native_before, native_after)
     onnx = onnx_churn_probability(onnx_session(lgbm_to_onnx(text, 1)), probes)
     assert np.abs(onnx - native_after).max() < 1e-6
+
+
+def test_evaluate_names_the_split_and_refuses_under_the_floor() -> None:
+    import numpy as np
+
+    from ml_assets.lib.evaluation import evaluate
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    informative = np.clip(y * 0.6 + rng.random(400) * 0.4, 0, 1)
+    good = evaluate(y, informative, "model", split="backtest", figures=False)
+    assert set(good.named()) >= {"backtest_roc_auc", "backtest_pr_auc", "backtest_rows"} and good.rows == 400
+    assert good.figures == {} and good.refusal(0.7) is None
+    noise = evaluate(y, rng.random(400), "model", split="test")
+    assert set(noise.figures) == {"roc_pr_curves", "calibration_curve"}
+    assert "test ROC-AUC" in noise.refusal(0.7) and "below the floor 0.7" in noise.refusal(0.7)

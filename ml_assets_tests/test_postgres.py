@@ -50,7 +50,9 @@ def pg_dagster_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     (tmp_path / "home").mkdir()
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", SECRET)
     try:
-        with dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_db": postgres_db}}}, temp_dir=str(tmp_path / "home")) as instance:
+        with dg.instance_for_test(
+            overrides={"storage": {"postgres": {"postgres_db": postgres_db}}}, temp_dir=str(tmp_path / "home")
+        ) as instance:
             yield instance
     finally:
         with admin.connect() as conn:
@@ -132,13 +134,17 @@ def test_production_backends_end_to_end(
     assert isinstance(resources["warehouse"].url, dg.EnvVar) and isinstance(resources["registry"].url, dg.EnvVar)
     assert resources["feature_store"].online_store == "redis"
 
-    run = run_full_pipeline(tmp_path, PG_URL, instance, resources=resources, db_schema=pg_schema, table="sales", column_map={"ts": "sold_at"})
+    run = run_full_pipeline(
+        tmp_path, PG_URL, instance, resources=resources, db_schema=pg_schema, table="sales", column_map={"ts": "sold_at"}
+    )
 
     with sa.create_engine(PG_URL).connect() as conn:
         source_rows = conn.execute(sa.text(f'select count(*) from "{pg_schema}".sales')).scalar_one()  # noqa: S608 (the test's own schema name)
         # Stored as a real timestamp column, not text.
         col_type = conn.execute(
-            sa.text("select data_type from information_schema.columns where table_schema = :s and table_name = 'sales' and column_name = 'sold_at'"),
+            sa.text(
+                "select data_type from information_schema.columns where table_schema = :s and table_name = 'sales' and column_name = 'sold_at'"
+            ),
             {"s": pg_schema},
         ).scalar_one()
         registry_tables = set(sa.inspect(conn).get_table_names(schema=pg_schema))

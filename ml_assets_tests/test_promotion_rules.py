@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from ml_assets.lib.promotion import baseline_refusal, decide, eligibility
+from ml_assets.lib.promotion import BestBaseline, baseline_refusal, decide, eligibility
 
-BASELINES = {"best": "bgnbd", "best_backtest_roc_auc": 0.80}
+BASELINES = BestBaseline("bgnbd", 0.80)
 
 
 @dataclass

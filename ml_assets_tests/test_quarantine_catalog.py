@@ -90,7 +90,12 @@ def blob_amount(engine: sa.Engine) -> None:
         )
 
 
-CLOSED = {"closed_vocabularies": {"channel": ["web", "mobile", "store"], "category": ["grocery", "electronics", "apparel", "home", "beauty", "sports"]}}
+CLOSED = {
+    "closed_vocabularies": {
+        "channel": ["web", "mobile", "store"],
+        "category": ["grocery", "electronics", "apparel", "home", "beauty", "sports"],
+    }
+}
 
 
 @dataclass(frozen=True)
@@ -154,11 +159,18 @@ CASES = [
     Case("whitespace customer id", insert(_row(customer_id="  \t ")), rule="customer_id_well_formed"),
     Case("10 KB customer id", insert(_row(customer_id="C" + "1" * 10_240)), rule="customer_id_well_formed"),
     Case("SQL-looking customer id", insert(_row(customer_id="C1'); DROP TABLE transactions; --")), valid=True),
-    Case("customer id off the declared pattern", insert(_row(customer_id="42")), rule="customer_id_well_formed", warehouse={"customer_id_pattern": r"C[0-9]{8}"}),
+    Case(
+        "customer id off the declared pattern",
+        insert(_row(customer_id="42")),
+        rule="customer_id_well_formed",
+        warehouse={"customer_id_pattern": r"C[0-9]{8}"},
+    ),
     Case("non-UTF-8 customer id", raw_bytes_customer, rule="values_have_expected_types"),
     Case(
         "missing required column",
-        ddl("create table transactions (transaction_id integer, customer_id text, ts timestamp, quantity integer, channel text, category text)"),
+        ddl(
+            "create table transactions (transaction_id integer, customer_id text, ts timestamp, quantity integer, channel text, category text)"
+        ),
         error="'amount'",
     ),
     Case(

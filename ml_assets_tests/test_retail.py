@@ -42,7 +42,9 @@ PLANTED = [
 
 
 def _churn(env: dict[str, str], *args: str, timeout: int = 900) -> str:
-    done = subprocess.run([sys.executable, "-m", "ml_assets.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "ml_assets.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     assert done.returncode == 0, f"churn {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return done.stdout
 
@@ -70,9 +72,21 @@ def test_a_plain_purchase_log_runs_end_to_end_with_only_churn_init(backend: str,
         env.pop(name, None)
     try:
         init = _churn(
-            env, "init", "--url", url, "--table", table, "--horizon-days", str(HORIZON), "--min-history-days", "30", "--partitions-start", START.isoformat(),
+            env,
+            "init",
+            "--url",
+            url,
+            "--table",
+            table,
+            "--horizon-days",
+            str(HORIZON),
+            "--min-history-days",
+            "30",
+            "--partitions-start",
+            START.isoformat(),
             # Seven months of a memoryless buy-till-you-die log carry little signal: the floor is the user's setting.
-            "--min-roc-auc", "0.6",
+            "--min-roc-auc",
+            "0.6",
         )
         assert "customer_id      <- customer_no" in init and "ts               <- purchase_date" in init
         assert "channel          <- (absent)" in init

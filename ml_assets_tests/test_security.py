@@ -14,16 +14,22 @@ SOURCES = ["ml_assets", "ml_assets_tests", "resources", "sensors", "benchmarks",
 def test_bandit_rules_are_clean() -> None:
     # ruff's flake8-bandit rules (S), as configured in pyproject.toml, over every Python source of the project.
     ruff = Path(sys.executable).parent / "ruff"
-    out = subprocess.run([str(ruff), "check", "--select", "S", "--output-format", "concise", *SOURCES], cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(
+        [str(ruff), "check", "--select", "S", "--output-format", "concise", *SOURCES], cwd=REPO, capture_output=True, text=True
+    )
     assert out.returncode == 0, f"security lint findings:\n{out.stdout}{out.stderr}"
 
 
 def test_the_lint_can_fail(tmp_path: Path) -> None:
     # The same command flags what it exists to flag: SQL built by formatting, and a pickle load.
     bad = tmp_path / "bad.py"
-    bad.write_text('import pickle\n\ndef f(conn, name):\n    conn.execute(f"select * from t where name = \'{name}\'")\n    return pickle.loads(b"")\n')
+    bad.write_text(
+        'import pickle\n\ndef f(conn, name):\n    conn.execute(f"select * from t where name = \'{name}\'")\n    return pickle.loads(b"")\n'
+    )
     ruff = Path(sys.executable).parent / "ruff"
-    out = subprocess.run([str(ruff), "check", "--isolated", "--select", "S", "--output-format", "concise", str(bad)], capture_output=True, text=True)
+    out = subprocess.run(
+        [str(ruff), "check", "--isolated", "--select", "S", "--output-format", "concise", str(bad)], capture_output=True, text=True
+    )
     assert out.returncode == 1 and "S608" in out.stdout and "S301" in out.stdout
 
 

@@ -112,7 +112,9 @@ def test_errors_are_clear_and_per_item_where_they_can_be(e2e: PipelineRun, live:
         assert httpx.post(f"{live}/predict", json={"customer_ids": [malformed]}).status_code == 422, repr(malformed)
     oversize = httpx.post(f"{live}/predict", json={"customer_ids": [f"C{i:08d}" for i in range(1001)]})
     assert oversize.status_code == 413 and oversize.json()["limit"] == 1000
-    huge = httpx.post(f"{live}/predict", content=b'{"customer_ids": ["' + b"A" * 300_000 + b'"]}', headers={"content-type": "application/json"})
+    huge = httpx.post(
+        f"{live}/predict", content=b'{"customer_ids": ["' + b"A" * 300_000 + b'"]}', headers={"content-type": "application/json"}
+    )
     assert huge.status_code == 413
 
 

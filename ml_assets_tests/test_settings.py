@@ -30,7 +30,9 @@ def _file(tmp_path: Path, text: str) -> dict[str, str]:
 
 
 def test_the_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
-    env = _file(tmp_path, "source:\n  table: purchases\n  columns: {ts: purchase_date}\nlabel_horizon_days: 90\npartitions_start: 2023-01-01\n")
+    env = _file(
+        tmp_path, "source:\n  table: purchases\n  columns: {ts: purchase_date}\nlabel_horizon_days: 90\npartitions_start: 2023-01-01\n"
+    )
     loaded = load_settings(env)
     assert loaded.source.table == "purchases" and loaded.source.columns == {"ts": "purchase_date"}
     assert loaded.label_horizon_days == 90 and loaded.partitions_start == dt.date(2023, 1, 1)
@@ -65,7 +67,10 @@ def test_the_code_location_takes_its_run_defaults_from_the_file(tmp_path: Path) 
     """What a schedule or the drift sensor launches runs with these defaults: a fresh process loads the definitions."""
     env = {
         **os.environ,
-        **_file(tmp_path, "label_horizon_days: 90\nmin_history_days: 120\nmax_rejected_share: 0.2\nmin_roc_auc: 0.65\npartitions_start: 2023-03-01\n"),
+        **_file(
+            tmp_path,
+            "label_horizon_days: 90\nmin_history_days: 120\nmax_rejected_share: 0.2\nmin_roc_auc: 0.65\npartitions_start: 2023-03-01\n",
+        ),
     }
     probe = (
         "from ml_assets.definitions import defs\n"
@@ -180,18 +185,24 @@ def test_no_file_means_the_defaults_and_the_demo_never_touches_a_users_source(mo
 
 
 def test_the_settings_table_of_the_guide_is_the_settings_object() -> None:
-    """docs/data-contract.md lists every setting once, with its environment variable and its default."""
+    """The guides list every setting once, with its environment variable and its default: the problem in
+    docs/data-contract.md, the deployment section in docs/own-database.md."""
     import json
     import re
     from pathlib import Path
 
     from ml_assets.settings import ENV, Settings
 
-    guide = (Path(__file__).resolve().parents[1] / "docs" / "data-contract.md").read_text()
-    rows = {
-        m.group(1): (m.group(2), m.group(3))
-        for m in re.finditer(r"^\| `([a-z_.]+)` \| `(CHURN_[A-Z_]+)`(?: \(JSON\))? \| ([^|]+) \|", guide, re.MULTILINE)
-    }
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    found = [
+        (m.group(1), (m.group(2), m.group(3)))
+        for name in ("data-contract.md", "own-database.md")
+        for m in re.finditer(
+            r"^\| `([a-z0-9_.]+)` \| `(CHURN_[A-Z0-9_]+)`(?: \(JSON\))? \| ([^|]+) \|", (docs / name).read_text(), re.MULTILINE
+        )
+    ]
+    rows = dict(found)
+    assert len(rows) == len(found), "a setting is listed twice"
     assert {dotted: var for var, dotted in ENV.items()} == {k: v[0] for k, v in rows.items()}
     defaults = Settings().model_dump(mode="json")
     for dotted, (_, shown) in rows.items():
@@ -201,9 +212,46 @@ def test_the_settings_table_of_the_guide_is_the_settings_object() -> None:
         shown = shown.strip()
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             assert shown.strip("`") and float(shown.strip("`")) == value, (dotted, shown, value)
-        elif isinstance(value, list) and value:
+        elif isinstance(value, (list, dict)) and value:
             assert shown == f"`{json.dumps(value)}`", (dotted, shown, value)
         elif value is None or value in ({}, []):
             assert shown in ("none", "all", "`{}`", "`[]`", "the embedded SQLite demo warehouse"), (dotted, shown)
         else:
             assert shown == f"`{value}`" or dotted == "source.url", (dotted, shown, value)
+
+
+def test_secrets_come_from_the_environment_only_and_never_print(tmp_path: Path) -> None:
+    from ml_assets.settings import SettingsError, load_settings
+    from resources import build_registry, build_resources
+
+    leaky = tmp_path / "churn.yaml"
+    leaky.write_text("deployment:\n  registry_url: postgresql://me:hunter2@db/registry\n")
+    with pytest.raises(SettingsError, match="deployment.registry_url.*CHURN_REGISTRY_URL") as refused:
+        load_settings({"CHURN_SETTINGS_FILE": str(leaky)})
+    assert "hunter2" not in str(refused.value)
+    env = {"CHURN_SETTINGS_FILE": "none", "CHURN_REGISTRY_URL": "postgresql://me:hunter2@db/registry", "CHURN_DATA_DIR": str(tmp_path)}
+    loaded = load_settings(env)
+    assert "hunter2" not in repr(loaded) and "hunter2" not in str(loaded.model_dump())
+    # Inside Dagster the URL is an EnvVar (resolved at run time, never in the UI); the CLI resolves it.
+    assert isinstance(build_resources(loaded)["registry"].url, dg.EnvVar)
+    assert build_registry(resolve_env=True, settings=loaded).url.endswith("hunter2@db/registry")
+    with pytest.raises(SettingsError, match="CHURN_SERVICE_MAX_BATCH") as bad:
+        load_settings({**env, "CHURN_SERVICE_MAX_BATCH": "0", "CHURN_FEAST_REDIS_URL": ":hunter2@redis:6379"})
+    assert "hunter2" not in str(bad.value)
+
+
+def test_nothing_but_the_settings_module_reads_the_environment() -> None:
+    """The settings object is the one description of the configuration: no other production module reads os.environ."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    readers = []
+    for package in ("ml_assets", "resources", "sensors", "feature_repo"):
+        for path in (root / package).rglob("*.py"):
+            if path.name == "settings.py" and path.parent.name == "ml_assets":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") and getattr(node.value, "id", "") == "os":
+                    readers.append(f"{path.relative_to(root)}:{path.read_text().splitlines()[node.lineno - 1].strip()}")
+    # The one exception sets CUDA's deterministic-kernel variable; it reads no setting.
+    assert readers == ['ml_assets/lib/torch_net.py:os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")'], readers

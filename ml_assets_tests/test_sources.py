@@ -72,7 +72,13 @@ SOURCES = [
     Source("sqlite-datetime", "sqlite", "datetime", TEXT, TEXT_DAYS),
     Source("sqlite-date", "sqlite", "date", DATES, DATE_DAYS),
     Source("postgres-timestamp", PG_URL, "timestamp(6)", NAIVE, NAIVE_DAYS),
-    Source("postgres-timestamptz-tokyo-session", PG_TOKYO_URL, "timestamptz", AWARE + [(c, t + "+00") for c, t in NAIVE], {**AWARE_DAYS, **NAIVE_DAYS}),
+    Source(
+        "postgres-timestamptz-tokyo-session",
+        PG_TOKYO_URL,
+        "timestamptz",
+        AWARE + [(c, t + "+00") for c, t in NAIVE],
+        {**AWARE_DAYS, **NAIVE_DAYS},
+    ),
     Source("postgres-date", PG_URL, "date", DATES, DATE_DAYS),
     Source("postgres-text", PG_URL, "varchar(40)", TEXT, TEXT_DAYS),
     Source("mariadb-datetime", MARIADB_URL, "datetime(6)", NAIVE, NAIVE_DAYS),
@@ -139,7 +145,9 @@ def test_every_row_lands_on_its_utc_day_in_single_day_and_range_runs(source_tabl
     assert _placed(ranged["lake"], DAYS) == on_day
     # The same rows get the same derived transaction ids in both runs.
     ids = [
-        res["lake"].read_partitions(dg.AssetKey("validated_transactions"), [d.isoformat() for d in DAYS]).sort("customer_id")["transaction_id"]
+        res["lake"]
+        .read_partitions(dg.AssetKey("validated_transactions"), [d.isoformat() for d in DAYS])
+        .sort("customer_id")["transaction_id"]
         for res in (single, ranged)
     ]
     assert ids[0].to_list() == ids[1].to_list() and ids[0].is_unique().all()
@@ -160,14 +168,18 @@ def test_a_value_that_does_not_fit_never_fails_the_run(url: str, tmp_path: Path)
         {"i": 3, "c": "nan-amount", "q": 1, "a": "NaN" if engine.dialect.name == "postgresql" else None},
     ]
     with engine.begin() as conn:
-        conn.execute(sa.text(f"create table {table} (transaction_id bigint, customer_id varchar(64), ts date, amount {numeric}, quantity bigint)"))
+        conn.execute(
+            sa.text(f"create table {table} (transaction_id bigint, customer_id varchar(64), ts date, amount {numeric}, quantity bigint)")
+        )
         for row in rows:
             conn.execute(sa.text(f"insert into {table} values (:i, :c, '2025-01-10', :a, :q)"), row)  # noqa: S608 (the test's own table name; values bound)
     try:
         res = resources_for(tmp_path, url, table=table)
         # Two of three rows are bad: let the day through the quarantine-share gate to look at the rows.
         config = {"ops": {"validated_transactions": {"config": {"max_rejected_share": 1.0}}}}
-        result = dg.materialize(ALL_ASSETS, selection=KEYS, partition_key=DAY.isoformat(), resources=res, run_config=config, raise_on_error=False)
+        result = dg.materialize(
+            ALL_ASSETS, selection=KEYS, partition_key=DAY.isoformat(), resources=res, run_config=config, raise_on_error=False
+        )
         assert result.success
         lake = res["lake"]
         valid = lake.read_partitions(dg.AssetKey("validated_transactions"), [DAY.isoformat()])
@@ -206,6 +218,12 @@ def test_a_further_categorical_column_reaches_the_lake_and_the_features(tmp_path
     assert "n_country_values" in features.columns and features["n_country_values"].is_between(1, 2).all()
     # A named column the table lacks fails once, naming it and the setting.
     wrong = resources_for(tmp_path / "wrong", url, **{**settings, "categoricals": ["region"]})
-    result = dg.materialize(__import__("ml_assets.definitions", fromlist=["ALL_ASSETS"]).ALL_ASSETS, selection=KEYS, partition_key=DAY.isoformat(), resources=wrong, raise_on_error=False)
+    result = dg.materialize(
+        __import__("ml_assets.definitions", fromlist=["ALL_ASSETS"]).ALL_ASSETS,
+        selection=KEYS,
+        partition_key=DAY.isoformat(),
+        resources=wrong,
+        raise_on_error=False,
+    )
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "['region']" in failure.step_failure_data.error.message and "CHURN_CATEGORICALS" in failure.step_failure_data.error.message

@@ -82,9 +82,12 @@ def webserver(e2e: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> Ite
         while True:
             try:
                 # Ready once the code location has loaded, not just when the port answers.
-                if _graphql(url, "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }")["workspaceOrError"][
-                    "locationEntries"
-                ][0]["loadStatus"] == "LOADED":
+                if (
+                    _graphql(url, "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }")["workspaceOrError"][
+                        "locationEntries"
+                    ][0]["loadStatus"]
+                    == "LOADED"
+                ):
                     break
             except (OSError, KeyError, IndexError):
                 pass
@@ -121,7 +124,14 @@ def browser() -> Iterator[Any]:
         pytest.fail("Chromium and chromedriver are required (make setup installs Debian's chromium and chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage", "--window-size=1920,1200"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--window-size=1920,1200",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.implicitly_wait(0)
@@ -147,7 +157,9 @@ def _wait_for(driver: Any, condition: Any, what: str, timeout: float = 60) -> An
         shot = Path(os.environ.get("CHURN_TEST_ARTIFACTS", REPO / "test-artifacts")) / "ui" / "failure.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(shot))
-        raise AssertionError(f"the UI never showed {what} (url {driver.current_url}, screenshot {shot}); page text: {_body(driver)[:1500]!r}") from exc
+        raise AssertionError(
+            f"the UI never showed {what} (url {driver.current_url}, screenshot {shot}); page text: {_body(driver)[:1500]!r}"
+        ) from exc
 
 
 def _body(driver: Any) -> str:
@@ -217,7 +229,9 @@ def test_asset_page_shows_metadata_plots_and_the_drift_report_link(webserver: st
     browser.find_element(By.XPATH, "//button[normalize-space()='Events']").click()
     _wait_for(
         browser,
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, "canvas")) >= 3 and all(m in _body(d) for m in ("drift_share", "prediction_drift_score")),
+        lambda d: (
+            len(d.find_elements(By.CSS_SELECTOR, "canvas")) >= 3 and all(m in _body(d) for m in ("drift_share", "prediction_drift_score"))
+        ),
         "the drift_share and prediction_drift_score plots",
     )
     browser.save_screenshot(str(shots / "drift_report_plots.png"))
@@ -252,7 +266,14 @@ def test_every_asset_carries_what_analysts_read(webserver: str) -> None:
     def schema(key: str) -> bool:
         return any(e["__typename"] == "TableSchemaMetadataEntry" for e in nodes[key]["assetMaterializations"][0]["metadataEntries"])
 
-    for key in ("raw_transactions", "validated_transactions", "quarantined_transactions", "customer_features", "training_set", "batch_predictions"):
+    for key in (
+        "raw_transactions",
+        "validated_transactions",
+        "quarantined_transactions",
+        "customer_features",
+        "training_set",
+        "batch_predictions",
+    ):
         assert schema(key), f"{key}: no column schema"
 
     checks = {
@@ -295,7 +316,9 @@ def test_a_materialization_launched_through_the_ui_succeeds(webserver: str, brow
     status = None
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        status = _graphql(webserver, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id})["runOrError"]["status"]
+        status = _graphql(webserver, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id})["runOrError"][
+            "status"
+        ]
         if status in ("SUCCESS", "FAILURE", "CANCELED"):
             break
         time.sleep(2)

@@ -93,7 +93,9 @@ def test_every_rule_is_named_once() -> None:
     assert tuple(names) == RAW_RULE_NAMES
 
 
-@pytest.mark.parametrize("customer_id", ["42", "1234567890123", "0b6f3c1e-8d1a-4f4e-9c55-0a4f2d9e7b11", "C1'; DROP TABLE transactions;--", "Zoë 7"])
+@pytest.mark.parametrize(
+    "customer_id", ["42", "1234567890123", "0b6f3c1e-8d1a-4f4e-9c55-0a4f2d9e7b11", "C1'; DROP TABLE transactions;--", "Zoë 7"]
+)
 def test_any_printable_customer_id_is_accepted_by_default(customer_id: str) -> None:
     valid, rejected = _run([{**GOOD, "customer_id": customer_id}])
     assert valid["customer_id"].to_list() == [customer_id] and rejected.is_empty()
@@ -101,13 +103,20 @@ def test_any_printable_customer_id_is_accepted_by_default(customer_id: str) -> N
 
 def test_a_declared_customer_id_pattern_must_match_the_whole_value() -> None:
     contract = RawContract(customer_id_pattern=r"C[0-9]{8}")
-    valid, rejected = _run([GOOD, {**GOOD, "transaction_id": 2, "customer_id": "C00000001\n"}, {**GOOD, "transaction_id": 3, "customer_id": "C1"}], contract=contract)
+    valid, rejected = _run(
+        [GOOD, {**GOOD, "transaction_id": 2, "customer_id": "C00000001\n"}, {**GOOD, "transaction_id": 3, "customer_id": "C1"}],
+        contract=contract,
+    )
     assert valid["transaction_id"].to_list() == [1]
     assert rejected["rejected_reasons"].to_list() == ["customer_id_well_formed"] * 2
 
 
 def test_open_vocabularies_count_unknown_values_instead_of_quarantining() -> None:
-    rows = [GOOD, {**GOOD, "transaction_id": 2, "channel": "kiosk", "category": "garden"}, {**GOOD, "transaction_id": 3, "channel": "kiosk"}]
+    rows = [
+        GOOD,
+        {**GOOD, "transaction_id": 2, "channel": "kiosk", "category": "garden"},
+        {**GOOD, "transaction_id": 3, "channel": "kiosk"},
+    ]
     valid, rejected = _run(rows, contract=RawContract())
     assert valid.height == 3 and rejected.is_empty()
     assert unknown_values(valid, RawContract()) == {"channel": 2, "category": 1}

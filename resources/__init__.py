@@ -1,17 +1,16 @@
 """Every external system the pipeline touches, as typed Dagster resources.
 
-``build_resources`` is the one place that reads the environment and decides
-where things live; assets only see the resources.
+``build_resources`` turns the settings (``ml_assets/settings.py``, the only
+reader of the environment) into resources; assets only see the resources.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
 
-from ml_assets.settings import Settings, load_settings
+from ml_assets.settings import VARIABLE, Settings, load_settings
 from resources.alerts import FailureNotifier, RetrainPolicy
 from resources.artifacts import ArtifactIntegrityError, ArtifactRef, ArtifactStore, SweptFile, registry_references, sweep
 from resources.feature_store import FeatureStoreError, FeatureStoreResource
@@ -49,23 +48,32 @@ __all__ = [
 ]
 
 
-def data_dir() -> Path:
+def data_dir(settings: Settings | None = None) -> Path:
     """Where the embedded defaults live (git-ignored)."""
-    return Path(os.environ.get("CHURN_DATA_DIR", ".data")).resolve()
+    return (settings or load_settings()).deployment.data_path
 
 
-def default_warehouse_url() -> str:
-    return f"sqlite:///{data_dir() / 'warehouse.sqlite'}"
+def default_warehouse_url(settings: Settings | None = None) -> str:
+    return f"sqlite:///{data_dir(settings) / 'warehouse.sqlite'}"
+
+
+def _secret(settings: Settings, dotted: str, resolve_env: bool) -> str | dg.EnvVar | None:
+    """A secret setting as Dagster should hold it: an EnvVar (resolved at run time, never shown in the UI or run
+    config) when it came from the environment, the plain value only for processes outside Dagster (`resolve_env`)."""
+    section, name = dotted.split(".")
+    value = getattr(getattr(settings, section), name)
+    if value is None:
+        return None
+    plain = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+    var = VARIABLE[dotted]
+    return plain if resolve_env or var not in settings.environment else dg.EnvVar(var)
 
 
 def build_warehouse(settings: Settings | None = None) -> SqlWarehouse:
     settings = settings or load_settings()
     source = settings.source
-    # The URL may carry a password: when it comes from the environment it goes
-    # through EnvVar, so it is resolved at run time and never shown in the UI.
-    url: str | dg.EnvVar = dg.EnvVar("CHURN_WAREHOUSE_URL") if os.environ.get("CHURN_WAREHOUSE_URL") else (source.url or default_warehouse_url())
     return SqlWarehouse(
-        url=url,
+        url=_secret(settings, "source.url", resolve_env=False) or default_warehouse_url(settings),
         table=source.table,
         db_schema=source.db_schema,
         column_map=source.columns,
@@ -76,68 +84,62 @@ def build_warehouse(settings: Settings | None = None) -> SqlWarehouse:
     )
 
 
-def build_registry(resolve_env: bool = False) -> ModelRegistry:
+def build_registry(resolve_env: bool = False, settings: Settings | None = None) -> ModelRegistry:
     """The model registry. `resolve_env=True` reads the URL now, for commands that run outside Dagster (the CLI)."""
-    from_env = os.environ.get("CHURN_REGISTRY_URL")
-    # Same rule as the warehouse: a URL from the environment may hold a
-    # password, so Dagster gets it as an EnvVar, resolved only at run time.
-    url: str | dg.EnvVar = (
-        (from_env if resolve_env else dg.EnvVar("CHURN_REGISTRY_URL")) if from_env else f"sqlite:///{data_dir() / 'registry.sqlite'}"
+    settings = settings or load_settings()
+    deployment = settings.deployment
+    return ModelRegistry(
+        url=_secret(settings, "deployment.registry_url", resolve_env) or f"sqlite:///{deployment.data_path / 'registry.sqlite'}",
+        db_schema=deployment.registry_schema,
+        code_version=deployment.code_version,
     )
-    return ModelRegistry(url=url, db_schema=os.environ.get("CHURN_REGISTRY_SCHEMA") or None)
 
 
-def build_artifacts() -> ArtifactStore:
-    return ArtifactStore(root=os.environ.get("CHURN_ARTIFACT_ROOT", str(data_dir() / "artifacts")))
+def build_artifacts(settings: Settings | None = None) -> ArtifactStore:
+    return ArtifactStore(root=(settings or load_settings()).deployment.artifacts)
 
 
-def build_feature_store(lake_root: str, resolve_env: bool = False) -> FeatureStoreResource:
-    """Feast: SQLite online store and file registry under .data/feast by default; Redis and an SQL registry by environment.
+def build_feature_store(lake_root: str | None = None, resolve_env: bool = False, settings: Settings | None = None) -> FeatureStoreResource:
+    """Feast: SQLite online store and file registry under <data_dir>/feast by default; Redis and an SQL registry when set.
 
     `resolve_env=True` reads the secrets now, for processes that run outside Dagster (the scoring service).
     """
-    base = data_dir() / "feast"
-
-    def secret(name: str) -> str | dg.EnvVar | None:
-        # Both may carry passwords: EnvVar resolves them at run time and keeps
-        # them out of the UI; the generated feature_store.yaml holds ${VAR} placeholders.
-        value = os.environ.get(name)
-        return (value if resolve_env else dg.EnvVar(name)) if value else None
-
-    redis, registry = secret("CHURN_FEAST_REDIS_URL"), secret("CHURN_FEAST_REGISTRY_URL")
+    settings = settings or load_settings()
+    deployment = settings.deployment
+    base = deployment.data_path / "feast"
+    # The generated feature_store.yaml holds ${VAR} placeholders for the secrets.
     return FeatureStoreResource(
-        repo_path=str(Path(os.environ.get("CHURN_FEAST_REPO", "feature_repo")).resolve()),
-        lake_root=lake_root,
+        repo_path=str(Path(deployment.feast_repo).resolve()),
+        lake_root=lake_root or deployment.lake,
         registry_path=str(base / "registry.db"),
         online_path=str(base / "online_store.db"),
-        online_store=os.environ.get("CHURN_FEAST_ONLINE_STORE", "redis" if redis else "sqlite"),
-        offline_store=os.environ.get("CHURN_FEAST_OFFLINE_STORE", "duckdb"),
-        redis_url=redis,
-        registry_url=registry,
-        project=os.environ.get("CHURN_FEAST_PROJECT", "churn"),
+        online_store=deployment.online_store,
+        offline_store=deployment.feast_offline_store,
+        redis_url=_secret(settings, "deployment.feast_redis_url", resolve_env),
+        registry_url=_secret(settings, "deployment.feast_registry_url", resolve_env),
+        project=deployment.feast_project,
     )
 
 
-def build_resources() -> dict[str, object]:
-    settings = load_settings()
-    base = data_dir()
-    lake = Lake(root=os.environ.get("CHURN_LAKE_ROOT", str(base / "lake")))
+def build_resources(settings: Settings | None = None) -> dict[str, object]:
+    """Every resource of the code location, from the settings (loaded now when not given)."""
+    settings = settings or load_settings()
+    lake = Lake(root=settings.deployment.lake)
     return {
         "warehouse": build_warehouse(settings),
         # The same lake is the default IO manager and a resource for assets
         # that choose which partitions to read at run time (training_set).
         "io_manager": LakeIOManager(lake=lake),
         "lake": lake,
-        "feature_store": build_feature_store(lake.root),
-        "artifacts": build_artifacts(),
-        "registry": build_registry(),
+        "feature_store": build_feature_store(lake.root, settings=settings),
+        "artifacts": build_artifacts(settings),
+        "registry": build_registry(settings=settings),
         "policy": RetrainPolicy(
             drift_share_threshold=settings.drift_share_threshold,
             cooldown_hours=settings.retrain_cooldown_hours,
         ),
-        # A webhook URL usually embeds a token: EnvVar keeps it out of the UI and run config.
         "notifier": FailureNotifier(
-            record_root=os.environ.get("CHURN_ARTIFACT_ROOT", str(base / "artifacts")),
-            webhook_url=dg.EnvVar("CHURN_FAILURE_WEBHOOK_URL") if os.environ.get("CHURN_FAILURE_WEBHOOK_URL") else None,
+            record_root=settings.deployment.artifacts,
+            webhook_url=_secret(settings, "deployment.failure_webhook_url", resolve_env=False),
         ),
     }

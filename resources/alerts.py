@@ -22,7 +22,8 @@ class RetrainPolicy(dg.ConfigurableResource):
     """When the drift sensor asks for a retraining run."""
 
     drift_share_threshold: float = Field(
-        default=0.25, description="A day counts as a drift event when at least this share of feature columns (ageing ones excluded) drifted."
+        default=0.25,
+        description="A day counts as a drift event when at least this share of feature columns (ageing ones excluded) drifted.",
     )
     prediction_drift_triggers: bool = Field(default=True, description="Also treat drift of the churn score itself as an event.")
     cooldown_hours: float = Field(default=24.0, description="At most one drift-triggered retraining request per this many hours.")

@@ -41,12 +41,12 @@ def tcp_reachable(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-
 def _quiet_serve_while_materializing(record: logging.LogRecord) -> bool:
     # Feast warns that serve_features_while_materializing "typically has no
     # effect" on a file registry; it does take effect there (feast/infra/registry/
     # registry.py reads it), and we set it on purpose (ml_assets/lib/feature_store.py).
     return "serve_features_while_materializing" not in record.getMessage()
+
 
 class FeatureStoreError(RuntimeError):
     """The feature store could not answer (online store down, registry unreachable, definitions not applied)."""

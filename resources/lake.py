@@ -27,6 +27,7 @@ import polars as pl
 from pydantic import Field
 from upath import UPath
 
+from ml_assets.lib import records
 from ml_assets.lib.frames import split_by_day
 
 
@@ -60,7 +61,9 @@ class Lake(dg.ConfigurableResource):
         tmp.write_bytes(data)
         tmp.rename(path)
 
-    def read_partitions(self, key: dg.AssetKey, partitions: list[str], needed_by: str = "", columns: list[str] | None = None) -> pl.DataFrame:
+    def read_partitions(
+        self, key: dg.AssetKey, partitions: list[str], needed_by: str = "", columns: list[str] | None = None
+    ) -> pl.DataFrame:
         frames = []
         missing = []
         for partition in partitions:
@@ -92,7 +95,7 @@ class Lake(dg.ConfigurableResource):
             return pl.read_parquet(parquet.read_bytes())
         record = self.path_for(key, None, ".json")
         if record.exists():
-            return json.loads(record.read_bytes())
+            return records.load(record.read_bytes())
         raise MissingPartitionError(
             f"{key.to_user_string()} has not been materialized yet (looked in {parquet.parent}); materialize it first"
         )
@@ -121,14 +124,19 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 path = self.lake.path_for(key, None, ".parquet")
                 self.lake.write_parquet(path, obj)
                 context.add_output_metadata({"lake_path": dg.MetadataValue.path(str(path))})
-        elif isinstance(obj, dict):
+        elif isinstance(obj, (dict, records.ModelRecord)):
             if context.has_asset_partitions:
                 raise TypeError(f"{key.to_user_string()}: partitioned assets must return a polars DataFrame")
             path = self.lake.path_for(key, None, ".json")
-            self.lake.write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+            data = (
+                records.dump(obj)
+                if isinstance(obj, records.ModelRecord)
+                else json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+            )
+            self.lake.write_bytes(path, data)
             context.add_output_metadata({"lake_path": dg.MetadataValue.path(str(path))})
         else:
-            raise TypeError(f"{key.to_user_string()}: the lake stores polars DataFrames and dict records, not {type(obj).__name__}")
+            raise TypeError(f"{key.to_user_string()}: the lake stores polars DataFrames, model records and dicts, not {type(obj).__name__}")
 
     def _split(self, frame: pl.DataFrame, keys: list[str], context: dg.OutputContext) -> dict[str, pl.DataFrame]:
         if len(keys) == 1:

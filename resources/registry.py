@@ -65,10 +65,11 @@ class ModelVersion:
         return bool(self.onnx_uri and self.onnx_sha256 and self.parity_passed)
 
 
-def current_code_version() -> str:
-    """`CHURN_CODE_VERSION` when the image sets it, else the git commit of the checkout, else `unknown`."""
-    if os.environ.get("CHURN_CODE_VERSION"):
-        return os.environ["CHURN_CODE_VERSION"]
+def current_code_version(configured: str | None = None) -> str:
+    """The configured code version (`deployment.code_version`, set by the image) when there is one, else the git
+    commit of the checkout, else `unknown`."""
+    if configured:
+        return configured
     try:
         here = os.path.dirname(os.path.abspath(__file__))
         # Fixed argv, no shell; git from PATH on purpose (it is only a label, and absent git is handled).
@@ -135,6 +136,7 @@ class ModelRegistry(dg.ConfigurableResource):
 
     url: str = Field(description="SQLAlchemy URL of the registry database (SQLite file by default, PostgreSQL in production).")
     db_schema: str | None = Field(default=None, description="Database schema holding the registry tables (PostgreSQL).")
+    code_version: str | None = Field(default=None, description="Code version recorded with new model versions; none: the git commit.")
 
     _engine: Any = PrivateAttr(default=None)
 
@@ -189,7 +191,7 @@ class ModelRegistry(dg.ConfigurableResource):
                         status=CANDIDATE,
                         created_at=now,
                         run_id=run_id,
-                        code_version=code_version or current_code_version(),
+                        code_version=code_version or current_code_version(self.code_version),
                         data_window=_dump(data_window),
                         features=_dump(features),
                         params=_dump(params),

@@ -247,7 +247,9 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 def check_identifier(name: str, what: str) -> str:
     """Reject a table, schema or column name that is not a plain SQL identifier."""
     if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
-        raise ValueError(f"{what} {name!r} is not a plain SQL identifier (letters, digits, _ or $, not starting with a digit, at most 63 characters)")
+        raise ValueError(
+            f"{what} {name!r} is not a plain SQL identifier (letters, digits, _ or $, not starting with a digit, at most 63 characters)"
+        )
     return name
 
 
@@ -269,7 +271,7 @@ class SqlWarehouse(dg.ConfigurableResource):
     )
     closed_vocabularies: dict[str, list[str]] = Field(
         default_factory=dict,
-        description="Categorical columns whose values must be in a declared set, e.g. {\"channel\": [\"web\", \"store\"]} "
+        description='Categorical columns whose values must be in a declared set, e.g. {"channel": ["web", "store"]} '
         "(CHURN_CLOSED_VOCABULARIES); rows outside it are quarantined. Other categorical columns are open: unknown values are counted.",
     )
 
@@ -551,8 +553,10 @@ class SqlWarehouse(dg.ConfigurableResource):
             frame = frame.with_columns(pl.lit(None, dtype=RAW_SCHEMA[name]).alias(name))
         # The day each row belongs to: its UTC date; an unreadable text timestamp goes to the day its text starts with.
         ts_index = wanted.index("ts")
-        fallback = [text_day(r[ts_index], days) if errors[i] and "ts" in errors[i] and isinstance(r[ts_index], str) else None
-                    for i, r in enumerate(rows)]
+        fallback = [
+            text_day(r[ts_index], days) if errors[i] and "ts" in errors[i] and isinstance(r[ts_index], str) else None
+            for i, r in enumerate(rows)
+        ]
         row_day = pl.Series(ROW_DAY, fallback, dtype=pl.Date)
         frame = frame.select([*RAW_COLUMNS, *self.extra_columns]).with_columns(
             pl.Series(TYPE_ERRORS, [json.dumps(e, sort_keys=True, ensure_ascii=False) if e else None for e in errors], dtype=pl.String),
@@ -680,11 +684,19 @@ class SqlWarehouse(dg.ConfigurableResource):
             if kind == TEXT:
                 # The smallest ISO-looking text may not parse ('0000-00-00'): walk up to the first that does.
                 low = next(
-                    (v for v in conn.execute(sa.select(ts).where(readable).order_by(column).limit(1000)).scalars() if to_utc_naive(v) is not REJECT),
+                    (
+                        v
+                        for v in conn.execute(sa.select(ts).where(readable).order_by(column).limit(1000)).scalars()
+                        if to_utc_naive(v) is not REJECT
+                    ),
                     None,
                 )
                 high = next(
-                    (v for v in conn.execute(sa.select(ts).where(readable).order_by(column.desc()).limit(1000)).scalars() if to_utc_naive(v) is not REJECT),
+                    (
+                        v
+                        for v in conn.execute(sa.select(ts).where(readable).order_by(column.desc()).limit(1000)).scalars()
+                        if to_utc_naive(v) is not REJECT
+                    ),
                     None,
                 )
         first, last = (None if v is None else to_utc_naive(v) for v in (low, high))
@@ -743,7 +755,14 @@ def write_frame(url: str, table: str, frame: pl.DataFrame, db_schema: str | None
     import sqlalchemy as sa
 
     check_identifier(table, "table")
-    types = {pl.Int64: sa.BigInteger(), pl.Int32: sa.Integer(), pl.Float64: sa.Double(), pl.Date: sa.Date(), pl.Datetime: sa.DateTime(), pl.String: sa.String(64)}
+    types = {
+        pl.Int64: sa.BigInteger(),
+        pl.Int32: sa.Integer(),
+        pl.Float64: sa.Double(),
+        pl.Date: sa.Date(),
+        pl.Datetime: sa.DateTime(),
+        pl.String: sa.String(64),
+    }
     engine = sa.create_engine(url)
     if engine.dialect.name == "sqlite" and (database := sa.make_url(url).database):
         Path(database).parent.mkdir(parents=True, exist_ok=True)

@@ -79,13 +79,18 @@ def plan_backtest(labelled: list[dt.date], horizon_days: int, cutoffs: int, ever
     return sorted(folds, key=lambda f: f.cutoff)
 
 
-def fold_frames(frame: pl.DataFrame, fold: Fold, valid_share: float = 0.2, salt: str = "churn-backtest") -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def fold_frames(
+    frame: pl.DataFrame, fold: Fold, valid_share: float = 0.2, salt: str = "churn-backtest"
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(fit, valid, scored): the fold's training snapshots split by a stable customer hash (valid steers early
     stopping), and the cutoff's snapshot."""
     train = frame.filter(pl.col("snapshot_date").is_in(list(fold.train_dates)))
     cut = int(valid_share * 2**32)
     ids = train["customer_id"].unique()
-    side = pl.DataFrame({"customer_id": ids, "_valid": [zlib.crc32(f"{salt}:{c}".encode()) < cut for c in ids]}, schema={"customer_id": pl.String, "_valid": pl.Boolean})
+    side = pl.DataFrame(
+        {"customer_id": ids, "_valid": [zlib.crc32(f"{salt}:{c}".encode()) < cut for c in ids]},
+        schema={"customer_id": pl.String, "_valid": pl.Boolean},
+    )
     train = train.join(side, on="customer_id", how="left")
     fit, valid = train.filter(~pl.col("_valid")).drop("_valid"), train.filter(pl.col("_valid")).drop("_valid")
     return fit, valid, frame.filter(pl.col("snapshot_date") == fold.cutoff)

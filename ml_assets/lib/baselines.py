@@ -77,6 +77,7 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> BgNbd:
     cols = [grouped[c].to_numpy() for c in ("x", "t_x", "T")]
     weight = grouped["len"].to_numpy().astype(float)
     start = np.log([1.0, max(float(np.mean(big_t)), 1e-3), 1.0, 1.0])
+
     def loss(p: np.ndarray) -> float:
         return -_log_likelihood(p, *cols, weight) / weight.sum()
 

@@ -78,9 +78,7 @@ def parse_timestamp_text(text: str) -> dt.datetime | None:
         return None
     fraction = (m["f"] or "")[:6].ljust(6, "0")
     try:
-        moment = dt.datetime(
-            int(m["y"]), int(m["mo"]), int(m["d"]), int(m["h"] or 0), int(m["mi"] or 0), int(m["s"] or 0), int(fraction)
-        )
+        moment = dt.datetime(int(m["y"]), int(m["mo"]), int(m["d"]), int(m["h"] or 0), int(m["mi"] or 0), int(m["s"] or 0), int(fraction))
     except ValueError:  # month 13, February 30, hour 24, second 60, year 0
         return None
     tz = m["tz"]
@@ -251,7 +249,19 @@ def derived_row_ids(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
 NAME_HINTS: dict[str, tuple[str, ...]] = {
     # Not invoice or order numbers: a log of order lines repeats them, and a transaction id must be unique per row.
     "transaction_id": ("transaction_id", "txn_id", "tx_id", "transaction", "id"),
-    "customer_id": ("customer_id", "customer_no", "customer_number", "customer", "client", "cust", "member", "user", "buyer", "account", "shopper"),
+    "customer_id": (
+        "customer_id",
+        "customer_no",
+        "customer_number",
+        "customer",
+        "client",
+        "cust",
+        "member",
+        "user",
+        "buyer",
+        "account",
+        "shopper",
+    ),
     "ts": ("ts", "timestamp", "purchase_date", "purchased_at", "order_date", "created_at", "datetime", "date", "time", "day"),
     "amount": ("amount", "total", "revenue", "sales", "spend", "value", "price", "paid", "net", "gross"),
     "quantity": ("quantity", "qty", "units", "items", "count"),

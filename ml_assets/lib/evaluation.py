@@ -6,13 +6,55 @@ figures on `lgbm_model`, `torch_model` and `champion_model` compare like with li
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
     from matplotlib.figure import Figure
 
 CALIBRATION_BINS = 10
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's scores judged on one named split: the metrics and the figures that explain them, together."""
+
+    split: str
+    metrics: dict[str, float]
+    figures: dict[str, tuple[str, Any]] = field(default_factory=dict)  # metadata key -> (caption, matplotlib Figure)
+
+    @property
+    def rows(self) -> int:
+        return int(self.metrics["rows"])
+
+    def named(self) -> dict[str, float]:
+        """Every metric under its split's name (`test_roc_auc`, ...): no figure without the rows it was measured on."""
+        return {f"{self.split}_{k}": v for k, v in self.metrics.items()}
+
+    def refusal(self, floor: float) -> str | None:
+        """Why a model with these figures may not be registered (ROC-AUC under `floor`), or None."""
+        auc = self.metrics["roc_auc"]
+        if auc < floor:
+            return (
+                f"{self.split} ROC-AUC {auc:.3f} is below the floor {floor}; the model is not registered. "
+                "Check the training_set (label rate, snapshot count) before lowering the floor."
+            )
+        return None
+
+
+def evaluate(y_true: np.ndarray, scores: np.ndarray, name: str, split: str = "test", figures: bool = True) -> Evaluation:
+    """The metrics of `scores` on `split` and, unless `figures=False`, the ROC/PR and calibration plots titled with both."""
+    metrics = classification_metrics(y_true, scores)
+    plots = (
+        {
+            "roc_pr_curves": ("ROC and PR curves", roc_pr_figure(y_true, scores, f"{name}, {split} split")),
+            "calibration_curve": ("calibration curve", calibration_figure(y_true, scores, f"{name} calibration, {split} split")),
+        }
+        if figures
+        else {}
+    )
+    return Evaluation(split, metrics, plots)
 
 
 def classification_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:

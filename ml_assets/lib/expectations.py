@@ -53,8 +53,10 @@ class RawContract:
     closed_vocabularies: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def customer_id_rule(self) -> str:
-        return f"customer_id matches {self.customer_id_pattern!r} (whole value)" if self.customer_id_pattern else (
-            "customer_id is printable text of 1 to 64 characters without leading or trailing white space"
+        return (
+            f"customer_id matches {self.customer_id_pattern!r} (whole value)"
+            if self.customer_id_pattern
+            else ("customer_id is printable text of 1 to 64 characters without leading or trailing white space")
         )
 
 
@@ -80,7 +82,11 @@ def raw_rule_specs(contract: RawContract) -> list[tuple[str, str, Callable[[Any]
     specs += [
         # pandas shows both null and NaN as NaN: the helper keeps them apart.
         ("amount_not_null", "amount is present", lambda gxe: gxe.ExpectColumnValuesToBeInSet(column="__amount_null", value_set=[False])),
-        ("amount_finite", "amount is a finite number", lambda gxe: gxe.ExpectColumnValuesToBeInSet(column="__amount_finite", value_set=[True])),
+        (
+            "amount_finite",
+            "amount is a finite number",
+            lambda gxe: gxe.ExpectColumnValuesToBeInSet(column="__amount_finite", value_set=[True]),
+        ),
         (
             "amount_positive",
             "amount > 0",

@@ -94,7 +94,9 @@ def merge_states(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
     last_before = before["last_ts"].max()
     first_after = after["first_ts"].min()
     if last_before is not None and first_after is not None and first_after.date() <= last_before.date():
-        raise ValueError(f"merge_states: the later stretch starts on {first_after.date()}, not after the earlier one's last day {last_before.date()}")
+        raise ValueError(
+            f"merge_states: the later stretch starts on {first_after.date()}, not after the earlier one's last day {last_before.date()}"
+        )
     sums = [c for c in before.columns if c in ("n_tx", "n_days", "spend", "quantity", "weekend_tx", "gap_sq") or c.startswith("ch_")]
     joined = before.join(after, on="customer_id", how="full", coalesce=True, suffix="_b")
     both = pl.col("last_ts").is_not_null() & pl.col("first_ts_b").is_not_null()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 # Metric name -> True when higher is better.
 GATE_METRICS = {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False}
@@ -40,9 +40,16 @@ class Eligibility:
     refused: dict[str, str] = field(default_factory=dict)
 
 
-def baseline_refusal(metrics: dict[str, Any], baselines: dict[str, Any], margin: float) -> str | None:
+class BestBaseline(NamedTuple):
+    """The strongest simple baseline of the backtest (none when no cutoff had matured labels)."""
+
+    name: str | None
+    roc_auc: float | None
+
+
+def baseline_refusal(metrics: dict[str, Any], baseline: BestBaseline, margin: float) -> str | None:
     """Why a candidate may not be promoted against the baselines, or None when it beats the best one by ``margin`` out of time."""
-    best, best_auc = baselines.get("best"), baselines.get("best_backtest_roc_auc")
+    best, best_auc = baseline
     auc = metrics.get("backtest_roc_auc")
     if best is None or best_auc is None or auc is None or not math.isfinite(float(auc)):
         return "no out-of-time backtest (no cutoff with matured labels): it cannot be compared with the baselines"
@@ -51,12 +58,12 @@ def baseline_refusal(metrics: dict[str, Any], baselines: dict[str, Any], margin:
     return None
 
 
-def eligibility(learned: list[Model], fallback: Model, baselines: dict[str, Any], margin: float) -> Eligibility:
+def eligibility(learned: list[Model], fallback: Model, baseline: BestBaseline, margin: float) -> Eligibility:
     """Learned candidates with a passed parity check that beat the best baseline by ``margin``; when there is none,
     the baseline model itself (``fallback``, BG/NBD) if its parity passed."""
     refused = {c.version: "no passed ONNX parity check" for c in [*learned, fallback] if not c.promotable}
     for c in learned:
-        if c.version not in refused and (why := baseline_refusal(c.metrics, baselines, margin)):
+        if c.version not in refused and (why := baseline_refusal(c.metrics, baseline, margin)):
             refused[c.version] = why
     eligible = [c for c in learned if c.version not in refused]
     if not eligible and fallback.version not in refused:

@@ -30,9 +30,11 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from ml_assets.lib.contract import customer_id_ok
+from ml_assets.settings import Service, load_settings
 
 log = logging.getLogger("churn.service")
 access_log = logging.getLogger("churn.service.access")
+
 
 # The data contract's default customer-id rule (ml_assets/lib/contract.py): printable, 1 to 64
 # characters, no leading or trailing white space. An id the pipeline accepts can be scored.
@@ -40,14 +42,13 @@ def _customer_id(value: str) -> str:
     if not customer_id_ok(None)(value):
         raise ValueError("a customer id is printable text of 1 to 64 characters without leading or trailing white space")
     return value
+
+
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-@dataclass(frozen=True)
-class Settings:
-    max_batch: int = 1_000
-    max_body_bytes: int = 256_000
-    reload_seconds: float = 2.0
+# The service's limits are the `deployment.service` section of the project settings.
+Settings = Service
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ class ChampionHolder:
             if champion is None or (self.current is not None and self.current.version == champion.version):
                 return self.current
             # Verified before a byte is parsed: a tampered or partial artifact raises and the old model stays.
-            loaded = LoadedModel(champion.version, champion.kind, tuple(champion.features), load_onnx(champion, self.artifacts), time.time())
+            loaded = LoadedModel(
+                champion.version, champion.kind, tuple(champion.features), load_onnx(champion, self.artifacts), time.time()
+            )
             previous, self.current = self.current, loaded
             log.info("champion loaded: %s (%s), replacing %s", loaded.version, loaded.kind, previous.version if previous else "none")
             return loaded
@@ -201,20 +204,19 @@ class AccessLog:
         )
 
 
-def create_app(
-    registry: Any = None, artifacts: Any = None, feature_store: Any = None, settings: Settings | None = None
-) -> FastAPI:
+def create_app(registry: Any = None, artifacts: Any = None, feature_store: Any = None, settings: Settings | None = None) -> FastAPI:
     """The app; resources default to the project's configuration (the same environment the code location reads)."""
     from contextlib import asynccontextmanager
 
     if registry is None or artifacts is None or feature_store is None:
-        from resources import build_feature_store, build_registry, build_resources
+        from resources import build_artifacts, build_feature_store, build_registry
 
-        defaults = build_resources()
-        registry = registry or build_registry(resolve_env=True)
-        artifacts = artifacts or defaults["artifacts"]
-        feature_store = feature_store or build_feature_store(defaults["lake"].root, resolve_env=True)
-    settings = settings or Settings()
+        loaded = load_settings()
+        registry = registry or build_registry(resolve_env=True, settings=loaded)
+        artifacts = artifacts or build_artifacts(loaded)
+        feature_store = feature_store or build_feature_store(resolve_env=True, settings=loaded)
+        settings = settings or loaded.deployment.service
+    settings = settings or load_settings().deployment.service
     if not log.handlers:
         # uvicorn configures only its own loggers; the audit lines need a handler of their own.
         handler = logging.StreamHandler()
@@ -234,9 +236,7 @@ def create_app(
         except Exception as exc:  # noqa: BLE001 (start anyway; /ready says why)
             holder.last_error = f"{type(exc).__name__}: {exc}"
             log.error("no champion loaded at start: %s", holder.last_error)
-        poller = threading.Thread(
-            target=holder.poll_forever, args=(stop, settings.reload_seconds), name="champion-poller", daemon=True
-        )
+        poller = threading.Thread(target=holder.poll_forever, args=(stop, settings.reload_seconds), name="champion-poller", daemon=True)
         poller.start()
         yield
         stop.set()
@@ -261,7 +261,9 @@ def create_app(
     async def ready(request: Request) -> JSONResponse:
         model = holder.current
         if model is None:
-            return _error(503, f"no champion model loaded ({holder.last_error or 'the registry has no champion yet'})", request.state.request_id)
+            return _error(
+                503, f"no champion model loaded ({holder.last_error or 'the registry has no champion yet'})", request.state.request_id
+            )
         try:
             with store_lock:
                 feature_store.online_dict(["readiness-probe"])
