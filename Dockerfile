@@ -1,6 +1,6 @@
 # User-code image for the churn code location (CPU by default).
 #
-#   docker build -t registry.example.com/churn:1.0 .
+#   docker build --build-arg CHURN_CODE_VERSION=$(git rev-parse --short=12 HEAD) -t registry.example.com/churn:1.0 .
 #
 # CUDA variant (for the torch_model step on GPU nodes): start from an image
 # with the CUDA runtime and install a CUDA build of torch instead of the CPU
@@ -12,7 +12,13 @@ ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-ENV PYTHONDONTWRITEBYTECODE=1 \
+# The commit this image is built from, recorded with every model version it trains
+# (kubernetes mode refuses to start without it):
+#   docker build --build-arg CHURN_CODE_VERSION=$(git rev-parse --short=12 HEAD) ...
+ARG CHURN_CODE_VERSION=""
+RUN test -n "${CHURN_CODE_VERSION}" || (echo "build with --build-arg CHURN_CODE_VERSION=\$(git rev-parse --short=12 HEAD)" >&2; exit 1)
+ENV CHURN_CODE_VERSION=${CHURN_CODE_VERSION} \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home \

@@ -314,7 +314,7 @@ def summarize(  # noqa: ANN201
         f"registry:  {registry} (model versions, champion, promotion and rollback history)",
         f"source:    table {loaded.source.table!r} in {where}",
         f"feast:     {data_root / 'feast'} (registry, {loaded.deployment.online_store} online store); "
-        f"CLI: .venv/bin/feast -c {loaded.deployment.feast_repo} feature-views list",
+        f"CLI: .venv/bin/feast -c {loaded.deployment.feast_repo_path} feature-views list",
         "",
         "Open the UI on this instance with:  make ui   (then http://127.0.0.1:3000)",
     ]

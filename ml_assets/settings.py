@@ -119,7 +119,10 @@ class Deployment(BaseModel):
     registry_schema: str | None = Field(default=None, description="Database schema of the registry tables (PostgreSQL).")
     code_version: str | None = Field(default=None, description="Code version recorded with every model version; none: the git commit.")
     failure_webhook_url: SecretStr | None = Field(default=None, description="POST failed runs here (secret); none: off.")
-    feast_repo: str = Field(default="feature_repo", description="Where the generated feature_store.yaml goes.")
+    feast_repo: str | None = Field(
+        default=None,
+        description="Where the generated feature_store.yaml goes; none: ./feature_repo locally, <data_dir>/feast/repo on Kubernetes.",
+    )
     feast_project: str = Field(default="churn", min_length=1, description="Feast project (namespace in the registry and the online store).")
     feast_online_store: Literal["sqlite", "redis"] | None = Field(
         default=None, description="Online store; none: redis when feast_redis_url is set, else sqlite."
@@ -144,6 +147,12 @@ class Deployment(BaseModel):
     @property
     def artifacts(self) -> str:
         return self.artifact_root or str(self.data_path / "artifacts")
+
+    @property
+    def feast_repo_path(self) -> str:
+        # In a pod the image's tree is read-only: the generated file goes under the writable data folder.
+        default = self.data_path / "feast" / "repo" if self.mode == "kubernetes" else Path("feature_repo")
+        return str(Path(self.feast_repo or default).resolve())
 
     @property
     def online_store(self) -> str:
@@ -361,7 +370,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         target[leaf] = value
         origin[dotted] = var
     try:
-        return Settings.model_validate({**data, "environment": frozenset(origin.values())})
+        loaded = Settings.model_validate({**data, "environment": frozenset(origin.values())})
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -370,6 +379,49 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             shown = "(hidden)" if dotted in SECRETS else repr(error.get("input"))
             problems.append(f"{where}: {error['msg']} (got {shown})")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from exc
+    if loaded.deployment.mode == "kubernetes" and (problems := production_problems(loaded)):
+        # Fail closed: no embedded default is used in a cluster.
+        raise SettingsError(
+            "deployment.mode is kubernetes (CHURN_DEPLOYMENT) but the settings are not production-ready: "
+            + "; ".join(problems)
+            + ". Set them in the churn-secrets secret and the Helm values (docs/operations.md#kubernetes)."
+        )
+    return loaded
+
+
+# What a cluster must provide: every place state lives, none of them local to a pod.
+PRODUCTION_URLS = (
+    "source.url",
+    "deployment.registry_url",
+    "deployment.feast_registry_url",
+    "deployment.feast_redis_url",
+    "deployment.lake_root",
+    "deployment.artifact_root",
+)
+
+
+def _plain(value: object) -> str | None:
+    if value is None:
+        return None
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+def production_problems(value: Settings) -> list[str]:
+    """Why these settings cannot run in pods: a missing or pod-local location (an SQLite file, a local path) would
+    "succeed" into a file that disappears with the pod. Empty when they can."""
+    problems = []
+    for dotted in PRODUCTION_URLS:
+        section, name = dotted.split(".")
+        url = _plain(getattr(getattr(value, section), name))
+        if not url:
+            problems.append(f"{dotted} ({VARIABLE[dotted]}) is not set")
+        elif url.startswith(("sqlite:", "file:", "/", ".", "local:")) or ("://" not in url and dotted.endswith("_root")):
+            problems.append(f"{dotted} ({VARIABLE[dotted]}) points at a pod-local file or folder")
+    if not value.deployment.code_version:
+        problems.append(
+            "deployment.code_version (CHURN_CODE_VERSION) is not set: build the image with --build-arg CHURN_CODE_VERSION=$(git rev-parse HEAD)"
+        )
+    return problems
 
 
 @cache

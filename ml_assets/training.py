@@ -1,5 +1,6 @@
 """Training: labelled snapshots, the LightGBM model and the PyTorch network, each registered as a candidate."""
 
+import dataclasses
 import datetime as dt
 import time
 from typing import Any
@@ -12,6 +13,7 @@ from ml_assets.k8s import step_tags
 from ml_assets.lib.features import churn_labels, model_features
 from ml_assets.lib.frames import split_by_day
 from ml_assets.lib.records import Artifact, BaselineRecord, ModelRecord
+from ml_assets.lib.torch_net import TorchTrainConfig
 from ml_assets.lib.training import feature_matrix, plan_snapshots, search_grid, split_holdout, train_lgbm
 from ml_assets.metadata import figure_markdown, frame_metadata, markdown_table
 from ml_assets.settings import settings
@@ -55,16 +57,26 @@ class LgbmConfig(dg.Config):
     )
 
 
+_NET = TorchTrainConfig()
+
+
 class TorchConfig(dg.Config):
-    hidden: list[int] = Field(default=[64, 32], description="Widths of the hidden layers.")
-    dropout: float = Field(default=0.1, description="Dropout after each hidden layer.")
-    learning_rate: float = Field(default=2e-3, description="AdamW learning rate.")
-    weight_decay: float = Field(default=1e-4, description="AdamW weight decay.")
-    batch_size: int = Field(default=512, description="Rows per optimizer step.")
-    max_epochs: int = Field(default=60, description="Upper bound on epochs.")
-    patience: int = Field(default=6, description="Stop after this many epochs without a better validation log loss.")
-    seed: int = Field(default=17, description="Seed for weights, shuffling and dropout: the same data and seed give the same model.")
-    device: str = Field(default="auto", description="auto (CUDA when the node has a GPU, else CPU), cuda (fail without a GPU) or cpu.")
+    # The defaults are the network's own (lib/torch_net.TorchTrainConfig); the run config can change each.
+    hidden: list[int] = Field(default=list(_NET.hidden), description="Widths of the hidden layers.")
+    dropout: float = Field(default=_NET.dropout, description="Dropout after each hidden layer.")
+    learning_rate: float = Field(default=_NET.learning_rate, description="AdamW learning rate.")
+    weight_decay: float = Field(default=_NET.weight_decay, description="AdamW weight decay.")
+    batch_size: int = Field(default=_NET.batch_size, description="Rows per optimizer step.")
+    max_epochs: int = Field(default=_NET.max_epochs, description="Upper bound on epochs.")
+    patience: int = Field(default=_NET.patience, description="Stop after this many epochs without a better validation log loss.")
+    seed: int = Field(default=_NET.seed, description="Seed for weights, shuffling and dropout: the same data and seed give the same model.")
+    device: str = Field(default=_NET.device, description="auto (CUDA when the node has a GPU, else CPU), cuda (fail without a GPU) or cpu.")
+
+    def train_config(self) -> TorchTrainConfig:
+        return TorchTrainConfig(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(TorchTrainConfig)} | {"hidden": tuple(self.hidden)}
+        )
+
     min_roc_auc: float = Field(
         default=settings().min_roc_auc, description="Fail the run when test ROC-AUC is below this floor (min_roc_auc)."
     )
@@ -395,7 +407,7 @@ def torch_model(
     import torch
 
     from ml_assets.lib.evaluation import learning_curve_figure
-    from ml_assets.lib.torch_net import EpochLog, TorchTrainConfig, load_net, predict_proba, train_net
+    from ml_assets.lib.torch_net import EpochLog, load_net, predict_proba, train_net
 
     train, valid, test = _splits(training_set)
     torch.set_num_threads(2)
@@ -405,17 +417,7 @@ def torch_model(
             f"torch_model epoch {e.epoch}: train loss {e.train_loss:.4f}, valid loss {e.valid_loss:.4f}, valid ROC-AUC {e.valid_auc:.4f} ({e.seconds:.2f}s)"
         )
 
-    settings = TorchTrainConfig(
-        hidden=tuple(config.hidden),
-        dropout=config.dropout,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        batch_size=config.batch_size,
-        max_epochs=config.max_epochs,
-        patience=config.patience,
-        seed=config.seed,
-        device=config.device,
-    )
+    settings = config.train_config()
     net = train_net(
         feature_matrix(train), train["churned"].to_numpy(), feature_matrix(valid), valid["churned"].to_numpy(), settings, on_epoch=log_epoch
     )

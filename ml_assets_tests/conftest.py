@@ -30,20 +30,18 @@ E2E_DRIFT_DAYS = (dt.date(2025, 6, 27), dt.date(2025, 6, 28))  # four weeks afte
 E2E_CUSTOMERS = 2500
 
 
-def resources_for(root: Path, warehouse_url: str, **warehouse: object) -> dict[str, object]:
-    from resources import ArtifactStore, FailureNotifier, Lake, LakeIOManager, ModelRegistry, RetrainPolicy, SqlWarehouse
+def settings_for(root: Path) -> object:
+    """The project's settings with every location under `root` (the embedded defaults otherwise)."""
+    from ml_assets.settings import Deployment, Settings
 
-    lake = Lake(root=str(root / "lake"))
-    return {
-        "feature_store": feature_store_for(root, lake.root),
-        "warehouse": SqlWarehouse(url=warehouse_url, **warehouse),
-        "io_manager": LakeIOManager(lake=lake),
-        "lake": lake,
-        "artifacts": ArtifactStore(root=str(root / "artifacts")),
-        "registry": ModelRegistry(url=f"sqlite:///{root / 'registry.sqlite'}"),
-        "policy": RetrainPolicy(),
-        "notifier": FailureNotifier(record_root=str(root / "artifacts")),
-    }
+    return Settings(deployment=Deployment(data_dir=str(root), feast_repo=str(root / "feature_repo")))
+
+
+def resources_for(root: Path, warehouse_url: str, **warehouse: object) -> dict[str, object]:
+    """The code location's own resources (build_resources) under `root`, reading `warehouse_url` with `warehouse` options."""
+    from resources import SqlWarehouse, build_resources
+
+    return {**build_resources(settings_for(root)), "warehouse": SqlWarehouse(url=warehouse_url, **warehouse)}
 
 
 def redis_up() -> bool:
@@ -54,15 +52,11 @@ def redis_up() -> bool:
 
 
 def feature_store_for(root: Path, lake_root: str, **overrides: object):  # noqa: ANN201
-    from resources import FeatureStoreResource
+    """The code location's Feast resource under `root` over the lake at `lake_root`, with `overrides` (a Redis store, a project)."""
+    from resources import FeatureStoreResource, build_feature_store
 
-    settings: dict[str, object] = {
-        "repo_path": str(root / "feature_repo"),
-        "lake_root": lake_root,
-        "registry_path": str(root / "feast" / "registry.db"),
-        "online_path": str(root / "feast" / "online_store.db"),
-    }
-    return FeatureStoreResource(**{**settings, **overrides})
+    built = build_feature_store(lake_root, settings=settings_for(root))
+    return FeatureStoreResource(**{**{k: getattr(built, k) for k in FeatureStoreResource.model_fields}, **overrides})
 
 
 def register_version(registry, version: str, kind: str | None = None, roc_auc: float = 0.9, parity: bool | None = True) -> None:  # noqa: ANN001

@@ -100,7 +100,7 @@ def test_onnx_agrees_with_native_models(e2e: PipelineRun) -> None:
         assert check.metadata["golden_rows"].value > 4000
         # Independently of the check: score the held-out rows both ways.
         model, onnx_md = e2e.metadata(f"{key}_model"), e2e.metadata(f"{key}_onnx")
-        architecture = e2e.read(f"{key}_model").get("architecture") if key == "torch" else None
+        architecture = e2e.read(f"{key}_model").architecture if key == "torch" else None
         native = native_scores(kind, Path(model["artifact_uri"]).read_bytes(), architecture, x)
         onnx = onnx_churn_probability(onnx_session(Path(onnx_md["artifact_uri"]).read_bytes()), x)
         assert np.max(np.abs(native - onnx)) <= ONNX_TOLERANCE, kind

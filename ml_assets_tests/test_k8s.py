@@ -199,6 +199,20 @@ def test_scheduling_simulation_gpu_pod_lands_only_on_gpu_nodes_and_cpu_pods_only
     assert not any(_fits(two, n) for n in NODES if n["name"] == "gpu-a")
 
 
+# What the Helm values and the churn-secrets secret give a pod (nothing is contacted at load).
+PRODUCTION_ENV = {
+    "CHURN_DEPLOYMENT": "kubernetes",
+    "CHURN_WAREHOUSE_URL": "postgresql+psycopg://churn:pw@warehouse:5432/shop",
+    "CHURN_REGISTRY_URL": "postgresql+psycopg://churn:pw@registry:5432/registry",
+    "CHURN_FEAST_REGISTRY_URL": "postgresql+psycopg://churn:pw@registry:5432/feast",
+    "CHURN_FEAST_REDIS_URL": "redis:6379",
+    "CHURN_LAKE_ROOT": "s3://churn-lake/lake",
+    "CHURN_ARTIFACT_ROOT": "s3://churn-lake/artifacts",
+    "CHURN_CODE_VERSION": "0123456789ab",
+    "CHURN_SETTINGS_FILE": "none",
+}
+
+
 def test_local_mode_does_not_import_dagster_k8s_and_kubernetes_mode_uses_the_k8s_executor() -> None:
     code = (
         "import sys, json; from ml_assets.definitions import defs; "
@@ -208,15 +222,43 @@ def test_local_mode_does_not_import_dagster_k8s_and_kubernetes_mode_uses_the_k8s
     local = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, env=env, check=True)
     assert '"k8s": false' in local.stdout and '"executor": "in_process"' in local.stdout
     k8s = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", code],
-        capture_output=True,
-        text=True,
-        env={**env, "CHURN_DEPLOYMENT": "kubernetes"},
-        check=True,
+        [sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, env={**env, **PRODUCTION_ENV}, check=True
     )
     assert '"k8s": true' in k8s.stdout and '"executor": "churn_k8s_job_executor"' in k8s.stdout
     bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "CHURN_DEPLOYMENT": "cloud"})
     assert bad.returncode != 0 and "CHURN_DEPLOYMENT: Input should be 'local' or 'kubernetes' (got 'cloud')" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "missing", ["CHURN_WAREHOUSE_URL", "CHURN_REGISTRY_URL", "CHURN_FEAST_REDIS_URL", "CHURN_LAKE_ROOT", "CHURN_CODE_VERSION"]
+)
+def test_kubernetes_mode_fails_closed_naming_each_missing_setting(missing: str) -> None:
+    """No embedded default in a cluster: a missing secret key must not turn into a pod-local SQLite file."""
+    from ml_assets.settings import SettingsError, load_settings
+
+    assert load_settings(PRODUCTION_ENV).deployment.mode == "kubernetes"
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != missing}
+    with pytest.raises(SettingsError, match=f"\\({missing}\\) is not set"):
+        load_settings(env)
+    # A local file is as bad as nothing; passwords never appear in the message.
+    local = {**PRODUCTION_ENV, "CHURN_REGISTRY_URL": "sqlite:////tmp/churn/registry.sqlite", "CHURN_ARTIFACT_ROOT": "/tmp/churn/artifacts"}  # noqa: S108 (a path as a pod sees it, never opened)
+    with pytest.raises(SettingsError) as refused:
+        load_settings(local)
+    assert "CHURN_REGISTRY_URL) points at a pod-local" in str(refused.value) and "CHURN_ARTIFACT_ROOT) points at a pod-local" in str(
+        refused.value
+    )
+    assert "pw@" not in str(refused.value)
+
+
+def test_loading_the_code_location_in_kubernetes_mode_without_a_secret_exits_non_zero_naming_it() -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}, **PRODUCTION_ENV}
+    del env["CHURN_FEAST_REGISTRY_URL"]
+    load = subprocess.run([sys.executable, "-c", "import ml_assets.definitions"], capture_output=True, text=True, env=env)
+    assert load.returncode != 0 and "deployment.feast_registry_url (CHURN_FEAST_REGISTRY_URL) is not set" in load.stderr
+    # In a pod the generated Feast file goes under the writable data folder, never into the image's tree.
+    from ml_assets.settings import load_settings
+
+    assert load_settings({**PRODUCTION_ENV, "CHURN_DATA_DIR": "/tmp/churn"}).deployment.feast_repo_path == "/tmp/churn/feast/repo"  # noqa: S108 (pod paths, never opened)
 
 
 # --- The real step handler and run launcher against an emulated Kubernetes API ---

@@ -109,7 +109,7 @@ def build_feature_store(lake_root: str | None = None, resolve_env: bool = False,
     base = deployment.data_path / "feast"
     # The generated feature_store.yaml holds ${VAR} placeholders for the secrets.
     return FeatureStoreResource(
-        repo_path=str(Path(deployment.feast_repo).resolve()),
+        repo_path=deployment.feast_repo_path,
         lake_root=lake_root or deployment.lake,
         registry_path=str(base / "registry.db"),
         online_path=str(base / "online_store.db"),

@@ -17,16 +17,22 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from ml_assets.settings import Settings
+
 
 class RetrainPolicy(dg.ConfigurableResource):
     """When the drift sensor asks for a retraining run."""
 
+    # Defaults are the settings' own; build_resources passes the configured values.
     drift_share_threshold: float = Field(
-        default=0.25,
+        default=Settings.model_fields["drift_share_threshold"].default,
         description="A day counts as a drift event when at least this share of feature columns (ageing ones excluded) drifted.",
     )
     prediction_drift_triggers: bool = Field(default=True, description="Also treat drift of the churn score itself as an event.")
-    cooldown_hours: float = Field(default=24.0, description="At most one drift-triggered retraining request per this many hours.")
+    cooldown_hours: float = Field(
+        default=Settings.model_fields["retrain_cooldown_hours"].default,
+        description="At most one drift-triggered retraining request per this many hours.",
+    )
 
     def is_event(self, metadata: dict[str, Any]) -> bool:
         """Data drift above the share threshold, drift of the churn score, or matured performance below the champion's."""

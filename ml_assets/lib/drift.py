@@ -13,29 +13,13 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ml_assets.lib.features import AGEING_FEATURES
+
 if TYPE_CHECKING:
     import pandas as pd
 
 DRIFT_METHOD = "wasserstein"
 
-# Features that move by construction as customers and the observed history age:
-# recency and age grow by a day a day, and cumulative counts, spend, largest
-# purchase and gap statistics only grow while the log gets longer. Scored and
-# reported, never counted in the drift share.
-AGEING_FEATURES = frozenset(
-    {
-        "recency_days",
-        "tenure_days",
-        "lifetime_tx",
-        "repeat_days",
-        "active_span_days",
-        "lifetime_spend",
-        "max_amount",
-        "mean_gap_days",
-        "gap_std_days",
-        "overdue_ratio",
-    }
-)
 # A drift event whose drifted features were all seen at the last drift-triggered
 # retraining, with a share at most this much higher, is the same cause.
 MATERIAL_SHARE_CHANGE = 0.1

@@ -32,13 +32,11 @@ from ml_assets.lib.history import channel_column, empty_state, fold_day, state_f
 # partitions the features asset loads beside the carried state.
 WINDOW_DAYS = 90
 
+# Whole-history features: what BG/NBD sees (recency, age, repeat purchases, span) and lifetime spend.
+LIFETIME_COLUMNS: tuple[str, ...] = ("recency_days", "tenure_days", "lifetime_tx", "repeat_days", "active_span_days", "lifetime_spend")
+
 FEATURE_COLUMNS: tuple[str, ...] = (
-    "recency_days",
-    "tenure_days",
-    "lifetime_tx",
-    "repeat_days",
-    "active_span_days",
-    "lifetime_spend",
+    *LIFETIME_COLUMNS,
     "tx_count_7d",
     "tx_count_30d",
     "tx_count_90d",
@@ -59,6 +57,12 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "weekend_share",
     "n_categories",
 )
+
+# Features that move by construction as customers and the observed history age:
+# recency and age grow by a day a day, and cumulative counts, spend, largest
+# purchase and gap statistics only grow while the log gets longer. Scored, and
+# in drift reports reported but never counted in the drift share.
+AGEING_FEATURES = frozenset({*LIFETIME_COLUMNS, "max_amount", "mean_gap_days", "gap_std_days", "overdue_ratio"})
 
 # Features that need an optional source column: they exist only when the source has it (no constant features).
 NEEDS_COLUMN: dict[str, str] = {"avg_quantity": "quantity", "mobile_share": "channel", "store_share": "channel", "n_categories": "category"}
