@@ -36,7 +36,7 @@ COPY workspace.yaml ./
 # torch first from the chosen index (CPU wheels by default: no multi-GB CUDA
 # download in the CPU image), then the project with everything else pinned in pyproject.
 RUN pip install --index-url "${TORCH_INDEX}" "torch==2.13.0" \
- && pip install . \
+ && pip install ".[s3]" \
  && groupadd --gid 10001 churn && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin churn \
  && mkdir -p "${DAGSTER_HOME}" && chown -R 10001:10001 "${DAGSTER_HOME}"
 

@@ -44,6 +44,84 @@ def resources_for(root: Path, warehouse_url: str, **warehouse: object) -> dict[s
     return {**build_resources(settings_for(root)), "warehouse": SqlWarehouse(url=warehouse_url, **warehouse)}
 
 
+@dataclass
+class S3Server:
+    """A real S3 API on 127.0.0.1 (moto in server mode, a separate process): requests are real HTTP through s3fs."""
+
+    endpoint: str
+
+    def env(self) -> dict[str, str]:
+        """What a pod would get from its secret: credentials and the endpoint (AWS_ENDPOINT_URL, read by botocore)."""
+        return {
+            "AWS_ACCESS_KEY_ID": "churn-test",
+            "AWS_SECRET_ACCESS_KEY": "churn-test-secret",  # noqa: S105 (the local test server's, not a real credential)
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": self.endpoint,
+        }
+
+    def client(self):  # noqa: ANN201
+        import boto3
+
+        env = self.env()
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
+        )
+
+    def bucket(self) -> str:
+        name = f"churn-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str) -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    def put(self, bucket: str, key: str, data: bytes) -> None:
+        self.client().put_object(Bucket=bucket, Key=key, Body=data)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("the S3 test server (moto) did not start")
+        yield S3Server(f"http://127.0.0.1:{port}")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture
+def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The S3 server, with this process's environment pointing at it (as a pod's secret would)."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server
+
+
 def redis_up() -> bool:
     """Whether the Redis the tests use (127.0.0.1:6379, running here and in CI) accepts connections."""
     from resources.feature_store import tcp_reachable

@@ -68,6 +68,9 @@ def render_instance(values: dict[str, Any], release: str = "dagster") -> dict[st
             },
         },
     }
+    rendered["telemetry"] = {"enabled": bool(values.get("telemetry", {}).get("enabled", True))}
+    if values.get("computeLogManager", {}).get("type") == "NoOpComputeLogManager":
+        rendered["compute_logs"] = {"module": "dagster.core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"}
     monitoring = values["dagsterDaemon"].get("runMonitoring", {})
     if monitoring.get("enabled"):
         # The chart's mapping (templates/configmap-instance.yaml): only these keys.

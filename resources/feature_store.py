@@ -48,6 +48,29 @@ def _quiet_serve_while_materializing(record: logging.LogRecord) -> bool:
     return "serve_features_while_materializing" not in record.getMessage()
 
 
+def register_offline_filesystem(lake_root: str) -> None:
+    """Let Feast's DuckDB engine read an object-store lake through fsspec (see lib/feature_store.offline_url).
+
+    Registered once per process on ibis's default DuckDB connection, the one Feast's offline store uses.
+    """
+    from ml_assets.lib.feature_store import OFFLINE_PROTOCOL_PREFIX, remote_scheme
+
+    scheme = remote_scheme(lake_root)
+    if scheme is None:
+        return
+    import fsspec
+    import ibis
+
+    protocol = f"{OFFLINE_PROTOCOL_PREFIX}{scheme}"
+    connection = ibis.get_backend().con
+    if connection.filesystem_is_registered(protocol):
+        return
+    driver = type(fsspec.filesystem(scheme))
+    # The lake's own driver (s3fs for s3://), answering to the project's protocol name.
+    alias = type(f"Offline{driver.__name__}", (driver,), {"protocol": (protocol,)})
+    connection.register_filesystem(alias())
+
+
 class FeatureStoreError(RuntimeError):
     """The feature store could not answer (online store down, registry unreachable, definitions not applied)."""
 
@@ -128,6 +151,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
             Path(self.registry_path).parent.mkdir(parents=True, exist_ok=True)
             Path(self.online_path).parent.mkdir(parents=True, exist_ok=True)
             logging.getLogger("feast.repo_config").addFilter(_quiet_serve_while_materializing)
+            register_offline_filesystem(self.lake_root)
             self.write_config()
             config = RepoConfig(**self.config_dict(for_file=False))
             config.repo_path = Path(self.repo_path)

@@ -39,9 +39,29 @@ REGISTRY_ENV = "CHURN_FEAST_REGISTRY_URL"
 FEATURE_VIEW_DESCRIPTION = "End-of-day customer snapshot (recency, frequency, spend, trends, habits); see the customer_features asset."
 
 
+# Feast's DuckDB engine reads an object-store lake through fsspec under a
+# protocol of this project's own ("churns3://..." for "s3://..."): DuckDB's
+# own S3 support is its httpfs extension, which it downloads at run time, and a
+# pod without internet access cannot; fsspec uses the lake's own driver,
+# credentials and endpoint (resources/feature_store.py registers it).
+OFFLINE_PROTOCOL_PREFIX = "churn"
+
+
+def remote_scheme(url: str) -> str | None:
+    """The object-store scheme of a URL (s3, gs, ...), or None for a local path."""
+    scheme, sep, _ = url.partition("://")
+    return scheme if sep and scheme not in ("file", "local") else None
+
+
+def offline_url(url: str) -> str:
+    """The URL under which DuckDB reads `url`: unchanged for a local path, the project's fsspec protocol otherwise."""
+    scheme = remote_scheme(url)
+    return f"{OFFLINE_PROTOCOL_PREFIX}{scheme}://{url.partition('://')[2]}" if scheme else url
+
+
 def source_path(lake_root: str) -> str:
     """Every daily partition file of the customer_features asset, as one Parquet source."""
-    return f"{lake_root.rstrip('/')}/customer_features/*.parquet"
+    return f"{offline_url(lake_root).rstrip('/')}/customer_features/*.parquet"
 
 
 def definitions(lake_root: str, columns: tuple[str, ...] = FEATURE_COLUMNS) -> list[Any]:

@@ -1,0 +1,45 @@
+"""The lake and the artifacts on object storage, through the same s3:// URLs the Helm values use, against a real S3 API.
+
+The S3 server is moto in server mode on 127.0.0.1 (the `s3_server` fixture): every request is real HTTP through
+s3fs/botocore, as in a cluster; only the far end is a local process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from ml_assets.lib import records
+from ml_assets_tests.conftest import S3Server
+from resources import ArtifactIntegrityError, ArtifactStore, Lake
+
+
+def test_lake_and_artifacts_round_trip_on_s3(s3: S3Server) -> None:
+    bucket = s3.bucket()
+    lake = Lake(root=f"s3://{bucket}/lake")
+    key = dg.AssetKey("customer_features")
+    frame = pl.DataFrame({"customer_id": ["a", "b"], "snapshot_date": [dt.date(2025, 1, 1)] * 2, "recency_days": [1.0, 2.0]})
+    lake.write_parquet(lake.path_for(key, "2025-01-01", ".parquet"), frame)
+    assert lake.existing_partitions(key) == ["2025-01-01"]
+    assert lake.read_partitions(key, ["2025-01-01"]).equals(frame)
+    record = records.ModelRecord(
+        model_version="lgbm-1",
+        kind="lightgbm",
+        format="lightgbm-text",
+        features=("recency_days",),
+        artifact=records.Artifact(uri=f"s3://{bucket}/artifacts/x.txt", sha256="a" * 64, size_bytes=1),
+    )
+    lake.write_bytes(lake.path_for(dg.AssetKey("lgbm_model"), None, ".json"), records.dump(record))
+    assert lake.read_single(dg.AssetKey("lgbm_model")) == record
+    # No temporary file is left beside the objects (the write goes to a temporary name, then is renamed).
+    assert sorted(s3.keys(bucket)) == ["lake/customer_features/2025-01-01.parquet", "lake/lgbm_model.json"]
+
+    store = ArtifactStore(root=f"s3://{bucket}/artifacts")
+    ref = store.put("models/lightgbm", b"tree model", ".txt")
+    assert ref.uri.startswith(f"s3://{bucket}/artifacts/models/lightgbm/") and store.get(ref.uri, ref.sha256) == b"tree model"
+    s3.put(bucket, ref.uri.split(f"s3://{bucket}/", 1)[1], b"planted")
+    with pytest.raises(ArtifactIntegrityError, match="refusing to load it"):
+        store.get(ref.uri, ref.sha256)
