@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # everything the instance writes goes under .dagster/ (git-ignored).
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: setup browser demo test test-fast ui serve instance lint bench clean
+.PHONY: setup browser policy demo test test-fast ui serve instance lint bench clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,15 @@ instance: setup
 demo: instance
 	$(BIN)/churn demo
 
+# The Kubernetes policy scanner (test_policy.py) in a virtualenv of its own: checkov pins versions of
+# packaging, urllib3 and networkx that this project's dependencies do not accept.
+CHECKOV_STAMP := .venv-checkov/.installed-stamp
+policy: $(CHECKOV_STAMP)
+$(CHECKOV_STAMP):
+	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet "checkov>=3.2.400,<4"
+	touch $(CHECKOV_STAMP)
+
 # The UI tests drive a real headless Chromium: Debian's chromium + chromium-driver, installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
@@ -35,7 +44,7 @@ browser:
 		echo "installing chromium and chromium-driver for the UI tests"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
-test: setup browser
+test: setup browser policy
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-fast: setup

@@ -40,7 +40,7 @@ def _plan_step_tags(job: dg.JobDefinition, asset_selection: set[dg.AssetKey] | N
     return {step.key: dict(step.tags) for step in plan.steps}
 
 
-def _manifest(step_key: str, tags: dict[str, str]) -> dict[str, Any]:
+def _manifest(step_key: str, tags: dict[str, str], image: str = "registry.example.com/churn:1.0") -> dict[str, Any]:
     """The Job dagster-k8s's step handler would create for this step (same merge, same constructor)."""
     from dagster_k8s.container_context import K8sContainerContext
     from dagster_k8s.job import DagsterK8sJobConfig, UserDefinedDagsterK8sConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
@@ -51,7 +51,11 @@ def _manifest(step_key: str, tags: dict[str, str]) -> dict[str, Any]:
     )
     job = construct_dagster_k8s_job(
         job_config=DagsterK8sJobConfig(
-            job_image="registry.example.com/churn:1.0", dagster_home="/opt/dagster/dagster_home", instance_config_map="dagster-instance"
+            job_image=image,
+            dagster_home="/opt/dagster/dagster_home",
+            instance_config_map="dagster-instance",
+            image_pull_policy="Always",
+            env_secrets=["churn-secrets"],
         ),
         args=["dagster", "api", "execute_step"],
         job_name=f"dagster-step-{step_key.replace('_', '-')}",
