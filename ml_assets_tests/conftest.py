@@ -156,6 +156,20 @@ def register_version(registry, version: str, kind: str | None = None, roc_auc: f
         registry.record_parity(version, version.ljust(64, "0"), parity, {"max_abs_diff": 1e-7}, f"run-{version}")
 
 
+@pytest.fixture(autouse=True)
+def _no_dead_dagster_instance_in_context() -> None:
+    """Test isolation from a Dagster global: an entered instance puts its state storage in a context variable, and an
+    instance entered and left out of order across fixtures of different scopes can leave one behind whose instance is
+    gone; the next `dg.materialize` without an instance then fails inside Dagster's definitions loading ("undefined
+    DagsterInstance weakref"). Only such a dead storage is cleared; a live one (the session's e2e instance) stays."""
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    storage = _current_storage.get()
+    ref = getattr(storage, "_instance_weakref", None)
+    if storage is not None and (ref is None or ref() is None):
+        _current_storage.set(None)
+
+
 @pytest.fixture
 def small_transactions() -> pl.DataFrame:
     return generate_transactions(GeneratorConfig(start=dt.date(2025, 1, 1), end=dt.date(2025, 1, 31), customers=300, seed=3))

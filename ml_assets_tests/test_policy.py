@@ -192,3 +192,42 @@ def test_the_scan_can_fail(tmp_path: Path) -> None:
     report = _scan([loose], tmp_path / "loose")
     failed = {c["check_id"] for c in report["results"]["failed_checks"]}
     assert {"CKV_K8S_16", "CKV_K8S_20", "CKV_K8S_22", "CKV_K8S_23"} <= failed, failed
+
+
+def test_the_launcher_role_grants_exactly_what_dagster_k8s_calls() -> None:
+    """Every Kubernetes API call in dagster-k8s's client and launcher maps to a verb the shipped Role grants; the
+    Role grants nothing else (no wildcard, no other resource)."""
+    import re
+
+    import dagster_k8s
+
+    verb_of = {"create": "create", "read": "get", "list": "list", "delete": "delete", "patch": "patch", "replace": "update"}
+    resource_of = {
+        "job": ("batch", "jobs"),
+        "job_status": ("batch", "jobs/status"),
+        "pod": ("", "pods"),
+        "pod_log": ("", "pods/log"),
+        "event": ("", "events"),
+    }
+    package = Path(dagster_k8s.__file__).parent
+    calls = set()
+    for path in package.glob("*.py"):
+        if path.name == "pipes.py":  # Dagster Pipes' own pod launcher: not used by this project
+            continue
+        calls |= set(re.findall(r"(?:batch|core)_api\.(create|read|list|delete|patch|replace)_namespaced_([a-z_]+)\(", path.read_text()))
+    needed = {(*resource_of[res], verb_of[verb]) for verb, res in calls}
+    assert needed, "no API call found: the pattern no longer matches dagster-k8s"
+    role = next(m for m in yaml.safe_load_all((SHIPPED / "rbac.yaml").read_text()) if m["kind"] == "Role")
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert "*" not in {v for *_, v in granted} and "*" not in {r for _, r, _ in granted}
+    assert needed <= granted, needed - granted
+    # Beyond the calls themselves only `watch` (the client's list-and-wait loops) is granted.
+    assert {(g, r, v) for g, r, v in granted - needed} <= {("batch", "jobs", "watch"), ("", "pods", "watch"), ("batch", "jobs", "get")}
+    values = yaml.safe_load(VALUES.read_text())
+    assert values["rbacEnabled"] is False  # the chart's wildcard Role is not created
