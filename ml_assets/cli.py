@@ -241,7 +241,7 @@ def summarize(  # noqa: ANN201
         if "CHURN_WAREHOUSE_URL" in loaded.environment
         else sa.make_url(loaded.source.url or default_warehouse_url(loaded)).render_as_string(hide_password=True)
     )
-    registry = (
+    registry_where = (
         "CHURN_REGISTRY_URL (from the environment)" if loaded.deployment.registry_url else loaded.deployment.data_path / "registry.sqlite"
     )
     lines = ["Summary", "-------"]
@@ -311,7 +311,7 @@ def summarize(  # noqa: ANN201
         "",
         f"lake:      {loaded.deployment.lake}",
         f"artifacts: {loaded.deployment.artifacts} (models, ONNX, drift_reports/*.html)",
-        f"registry:  {registry} (model versions, champion, promotion and rollback history)",
+        f"registry:  {registry_where} (model versions, champion, promotion and rollback history)",
         f"source:    table {loaded.source.table!r} in {where}",
         f"feast:     {data_root / 'feast'} (registry, {loaded.deployment.online_store} online store); "
         f"CLI: .venv/bin/feast -c {loaded.deployment.feast_repo_path} feature-views list",
