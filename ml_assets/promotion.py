@@ -6,6 +6,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from ml_assets.lib.governance import run_identity
 from ml_assets.lib.promotion import GATE_METRICS, BestBaseline, decide, eligibility
 from ml_assets.lib.records import BaselineRecord, ModelRecord
 from ml_assets.lib.training import feature_matrix
@@ -35,7 +36,11 @@ class ChampionConfig(dg.Config):
         description="Rollback: make this earlier model version (e.g. lgbm-0123456789ab) champion again, skipping the gate. "
         "Needs requested_by and reason.",
     )
-    requested_by: str = Field(default="", description="Rollback: who asks for it (recorded in the registry).")
+    requested_by: str = Field(
+        default="",
+        description="Rollback: who asks for it, as they say (recorded as a claim in the reason; the registry's actor is the "
+        "run's launcher from Dagster's own run tags).",
+    )
     reason: str = Field(default="", description="Rollback: why (recorded in the registry).")
 
 
@@ -113,7 +118,7 @@ def champion_model(
     decision, winner, previous = verdict.action, verdict.winner, (current.version if current else None)
     reason = verdict.reason if gate.eligible else f"no candidate is eligible ({refused}); the champion stays {previous}"
     if decision == "promoted":
-        registry.promote(winner, actor="pipeline", reason=reason, run_id=context.run.run_id)
+        registry.promote(winner, actor=run_identity(context.run.run_id, context.run.tags), reason=reason, run_id=context.run.run_id)
     else:
         registry.keep(previous, reason=reason, run_id=context.run.run_id, candidate=verdict.candidate)
     context.log.info(f"champion_model: {decision}: {reason}")
@@ -168,7 +173,13 @@ def _rollback(
         target = registry.get(config.rollback_to or "")
         # The artifact must still be there and intact before it is made champion.
         artifacts.get(target.onnx_uri or "", target.onnx_sha256 or "")
-        registry.promote(target.version, actor=config.requested_by, reason=config.reason, run_id=context.run.run_id, action="rolled_back")
+        registry.promote(
+            target.version,
+            actor=run_identity(context.run.run_id, context.run.tags),
+            reason=f"{config.reason} (requested by {config.requested_by!r}, as given in the run config)",
+            run_id=context.run.run_id,
+            action="rolled_back",
+        )
     except (RegistryError, ArtifactIntegrityError) as exc:
         raise dg.Failure(f"champion_model: rollback to {config.rollback_to!r} refused: {exc}") from exc
     champion = registry.get(target.version)

@@ -108,3 +108,81 @@ def test_redis_lock_of_a_killed_holder_lapses_within_its_lease(redis_client) -> 
             assert time.monotonic() - t0 < 2.5
     finally:
         redis_client.delete(name)
+
+
+class _Proxy:
+    """A TCP relay to Redis that the test can cut: the lock holder's connection dies mid-hold."""
+
+    def __init__(self, port: int = 6379) -> None:
+        import socket
+        import threading
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.target = port
+
+        def pump(a: socket.socket, b: socket.socket) -> None:
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+
+        def accept() -> None:
+            while True:
+                try:
+                    client, _ = self.listener.accept()
+                except OSError:
+                    return
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+                self.sockets += [client, upstream]
+                threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+                threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+
+    def cut(self) -> None:
+        import socket
+
+        # shutdown() before close(): a thread blocked in accept() keeps a merely closed listener alive on Linux.
+        for s in (self.listener,):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.listener.close()  # no reconnecting either
+        for s in self.sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_a_redis_lock_whose_connection_is_cut_mid_hold_fails_its_holder_loudly(redis_client) -> None:  # noqa: ANN001
+    import redis
+
+    from ml_assets.lib.locks import LockLost
+
+    name = f"churn_test:{uuid.uuid4().hex[:8]}:online_writer"
+    proxy = _Proxy()
+    client = redis.Redis(host="127.0.0.1", port=proxy.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    try:
+        with pytest.raises(LockLost, match="lost while held") as raised:
+            with redis_lock(client, name, wait_s=2.0, lease_s=0.9) as lost:
+                assert lost() is None
+                proxy.cut()
+                deadline = time.monotonic() + 5
+                while lost() is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                # The renewal failed on a connection error (not a LockError) and the holder can see it before writing on.
+                assert lost() is not None and not isinstance(lost(), LockTimeout)
+        assert "CHURN_FEAST_REDIS_URL" in str(raised.value)
+        # The lease lapsed: another writer can take the lock now.
+        time.sleep(1.0)
+        with redis_lock(redis_client, name, wait_s=2.0, lease_s=1.0):
+            pass
+    finally:
+        proxy.cut()
+        redis_client.delete(name)

@@ -74,7 +74,7 @@ def test_the_database_allows_one_champion_only(registry: ModelRegistry) -> None:
     _register(registry, "lgbm-000000000001")
     _register(registry, "lgbm-000000000002")
     registry.promote("lgbm-000000000001", actor="pipeline", reason="first", run_id="r1")
-    _, versions, _ = registry._t
+    versions = registry._t.versions
     # A writer that bypasses promote() (or races it) is stopped by the partial unique index.
     with pytest.raises(sa.exc.IntegrityError), registry.engine.begin() as conn:
         conn.execute(versions.update().where(versions.c.version == "lgbm-000000000002").values(status="champion"))

@@ -247,7 +247,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
         on SQLite instance storage, 5 of 24 on PostgreSQL:
         benchmarks/probe_pool_claims.py), so correctness rests on this lock.
         """
-        from ml_assets.lib.locks import LockTimeout, file_lock, redis_lock
+        from ml_assets.lib.locks import LockLost, LockTimeout, file_lock, redis_lock
 
         if self.online_store == "redis":
             lock = redis_lock(self._redis(), f"{self.project}:churn:online_writer", wait_s=self.online_lock_wait_s)
@@ -256,6 +256,10 @@ class FeatureStoreResource(dg.ConfigurableResource):
         try:
             with lock:
                 yield
+        except LockLost as exc:
+            raise FeatureStoreError(
+                f"the online store's writer lock was lost during the load, which may have overlapped another: {exc}"
+            ) from exc
         except LockTimeout as exc:
             raise FeatureStoreError(f"another run is still loading the online store: {exc}") from exc
 

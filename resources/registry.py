@@ -9,7 +9,15 @@ production).  Two tables:
   ``champion`` or ``archived``.  A partial unique index allows at most one
   champion, so two promotions racing cannot both win.
 - ``registry_events``: every registration, promotion, decision to keep the
-  champion and rollback, with who, when, why and the run that did it.
+  champion, rollback, API-key change and erasure, with who, when, why and the
+  run that did it. Append-only: each event carries the sha256 of the one
+  before it (``lib/governance.py``), a one-row head table holds the newest,
+  and database triggers refuse UPDATE and DELETE, so `churn registry verify`
+  finds any rewritten, removed or truncated event.
+
+Three more tables belong to the service and to erasure: ``api_keys`` (salted
+digests, never the keys), ``prediction_log`` (every online prediction) and
+``erased_customers`` (sha256 of erased ids, refused at the next ingest).
 
 A version is registered only after its artifact has been written (the artifact
 store writes atomically under the sha256), so the registry never points at a
@@ -24,7 +32,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -87,7 +95,17 @@ def current_code_version(configured: str | None = None) -> str:
     return "unknown"
 
 
-def _tables(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table]:
+class Tables(NamedTuple):
+    md: sa.MetaData
+    versions: sa.Table
+    events: sa.Table
+    head: sa.Table
+    api_keys: sa.Table
+    predictions: sa.Table
+    erased: sa.Table
+
+
+def _tables(schema: str | None) -> Tables:
     import sqlalchemy as sa
 
     md = sa.MetaData(schema=schema)
@@ -124,11 +142,55 @@ def _tables(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table]:
         sa.Column("action", sa.String(32), nullable=False),
         sa.Column("version", sa.String(64)),
         sa.Column("previous_champion", sa.String(64)),
-        sa.Column("actor", sa.String(128), nullable=False),
+        sa.Column("actor", sa.String(200), nullable=False),
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("run_id", sa.String(64)),
+        # The hash chain (lib/governance.py): position, the previous event's hash, this event's hash.
+        sa.Column("seq", sa.Integer, unique=True),
+        sa.Column("prev_hash", sa.String(64)),
+        sa.Column("hash", sa.String(64)),
     )
-    return md, versions, events
+    # One row: the newest event's position and hash. Every append updates it first, which takes
+    # a write lock in every database, so two writers cannot both extend the chain from the same event.
+    head = sa.Table(
+        "registry_head",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("seq", sa.Integer, nullable=False),
+        sa.Column("hash", sa.String(64), nullable=False),
+    )
+    api_keys = sa.Table(
+        "api_keys",
+        md,
+        sa.Column("key_id", sa.String(12), primary_key=True),
+        sa.Column("name", sa.String(64), nullable=False, index=True),
+        sa.Column("scopes", sa.String(64), nullable=False),
+        sa.Column("salt", sa.String(32), nullable=False),
+        sa.Column("digest", sa.String(64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_by", sa.String(200), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    )
+    predictions = sa.Table(
+        "prediction_log",
+        md,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), sa.Identity(), primary_key=True),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
+        sa.Column("request_id", sa.String(64), nullable=False),
+        sa.Column("key_name", sa.String(64)),
+        sa.Column("customer_id", sa.String(64), nullable=False, index=True),
+        sa.Column("status", sa.SmallInteger, nullable=False),
+        sa.Column("churn_probability", sa.Float),
+        sa.Column("model_version", sa.String(64), nullable=False),
+        sa.Column("arm", sa.String(32)),
+    )
+    erased = sa.Table(
+        "erased_customers",
+        md,
+        sa.Column("id_sha256", sa.String(64), primary_key=True),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    )
+    return Tables(md, versions, events, head, api_keys, predictions, erased)
 
 
 class ModelRegistry(dg.ConfigurableResource):
@@ -141,7 +203,7 @@ class ModelRegistry(dg.ConfigurableResource):
     _engine: Any = PrivateAttr(default=None)
 
     @cached_property
-    def _t(self) -> tuple[sa.MetaData, sa.Table, sa.Table]:
+    def _t(self) -> Tables:
         return _tables(self.db_schema)
 
     @property
@@ -154,7 +216,9 @@ class ModelRegistry(dg.ConfigurableResource):
             # SQLite: wait for a concurrent writer instead of failing at once.
             connect_args = {"timeout": 30} if self.url.startswith("sqlite") else {}
             engine = sa.create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
-            self._t[0].create_all(engine)
+            self._t.md.create_all(engine)
+            _upgrade_events(engine, self._t)
+            _append_only(engine, self._t.events)
             self._engine = engine
         return self._engine
 
@@ -179,7 +243,7 @@ class ModelRegistry(dg.ConfigurableResource):
         """Record a trained model as a candidate. Registering the same artifact again keeps its status and history."""
         import sqlalchemy as sa
 
-        _, versions, _ = self._t
+        versions = self._t.versions
         now = dt.datetime.now(dt.UTC)
         with self.engine.begin() as conn:
             existing = conn.execute(sa.select(versions.c.version).where(versions.c.version == version)).first()
@@ -211,7 +275,7 @@ class ModelRegistry(dg.ConfigurableResource):
         """Record the ONNX artifact of a version; parity is unknown until the parity check records it."""
         import sqlalchemy as sa
 
-        _, versions, _ = self._t
+        versions = self._t.versions
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(versions.c.onnx_sha256).where(versions.c.version == version)).first()
             if row is None:
@@ -227,7 +291,7 @@ class ModelRegistry(dg.ConfigurableResource):
 
     def record_parity(self, version: str, onnx_sha256: str, passed: bool, report: dict[str, Any], run_id: str) -> None:
         """Store the parity verdict for one ONNX artifact (ignored if the version has since been re-exported)."""
-        _, versions, _ = self._t
+        versions = self._t.versions
         with self.engine.begin() as conn:
             updated = conn.execute(
                 versions.update()
@@ -242,7 +306,7 @@ class ModelRegistry(dg.ConfigurableResource):
         """Make `version` the champion and archive the previous one, in one transaction."""
         import sqlalchemy as sa
 
-        _, versions, _ = self._t
+        versions = self._t.versions
         if not reason.strip() or not actor.strip():
             raise RegistryError("a promotion needs an actor and a reason")
         with self.engine.begin() as conn:
@@ -271,12 +335,150 @@ class ModelRegistry(dg.ConfigurableResource):
         with self.engine.begin() as conn:
             self._event(conn, "kept", candidate, champion, "pipeline", reason, run_id)
 
+    # --- API keys (the scoring service's callers) ---------------------------------
+
+    def create_api_key(self, name: str, scopes: list[str], *, actor: str) -> str:
+        """A new key for `name`; returns the token, which is not stored anywhere (only its salted digest)."""
+        import sqlalchemy as sa
+
+        from ml_assets.lib.governance import KEY_NAME, check_scopes, new_key
+
+        if not KEY_NAME.match(name):
+            raise RegistryError("a key name is 1 to 64 letters, digits, dots, dashes or underscores")
+        chosen = check_scopes(scopes)
+        keys, key = self._t.api_keys, new_key()
+        with self.engine.begin() as conn:
+            active = keys.c.revoked_at.is_(None) & (keys.c.name == name)
+            if conn.execute(sa.select(keys.c.key_id).where(active)).first() is not None:
+                raise RegistryError(f"an active key named {name!r} exists; revoke it first (churn apikey revoke {name})")
+            conn.execute(
+                keys.insert().values(
+                    key_id=key.key_id,
+                    name=name,
+                    scopes=",".join(chosen),
+                    salt=key.salt,
+                    digest=key.digest,
+                    created_at=dt.datetime.now(dt.UTC),
+                    created_by=actor[:200],
+                )
+            )
+            self._event(conn, "apikey_created", None, None, actor, f"key {name} ({key.key_id}) scopes {','.join(chosen)}", None)
+        return key.token
+
+    def revoke_api_key(self, name: str, *, actor: str) -> int:
+        """Revoke every active key named `name`; returns how many."""
+        keys = self._t.api_keys
+        with self.engine.begin() as conn:
+            revoked = conn.execute(
+                keys.update().where((keys.c.name == name) & keys.c.revoked_at.is_(None)).values(revoked_at=dt.datetime.now(dt.UTC))
+            ).rowcount
+            if revoked:
+                self._event(conn, "apikey_revoked", None, None, actor, f"key {name} ({revoked} revoked)", None)
+        return revoked
+
+    def api_keys(self, *, active_only: bool = True) -> list[dict[str, Any]]:
+        """Key rows (digests and salts, never keys): what the service checks bearer tokens against."""
+        import sqlalchemy as sa
+
+        keys = self._t.api_keys
+        query = sa.select(keys).order_by(keys.c.created_at)
+        if active_only:
+            query = query.where(keys.c.revoked_at.is_(None))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    # --- the prediction record --------------------------------------------------
+
+    def record_predictions(self, rows: list[dict[str, Any]]) -> None:
+        """Append online predictions (one executemany; the service calls this from its writer thread)."""
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(self._t.predictions.insert(), rows)
+
+    def predictions(self, customer_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        import sqlalchemy as sa
+
+        log = self._t.predictions
+        query = sa.select(log).order_by(log.c.id.desc()).limit(limit)
+        if customer_id is not None:
+            query = query.where(log.c.customer_id == customer_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def expire_predictions(self, older_than: dt.datetime) -> int:
+        """Delete prediction records from before `older_than` (the retention setting); returns how many."""
+        log = self._t.predictions
+        with self.engine.begin() as conn:
+            return conn.execute(log.delete().where(log.c.at < older_than)).rowcount
+
+    # --- erasure ----------------------------------------------------------------
+
+    def record_erasure(self, customer_id: str, *, actor: str, reason: str, removed: dict[str, int]) -> str:
+        """Forget one customer here (prediction record), remember their id's hash (refused at the next ingest) and
+        record the erasure as an event that carries the hash, never the id. Returns the hash."""
+        import sqlalchemy as sa
+
+        from ml_assets.lib.governance import id_hash
+
+        if not reason.strip():
+            raise RegistryError("an erasure needs a reason (--reason), recorded in the registry")
+        digest, t = id_hash(customer_id), self._t
+        with self.engine.begin() as conn:
+            removed = {
+                **removed,
+                "prediction_log": conn.execute(t.predictions.delete().where(t.predictions.c.customer_id == customer_id)).rowcount,
+            }
+            if conn.execute(sa.select(t.erased.c.id_sha256).where(t.erased.c.id_sha256 == digest)).first() is None:
+                conn.execute(t.erased.insert().values(id_sha256=digest, at=dt.datetime.now(dt.UTC)))
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(removed.items()))
+            self._event(conn, "erased", None, None, actor, f"customer sha256:{digest}: {reason} (removed: {counts})", None)
+        return digest
+
+    def erased_hashes(self) -> set[str]:
+        import sqlalchemy as sa
+
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(self._t.erased.c.id_sha256)).scalars())
+
+    # --- verification -----------------------------------------------------------
+
+    def chain(self) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
+        """Every event in chain order and the head (newest seq, hash)."""
+        import sqlalchemy as sa
+
+        t = self._t
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(sa.select(t.events).order_by(t.events.c.seq)).mappings()]
+            head = conn.execute(sa.select(t.head.c.seq, t.head.c.hash).where(t.head.c.id == 1)).first()
+        return rows, (head.seq, head.hash) if head else None
+
+    def verify(self, artifacts: Any) -> list[str]:
+        """Every problem found: breaks in the event chain, and artifacts whose bytes do not match the registry's sha256
+        (or cannot be read). Empty: the history is intact and every recorded artifact is what was registered."""
+        from ml_assets.lib.governance import check_chain
+
+        events, head = self.chain()
+        problems = [f"event {p.seq}: {p.problem}" for p in check_chain(events, head)]
+        for v in self.versions():
+            for label, uri, sha in (
+                ("native", v.artifact_uri, v.artifact_sha256),
+                ("onnx", v.onnx_uri, v.onnx_sha256),
+                ("reference", v.reference_uri, v.reference_sha256),
+            ):
+                if not uri or not sha:
+                    continue
+                try:
+                    artifacts.get(uri, sha)
+                except Exception as exc:  # noqa: BLE001 (each artifact is judged on its own)
+                    problems.append(f"{v.version} {label} artifact {uri}: {type(exc).__name__}: {exc}")
+        return problems
+
     # --- reads ------------------------------------------------------------------
 
     def champion(self) -> ModelVersion | None:
         import sqlalchemy as sa
 
-        _, versions, _ = self._t
+        versions = self._t.versions
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(versions).where(versions.c.status == CHAMPION)).first()
         return _to_version(row) if row else None
@@ -291,7 +493,7 @@ class ModelRegistry(dg.ConfigurableResource):
     def versions(self, kind: str | None = None) -> list[ModelVersion]:
         import sqlalchemy as sa
 
-        _, versions, _ = self._t
+        versions = self._t.versions
         query = sa.select(versions).order_by(versions.c.created_at.desc(), versions.c.version)
         if kind:
             query = query.where(versions.c.kind == kind)
@@ -301,7 +503,7 @@ class ModelRegistry(dg.ConfigurableResource):
     def events(self, limit: int = 50) -> list[dict[str, Any]]:
         import sqlalchemy as sa
 
-        _, _, events = self._t
+        events = self._t.events
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(events).order_by(events.c.id.desc()).limit(limit)).mappings().all()
         return [{**r, "at": _utc(r["at"]).isoformat()} for r in rows]
@@ -311,24 +513,124 @@ class ModelRegistry(dg.ConfigurableResource):
     def _row(self, conn: sa.Connection, version: str) -> Any:
         import sqlalchemy as sa
 
-        _, versions, _ = self._t
+        versions = self._t.versions
         return conn.execute(sa.select(versions).where(versions.c.version == version)).first()
 
     def _event(
         self, conn: sa.Connection, action: str, version: str | None, previous: str | None, actor: str, reason: str, run_id: str | None
-    ) -> None:
-        _, _, events = self._t
-        conn.execute(
-            events.insert().values(
-                at=dt.datetime.now(dt.UTC),
-                action=action,
-                version=version,
-                previous_champion=previous,
-                actor=actor,
-                reason=reason,
-                run_id=run_id,
-            )
-        )
+    ) -> dict[str, Any]:
+        return _append_event(conn, self._t, action, version, previous, actor, reason, run_id)
+
+
+def _append_event(
+    conn: sa.Connection, t: Tables, action: str, version: str | None, previous: str | None, actor: str, reason: str, run_id: str | None
+) -> dict[str, Any]:
+    """Append one event to the hash chain inside the caller's transaction."""
+    import sqlalchemy as sa
+
+    from ml_assets.lib.governance import event_at, event_hash
+
+    # Updating the head first takes the write lock (row lock in PostgreSQL and MariaDB, the database
+    # in SQLite) before the previous hash is read: concurrent appends queue up instead of forking.
+    conn.execute(t.head.update().where(t.head.c.id == 1).values(seq=t.head.c.seq + 1))
+    seq, prev = conn.execute(sa.select(t.head.c.seq, t.head.c.hash).where(t.head.c.id == 1)).one()
+    row = {
+        "seq": seq,
+        "at": event_at(),
+        "action": action,
+        "version": version,
+        "previous_champion": previous,
+        "actor": actor[:128],
+        "reason": reason,
+        "run_id": run_id,
+        "prev_hash": prev,
+    }
+    row["hash"] = event_hash(row)
+    conn.execute(t.events.insert().values(**row))
+    conn.execute(t.head.update().where(t.head.c.id == 1).values(hash=row["hash"]))
+    return row
+
+
+def _upgrade_events(engine: sa.Engine, t: Tables) -> None:
+    """Start the chain: the head row on a new database; on one from before the chain, the hash columns, then every
+    existing event chained in id order (what the chain can vouch for starts at this upgrade)."""
+    import sqlalchemy as sa
+
+    from ml_assets.lib.governance import GENESIS, event_hash
+
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("registry_events", schema=t.events.schema)}
+    with engine.begin() as conn:
+        if "hash" not in columns:
+            table = engine.dialect.identifier_preparer.format_table(t.events)
+            for ddl in ("seq INTEGER", "prev_hash VARCHAR(64)", "hash VARCHAR(64)"):
+                conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {ddl}"))  # noqa: S608 (fixed column names, quoted table)
+        if conn.execute(sa.select(t.head.c.id)).first() is not None:
+            return
+        prev, seq = GENESIS, 0
+        for old in conn.execute(sa.select(t.events).order_by(t.events.c.id)).mappings().all():
+            seq += 1
+            row = {**old, "seq": seq, "prev_hash": prev}
+            row["hash"] = event_hash(row)
+            conn.execute(t.events.update().where(t.events.c.id == old["id"]).values(seq=seq, prev_hash=prev, hash=row["hash"]))
+            prev = row["hash"]
+        try:
+            with conn.begin_nested():
+                conn.execute(t.head.insert().values(id=1, seq=seq, hash=prev))
+        except sa.exc.IntegrityError:
+            pass  # another process started the chain at the same moment
+
+
+def _append_only(engine: sa.Engine, events: sa.Table) -> None:
+    """Triggers that refuse UPDATE and DELETE (and TRUNCATE in PostgreSQL) on the events table.
+
+    A guard against rewriting history through the application's own account;
+    whoever can drop triggers can still rewrite rows, which the hash chain
+    then shows (`churn registry verify`).
+    """
+    import sqlalchemy as sa
+
+    name, dialect = engine.dialect.identifier_preparer.format_table(events), engine.dialect.name
+    message = "registry_events is append-only: events are never changed or removed"
+    if dialect == "sqlite":
+        statements = [
+            f"CREATE TRIGGER IF NOT EXISTS registry_events_no_{op.lower()} BEFORE {op} ON {name} "
+            f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            for op in ("UPDATE", "DELETE")
+        ]
+    elif dialect == "postgresql":
+        schema = engine.dialect.identifier_preparer.quote_schema(events.schema) + "." if events.schema else ""
+        with engine.connect() as conn:
+            present = conn.execute(
+                sa.text("SELECT count(*) FROM pg_trigger WHERE tgrelid = CAST(:t AS regclass) AND tgname LIKE 'registry_events_%'"),
+                {"t": name},
+            ).scalar_one()
+        if present >= 2:
+            return
+        statements = [
+            f"CREATE OR REPLACE FUNCTION {schema}registry_events_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN RAISE EXCEPTION '{message}'; END $$",
+            f"CREATE OR REPLACE TRIGGER registry_events_no_change BEFORE UPDATE OR DELETE ON {name} "
+            f"FOR EACH ROW EXECUTE FUNCTION {schema}registry_events_append_only()",
+            f"CREATE OR REPLACE TRIGGER registry_events_no_truncate BEFORE TRUNCATE ON {name} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {schema}registry_events_append_only()",
+        ]
+    elif dialect in ("mysql", "mariadb"):
+        statements = [
+            f"CREATE TRIGGER IF NOT EXISTS registry_events_no_{op.lower()} BEFORE {op} ON {name} "
+            f"FOR EACH ROW SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'"
+            for op in ("UPDATE", "DELETE")
+        ]
+    else:
+        return
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(sa.text(statement))
+    except sa.exc.DBAPIError as exc:
+        # No privilege for triggers (or a concurrent creator): the chain still shows any rewrite.
+        import logging
+
+        logging.getLogger(__name__).warning("registry_events: append-only triggers not created (%s); the hash chain still applies", exc)
 
 
 def _dump(value: Any) -> str:

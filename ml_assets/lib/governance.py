@@ -1,0 +1,158 @@
+"""Pure rules of the registry's governance: the event hash chain, API keys, identities, erased-id hashes.
+
+Nothing here touches a database or the network; `resources/registry.py` stores
+what these functions compute and `ml_assets/service/app.py` checks keys with them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import pwd
+import re
+import secrets
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# The hash a chain starts from: 64 zeros, so the first event's `prev_hash` is well defined.
+GENESIS = "0" * 64
+
+# The fields of an event that its hash covers, in this order; `at` to whole seconds (MariaDB's
+# DATETIME keeps no fractions by default, and a hash must survive the round trip through any database).
+CHAINED = ("seq", "at", "action", "version", "previous_champion", "actor", "reason", "run_id", "prev_hash")
+
+SCOPES = ("predict", "metrics")
+KEY_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# churn_<12 hex: the key's id, stored in clear to find its row>_<43 url-safe characters: the secret>
+KEY_FORMAT = re.compile(r"^churn_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+
+
+def event_at(moment: dt.datetime | None = None) -> dt.datetime:
+    """An event's time as stored and hashed: UTC, whole seconds."""
+    moment = moment or dt.datetime.now(dt.UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).replace(microsecond=0)
+
+
+def event_hash(event: Mapping[str, Any]) -> str:
+    """sha256 over the event's chained fields (canonical JSON), `prev_hash` included: changing, removing or
+    reordering any earlier event changes every hash after it."""
+    body = {k: event.get(k) for k in CHAINED}
+    body["at"] = event_at(body["at"]).isoformat() if isinstance(body["at"], dt.datetime) else body["at"]
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    seq: int | None
+    problem: str
+
+
+def check_chain(events: Iterable[Mapping[str, Any]], head: tuple[int, str] | None) -> list[ChainProblem]:
+    """Every way the stored events (in `seq` order) disagree with an unbroken chain ending at `head` (seq, hash).
+
+    A rewritten row breaks its own hash; a deleted row leaves a gap in `seq` and
+    a `prev_hash` that names nothing; a truncated tail disagrees with the head.
+    """
+    problems: list[ChainProblem] = []
+    expected_prev, expected_seq = GENESIS, 1
+    for event in events:
+        seq = event["seq"]
+        if seq != expected_seq:
+            problems.append(ChainProblem(seq, f"sequence jumps from {expected_seq - 1} to {seq}: events were removed"))
+        if event["prev_hash"] != expected_prev:
+            problems.append(ChainProblem(seq, "prev_hash does not match the hash of the event before it"))
+        if event_hash(event) != event["hash"]:
+            problems.append(ChainProblem(seq, "the event's fields do not match its hash: it was rewritten"))
+        expected_prev, expected_seq = event["hash"], seq + 1
+    last = (expected_seq - 1, expected_prev)
+    if head is not None and head != last and not (head[0] == 0 and last[0] == 0):
+        problems.append(ChainProblem(head[0], f"the chain head says event {head[0]} ends the chain; the table ends at {last[0]}"))
+    return problems
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewKey:
+    key_id: str
+    secret: str
+    salt: str
+    digest: str
+
+    @property
+    def token(self) -> str:
+        """What the client sends (`Authorization: Bearer <token>`); shown once, never stored."""
+        return f"churn_{self.key_id}_{self.secret}"
+
+
+def key_digest(salt: str, secret: str) -> str:
+    # HMAC-SHA256 keyed by a per-key salt: the secret carries 256 bits, so a slow password hash
+    # would add latency to every request without making a guess any likelier to fail.
+    return hmac.new(bytes.fromhex(salt), secret.encode(), hashlib.sha256).hexdigest()
+
+
+def new_key() -> NewKey:
+    key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_hex(16)
+    return NewKey(key_id, secret, salt, key_digest(salt, secret))
+
+
+def parse_token(token: str) -> tuple[str, str] | None:
+    """(key id, secret) of a well-formed token, else None (nothing about the value is echoed anywhere)."""
+    match = KEY_FORMAT.match(token)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def key_matches(salt: str, digest: str, secret: str) -> bool:
+    return hmac.compare_digest(key_digest(salt, secret), digest)
+
+
+def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(scopes))
+    unknown = [s for s in chosen if s not in SCOPES]
+    if not chosen or unknown:
+        raise ValueError(f"scope must be one or more of {', '.join(SCOPES)}; got {', '.join(chosen) or 'none'}")
+    return chosen
+
+
+# --- identities -----------------------------------------------------------------------------
+
+
+def os_identity() -> str:
+    """The operating-system account running this process, from the kernel's uid (not $USER, which anyone sets)."""
+    uid = os.geteuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = "unknown"
+    return f"os:{name}(uid {uid})@{socket.gethostname()}"
+
+
+# Tags Dagster puts on a run that say what launched it; a person's name only where the deployment
+# authenticates users (Dagster+ sets dagster/user), never a value from the run config.
+_LAUNCH_TAGS = (
+    ("dagster/user", "user"),
+    ("dagster/schedule_name", "schedule"),
+    ("dagster/sensor_name", "sensor"),
+    ("dagster/backfill", "backfill"),
+)
+
+
+def run_identity(run_id: str, tags: Mapping[str, str]) -> str:
+    """Who launched a Dagster run, from the run's own tags: user, schedule, sensor or backfill; else the run alone
+    (Dagster OSS authenticates no one, so a launchpad run is known by its id and the host that executed it)."""
+    for tag, label in _LAUNCH_TAGS:
+        if tags.get(tag):
+            return f"dagster:{label}={tags[tag]} run={run_id}"
+    return f"dagster:run={run_id} (unauthenticated launch) on {socket.gethostname()}"
+
+
+def id_hash(customer_id: str) -> str:
+    """What the registry keeps of an erased customer's id: enough to refuse the id at the next ingest, not the id."""
+    return hashlib.sha256(b"churn-erasure\x00" + customer_id.encode()).hexdigest()
