@@ -97,7 +97,21 @@ class Service(BaseModel):
 
     max_batch: int = Field(default=1_000, ge=1, description="Most customer ids in one request.")
     max_body_bytes: int = Field(default=256_000, ge=1, description="Largest request body.")
-    reload_seconds: float = Field(default=2.0, gt=0, description="How often the service looks for a new champion.")
+    reload_seconds: float = Field(default=2.0, gt=0, description="How often the service reloads the champion and the API keys.")
+    require_api_key: bool = Field(
+        default=True, description="Every endpoint but /health and /ready needs a key (churn apikey create); false only on a trusted laptop."
+    )
+    rate_per_second: float = Field(default=100.0, gt=0, description="Requests per second one API key may make (token bucket).")
+    rate_burst: int = Field(default=200, ge=1, description="Requests one API key may make at once before the rate applies.")
+    store_timeout_seconds: float = Field(
+        default=1.0, gt=0, description="Longest wait for the online store before a request gets 503."
+    )
+    record_predictions: bool = Field(
+        default=True, description="Append every online prediction to prediction_log in the registry's database."
+    )
+    prediction_retention_days: int | None = Field(
+        default=400, ge=1, description="Prediction records older than this many days are deleted; none: kept forever."
+    )
 
 
 class Deployment(BaseModel):
@@ -288,6 +302,12 @@ ENV: dict[str, str] = {
     "CHURN_SERVICE_MAX_BATCH": "deployment.service.max_batch",
     "CHURN_SERVICE_MAX_BODY_BYTES": "deployment.service.max_body_bytes",
     "CHURN_SERVICE_RELOAD_SECONDS": "deployment.service.reload_seconds",
+    "CHURN_SERVICE_REQUIRE_API_KEY": "deployment.service.require_api_key",
+    "CHURN_SERVICE_RATE_PER_SECOND": "deployment.service.rate_per_second",
+    "CHURN_SERVICE_RATE_BURST": "deployment.service.rate_burst",
+    "CHURN_SERVICE_STORE_TIMEOUT_SECONDS": "deployment.service.store_timeout_seconds",
+    "CHURN_SERVICE_RECORD_PREDICTIONS": "deployment.service.record_predictions",
+    "CHURN_SERVICE_PREDICTION_RETENTION_DAYS": "deployment.service.prediction_retention_days",
 }
 VARIABLE = {dotted: var for var, dotted in ENV.items()}
 _JSON_ENV = (
@@ -420,6 +440,11 @@ def production_problems(value: Settings) -> list[str]:
     if not value.deployment.code_version:
         problems.append(
             "deployment.code_version (CHURN_CODE_VERSION) is not set: build the image with --build-arg CHURN_CODE_VERSION=$(git rev-parse HEAD)"
+        )
+    if not value.deployment.service.require_api_key:
+        problems.append(
+            "deployment.service.require_api_key (CHURN_SERVICE_REQUIRE_API_KEY) is false: the scoring service would answer anyone "
+            "who reaches it; create keys with `churn apikey create NAME --scope predict` instead"
         )
     return problems
 
