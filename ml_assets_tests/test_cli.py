@@ -140,3 +140,51 @@ def test_artifact_sweep_lists_then_removes_only_old_unregistered_files(tmp_path:
     # What the registry points to is untouched and still verifies.
     assert store.get(model.uri, model.sha256) == b"tree 1" and store.get(onnx.uri, onnx.sha256) == b"onnx 1"
     assert "would remove 0 file(s)" in sweep().stdout
+
+
+def test_apikey_and_registry_verify_commands(tmp_path: Path) -> None:
+    import getpass
+
+    from ml_assets.lib.governance import parse_token
+    from resources import ArtifactStore, ModelRegistry
+
+    env = _env(tmp_path)
+
+    def churn(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "churn"), *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    created = churn("apikey", "create", "partner-a", "--scope", "predict", "--scope", "metrics")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert parse_token(token) is not None and "shown once" in created.stderr
+    listed = churn("apikey", "list")
+    assert "partner-a" in listed.stdout and "predict,metrics" in listed.stdout and "active" in listed.stdout
+    assert token not in listed.stdout and parse_token(token)[1] not in listed.stdout
+    assert churn("apikey", "create", "partner-a").returncode == 2  # one active key per name
+    assert churn("apikey", "revoke", "partner-a").returncode == 0
+    assert "revoked" in churn("apikey", "list").stdout
+    assert churn("apikey", "revoke", "partner-a").returncode == 1
+
+    registry = ModelRegistry(url=f"sqlite:///{tmp_path / 'data' / 'registry.sqlite'}")
+    # Key changes are registry events, by the OS account that ran the command (not a name anyone can type).
+    created_event = next(e for e in registry.events(10) if e["action"] == "apikey_created")
+    assert created_event["actor"].startswith(f"os:{getpass.getuser()}(uid {os.geteuid()})")
+    store = ArtifactStore(root=str(tmp_path / "data" / "artifacts"))
+    model = store.put("models/lgbm", b"tree 1", ".txt")
+    registry.register(
+        version="lgbm-000000000009",
+        kind="lgbm",
+        run_id="r",
+        data_window={},
+        features=["a"],
+        params={},
+        metrics={},
+        artifact_uri=model.uri,
+        artifact_sha256=model.sha256,
+        code_version="c",
+    )
+    ok = churn("registry", "verify")
+    assert ok.returncode == 0 and "OK" in ok.stdout and "events chained unbroken" in ok.stdout, ok.stdout + ok.stderr
+    Path(model.uri).write_bytes(b"tree 2")
+    bad = churn("registry", "verify")
+    assert bad.returncode == 1 and "FAILED: lgbm-000000000009 native artifact" in bad.stdout

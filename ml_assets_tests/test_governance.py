@@ -1,0 +1,146 @@
+"""Tamper evidence and keys in the registry, on SQLite and PostgreSQL: the event hash chain, append-only triggers,
+`churn registry verify`, API keys stored as salted digests."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ml_assets.lib.governance import GENESIS, check_chain, event_hash, key_matches, parse_token
+from ml_assets_tests.conftest import PG_URL, register_version
+from resources import ArtifactStore, ModelRegistry, RegistryError
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.xdist_group("postgres")])])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ModelRegistry]:
+    if request.param == "sqlite":
+        yield ModelRegistry(url=f"sqlite:///{tmp_path / 'registry.sqlite'}")
+    else:
+        yield ModelRegistry(url=PG_URL, db_schema=request.getfixturevalue("pg_schema"))
+
+
+def _history(registry: ModelRegistry) -> None:
+    register_version(registry, "lgbm-000000000001")
+    register_version(registry, "torch-000000000002", kind="torch")
+    registry.promote("lgbm-000000000001", actor="pipeline", reason="first", run_id="r1")
+    registry.promote("torch-000000000002", actor="pipeline", reason="better", run_id="r2")
+
+
+def _no_triggers(registry: ModelRegistry) -> None:
+    """What someone with the database owner's rights can do: drop the guard, then rewrite."""
+    with registry.engine.begin() as conn:
+        if registry.engine.dialect.name == "sqlite":
+            conn.execute(sa.text("DROP TRIGGER registry_events_no_update"))
+            conn.execute(sa.text("DROP TRIGGER registry_events_no_delete"))
+        else:
+            table = registry.engine.dialect.identifier_preparer.format_table(registry._t.events)
+            conn.execute(sa.text(f"DROP TRIGGER registry_events_no_change ON {table}"))
+
+
+def test_every_event_is_chained_to_the_one_before(registry: ModelRegistry) -> None:
+    _history(registry)
+    events, head = registry.chain()
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[0]["prev_hash"] == GENESIS
+    assert all(b["prev_hash"] == a["hash"] for a, b in zip(events, events[1:], strict=False))
+    assert all(event_hash(e) == e["hash"] for e in events)
+    assert head == (events[-1]["seq"], events[-1]["hash"])
+    assert check_chain(events, head) == []
+
+
+def test_the_database_refuses_to_change_or_remove_an_event(registry: ModelRegistry) -> None:
+    _history(registry)
+    events = registry._t.events
+    for statement in (events.update().values(actor="mallory"), events.delete()):
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"), registry.engine.begin() as conn:
+            conn.execute(statement)
+    assert registry.chain()[0][1]["actor"] == "pipeline"
+
+
+@pytest.mark.parametrize("tamper", ["rewrite", "delete", "truncate_tail"])
+def test_verify_finds_a_rewritten_removed_or_truncated_event(registry: ModelRegistry, tamper: str) -> None:
+    _history(registry)
+    _no_triggers(registry)
+    events, head = registry.chain()
+    t = registry._t.events
+    with registry.engine.begin() as conn:
+        if tamper == "rewrite":
+            # A decision's reason quietly rewritten.
+            conn.execute(t.update().where(t.c.seq == events[-1]["seq"]).values(reason="looks fine"))
+        elif tamper == "delete":
+            conn.execute(t.delete().where(t.c.seq == 3))
+        else:
+            conn.execute(t.delete().where(t.c.seq == events[-1]["seq"]))
+    problems = check_chain(*registry.chain())
+    assert problems, tamper
+    expected = {"rewrite": "rewritten", "delete": "removed", "truncate_tail": "chain head"}[tamper]
+    assert any(expected in p.problem for p in problems), problems
+
+
+def test_verify_checks_every_artifact_against_its_registered_sha256(tmp_path: Path) -> None:
+    registry = ModelRegistry(url=f"sqlite:///{tmp_path / 'registry.sqlite'}")
+    store = ArtifactStore(root=str(tmp_path / "artifacts"))
+    native, onnx = store.put("lgbm", b"native model", ".txt"), store.put("lgbm", b"onnx graph", ".onnx")
+    registry.register(
+        version="lgbm-00000000000f",
+        kind="lgbm",
+        run_id="r",
+        data_window={},
+        features=["a"],
+        params={},
+        metrics={},
+        artifact_uri=native.uri,
+        artifact_sha256=native.sha256,
+        code_version="c",
+    )
+    registry.attach_onnx("lgbm-00000000000f", onnx.uri, onnx.sha256, "r")
+    assert registry.verify(store) == []
+    Path(onnx.uri).write_bytes(b"swapped graph")
+    problems = registry.verify(store)
+    assert len(problems) == 1 and "lgbm-00000000000f onnx artifact" in problems[0]
+
+
+def test_an_old_events_table_is_chained_on_upgrade(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE registry_events (id INTEGER PRIMARY KEY, at DATETIME NOT NULL, action VARCHAR(32) NOT NULL, "
+                "version VARCHAR(64), previous_champion VARCHAR(64), actor VARCHAR(128) NOT NULL, reason TEXT NOT NULL, run_id VARCHAR(64))"
+            )
+        )
+        for i in range(3):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO registry_events (at, action, actor, reason) VALUES ('2025-01-0' || :d || ' 10:00:00', 'kept', 'p', 'r')"
+                ),
+                {"d": i + 1},
+            )
+    registry = ModelRegistry(url=url)
+    events, head = registry.chain()
+    assert [e["seq"] for e in events] == [1, 2, 3] and check_chain(events, head) == []
+    registry.keep(None, reason="after the upgrade", run_id=None)
+    assert check_chain(*registry.chain()) == []
+
+
+def test_api_keys_are_stored_as_salted_digests_only(registry: ModelRegistry) -> None:
+    token = registry.create_api_key("partner-a", ["predict"], actor="test")
+    key_id, secret = parse_token(token)
+    (row,) = registry.api_keys()
+    assert row["key_id"] == key_id and row["scopes"] == "predict" and key_matches(row["salt"], row["digest"], secret)
+    # Nothing stored is the secret or its plain hash.
+    with registry.engine.connect() as conn:
+        dump = repr(conn.execute(sa.select(registry._t.api_keys)).all()) + repr(registry.events(50))
+    assert secret not in dump and hashlib.sha256(secret.encode()).hexdigest() not in dump
+    with pytest.raises(RegistryError, match="active key"):
+        registry.create_api_key("partner-a", ["predict"], actor="test")
+    with pytest.raises(ValueError, match="scope"):
+        registry.create_api_key("partner-b", ["admin"], actor="test")
+    assert registry.revoke_api_key("partner-a", actor="test") == 1 and registry.api_keys() == []
+    assert [e["action"] for e in registry.events(2)] == ["apikey_revoked", "apikey_created"]
+    assert check_chain(*registry.chain()) == []
