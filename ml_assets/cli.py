@@ -508,6 +508,58 @@ def cmd_apikey(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_erase(args: argparse.Namespace) -> int:
+    from ml_assets.erasure import erase_customer
+    from ml_assets.lib.governance import os_identity
+    from ml_assets.settings import load_settings
+    from resources import build_feature_store, build_registry
+
+    settings = load_settings()
+    registry = build_registry(resolve_env=True, settings=settings)
+    store = build_feature_store(resolve_env=True, settings=settings)
+    try:
+        report = erase_customer(args.customer_id, args.reason, os_identity(), registry, store, settings.deployment.lake)
+    except ValueError as exc:
+        print(f"churn erase: {exc}", file=sys.stderr)
+        return 2
+    # The id itself is not printed (terminals and CI logs keep scrollback): the hash identifies the erasure.
+    print(f"erased customer sha256:{report.id_sha256}")
+    print(f"  lake: {report.lake_rows} row(s) in {report.files_rewritten} file(s)")
+    for table, rows in sorted(report.rows_by_table.items()):
+        print(f"    {table}: {rows}")
+    print(f"  online store: {report.online_removed} entry(ies); prediction record and the registry event: see churn registry")
+    print("  ingestion now drops this customer's rows if the source still has them; delete them at the source too")
+    return 0
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from ml_assets.erasure import expire_lake
+    from ml_assets.settings import load_settings
+    from resources import build_registry
+
+    settings = load_settings()
+    days = args.days or settings.deployment.retention_days
+    predictions_days = settings.deployment.service.prediction_retention_days
+    if not days and not predictions_days:
+        print("churn retention: no retention set (CHURN_RETENTION_DAYS or --days); nothing expires", file=sys.stderr)
+        return 2
+    today = dt.datetime.now(dt.UTC).date()
+    if days:
+        found = expire_lake(settings.deployment.lake, days, today, args.apply)
+        verb = "deleted" if args.apply else "would delete"
+        for path in found:
+            print(f"{verb}: {path}")
+        print(f"{verb} {len(found)} raw/validated/quarantined partition file(s) older than {days} days")
+    if predictions_days and args.apply:
+        gone = build_registry(resolve_env=True, settings=settings).expire_predictions(
+            dt.datetime.now(dt.UTC) - dt.timedelta(days=predictions_days)
+        )
+        print(f"deleted {gone} prediction record(s) older than {predictions_days} days")
+    if not args.apply:
+        print("run again with --apply to delete")
+    return 0
+
+
 def cmd_artifacts_sweep(args: argparse.Namespace) -> int:
     from resources import build_artifacts, build_registry, registry_references, sweep
 
@@ -617,6 +669,18 @@ def main(argv: list[str] | None = None) -> int:
     revoke.add_argument("name")
     revoke.set_defaults(func=cmd_apikey)
     key_sub.add_parser("list", help="keys by name, scope and state (never the keys)").set_defaults(func=cmd_apikey)
+
+    erase = sub.add_parser(
+        "erase", help="remove one customer from the lake, the online store and the prediction record; the registry keeps a hash"
+    )
+    erase.add_argument("customer_id", help="the customer id as the pipeline holds it")
+    erase.add_argument("--reason", required=True, help="why (e.g. the request's ticket); recorded in the registry")
+    erase.set_defaults(func=cmd_erase)
+
+    ret = sub.add_parser("retention", help="expire transaction partitions and prediction records past their retention")
+    ret.add_argument("--days", type=int, default=None, help="keep this many days (default: deployment.retention_days)")
+    ret.add_argument("--apply", action="store_true", help="delete (default: only list)")
+    ret.set_defaults(func=cmd_retention)
 
     art = sub.add_parser("artifacts", help="maintain the artifact store")
     art_sub = art.add_subparsers(dest="action", required=True)

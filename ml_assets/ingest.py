@@ -6,10 +6,11 @@ import dagster as dg
 import polars as pl
 
 from ml_assets.lib.contract import preview_text
+from ml_assets.lib.erasure import erased_mask
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import calendar_end, daily_partitions, partition_days
 from ml_assets.schema import RAW_COLUMNS
-from resources import Lake, SourceSchemaError, SourceUnavailableError, SqlWarehouse
+from resources import Lake, ModelRegistry, SourceSchemaError, SourceUnavailableError, SqlWarehouse
 from resources.warehouse import ROW_DAY
 
 RAW_DESCRIPTIONS = {name: spec[2] for name, spec in RAW_COLUMNS.items()} | {
@@ -58,7 +59,7 @@ SOURCE_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONEN
         )
     ],
 )
-def raw_transactions(context: dg.AssetExecutionContext, warehouse: SqlWarehouse, lake: Lake):
+def raw_transactions(context: dg.AssetExecutionContext, warehouse: SqlWarehouse, lake: Lake, registry: ModelRegistry):
     """Every transaction recorded in the source database on this day (UTC), as read.
 
     One row per purchase: who bought (customer_id), when (ts), how much
@@ -85,7 +86,16 @@ def raw_transactions(context: dg.AssetExecutionContext, warehouse: SqlWarehouse,
         # dropped connection leaves no partial result. The retry policy tries again.
         context.log.error(f"raw_transactions {label}: {exc}")
         raise
-    frame = read.frame
+    # Customers erased with `churn erase` whose rows the source still holds: not read back in, only counted.
+    erased = registry.erased_hashes()
+    frame, erased_rows = _drop_erased(read.frame, erased)
+    unplaceable, _ = _drop_erased(unplaceable, erased)
+    if erased_rows:
+        context.log.warning(
+            f"raw_transactions {label}: {erased_rows} source row(s) belong to erased customers and were not read in; "
+            "delete them at the source"
+        )
+    conserved = read.source_rows == frame.height + erased_rows + read.other_days
     _record_unplaceable(context, lake, unplaceable, warehouse)
     # Rows go to days exactly as validation assigns them, so raw counts per day
     # equal validated + quarantined per day.
@@ -110,17 +120,26 @@ def raw_transactions(context: dg.AssetExecutionContext, warehouse: SqlWarehouse,
     yield dg.Output(frame)
     yield dg.AssetCheckResult(
         check_name="source_rows_accounted",
-        passed=read.conserved,
+        passed=conserved,
         description=None
-        if read.conserved
-        else f"{label}: the source counts {read.source_rows} rows in the window, the run kept {frame.height} and set aside {read.other_days}",
+        if conserved
+        else f"{label}: the source counts {read.source_rows} rows in the window, the run kept {frame.height}, set aside "
+        f"{read.other_days} and dropped {erased_rows} of erased customers",
         metadata={
             "source_rows_in_window": read.source_rows,
             "rows_kept": frame.height,
             "rows_of_neighbouring_days": read.other_days,
+            "rows_of_erased_customers": erased_rows,
             "timestamp_kind": source.time_kind,
         },
     )
+
+
+def _drop_erased(frame: pl.DataFrame, erased: set[str]) -> tuple[pl.DataFrame, int]:
+    if not erased:
+        return frame, 0
+    mask = erased_mask(frame, erased)
+    return frame.filter(~mask), int(mask.sum())
 
 
 def _record_unplaceable(context: dg.AssetExecutionContext, lake: Lake, frame: pl.DataFrame, warehouse: SqlWarehouse) -> None:

@@ -32,9 +32,17 @@ def frame_metadata(frame: pl.DataFrame, descriptions: dict[str, str] | None = No
     }
 
 
+# Columns that identify a person: never in event metadata, which Dagster keeps for as long as the run
+# exists and which `churn erase` cannot rewrite. The rows themselves are in the lake.
+PERSONAL_COLUMNS = ("customer_id",)
+
+
 def markdown_table(frame: pl.DataFrame) -> str:
     if frame.is_empty():
         return "_no rows_"
+    frame = frame.drop([c for c in PERSONAL_COLUMNS if c in frame.columns])
+    if not frame.columns:
+        return "_identifying columns only_"
     header = "| " + " | ".join(frame.columns) + " |"
     sep = "|" + "---|" * len(frame.columns)
     rows = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.iter_rows()]

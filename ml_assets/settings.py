@@ -103,9 +103,7 @@ class Service(BaseModel):
     )
     rate_per_second: float = Field(default=100.0, gt=0, description="Requests per second one API key may make (token bucket).")
     rate_burst: int = Field(default=200, ge=1, description="Requests one API key may make at once before the rate applies.")
-    store_timeout_seconds: float = Field(
-        default=1.0, gt=0, description="Longest wait for the online store before a request gets 503."
-    )
+    store_timeout_seconds: float = Field(default=1.0, gt=0, description="Longest wait for the online store before a request gets 503.")
     record_predictions: bool = Field(
         default=True, description="Append every online prediction to prediction_log in the registry's database."
     )
@@ -147,6 +145,11 @@ class Deployment(BaseModel):
         default=None, description="SQLAlchemy URL of a Feast SQL registry (secret); none: a file in data_dir."
     )
     demo_customers: int = Field(default=5000, ge=1, description="Customers `churn demo` generates.")
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="`churn retention` deletes raw, validated and quarantined partitions older than this many days; none: kept.",
+    )
     k8s: Kubernetes = Field(default_factory=Kubernetes)
     service: Service = Field(default_factory=Service)
 
@@ -287,6 +290,7 @@ ENV: dict[str, str] = {
     "CHURN_FEAST_REDIS_URL": "deployment.feast_redis_url",
     "CHURN_FEAST_REGISTRY_URL": "deployment.feast_registry_url",
     "CHURN_DEMO_CUSTOMERS": "deployment.demo_customers",
+    "CHURN_RETENTION_DAYS": "deployment.retention_days",
     "CHURN_K8S_GPU_COUNT": "deployment.k8s.gpu_count",
     "CHURN_K8S_GPU_RESOURCE": "deployment.k8s.gpu_resource",
     "CHURN_K8S_GPU_NODE_SELECTOR": "deployment.k8s.gpu_node_selector",

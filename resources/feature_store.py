@@ -315,6 +315,40 @@ class FeatureStoreResource(dg.ConfigurableResource):
             self._redis_client = RedisOnlineStore()._get_client(self.store().config.online_store)  # noqa: SLF001 (Feast's own client factory)
         return self._redis_client
 
+    def erase_online(self, customer_id: str) -> int:
+        """Delete one customer's features from the online store (every feature view); returns the rows or keys removed.
+
+        Feast has no per-entity delete, so this removes what Feast wrote for the
+        entity: the Redis hash under its serialized key, or its rows in each
+        view's SQLite table. Under the writer lock: a load running alongside
+        cannot write the customer back between the read and the delete.
+        """
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.infra.online_stores.helpers import _redis_key, compute_table_id
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        from ml_assets.lib.feature_store import JOIN_KEY
+
+        store = self.store()
+        version = store.config.entity_key_serialization_version
+        key = EntityKey(join_keys=[JOIN_KEY], entity_values=[Value(string_val=customer_id)])
+        with self.exclusive_online_writes():
+            if self.online_store == "redis":
+                return int(self._redis().delete(_redis_key(store.project, key, entity_key_serialization_version=version)))
+            removed = 0
+            with self._snapshot_db() as conn:
+                for view in store.list_feature_views():
+                    table = compute_table_id(store.project, view)
+                    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+                    if exists:
+                        quoted = '"' + table.replace('"', '""') + '"'
+                        removed += conn.execute(
+                            f"DELETE FROM {quoted} WHERE entity_key = ?",  # noqa: S608 (a quoted Feast table name; the key is a parameter)
+                            (serialize_entity_key(key, entity_key_serialization_version=version),),
+                        ).rowcount
+            return removed
+
     def online(self, customer_ids: list[str]) -> pl.DataFrame:
         """The online store's current features for these customers, with each value's event timestamp.
 

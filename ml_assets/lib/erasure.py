@@ -1,0 +1,64 @@
+"""Pure rules of erasure: which rows of a lake table are one customer's, and which ids the registry says were erased.
+
+`ml_assets/erasure.py` applies them to every file the pipeline writes;
+ingestion applies `erased_mask` so that an erased customer's rows still in the
+source are not read back in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from ml_assets.lib.governance import id_hash
+
+ID_COLUMN = "customer_id"
+
+
+def customer_mask(frame: pl.DataFrame, customer_id: str) -> pl.Series | None:
+    """True for the rows of `customer_id`; None when the table holds no customer ids.
+
+    The id column may be text (the canonical type), a number in a set-aside
+    file that kept the source's type, or text with white space around it in
+    the quarantine (the raw value, as the source had it): all are matched.
+    """
+    if ID_COLUMN not in frame.columns:
+        return None
+    text = frame[ID_COLUMN].cast(pl.String, strict=False)
+    return ((text == customer_id) | (text.str.strip_chars() == customer_id.strip())).fill_null(False)
+
+
+def without_customer(frame: pl.DataFrame, customer_id: str) -> tuple[pl.DataFrame, int]:
+    """The frame without the customer's rows, and how many were removed."""
+    mask = customer_mask(frame, customer_id)
+    if mask is None or not mask.any():
+        return frame, 0
+    return frame.filter(~mask), int(mask.sum())
+
+
+def erased_mask(frame: pl.DataFrame, erased: set[str]) -> pl.Series:
+    """True for rows whose customer id's erasure hash is in `erased` (ingestion drops them, counted)."""
+    if not erased or ID_COLUMN not in frame.columns or frame.is_empty():
+        return pl.Series([False] * frame.height, dtype=pl.Boolean)
+    text = frame[ID_COLUMN].cast(pl.String, strict=False).str.strip_chars()
+    return text.map_elements(lambda v: id_hash(v) in erased, return_dtype=pl.Boolean, skip_nulls=True).fill_null(False)
+
+
+# Partitioned tables that retention expires: the transaction rows themselves. Features, training
+# sets and predictions are derived, per snapshot, and go with the next erasure or by hand.
+RETAINED_TABLES = ("raw_transactions", "validated_transactions", "quarantined_transactions")
+
+
+def expired_partitions(names: list[str], today: dt.date, retention_days: int) -> list[str]:
+    """Partition file stems (YYYY-MM-DD) older than `retention_days` before `today`; other names are left alone."""
+    cutoff = today - dt.timedelta(days=retention_days)
+    out = []
+    for name in names:
+        try:
+            day = dt.date.fromisoformat(name)
+        except ValueError:
+            continue
+        if day < cutoff:
+            out.append(name)
+    return out
