@@ -123,7 +123,9 @@ def _measure(transactions: int, days: int, quick: bool) -> str:
     instance = dg.DagsterInstance.get()
     instance.event_log_storage.set_concurrency_slots("feast_online", 1)
     t = time.perf_counter()
-    if not materialize_range(INGEST_TO_FEATURES - dg.AssetSelection.assets("customer_features"), START, first - dt.timedelta(days=1), instance, log_level="ERROR").success:
+    if not materialize_range(
+        INGEST_TO_FEATURES - dg.AssetSelection.assets("customer_features"), START, first - dt.timedelta(days=1), instance, log_level="ERROR"
+    ).success:
         raise RuntimeError("setup: ingest of the history failed")
     setup["ingest + validate history"] = time.perf_counter() - t
 

@@ -34,18 +34,19 @@ CLIENT = r"""
 import json, sys, time, threading
 import httpx
 url, mode, n, ids, conns = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
+headers = {"authorization": "Bearer " + sys.argv[6]}
 def body(i):
     return {"customer_ids": [ids[i % len(ids)]]} if mode == "single" else {"customer_ids": [ids[(i + k) % len(ids)] for k in range(100)]}
 lat, errors = [], []
 def worker(k):
-    with httpx.Client(timeout=30) as c:
+    with httpx.Client(timeout=30, headers=headers) as c:
         for i in range(k, n, conns):
             t = time.perf_counter()
             r = c.post(url + "/predict", json=body(i))
             lat.append(time.perf_counter() - t)
             if r.status_code != 200:
                 errors.append(r.status_code)
-with httpx.Client() as c:
+with httpx.Client(headers=headers) as c:
     for i in range(50):
         c.post(url + "/predict", json=body(i))
 t0 = time.perf_counter()
@@ -58,7 +59,7 @@ print(json.dumps({"p50_ms": q(0.5) * 1e3, "p99_ms": q(0.99) * 1e3, "rps": n / wa
 """
 
 
-def _setup(root: Path, customers: int) -> list[str]:
+def _setup(root: Path, customers: int) -> tuple[list[str], str]:
     import numpy as np
     import polars as pl
 
@@ -109,7 +110,7 @@ def _setup(root: Path, customers: int) -> list[str]:
     registry.attach_onnx(version, onnx_ref.uri, onnx_ref.sha256, run_id="bench")
     registry.record_parity(version, onnx_ref.sha256, True, {"bench": {"max_abs_diff": 0.0}}, run_id="bench")
     registry.promote(version, actor="bench", reason="benchmark", run_id=None)
-    return ids
+    return ids, registry.create_api_key("bench", ["predict"], actor="bench")
 
 
 def _env(root: Path, redis: bool) -> dict[str, str]:
@@ -184,18 +185,28 @@ def main(argv: list[str] | None = None) -> str:
         "",
         "### Online scoring service (loopback HTTP, server and client in separate processes)",
         "",
-        "| online store | request | direct p50 / p99 ms | service p50 / p99 ms | service vs direct (p50) | 1 connection req/s | 4 connections req/s | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| online store | service | request | direct p50 / p99 ms | service p50 / p99 ms | service vs direct (p50) "
+        "| 1 connection req/s | 4 connections req/s | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     try:
-        ids = _setup(root, 2_000 if args.quick else 100_000)
-        stores = [False, True] if _redis_up() else [False]
-        for redis in stores:
-            env = _env(root, redis)
+        ids, key = _setup(root, 2_000 if args.quick else 100_000)
+        # The production default (API key checked, every prediction recorded) beside the bare service,
+        # on SQLite; Redis with the default. The rate limit is lifted: the load is one trusted client.
+        unlimited = {"CHURN_SERVICE_RATE_PER_SECOND": "1000000", "CHURN_SERVICE_RATE_BURST": "1000000"}
+        bare = {**unlimited, "CHURN_SERVICE_REQUIRE_API_KEY": "false", "CHURN_SERVICE_RECORD_PREDICTIONS": "false"}
+        variants = [(False, "key + record", unlimited), (False, "open, no record", bare)]
+        if _redis_up():
+            variants.append((True, "key + record", unlimited))
+        applied: set[bool] = set()
+        for redis, label, extra in variants:
+            env = {**_env(root, redis), **extra}
             store = _store(env)
-            store.apply()
-            at = dt.datetime(2025, 6, 2)
-            store.materialize(at - dt.timedelta(hours=12), at + dt.timedelta(hours=12))
+            if redis not in applied:
+                store.apply()
+                at = dt.datetime(2025, 6, 2)
+                store.materialize(at - dt.timedelta(hours=12), at + dt.timedelta(hours=12))
+                applied.add(redis)
             port = _free_port()
             server = subprocess.Popen(
                 [
@@ -235,7 +246,7 @@ def main(argv: list[str] | None = None) -> str:
                     one, four = (
                         json.loads(
                             subprocess.run(
-                                [sys.executable, "-c", CLIENT, url, mode, str(count), sample, str(conns)],
+                                [sys.executable, "-c", CLIENT, url, mode, str(count), sample, str(conns), key],
                                 capture_output=True,
                                 text=True,
                                 check=True,
@@ -246,14 +257,14 @@ def main(argv: list[str] | None = None) -> str:
                         for conns in (1, 4)
                     )
                     lines.append(
-                        f"| {'redis' if redis else 'sqlite'} | {'1 id' if batch == 1 else '100 ids'} | {direct['p50_ms']:.2f} / {direct['p99_ms']:.2f} "
+                        f"| {'redis' if redis else 'sqlite'} | {label} | {'1 id' if batch == 1 else '100 ids'} | {direct['p50_ms']:.2f} / {direct['p99_ms']:.2f} "
                         f"| {one['p50_ms']:.2f} / {one['p99_ms']:.2f} | {one['p50_ms'] / direct['p50_ms']:.2f}x | {one['rps']:.0f} | {four['rps']:.0f} "
                         f"| {one['errors'] + four['errors']} |"
                     )
             finally:
                 server.terminate()
                 server.wait(timeout=10)
-                if redis:
+                if redis and (redis, label) == (variants[-1][0], variants[-1][1]):
                     store.store().teardown()
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -23,7 +23,9 @@ from benchmarks.common import machine
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that every benchmark runs")
+    parser.add_argument("--skip", default="", help="comma-separated benchmark names to leave out, e.g. backfill,pipeline")
     args = parser.parse_args(argv)
+    skip = {f"bench_{name.strip()}" for name in args.skip.split(",") if name.strip()}
     flags = ["--quick"] if args.quick else []
     print(f"machine: {machine()}")
     for bench in (
@@ -38,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         bench_backfill,
         bench_pipeline,
     ):
+        if bench.__name__.rsplit(".", 1)[-1] in skip:
+            print(f"(skipped: {bench.__name__})")
+            continue
         bench.main(flags)
     return 0
 
