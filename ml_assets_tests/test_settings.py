@@ -212,8 +212,8 @@ def test_the_settings_table_of_the_guide_is_the_settings_object() -> None:
         shown = shown.strip()
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             assert shown.strip("`") and float(shown.strip("`")) == value, (dotted, shown, value)
-        elif isinstance(value, (list, dict)) and value:
-            assert shown == f"`{json.dumps(value)}`", (dotted, shown, value)
+        elif isinstance(value, (list, dict, bool)) and value not in ({}, []):
+            assert shown == f"`{json.dumps(value)}`", (dotted, shown, value)  # as in YAML and the environment: true, false
         elif value is None or value in ({}, []):
             assert shown in ("none", "all", "`{}`", "`[]`", "the embedded SQLite demo warehouse"), (dotted, shown)
         else:
