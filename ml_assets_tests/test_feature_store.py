@@ -164,7 +164,9 @@ def test_generated_config_keeps_secrets_as_placeholders(tmp_path: Path) -> None:
     assert "s3cret" not in text
     assert "${CHURN_FEAST_REDIS_URL}" in text and "${CHURN_FEAST_REGISTRY_URL}" in text
     runtime = fs.config_dict()
-    assert runtime["registry"]["path"] == secret_registry and runtime["online_store"]["connection_string"].endswith("password=s3cret")
+    assert runtime["registry"]["path"] == secret_registry
+    assert runtime["online_store"]["connection_string"] == "127.0.0.1:6379,password=s3cret,socket_timeout=10,socket_connect_timeout=10"
+    assert "${CHURN_FEAST_REDIS_URL},socket_timeout=10" in text  # a Redis that stops answering cannot hold a reader forever
     with pytest.raises(ValueError, match="sqlite or redis"):
         feature_store_for(tmp_path, "x", online_store="memcached").config_dict()
 

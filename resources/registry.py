@@ -213,8 +213,13 @@ class ModelRegistry(dg.ConfigurableResource):
 
             if self.url.startswith("sqlite:///"):
                 os.makedirs(os.path.dirname(os.path.abspath(self.url.removeprefix("sqlite:///"))), exist_ok=True)
-            # SQLite: wait for a concurrent writer instead of failing at once.
-            connect_args = {"timeout": 30} if self.url.startswith("sqlite") else {}
+            # SQLite: wait for a concurrent writer instead of failing at once. Servers: give up on a
+            # connection that cannot be made in 10 s rather than hanging the poller or a run.
+            connect_args: dict[str, Any] = {"timeout": 30} if self.url.startswith("sqlite") else {}
+            if self.url.startswith("postgresql"):
+                connect_args = {"connect_timeout": 10}
+            elif self.url.startswith(("mysql", "mariadb")):
+                connect_args = {"connect_timeout": 10, "read_timeout": 60, "write_timeout": 60}
             engine = sa.create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
             self._t.md.create_all(engine)
             _upgrade_events(engine, self._t)

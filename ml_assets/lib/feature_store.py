@@ -91,6 +91,17 @@ def definitions(lake_root: str, columns: tuple[str, ...] = FEATURE_COLUMNS) -> l
     return [customer, source, view, service]
 
 
+# Seconds a Redis read or connect may take before the client gives up: without them a Redis that stops
+# answering (without closing the connection) holds a reader forever. Long enough for a big pipelined write.
+REDIS_SOCKET_TIMEOUT_S = 10
+
+
+def with_socket_timeouts(connection_string: str) -> str:
+    """Feast's Redis connection string (`host:port,key=value,...`) with socket timeouts, unless it sets its own."""
+    extra = [f"{k}={REDIS_SOCKET_TIMEOUT_S}" for k in ("socket_timeout", "socket_connect_timeout") if f"{k}=" not in connection_string]
+    return ",".join([connection_string, *extra])
+
+
 def repo_config(
     *,
     registry_path: str,
@@ -136,7 +147,7 @@ def repo_config(
     # offline reads come from the lake and do not depend on that state. Found by
     # ml_assets_tests/test_faults.py::test_concurrent_scoring_runs_and_a_retrain_do_not_interfere.
     online: dict[str, Any] = (
-        {"type": "redis", "connection_string": f"${{{REDIS_ENV}}}" if for_file else redis_url}
+        {"type": "redis", "connection_string": with_socket_timeouts(f"${{{REDIS_ENV}}}" if for_file else redis_url)}
         if online_store == "redis"
         else {"type": "sqlite", "path": online_path}
     )
