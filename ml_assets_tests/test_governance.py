@@ -144,3 +144,27 @@ def test_api_keys_are_stored_as_salted_digests_only(registry: ModelRegistry) -> 
     assert registry.revoke_api_key("partner-a", actor="test") == 1 and registry.api_keys() == []
     assert [e["action"] for e in registry.events(2)] == ["apikey_revoked", "apikey_created"]
     assert check_chain(*registry.chain()) == []
+
+
+def test_the_prediction_record_appends_expires_and_forgets_one_customer(registry: ModelRegistry) -> None:
+    import datetime as dt
+
+    from ml_assets.lib.governance import id_hash
+
+    now = dt.datetime.now(dt.UTC)
+    rows = [
+        {"at": at, "request_id": f"r{i}", "key_name": "k", "customer_id": c, "status": 200, "churn_probability": 0.25, "model_version": "v"}
+        for i, (at, c) in enumerate([(now, "A1"), (now, "B2"), (now - dt.timedelta(days=500), "B2")])
+    ]
+    registry.record_predictions(rows)
+    assert len(registry.predictions()) == 3
+    assert registry.expire_predictions(now - dt.timedelta(days=400)) == 1
+    with pytest.raises(RegistryError, match="reason"):
+        registry.record_erasure("A1", actor="test", reason=" ", removed={})
+    digest = registry.record_erasure("A1", actor="test", reason="request 7", removed={"lake_rows": 3})
+    assert digest == id_hash("A1") and registry.erased_hashes() == {digest}
+    assert [p["customer_id"] for p in registry.predictions()] == ["B2"]
+    event = registry.events(1)[0]
+    assert event["action"] == "erased" and digest in event["reason"] and "prediction_log 1" in event["reason"]
+    assert "A1" not in event["reason"].replace(digest, "")
+    assert check_chain(*registry.chain()) == []
