@@ -194,6 +194,9 @@ def test_bad_json_gets_422_naming_the_field_and_echoing_nothing(server: Server) 
         (b'{"customer_ids": ["C1"], "x": -Infinity}', "x"),
         (b'{"customer_ids": ["\xff\xfe"]}', "body"),
         (b'{"customer_ids": ', "body"),
+        (b'{"customer_ids": 1e999}', "customer_ids"),  # a number that overflows to infinity
+        (b"[" * 60_000 + b"]" * 60_000, "body"),  # nesting deeper than any parser's stack
+        (b'{"n": ' + b"7" * 10_000 + b"}", "body"),  # an integer over Python's digit limit
     ):
         r = httpx.post(f"{url}/predict", content=raw, headers=headers)
         assert r.status_code == 422 and r.json()["field"] == field, (raw, r.text)

@@ -87,6 +87,10 @@ def parse_json_body(body: bytes) -> Any:
         parsed = json.loads(text, parse_constant=constant)
     except json.JSONDecodeError as exc:
         raise BodyError("body", f"the body is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise BodyError("body", "the body nests arrays or objects too deeply") from None
+    except ValueError:  # an integer literal over Python's 4,300-digit limit
+        raise BodyError("body", "the body holds a number too long to read") from None
     where = _find_non_finite(parsed, "")
     if where is not None:
         path, literal = where
@@ -97,6 +101,8 @@ def parse_json_body(body: bytes) -> Any:
 def _find_non_finite(value: Any, path: str) -> tuple[str, str] | None:
     if isinstance(value, _NonFinite):
         return path, value.literal
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, "a number too large for a float (read as infinity)"
     if isinstance(value, dict):
         for k, v in value.items():
             name = str(k)[:64]

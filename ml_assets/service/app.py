@@ -335,14 +335,19 @@ class Gate:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
-        refusal = await self._refusal(scope, receive, headers, state)
-        if refusal is not None:
-            await refusal(scope, receive, send_with_id)
-        else:
-            await self.app(scope, self._replay(state.pop("body")) if "body" in state else receive, send_with_id)
-        elapsed = time.perf_counter() - started
+        try:
+            refusal = await self._refusal(scope, receive, headers, state)
+            if refusal is not None:
+                await refusal(scope, receive, send_with_id)
+            else:
+                await self.app(scope, self._replay(state.pop("body")) if "body" in state else receive, send_with_id)
+        finally:
+            # Written however the request ended (an exception included: status 500 unless a response went out).
+            self._audit(scope, state, status["code"], time.perf_counter() - started)
+
+    def _audit(self, scope: dict[str, Any], state: dict[str, Any], status: int, elapsed: float) -> None:
         path = scope["path"] if scope["path"] in self.PATHS else "other"
-        self.metrics.requests.labels(path=path, status=str(status["code"])).inc()
+        self.metrics.requests.labels(path=path, status=str(status)).inc()
         self.metrics.latency.labels(path=path).observe(elapsed)
         # Who asked how much of which model; never feature values, keys or bodies. The JSON formatter
         # escapes the path, so a CR LF in it cannot forge a line.
@@ -350,11 +355,11 @@ class Gate:
             "request",
             extra={
                 "fields": {
-                    "request_id": rid,
+                    "request_id": state["request_id"],
                     "key": state.get("key_name", "-"),
                     "method": scope["method"],
                     "path": scope["path"][:200],
-                    "status": status["code"],
+                    "status": status,
                     "ids": state.get("ids", 0),
                     "model": state.get("model_version", "-"),
                     "latency_ms": round(elapsed * 1e3, 2),
