@@ -188,3 +188,47 @@ def test_apikey_and_registry_verify_commands(tmp_path: Path) -> None:
     Path(model.uri).write_bytes(b"tree 2")
     bad = churn("registry", "verify")
     assert bad.returncode == 1 and "FAILED: lgbm-000000000009 native artifact" in bad.stdout
+
+
+def test_retention_lists_then_deletes_old_transaction_partitions_and_prediction_records(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from resources import ModelRegistry
+
+    env = {**_env(tmp_path), "CHURN_RETENTION_DAYS": "30"}
+    lake = tmp_path / "data" / "lake"
+    today = dt.datetime.now(dt.UTC).date()
+    old, recent = (today - dt.timedelta(days=90)).isoformat(), (today - dt.timedelta(days=3)).isoformat()
+    for table in ("raw_transactions", "validated_transactions", "quarantined_transactions", "customer_features"):
+        (lake / table).mkdir(parents=True)
+        for day in (old, recent):
+            pl.DataFrame({"customer_id": ["A"]}).write_parquet(lake / table / f"{day}.parquet")
+    registry = ModelRegistry(url=f"sqlite:///{tmp_path / 'data' / 'registry.sqlite'}")
+    now = dt.datetime.now(dt.UTC)
+    registry.record_predictions(
+        [
+            {
+                "at": at,
+                "request_id": "r",
+                "key_name": None,
+                "customer_id": "A",
+                "status": 200,
+                "churn_probability": 0.1,
+                "model_version": "v",
+            }
+            for at in (now, now - dt.timedelta(days=500))
+        ]
+    )
+
+    def churn(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "churn"), "retention", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    listed = churn()
+    assert listed.returncode == 0 and "would delete 3 " in listed.stdout and "--apply" in listed.stdout
+    assert (lake / "raw_transactions" / f"{old}.parquet").exists()
+    applied = churn("--apply")
+    assert applied.returncode == 0 and "deleted 3 " in applied.stdout and "deleted 1 prediction record" in applied.stdout
+    for table in ("raw_transactions", "validated_transactions", "quarantined_transactions"):
+        assert sorted(p.stem for p in (lake / table).iterdir()) == [recent]
+    assert len(list((lake / "customer_features").iterdir())) == 2  # derived tables are not retention's
+    assert len(registry.predictions()) == 1
