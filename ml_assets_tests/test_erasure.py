@@ -78,6 +78,8 @@ def test_erase_leaves_no_trace_of_the_id_anywhere_the_pipeline_writes(e2e: Pipel
     assert victim not in out.stdout and f"sha256:{id_hash(victim)}" in out.stdout
 
     assert _rows_with(lake, victim) == {}
+    # Models, ONNX graphs, drift references and reports hold no customer ids in the first place.
+    assert _rows_with(data / "artifacts", victim) == {}
     assert _rows_with(lake, bystander) == bystander_rows  # nobody else lost a row
     after = feature_store_for(data, str(lake)).online_dict([victim])
     assert all(v == [None] for k, v in after.items() if k != "customer_id" and not k.endswith("__ts")), after

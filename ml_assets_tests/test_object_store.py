@@ -43,3 +43,20 @@ def test_lake_and_artifacts_round_trip_on_s3(s3: S3Server) -> None:
     s3.put(bucket, ref.uri.split(f"s3://{bucket}/", 1)[1], b"planted")
     with pytest.raises(ArtifactIntegrityError, match="refusing to load it"):
         store.get(ref.uri, ref.sha256)
+
+
+def test_erasure_and_retention_on_an_s3_lake(s3: S3Server) -> None:
+    from ml_assets.erasure import erase_from_lake, expire_lake
+
+    bucket = s3.bucket()
+    lake = Lake(root=f"s3://{bucket}/lake")
+    today = dt.date(2026, 6, 1)
+    for table, day in (("raw_transactions", "2026-01-01"), ("raw_transactions", "2026-05-30"), ("customer_features", "2026-05-30")):
+        frame = pl.DataFrame({"customer_id": ["gone", "stays", "gone"], "x": [1, 2, 3]})
+        lake.write_parquet(lake.path_for(dg.AssetKey(table), day, ".parquet"), frame)
+    files, by_table = erase_from_lake(lake.root, "gone")
+    assert files == 3 and by_table == {"raw_transactions": 4, "customer_features": 2}
+    assert lake.read_partitions(dg.AssetKey("raw_transactions"), ["2026-05-30"])["customer_id"].to_list() == ["stays"]
+    assert expire_lake(lake.root, 30, today, apply=False) == [f"s3://{bucket}/lake/raw_transactions/2026-01-01.parquet"]
+    expire_lake(lake.root, 30, today, apply=True)
+    assert sorted(s3.keys(bucket)) == ["lake/customer_features/2026-05-30.parquet", "lake/raw_transactions/2026-05-30.parquet"]
