@@ -533,7 +533,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    from ml_assets.erasure import expire_lake
+    from ml_assets.erasure import apply_retention
     from ml_assets.settings import load_settings
     from resources import build_registry
 
@@ -543,20 +543,27 @@ def cmd_retention(args: argparse.Namespace) -> int:
     if not days and not predictions_days:
         print("churn retention: no retention set (CHURN_RETENTION_DAYS or --days); nothing expires", file=sys.stderr)
         return 2
-    today = dt.datetime.now(dt.UTC).date()
+    instance = None
+    if args.apply:
+        import dagster as dg
+
+        try:
+            instance = dg.DagsterInstance.get()  # DAGSTER_HOME's instance: its expired partitions are wiped where it can
+        except dg.DagsterInvariantViolationError:
+            instance = None
+    registry = build_registry(resolve_env=True, settings=settings)
+    report = apply_retention(settings.deployment.lake, registry, days, predictions_days, args.apply, instance)
+    verb = "deleted" if args.apply else "would delete"
+    for _, _, path in report.files:
+        print(f"{verb}: {path}")
     if days:
-        found = expire_lake(settings.deployment.lake, days, today, args.apply)
-        verb = "deleted" if args.apply else "would delete"
-        for path in found:
-            print(f"{verb}: {path}")
-        print(f"{verb} {len(found)} raw/validated/quarantined partition file(s) older than {days} days")
-    if predictions_days and args.apply:
-        gone = build_registry(resolve_env=True, settings=settings).expire_predictions(
-            dt.datetime.now(dt.UTC) - dt.timedelta(days=predictions_days)
-        )
-        print(f"deleted {gone} prediction record(s) older than {predictions_days} days")
+        print(f"{verb} {len(report.files)} raw/validated/quarantined partition file(s) older than {days} days")
+    if args.apply and predictions_days:
+        print(f"deleted {report.predictions_deleted} prediction record(s) older than {predictions_days} days")
+    if report.wiped is False and report.files:
+        print("(this Dagster instance cannot wipe single partitions: the UI still shows the deleted days as materialized)")
     if not args.apply:
-        print("run again with --apply to delete")
+        print("run again with --apply to delete (retention_job does it daily when CHURN_RETENTION_DAYS is set)")
     return 0
 
 

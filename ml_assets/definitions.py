@@ -16,6 +16,7 @@ from ml_assets.ingest import raw_transactions, unplaceable_transactions
 from ml_assets.jobs import daily_pipeline_job, training_job
 from ml_assets.monitoring import drift_report
 from ml_assets.promotion import champion_model
+from ml_assets.retention import retention_job, retention_schedule
 from ml_assets.settings import Settings, settings
 from ml_assets.training import baseline_model, lgbm_model, torch_model, training_set
 from ml_assets.validation import validated_transactions
@@ -74,8 +75,8 @@ defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
     executor=build_executor(SETTINGS),
-    jobs=[daily_pipeline_job, training_job],
-    schedules=[daily_pipeline_schedule, weekly_training_schedule],
+    jobs=[daily_pipeline_job, training_job, retention_job],
+    schedules=[daily_pipeline_schedule, weekly_training_schedule, retention_schedule],
     sensors=[drift_retraining_sensor, pipeline_failure_sensor],
     resources=build_resources(SETTINGS),
 )

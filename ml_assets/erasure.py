@@ -73,8 +73,9 @@ def erase_customer(customer_id: str, reason: str, actor: str, registry: Any, fea
     return report
 
 
-def expire_lake(lake_root: str, retention_days: int, today: Any, apply: bool) -> list[str]:
-    """Raw, validated and quarantined partition files older than the retention; deleted with `apply`. Returns their paths."""
+def expire_lake(lake_root: str, retention_days: int, today: Any, apply: bool) -> list[tuple[str, str, str]]:
+    """Raw, validated and quarantined partition files older than the retention, as (table, partition, path);
+    deleted with `apply`."""
     from ml_assets.lib.erasure import RETAINED_TABLES, expired_partitions
 
     root, found = UPath(lake_root), []
@@ -84,7 +85,44 @@ def expire_lake(lake_root: str, retention_days: int, today: Any, apply: bool) ->
             continue
         files = {p.stem: p for p in folder.glob("*.parquet") if not p.name.startswith(".")}
         for stem in expired_partitions(sorted(files), today, retention_days):
-            found.append(str(files[stem]))
+            found.append((table, stem, str(files[stem])))
             if apply:
                 files[stem].unlink()
     return found
+
+
+@dataclass
+class RetentionReport:
+    files: list[tuple[str, str, str]] = field(default_factory=list)
+    predictions_deleted: int = 0
+    wiped: bool | None = None  # expired partitions wiped from Dagster's event log (None: not asked)
+
+
+def apply_retention(
+    lake_root: str, registry: Any, retention_days: int | None, prediction_days: int | None, apply: bool, instance: Any = None
+) -> RetentionReport:
+    """Expire transaction partitions and prediction records past their retention. With a Dagster instance whose event
+    log can wipe partitions, they are wiped there too, so the UI shows them as missing rather than materialized."""
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC)
+    report = RetentionReport()
+    if retention_days:
+        report.files = expire_lake(lake_root, retention_days, now.date(), apply)
+        if apply and instance is not None:
+            import dagster as dg
+
+            by_table: dict[str, list[str]] = {}
+            for table, partition, _ in report.files:
+                by_table.setdefault(table, []).append(partition)
+            try:
+                for table, partitions in by_table.items():
+                    instance.wipe_asset_partitions(dg.AssetKey(table), partitions)
+                report.wiped = True
+            except NotImplementedError:
+                # Dagster OSS's SQL event logs cannot wipe single partitions (Dagster+ can): the UI keeps showing
+                # them materialized, and a run that reads one fails with MissingPartitionError naming the day.
+                report.wiped = False
+    if prediction_days and apply:
+        report.predictions_deleted = registry.expire_predictions(now - dt.timedelta(days=prediction_days))
+    return report
