@@ -124,8 +124,18 @@ def _online_equals_offline(fs) -> None:  # noqa: ANN001
     assert set(mismatches["feature"]) == {*FEATURE_COLUMNS, "event_timestamp"}
 
 
+def _erase_one(fs) -> None:  # noqa: ANN001
+    """`churn erase`'s online part: one customer gone from the store, everyone else still served."""
+    gone, kept = CUSTOMERS[1], CUSTOMERS[2]
+    assert fs.erase_online(gone) > 0
+    online = fs.online([gone, kept])
+    assert online["recency_days"].to_list()[0] is None and online["recency_days"].to_list()[1] is not None
+    assert fs.erase_online(gone) == 0
+
+
 def test_online_store_serves_what_the_offline_store_holds_sqlite(store) -> None:  # noqa: ANN001
     _online_equals_offline(store)
+    _erase_one(store)
 
 
 @pytest.mark.skipif(not redis_up(), reason="Redis is not running at 127.0.0.1:6379")
@@ -136,6 +146,7 @@ def test_online_store_serves_what_the_offline_store_holds_redis(tmp_path: Path) 
     try:
         assert fs.store().config.online_store.type == "redis"
         _online_equals_offline(fs)
+        _erase_one(fs)
     finally:
         fs.store().teardown()  # drops this project's keys from Redis
 
