@@ -156,6 +156,37 @@ def register_version(registry, version: str, kind: str | None = None, roc_auc: f
         registry.record_parity(version, version.ljust(64, "0"), parity, {"max_abs_diff": 1e-7}, f"run-{version}")
 
 
+def register_stored(registry, store, version: str, native: bytes = b"native model", onnx: bytes | None = None):  # noqa: ANN001, ANN201
+    """A version whose native (and, given `onnx`, ONNX) artifact really is in `store`; returns the native ArtifactRef."""
+    ref = store.put("models/lgbm", native, ".txt")
+    registry.register(
+        version=version,
+        kind="lgbm",
+        run_id="r",
+        data_window={},
+        features=["a"],
+        params={},
+        metrics={},
+        artifact_uri=ref.uri,
+        artifact_sha256=ref.sha256,
+        code_version="c",
+    )
+    if onnx is not None:
+        graph = store.put("onnx/lgbm", onnx, ".onnx")
+        registry.attach_onnx(version, graph.uri, graph.sha256, "r")
+    return ref
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.xdist_group("postgres")])])
+def any_registry(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
+    """A fresh registry on SQLite (a file in a folder that does not exist yet) and on PostgreSQL (a schema of its own)."""
+    from resources import ModelRegistry
+
+    if request.param == "sqlite":
+        return ModelRegistry(url=f"sqlite:///{tmp_path / 'nested' / 'registry.sqlite'}")
+    return ModelRegistry(url=PG_URL, db_schema=request.getfixturevalue("pg_schema"))
+
+
 @pytest.fixture(autouse=True)
 def _no_dead_dagster_instance_in_context() -> None:
     """Test isolation from a Dagster global: an entered instance puts its state storage in a context variable, and an

@@ -146,6 +146,7 @@ def test_apikey_and_registry_verify_commands(tmp_path: Path) -> None:
     import getpass
 
     from ml_assets.lib.governance import parse_token
+    from ml_assets_tests.conftest import register_stored
     from resources import ArtifactStore, ModelRegistry
 
     env = _env(tmp_path)
@@ -169,20 +170,7 @@ def test_apikey_and_registry_verify_commands(tmp_path: Path) -> None:
     # Key changes are registry events, by the OS account that ran the command (not a name anyone can type).
     created_event = next(e for e in registry.events(10) if e["action"] == "apikey_created")
     assert created_event["actor"].startswith(f"os:{getpass.getuser()}(uid {os.geteuid()})")
-    store = ArtifactStore(root=str(tmp_path / "data" / "artifacts"))
-    model = store.put("models/lgbm", b"tree 1", ".txt")
-    registry.register(
-        version="lgbm-000000000009",
-        kind="lgbm",
-        run_id="r",
-        data_window={},
-        features=["a"],
-        params={},
-        metrics={},
-        artifact_uri=model.uri,
-        artifact_sha256=model.sha256,
-        code_version="c",
-    )
+    model = register_stored(registry, ArtifactStore(root=str(tmp_path / "data" / "artifacts")), "lgbm-000000000009", b"tree 1")
     ok = churn("registry", "verify")
     assert ok.returncode == 0 and "OK" in ok.stdout and "events chained unbroken" in ok.stdout, ok.stdout + ok.stderr
     Path(model.uri).write_bytes(b"tree 2")

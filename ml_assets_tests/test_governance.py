@@ -4,23 +4,19 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from ml_assets.lib.governance import GENESIS, check_chain, event_hash, key_matches, parse_token
-from ml_assets_tests.conftest import PG_URL, register_version
+from ml_assets_tests.conftest import register_stored, register_version
 from resources import ArtifactStore, ModelRegistry, RegistryError
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.xdist_group("postgres")])])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ModelRegistry]:
-    if request.param == "sqlite":
-        yield ModelRegistry(url=f"sqlite:///{tmp_path / 'registry.sqlite'}")
-    else:
-        yield ModelRegistry(url=PG_URL, db_schema=request.getfixturevalue("pg_schema"))
+@pytest.fixture
+def registry(any_registry: ModelRegistry) -> ModelRegistry:
+    return any_registry
 
 
 def _history(registry: ModelRegistry) -> None:
@@ -84,22 +80,9 @@ def test_verify_finds_a_rewritten_removed_or_truncated_event(registry: ModelRegi
 def test_verify_checks_every_artifact_against_its_registered_sha256(tmp_path: Path) -> None:
     registry = ModelRegistry(url=f"sqlite:///{tmp_path / 'registry.sqlite'}")
     store = ArtifactStore(root=str(tmp_path / "artifacts"))
-    native, onnx = store.put("lgbm", b"native model", ".txt"), store.put("lgbm", b"onnx graph", ".onnx")
-    registry.register(
-        version="lgbm-00000000000f",
-        kind="lgbm",
-        run_id="r",
-        data_window={},
-        features=["a"],
-        params={},
-        metrics={},
-        artifact_uri=native.uri,
-        artifact_sha256=native.sha256,
-        code_version="c",
-    )
-    registry.attach_onnx("lgbm-00000000000f", onnx.uri, onnx.sha256, "r")
+    register_stored(registry, store, "lgbm-00000000000f", onnx=b"onnx graph")
     assert registry.verify(store) == []
-    Path(onnx.uri).write_bytes(b"swapped graph")
+    Path(registry.get("lgbm-00000000000f").onnx_uri).write_bytes(b"swapped graph")
     problems = registry.verify(store)
     assert len(problems) == 1 and "lgbm-00000000000f onnx artifact" in problems[0]
 

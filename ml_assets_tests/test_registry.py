@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
 
-from ml_assets_tests.conftest import PG_URL, register_version
+from ml_assets_tests.conftest import register_version
 from resources import ModelRegistry, RegistryError
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.xdist_group("postgres")])])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ModelRegistry]:
-    if request.param == "sqlite":
-        yield ModelRegistry(url=f"sqlite:///{tmp_path / 'nested' / 'registry.sqlite'}")
-    else:
-        yield ModelRegistry(url=PG_URL, db_schema=request.getfixturevalue("pg_schema"))
+@pytest.fixture
+def registry(any_registry: ModelRegistry) -> ModelRegistry:
+    return any_registry
 
 
 def _register(registry: ModelRegistry, version: str, kind: str = "lightgbm", roc_auc: float = 0.9, parity: bool | None = True) -> None:
