@@ -16,12 +16,12 @@ from ml_assets.ingest import raw_transactions, unplaceable_transactions
 from ml_assets.jobs import daily_pipeline_job, training_job
 from ml_assets.monitoring import drift_report
 from ml_assets.promotion import champion_model
-from ml_assets.retention import retention_job, retention_schedule
+from ml_assets.retention import retention_job
 from ml_assets.settings import Settings, settings
 from ml_assets.training import baseline_model, lgbm_model, torch_model, training_set
 from ml_assets.validation import validated_transactions
 from resources import build_resources
-from sensors import daily_pipeline_schedule, drift_retraining_sensor, pipeline_failure_sensor, weekly_training_schedule
+from sensors import daily_pipeline_schedule, drift_retraining_sensor, pipeline_failure_sensor, retention_schedule, weekly_training_schedule
 
 ALL_ASSETS = [
     unplaceable_transactions,

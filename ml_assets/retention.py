@@ -1,7 +1,7 @@
 """The retention job: transaction partitions and prediction records past their retention, deleted daily.
 
-Off unless `deployment.retention_days` (CHURN_RETENTION_DAYS) is set: the
-schedule then starts RUNNING. The same work as `churn retention --apply`
+Off unless `deployment.retention_days` (CHURN_RETENTION_DAYS) is set: its
+schedule (sensors/schedules.py) then starts RUNNING. The same work as `churn retention --apply`
 (ml_assets/erasure.py). Dagster OSS cannot wipe single partitions from its
 event log, so the UI keeps showing expired days as materialized (Dagster+
 wipes them); a run that reads one fails naming the day, and a backfill of
@@ -52,13 +52,3 @@ def expire_retained_data(context: dg.OpExecutionContext, config: RetentionConfig
 @dg.job(description="Daily retention: transaction partitions and prediction records past their retention (docs/security.md).")
 def retention_job() -> None:
     expire_retained_data()
-
-
-retention_schedule = dg.ScheduleDefinition(
-    name="retention_schedule",
-    job=retention_job,
-    cron_schedule="30 3 * * *",
-    execution_timezone="UTC",
-    description="03:30 UTC daily, after the daily pipeline; running only when deployment.retention_days is set.",
-    default_status=dg.DefaultScheduleStatus.RUNNING if settings().deployment.retention_days else dg.DefaultScheduleStatus.STOPPED,
-)
