@@ -488,6 +488,8 @@ def create_app(registry: Any = None, artifacts: Any = None, feature_store: Any =
         except Exception as exc:  # noqa: BLE001 (start anyway; /ready says why)
             holder.last_error = f"{type(exc).__name__}: {exc}"
             log.error("no champion loaded at start: %s", holder.last_error)
+        if settings.require_api_key and holder.keys_loaded and not holder.keys:
+            log.warning("no active API key in the registry: every request but /health and /ready gets 401; churn apikey create NAME")
         poller = threading.Thread(target=holder.poll_forever, args=(stop, settings.reload_seconds), name="champion-poller", daemon=True)
         poller.start()
         if recorder:
