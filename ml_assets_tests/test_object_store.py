@@ -57,6 +57,8 @@ def test_erasure_and_retention_on_an_s3_lake(s3: S3Server) -> None:
     files, by_table = erase_from_lake(lake.root, "gone")
     assert files == 3 and by_table == {"raw_transactions": 4, "customer_features": 2}
     assert lake.read_partitions(dg.AssetKey("raw_transactions"), ["2026-05-30"])["customer_id"].to_list() == ["stays"]
-    assert expire_lake(lake.root, 30, today, apply=False) == [f"s3://{bucket}/lake/raw_transactions/2026-01-01.parquet"]
+    assert expire_lake(lake.root, 30, today, apply=False) == [
+        ("raw_transactions", "2026-01-01", f"s3://{bucket}/lake/raw_transactions/2026-01-01.parquet")
+    ]
     expire_lake(lake.root, 30, today, apply=True)
     assert sorted(s3.keys(bucket)) == ["lake/customer_features/2026-05-30.parquet", "lake/raw_transactions/2026-05-30.parquet"]
