@@ -23,7 +23,7 @@ from typing import Any
 import polars as pl
 from upath import UPath
 
-from ml_assets.lib.erasure import without_customer
+from ml_assets.lib.erasure import ID_COLUMN, customer_mask, without_customer
 
 
 @dataclass
@@ -49,8 +49,13 @@ def erase_from_lake(lake_root: str, customer_id: str) -> tuple[int, dict[str, in
     for path in sorted(root.rglob("*.parquet")):
         if path.name.startswith("."):
             continue  # a write in flight (Lake.write_bytes' temporary name)
-        frame = pl.read_parquet(path.read_bytes())
-        kept, removed = without_customer(frame, customer_id)
+        data = path.read_bytes()
+        if ID_COLUMN not in pl.read_parquet_schema(io.BytesIO(data)):
+            continue
+        # The id column alone first: most files do not hold the customer and are never decoded whole.
+        if not customer_mask(pl.read_parquet(data, columns=[ID_COLUMN]), customer_id).any():
+            continue
+        kept, removed = without_customer(pl.read_parquet(data), customer_id)
         if removed:
             buf = io.BytesIO()
             kept.write_parquet(buf, compression="zstd", statistics=True)
