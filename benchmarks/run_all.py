@@ -8,6 +8,7 @@ import sys
 from benchmarks import (
     bench_backfill,
     bench_drift,
+    bench_erasure,
     bench_feast,
     bench_features,
     bench_load,
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_drift,
         bench_feast,
         bench_service,
+        bench_erasure,
         bench_backfill,
         bench_pipeline,
     ):
