@@ -311,12 +311,14 @@ def summarize(  # noqa: ANN201
         "",
         f"lake:      {loaded.deployment.lake}",
         f"artifacts: {loaded.deployment.artifacts} (models, ONNX, drift_reports/*.html)",
-        f"registry:  {registry_where} (model versions, champion, promotion and rollback history)",
+        f"registry:  {registry_where} (model versions, champion, hash-chained history, API keys, prediction record)",
         f"source:    table {loaded.source.table!r} in {where}",
         f"feast:     {data_root / 'feast'} (registry, {loaded.deployment.online_store} online store); "
         f"CLI: .venv/bin/feast -c {loaded.deployment.feast_repo_path} feature-views list",
         "",
         "Open the UI on this instance with:  make ui   (then http://127.0.0.1:3000)",
+        "Score online:  KEY=$(.venv/bin/churn apikey create me --scope predict)  then  make serve  "
+        "(send Authorization: Bearer $KEY; docs/operations.md)",
     ]
     return "\n".join(lines)
 
