@@ -177,14 +177,29 @@ def register_stored(registry, store, version: str, native: bytes = b"native mode
     return ref
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.xdist_group("postgres")])])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.xdist_group("postgres")]), "mariadb"])
 def any_registry(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
-    """A fresh registry on SQLite (a file in a folder that does not exist yet) and on PostgreSQL (a schema of its own)."""
+    """A fresh registry on SQLite (a file in a folder that does not exist yet), on PostgreSQL (a schema of its own)
+    and on MariaDB (a database of its own, dropped afterwards)."""
+    import sqlalchemy as sa
+
     from resources import ModelRegistry
 
     if request.param == "sqlite":
-        return ModelRegistry(url=f"sqlite:///{tmp_path / 'nested' / 'registry.sqlite'}")
-    return ModelRegistry(url=PG_URL, db_schema=request.getfixturevalue("pg_schema"))
+        yield ModelRegistry(url=f"sqlite:///{tmp_path / 'nested' / 'registry.sqlite'}")
+    elif request.param == "postgres":
+        yield ModelRegistry(url=PG_URL, db_schema=request.getfixturevalue("pg_schema"))
+    else:
+        name = f"churn_reg_{uuid.uuid4().hex[:10]}"
+        server = sa.create_engine("mysql+pymysql://root@127.0.0.1:3306/test")
+        with server.begin() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        try:
+            yield ModelRegistry(url=f"mysql+pymysql://root@127.0.0.1:3306/{name}")
+        finally:
+            with server.begin() as conn:
+                conn.execute(sa.text(f"DROP DATABASE {name}"))
+            server.dispose()
 
 
 @pytest.fixture(autouse=True)

@@ -29,7 +29,7 @@ def _history(registry: ModelRegistry) -> None:
 def _no_triggers(registry: ModelRegistry) -> None:
     """What someone with the database owner's rights can do: drop the guard, then rewrite."""
     with registry.engine.begin() as conn:
-        if registry.engine.dialect.name == "sqlite":
+        if registry.engine.dialect.name in ("sqlite", "mysql", "mariadb"):
             conn.execute(sa.text("DROP TRIGGER registry_events_no_update"))
             conn.execute(sa.text("DROP TRIGGER registry_events_no_delete"))
         else:

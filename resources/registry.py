@@ -133,7 +133,11 @@ def _tables(schema: str | None) -> Tables:
         sa.Column("reference_sha256", sa.String(64)),
     )
     champion_only = versions.c.status == CHAMPION
-    sa.Index("one_champion", versions.c.status, unique=True, sqlite_where=champion_only, postgresql_where=champion_only)
+    # A partial unique index where the database has them; MariaDB/MySQL have none (a unique index on status would
+    # allow one candidate in all), so there a trigger refuses a second champion (_guards).
+    sa.Index("one_champion", versions.c.status, unique=True, sqlite_where=champion_only, postgresql_where=champion_only).ddl_if(
+        dialect=("sqlite", "postgresql")
+    )
     events = sa.Table(
         "registry_events",
         md,
@@ -223,7 +227,7 @@ class ModelRegistry(dg.ConfigurableResource):
             engine = sa.create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
             self._t.md.create_all(engine)
             _upgrade_events(engine, self._t)
-            _append_only(engine, self._t.events)
+            _guards(engine, self._t)
             self._engine = engine
         return self._engine
 
@@ -315,6 +319,10 @@ class ModelRegistry(dg.ConfigurableResource):
         if not reason.strip() or not actor.strip():
             raise RegistryError("a promotion needs an actor and a reason")
         with self.engine.begin() as conn:
+            # The head row's lock first: promotions (and rollbacks) queue up in every database, so two racing
+            # ones cannot both read "no champion" (MariaDB has no partial unique index to stop the second).
+            head = self._t.head
+            conn.execute(head.update().where(head.c.id == 1).values(seq=head.c.seq))
             target = self._row(conn, version)
             if target is None:
                 known = [v.version for v in self.versions()][:10]
@@ -585,8 +593,9 @@ def _upgrade_events(engine: sa.Engine, t: Tables) -> None:
             pass  # another process started the chain at the same moment
 
 
-def _append_only(engine: sa.Engine, events: sa.Table) -> None:
-    """Triggers that refuse UPDATE and DELETE (and TRUNCATE in PostgreSQL) on the events table.
+def _guards(engine: sa.Engine, t: Tables) -> None:
+    """Triggers that refuse UPDATE and DELETE (and TRUNCATE in PostgreSQL) on the events table, and on MariaDB/MySQL
+    a second champion in model_versions (what the partial unique index does elsewhere).
 
     A guard against rewriting history through the application's own account;
     whoever can drop triggers can still rewrite rows, which the hash chain
@@ -594,6 +603,7 @@ def _append_only(engine: sa.Engine, events: sa.Table) -> None:
     """
     import sqlalchemy as sa
 
+    events = t.events
     name, dialect = engine.dialect.identifier_preparer.format_table(events), engine.dialect.name
     message = "registry_events is append-only: events are never changed or removed"
     if dialect == "sqlite":
@@ -624,6 +634,20 @@ def _append_only(engine: sa.Engine, events: sa.Table) -> None:
             f"CREATE TRIGGER IF NOT EXISTS registry_events_no_{op.lower()} BEFORE {op} ON {name} "
             f"FOR EACH ROW SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'"
             for op in ("UPDATE", "DELETE")
+        ]
+        versions = engine.dialect.identifier_preparer.format_table(t.versions)
+        # A registry created before this knew it got a plain unique index on status (one row per status): drop it.
+        indexes = sa.inspect(engine).get_indexes("model_versions", schema=t.versions.schema)
+        if any(i["name"] == "one_champion" for i in indexes):
+            statements.insert(0, f"DROP INDEX one_champion ON {versions}")
+        # errno 1062 (duplicate key): callers see the IntegrityError the unique index raises elsewhere.
+        # DDL from constants and the preparer-quoted table name; no value from outside.
+        statements += [
+            f"CREATE TRIGGER IF NOT EXISTS model_versions_one_champion_{op.lower()} BEFORE {op} ON {versions} FOR EACH ROW "  # noqa: S608
+            f"BEGIN IF NEW.status = '{CHAMPION}' AND EXISTS (SELECT 1 FROM {versions} WHERE status = '{CHAMPION}' "
+            "AND version <> NEW.version) THEN SIGNAL SQLSTATE '23000' SET MESSAGE_TEXT = 'one champion only', "
+            "MYSQL_ERRNO = 1062; END IF; END"
+            for op in ("INSERT", "UPDATE")
         ]
     else:
         return
