@@ -525,7 +525,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
         print(f"churn erase: {exc}", file=sys.stderr)
         return 2
     # The id itself is not printed (terminals and CI logs keep scrollback): the hash identifies the erasure.
-    print(f"erased customer sha256:{report.id_sha256}")
+    print(f"erased customer {registry.erasure_scheme}:{report.id_sha256}")
     print(f"  lake: {report.lake_rows} row(s) in {report.files_rewritten} file(s)")
     for table, rows in sorted(report.rows_by_table.items()):
         print(f"    {table}: {rows}")

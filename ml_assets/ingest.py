@@ -6,7 +6,6 @@ import dagster as dg
 import polars as pl
 
 from ml_assets.lib.contract import preview_text
-from ml_assets.lib.erasure import erased_mask
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import calendar_end, daily_partitions, partition_days
 from ml_assets.schema import RAW_COLUMNS
@@ -87,9 +86,8 @@ def raw_transactions(context: dg.AssetExecutionContext, warehouse: SqlWarehouse,
         context.log.error(f"raw_transactions {label}: {exc}")
         raise
     # Customers erased with `churn erase` whose rows the source still holds: not read back in, only counted.
-    erased = registry.erased_hashes()
-    frame, erased_rows = _drop_erased(read.frame, erased)
-    unplaceable, _ = _drop_erased(unplaceable, erased)
+    frame, erased_rows = _drop_erased(read.frame, registry)
+    unplaceable, _ = _drop_erased(unplaceable, registry)
     if erased_rows:
         context.log.warning(
             f"raw_transactions {label}: {erased_rows} source row(s) belong to erased customers and were not read in; "
@@ -135,11 +133,9 @@ def raw_transactions(context: dg.AssetExecutionContext, warehouse: SqlWarehouse,
     )
 
 
-def _drop_erased(frame: pl.DataFrame, erased: set[str]) -> tuple[pl.DataFrame, int]:
-    if not erased:
-        return frame, 0
-    mask = erased_mask(frame, erased)
-    return frame.filter(~mask), int(mask.sum())
+def _drop_erased(frame: pl.DataFrame, registry: ModelRegistry) -> tuple[pl.DataFrame, int]:
+    mask = registry.erased_rows(frame)
+    return (frame.filter(~mask), int(mask.sum())) if mask.any() else (frame, 0)
 
 
 def _record_unplaceable(context: dg.AssetExecutionContext, lake: Lake, frame: pl.DataFrame, warehouse: SqlWarehouse) -> None:

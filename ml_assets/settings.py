@@ -145,6 +145,10 @@ class Deployment(BaseModel):
         default=None, description="SQLAlchemy URL of a Feast SQL registry (secret); none: a file in data_dir."
     )
     demo_customers: int = Field(default=5000, ge=1, description="Customers `churn demo` generates.")
+    erasure_key: SecretStr | None = Field(
+        default=None,
+        description="Secret keying the hash the registry keeps of an erased customer id (secret); none: a plain sha256.",
+    )
     retention_days: int | None = Field(
         default=None,
         ge=1,
@@ -177,7 +181,13 @@ class Deployment(BaseModel):
 
 
 # Settings that may carry a password or token: environment only, never the file.
-SECRETS = ("deployment.registry_url", "deployment.failure_webhook_url", "deployment.feast_redis_url", "deployment.feast_registry_url")
+SECRETS = (
+    "deployment.registry_url",
+    "deployment.failure_webhook_url",
+    "deployment.feast_redis_url",
+    "deployment.feast_registry_url",
+    "deployment.erasure_key",
+)
 
 
 class Settings(BaseModel):
@@ -291,6 +301,7 @@ ENV: dict[str, str] = {
     "CHURN_FEAST_REGISTRY_URL": "deployment.feast_registry_url",
     "CHURN_DEMO_CUSTOMERS": "deployment.demo_customers",
     "CHURN_RETENTION_DAYS": "deployment.retention_days",
+    "CHURN_ERASURE_KEY": "deployment.erasure_key",
     "CHURN_K8S_GPU_COUNT": "deployment.k8s.gpu_count",
     "CHURN_K8S_GPU_RESOURCE": "deployment.k8s.gpu_resource",
     "CHURN_K8S_GPU_NODE_SELECTOR": "deployment.k8s.gpu_node_selector",

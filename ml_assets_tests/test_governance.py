@@ -151,3 +151,22 @@ def test_the_prediction_record_appends_expires_and_forgets_one_customer(registry
     assert event["action"] == "erased" and digest in event["reason"] and "prediction_log 1" in event["reason"]
     assert "A1" not in event["reason"].replace(digest, "")
     assert check_chain(*registry.chain()) == []
+
+
+def test_a_keyed_erasure_hash_cannot_be_tested_without_the_key_and_old_plain_ones_still_count(tmp_path: Path) -> None:
+    import polars as pl
+
+    from ml_assets.lib.governance import id_hash
+
+    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    plain = ModelRegistry(url=url)
+    plain.record_erasure("1001", actor="test", reason="before the key was set", removed={})
+    keyed = ModelRegistry(url=url, erasure_key="k3y-from-the-environment")
+    digest = keyed.record_erasure("1002", actor="test", reason="after", removed={})
+    assert digest == id_hash("1002", "k3y-from-the-environment") != id_hash("1002")
+    assert keyed.erasure_scheme == "hmac-sha256" and f"hmac-sha256:{digest}" in keyed.events(1)[0]["reason"]
+    # Trying every short id against the stored hashes finds nothing without the key.
+    assert not {id_hash(str(n)) for n in range(900, 1100)} & {digest}
+    frame = pl.DataFrame({"customer_id": ["1001", "1002", "1003", " 1002 "]})
+    assert keyed.erased_rows(frame).to_list() == [True, True, False, True]
+    assert plain.erased_rows(frame).to_list() == [True, False, False, False]  # without the key the keyed one is unknown

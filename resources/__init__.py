@@ -92,6 +92,7 @@ def build_registry(resolve_env: bool = False, settings: Settings | None = None) 
         url=_secret(settings, "deployment.registry_url", resolve_env) or f"sqlite:///{deployment.data_path / 'registry.sqlite'}",
         db_schema=deployment.registry_schema,
         code_version=deployment.code_version,
+        erasure_key=_secret(settings, "deployment.erasure_key", resolve_env),
     )
 
 

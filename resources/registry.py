@@ -203,6 +203,9 @@ class ModelRegistry(dg.ConfigurableResource):
     url: str = Field(description="SQLAlchemy URL of the registry database (SQLite file by default, PostgreSQL in production).")
     db_schema: str | None = Field(default=None, description="Database schema holding the registry tables (PostgreSQL).")
     code_version: str | None = Field(default=None, description="Code version recorded with new model versions; none: the git commit.")
+    erasure_key: str | None = Field(
+        default=None, description="Secret keying the hash kept of an erased customer id (set through an EnvVar); none: plain sha256."
+    )
 
     _engine: Any = PrivateAttr(default=None)
 
@@ -435,7 +438,7 @@ class ModelRegistry(dg.ConfigurableResource):
 
         if not reason.strip():
             raise RegistryError("an erasure needs a reason (--reason), recorded in the registry")
-        digest, t = id_hash(customer_id), self._t
+        digest, t = id_hash(customer_id, self.erasure_key), self._t
         with self.engine.begin() as conn:
             removed = {
                 **removed,
@@ -444,8 +447,19 @@ class ModelRegistry(dg.ConfigurableResource):
             if conn.execute(sa.select(t.erased.c.id_sha256).where(t.erased.c.id_sha256 == digest)).first() is None:
                 conn.execute(t.erased.insert().values(id_sha256=digest, at=dt.datetime.now(dt.UTC)))
             counts = ", ".join(f"{k} {v}" for k, v in sorted(removed.items()))
-            self._event(conn, "erased", None, None, actor, f"customer sha256:{digest}: {reason} (removed: {counts})", None)
+            self._event(conn, "erased", None, None, actor, f"customer {self.erasure_scheme}:{digest}: {reason} (removed: {counts})", None)
         return digest
+
+    @property
+    def erasure_scheme(self) -> str:
+        """How erased ids are hashed here: keyed (deployment.erasure_key) or plain."""
+        return "hmac-sha256" if self.erasure_key else "sha256"
+
+    def erased_rows(self, frame: Any) -> Any:
+        """A boolean Series: the rows of `frame` whose customer was erased (hashes compared under this registry's key)."""
+        from ml_assets.lib.erasure import erased_mask
+
+        return erased_mask(frame, self.erased_hashes(), self.erasure_key)
 
     def erased_hashes(self) -> set[str]:
         import sqlalchemy as sa

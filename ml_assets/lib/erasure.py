@@ -11,7 +11,7 @@ import datetime as dt
 
 import polars as pl
 
-from ml_assets.lib.governance import id_hash
+from ml_assets.lib.governance import id_hashes
 
 ID_COLUMN = "customer_id"
 
@@ -37,12 +37,14 @@ def without_customer(frame: pl.DataFrame, customer_id: str) -> tuple[pl.DataFram
     return frame.filter(~mask), int(mask.sum())
 
 
-def erased_mask(frame: pl.DataFrame, erased: set[str]) -> pl.Series:
-    """True for rows whose customer id's erasure hash is in `erased` (ingestion drops them, counted)."""
+def erased_mask(frame: pl.DataFrame, erased: set[str], key: str | None = None) -> pl.Series:
+    """True for rows whose customer id's erasure hash (keyed by `key`, or plain) is in `erased` (ingestion drops them)."""
     if not erased or ID_COLUMN not in frame.columns or frame.is_empty():
         return pl.Series([False] * frame.height, dtype=pl.Boolean)
     text = frame[ID_COLUMN].cast(pl.String, strict=False).str.strip_chars()
-    return text.map_elements(lambda v: id_hash(v) in erased, return_dtype=pl.Boolean, skip_nulls=True).fill_null(False)
+    # One hash per distinct id, not per row.
+    hit = {v for v in text.unique().drop_nulls().to_list() if any(h in erased for h in id_hashes(v, key))}
+    return text.is_in(list(hit)).fill_null(False) if hit else pl.Series([False] * frame.height, dtype=pl.Boolean)
 
 
 # Partitioned tables that retention expires: the transaction rows themselves. Features, training

@@ -153,6 +153,20 @@ def run_identity(run_id: str, tags: Mapping[str, str]) -> str:
     return f"dagster:run={run_id} (unauthenticated launch) on {socket.gethostname()}"
 
 
-def id_hash(customer_id: str) -> str:
-    """What the registry keeps of an erased customer's id: enough to refuse the id at the next ingest, not the id."""
-    return hashlib.sha256(b"churn-erasure\x00" + customer_id.encode()).hexdigest()
+def id_hash(customer_id: str, key: str | None = None) -> str:
+    """What the registry keeps of an erased customer's id: enough to refuse the id at the next ingest, not the id.
+
+    With a key (deployment.erasure_key, a secret), HMAC-SHA256: without the key
+    nobody can test candidate ids against it, which a short numeric id would
+    otherwise allow. Without one, a plain sha256.
+    """
+    message = b"churn-erasure\x00" + customer_id.encode()
+    if key:
+        return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+    return hashlib.sha256(message).hexdigest()
+
+
+def id_hashes(customer_id: str, key: str | None) -> tuple[str, ...]:
+    """Every form an erasure of this id may have been recorded in: keyed and plain (erasures recorded before a key
+    was set keep being refused)."""
+    return (id_hash(customer_id, key), id_hash(customer_id)) if key else (id_hash(customer_id),)
