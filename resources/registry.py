@@ -655,9 +655,8 @@ def _guards(engine: sa.Engine, t: Tables) -> None:
         if any(i["name"] == "one_champion" for i in indexes):
             statements.insert(0, f"DROP INDEX one_champion ON {versions}")
         # errno 1062 (duplicate key): callers see the IntegrityError the unique index raises elsewhere.
-        # DDL from constants and the preparer-quoted table name; no value from outside.
         statements += [
-            f"CREATE TRIGGER IF NOT EXISTS model_versions_one_champion_{op.lower()} BEFORE {op} ON {versions} FOR EACH ROW "  # noqa: S608
+            f"CREATE TRIGGER IF NOT EXISTS model_versions_one_champion_{op.lower()} BEFORE {op} ON {versions} FOR EACH ROW "  # noqa: S608 (DDL from constants)
             f"BEGIN IF NEW.status = '{CHAMPION}' AND EXISTS (SELECT 1 FROM {versions} WHERE status = '{CHAMPION}' "
             "AND version <> NEW.version) THEN SIGNAL SQLSTATE '23000' SET MESSAGE_TEXT = 'one champion only', "
             "MYSQL_ERRNO = 1062; END IF; END"
