@@ -86,8 +86,9 @@ def raw_transactions(context: dg.AssetExecutionContext, warehouse: SqlWarehouse,
         context.log.error(f"raw_transactions {label}: {exc}")
         raise
     # Customers erased with `churn erase` whose rows the source still holds: not read back in, only counted.
-    frame, erased_rows = _drop_erased(read.frame, registry)
-    unplaceable, _ = _drop_erased(unplaceable, registry)
+    erased = registry.erased_hashes()  # one query for both frames
+    frame, erased_rows = _drop_erased(read.frame, registry, erased)
+    unplaceable, _ = _drop_erased(unplaceable, registry, erased)
     if erased_rows:
         context.log.warning(
             f"raw_transactions {label}: {erased_rows} source row(s) belong to erased customers and were not read in; "
@@ -133,8 +134,8 @@ def raw_transactions(context: dg.AssetExecutionContext, warehouse: SqlWarehouse,
     )
 
 
-def _drop_erased(frame: pl.DataFrame, registry: ModelRegistry) -> tuple[pl.DataFrame, int]:
-    mask = registry.erased_rows(frame)
+def _drop_erased(frame: pl.DataFrame, registry: ModelRegistry, erased: set[str]) -> tuple[pl.DataFrame, int]:
+    mask = registry.erased_rows(frame, erased)
     return (frame.filter(~mask), int(mask.sum())) if mask.any() else (frame, 0)
 
 

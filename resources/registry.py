@@ -455,11 +455,12 @@ class ModelRegistry(dg.ConfigurableResource):
         """How erased ids are hashed here: keyed (deployment.erasure_key) or plain."""
         return "hmac-sha256" if self.erasure_key else "sha256"
 
-    def erased_rows(self, frame: Any) -> Any:
-        """A boolean Series: the rows of `frame` whose customer was erased (hashes compared under this registry's key)."""
+    def erased_rows(self, frame: Any, erased: set[str] | None = None) -> Any:
+        """A boolean Series: the rows of `frame` whose customer was erased (hashes compared under this registry's key);
+        pass `erased` (from erased_hashes) to check several frames with one query."""
         from ml_assets.lib.erasure import erased_mask
 
-        return erased_mask(frame, self.erased_hashes(), self.erasure_key)
+        return erased_mask(frame, self.erased_hashes() if erased is None else erased, self.erasure_key)
 
     def erased_hashes(self) -> set[str]:
         import sqlalchemy as sa
