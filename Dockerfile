@@ -27,6 +27,7 @@ ENV CHURN_CODE_VERSION=${CHURN_CODE_VERSION} \
 
 WORKDIR /opt/dagster/app
 COPY pyproject.toml README.md ./
+COPY lib ./lib
 COPY ml_assets ./ml_assets
 COPY resources ./resources
 COPY sensors ./sensors

@@ -61,7 +61,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.run_all
 
 lint: setup
-	$(BIN)/ruff check ml_assets ml_assets_tests resources sensors benchmarks feature_repo
+	$(BIN)/ruff check lib ml_assets ml_assets_tests resources sensors benchmarks feature_repo
 
 clean:
 	rm -rf .data .dagster

@@ -69,7 +69,7 @@ def _measure(days: int, baseline_days: int, customers: int, start: dt.date, repe
 
     import dagster as dg
 
-    from ml_assets.lib.datagen import GeneratorConfig, generate_transactions
+    from lib.datagen import GeneratorConfig, generate_transactions
     from ml_assets.pipeline import INGEST_TO_FEATURES, TRAINING, materialize_range, materialize_unpartitioned, training_run_config
     from resources import build_warehouse
 

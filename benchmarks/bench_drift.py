@@ -26,7 +26,7 @@ warnings.filterwarnings("ignore")
 sys.path.insert(0, {repo!r})
 from benchmarks.bench_drift import frames
 from benchmarks.common import peak_rss_mb
-from ml_assets.lib.drift import compute_drift, sample_rows
+from lib.drift import compute_drift, sample_rows
 import evidently  # imported once per run by the asset; not part of one day's cost
 ref, cur, cols = frames({rows}, {drifted})
 t = time.perf_counter()

@@ -29,7 +29,7 @@ def _lake(root: Path, days: int, customers: int) -> list[dt.date]:
     import numpy as np
     import polars as pl
 
-    from ml_assets.lib.features import FEATURE_COLUMNS, cutoff_for
+    from lib.features import FEATURE_COLUMNS, cutoff_for
 
     folder = root / "customer_features"
     folder.mkdir(parents=True)
@@ -56,7 +56,7 @@ def _entities(dates: list[dt.date], customers: int, snapshots: int, per_snapshot
     import numpy as np
     import polars as pl
 
-    from ml_assets.lib.features import cutoff_for
+    from lib.features import cutoff_for
 
     rng = np.random.default_rng(9)
     picked = dates[-1 - 30 :: -7][:snapshots]
@@ -70,7 +70,7 @@ def _entities(dates: list[dt.date], customers: int, snapshots: int, per_snapshot
 def _polars_asof(lake: Path, entities):  # noqa: ANN001, ANN202
     import polars as pl
 
-    from ml_assets.lib.features import FEATURE_COLUMNS
+    from lib.features import FEATURE_COLUMNS
 
     features = pl.scan_parquet(str(lake / "customer_features" / "*.parquet")).select("customer_id", "feature_timestamp", *FEATURE_COLUMNS)
     return (

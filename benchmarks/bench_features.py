@@ -21,9 +21,9 @@ DAY = dt.date(2025, 6, 30)
 
 
 def main(argv: list[str] | None = None) -> str:
-    from ml_assets.lib.datagen import GeneratorConfig, generate_transactions
-    from ml_assets.lib.features import WINDOW_DAYS, cutoff_for, fold_snapshots, snapshots_features
-    from ml_assets.lib.history import state_from_history
+    from lib.datagen import GeneratorConfig, generate_transactions
+    from lib.features import WINDOW_DAYS, cutoff_for, fold_snapshots, snapshots_features
+    from lib.history import state_from_history
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")

@@ -101,7 +101,7 @@ def _measure(transactions: int, days: int, quick: bool) -> str:
 
     import dagster as dg
 
-    from ml_assets.lib.datagen import GeneratorConfig, customers_for_transactions, generate_transactions
+    from lib.datagen import GeneratorConfig, customers_for_transactions, generate_transactions
     from ml_assets.pipeline import INGEST_TO_FEATURES, materialize_range
     from resources import build_warehouse
 

@@ -21,9 +21,9 @@ START, END = dt.date(2024, 1, 1), dt.date(2025, 12, 31)
 
 
 def main(argv: list[str] | None = None) -> str:
-    from ml_assets.lib.backtest import baseline_scorers, labelled_snapshots, plan_backtest, run_backtest, weekly_snapshots
-    from ml_assets.lib.datagen import RetailConfig, generate_retail, retail_as_transactions
-    from ml_assets.lib.features import feature_columns
+    from lib.backtest import baseline_scorers, labelled_snapshots, plan_backtest, run_backtest, weekly_snapshots
+    from lib.datagen import RetailConfig, generate_retail, retail_as_transactions
+    from lib.features import feature_columns
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> str:
 
 
 def _lgbm(fit: pl.DataFrame, valid: pl.DataFrame, scored: pl.DataFrame):  # noqa: ANN202
-    from ml_assets.lib.training import feature_matrix, load_booster, train_lgbm
+    from lib.training import feature_matrix, load_booster, train_lgbm
 
     # The pipeline's defaults: learning rate, feature fraction, rounds; the middle of its search grid.
     model = train_lgbm(fit, valid, {"learning_rate": 0.05, "feature_fraction": 0.9}, 600, 40, [{"num_leaves": 15, "min_data_in_leaf": 100}])
@@ -70,8 +70,8 @@ def _lgbm(fit: pl.DataFrame, valid: pl.DataFrame, scored: pl.DataFrame):  # noqa
 def _torch(fit: pl.DataFrame, valid: pl.DataFrame, scored: pl.DataFrame):  # noqa: ANN202
     import torch
 
-    from ml_assets.lib.torch_net import TorchTrainConfig, load_net, predict_proba, train_net
-    from ml_assets.lib.training import feature_matrix
+    from lib.torch_net import TorchTrainConfig, load_net, predict_proba, train_net
+    from lib.training import feature_matrix
 
     torch.set_num_threads(2)
     net = train_net(

@@ -14,8 +14,8 @@ from benchmarks.common import repeat, table
 def _features(rows: int):  # noqa: ANN202
     import polars as pl
 
-    from ml_assets.lib.export import golden_features
-    from ml_assets.lib.features import FEATURE_COLUMNS
+    from lib.export import golden_features
+    from lib.features import FEATURE_COLUMNS
 
     # Seeded rows over each feature's plausible range (the parity golden set's generator, at any size).
     x = golden_features(FEATURE_COLUMNS, random_rows=rows)[:rows]
@@ -31,10 +31,10 @@ def main(argv: list[str] | None = None) -> str:
     import polars as pl
     import torch
 
-    from ml_assets.lib.export import lgbm_to_onnx, onnx_churn_probability, onnx_session, parity, score_frame
-    from ml_assets.lib.features import FEATURE_COLUMNS
-    from ml_assets.lib.torch_net import TorchTrainConfig, load_net, net_to_onnx, predict_proba, train_net
-    from ml_assets.lib.training import feature_matrix, float32_exact_thresholds
+    from lib.export import lgbm_to_onnx, onnx_churn_probability, onnx_session, parity, score_frame
+    from lib.features import FEATURE_COLUMNS
+    from lib.torch_net import TorchTrainConfig, load_net, net_to_onnx, predict_proba, train_net
+    from lib.training import feature_matrix, float32_exact_thresholds
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")

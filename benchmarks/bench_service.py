@@ -63,8 +63,8 @@ def _setup(root: Path, customers: int) -> tuple[list[str], str]:
     import numpy as np
     import polars as pl
 
-    from ml_assets.lib.export import lgbm_to_onnx
-    from ml_assets.lib.features import FEATURE_COLUMNS, cutoff_for
+    from lib.export import lgbm_to_onnx
+    from lib.features import FEATURE_COLUMNS, cutoff_for
     from resources import ArtifactStore, ModelRegistry
 
     day = dt.date(2025, 6, 1)
@@ -144,8 +144,8 @@ def _store(env: dict[str, str]):  # noqa: ANN202
 def _direct(root: Path, store, ids: list[str], n: int, batch: int) -> dict[str, float]:  # noqa: ANN001
     import numpy as np
 
-    from ml_assets.lib.export import onnx_churn_probability, onnx_session
-    from ml_assets.lib.features import FEATURE_COLUMNS
+    from lib.export import onnx_churn_probability, onnx_session
+    from lib.features import FEATURE_COLUMNS
     from resources import ArtifactStore, ModelRegistry
 
     champion = ModelRegistry(url=f"sqlite:///{root / 'registry.sqlite'}").champion()

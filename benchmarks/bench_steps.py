@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> str:
 def _setup():  # noqa: ANN202
     import dagster as dg
 
-    from ml_assets.lib.datagen import GeneratorConfig, generate_transactions
+    from lib.datagen import GeneratorConfig, generate_transactions
     from ml_assets.pipeline import INGEST_TO_FEATURES, TRAINING, materialize_range, materialize_unpartitioned, training_run_config
     from resources import build_warehouse
 

@@ -26,8 +26,8 @@ from benchmarks.common import Timing, machine, table
 def _direct(training_set_path: Path, device: str, batch_size: int) -> tuple[float, int]:
     import polars as pl
 
-    from ml_assets.lib.torch_net import TorchTrainConfig, train_net
-    from ml_assets.lib.training import feature_matrix
+    from lib.torch_net import TorchTrainConfig, train_net
+    from lib.training import feature_matrix
 
     frame = pl.read_parquet(training_set_path)
     train, valid = (frame.filter(pl.col("split") == s) for s in ("train", "valid"))

@@ -5,7 +5,7 @@ this file only lets the CLI build them from the same code. The lake root comes
 from the settings exactly as the code location reads it.
 """
 
-from ml_assets.lib.feature_store import definitions
-from ml_assets.settings import settings
+from lib.feature_store import definitions
+from lib.settings import settings
 
 customer, customer_features_lake, customer_features, churn_model = definitions(settings().deployment.lake)

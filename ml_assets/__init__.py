@@ -7,5 +7,5 @@ import warnings
 # APIs the project relies on knowingly are beta in Dagster 1.13; their
 # warnings ("... is currently in beta ...") would only be noise at every load
 # and every CLI run. Matched by message so that importing the framework-free
-# `ml_assets.lib` does not import Dagster.
+# `lib` does not import Dagster.
 warnings.filterwarnings("ignore", message=r".* is currently in beta")

@@ -43,7 +43,7 @@ def seed_warehouse(
     replace: bool = False,
 ) -> str:
     """Write generated transactions of the default profile into the configured warehouse (or `url`); returns what it did."""
-    from ml_assets.lib.datagen import GeneratorConfig, generate_transactions, inject_bad_rows
+    from lib.datagen import GeneratorConfig, generate_transactions, inject_bad_rows
     from resources import build_warehouse
 
     cfg = GeneratorConfig(start=start, end=end, customers=customers, seed=seed, drift_date=drift_date)
@@ -74,7 +74,7 @@ def seed_retail(
     replace: bool = False,
 ) -> str:
     """Write a plain purchase log (the retail profile) into `table` of the configured warehouse (or `url`)."""
-    from ml_assets.lib.datagen import RetailConfig, generate_retail
+    from lib.datagen import RetailConfig, generate_retail
     from resources import build_warehouse
     from resources.warehouse import write_frame
 
@@ -89,7 +89,7 @@ def seed_retail(
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from ml_assets.lib.datagen import customers_for_transactions
+    from lib.datagen import customers_for_transactions
 
     if args.profile == "retail":
         print(
@@ -104,7 +104,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ml_assets.settings import Source, load_settings
+    from lib.settings import Source, load_settings
 
     loaded = load_settings()
     # The demo replaces the embedded warehouse's table: never a user's source.
@@ -134,7 +134,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The whole graph on the configured source, as the schedules and the drift sensor would run it, in one process."""
-    from ml_assets.settings import settings
+    from lib.settings import settings
 
     start = args.start or settings().partitions_start
     end = args.end or (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
@@ -232,7 +232,7 @@ def summarize(  # noqa: ANN201
 
     import sqlalchemy as sa
 
-    from ml_assets.settings import load_settings
+    from lib.settings import load_settings
     from resources import default_warehouse_url
 
     loaded = load_settings()
@@ -327,9 +327,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     """Inspect a source table, propose the column mapping and the calendar, and write the settings file."""
     import sqlalchemy as sa
 
-    from ml_assets.lib.contract import preview_text, propose_mapping
-    from ml_assets.schema import RAW_COLUMNS
-    from ml_assets.settings import Settings, SettingsError, Source, load_settings, settings_path, to_yaml
+    from lib.contract import preview_text, propose_mapping
+    from lib.schema import RAW_COLUMNS
+    from lib.settings import Settings, SettingsError, Source, load_settings, settings_path, to_yaml
     from resources import SourceSchemaError, SqlWarehouse
 
     out = Path(args.out) if args.out else (settings_path() or Path("churn.yaml"))
@@ -472,7 +472,7 @@ def _verify_registry(registry) -> int:  # noqa: ANN001
 
 
 def cmd_apikey(args: argparse.Namespace) -> int:
-    from ml_assets.lib.governance import os_identity
+    from lib.governance import os_identity
     from resources import build_registry
     from resources.registry import RegistryError
 
@@ -511,9 +511,9 @@ def cmd_apikey(args: argparse.Namespace) -> int:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
+    from lib.governance import os_identity
+    from lib.settings import load_settings
     from ml_assets.erasure import erase_customer
-    from ml_assets.lib.governance import os_identity
-    from ml_assets.settings import load_settings
     from resources import build_feature_store, build_registry
 
     settings = load_settings()
@@ -535,8 +535,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
+    from lib.settings import load_settings
     from ml_assets.erasure import apply_retention
-    from ml_assets.settings import load_settings
     from resources import build_registry
 
     settings = load_settings()

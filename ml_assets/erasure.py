@@ -23,7 +23,7 @@ from typing import Any
 import polars as pl
 from upath import UPath
 
-from ml_assets.lib.erasure import ID_COLUMN, customer_mask, without_customer
+from lib.erasure import ID_COLUMN, customer_mask, without_customer
 
 
 @dataclass
@@ -81,7 +81,7 @@ def erase_customer(customer_id: str, reason: str, actor: str, registry: Any, fea
 def expire_lake(lake_root: str, retention_days: int, today: Any, apply: bool) -> list[tuple[str, str, str]]:
     """Raw, validated and quarantined partition files older than the retention, as (table, partition, path);
     deleted with `apply`."""
-    from ml_assets.lib.erasure import RETAINED_TABLES, expired_partitions
+    from lib.erasure import RETAINED_TABLES, expired_partitions
 
     root, found = UPath(lake_root), []
     for table in RETAINED_TABLES:

@@ -5,8 +5,8 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from ml_assets.lib.records import Artifact, BaselineRecord, ModelRecord
-from ml_assets.lib.training import feature_matrix
+from lib.records import Artifact, BaselineRecord, ModelRecord
+from lib.training import feature_matrix
 from ml_assets.metadata import markdown_table
 from resources import ArtifactStore, ModelRegistry
 
@@ -50,7 +50,7 @@ def _onnx_metadata(record: ModelRecord, ref: Any, onnx_bytes: bytes) -> dict[str
 def _store(
     context: dg.AssetExecutionContext, record: ModelRecord, onnx_bytes: bytes, artifacts: ArtifactStore, registry: ModelRegistry
 ) -> ModelRecord:
-    from ml_assets.lib.export import onnx_session
+    from lib.export import onnx_session
 
     # A fresh onnxruntime session must accept the graph before anything is stored.
     onnx_session(onnx_bytes)
@@ -77,7 +77,7 @@ def lgbm_onnx(context: dg.AssetExecutionContext, lgbm_model: ModelRecord, artifa
     registry version. Its parity check compares it with native LightGBM and
     must pass before the model can become champion.
     """
-    from ml_assets.lib.export import lgbm_to_onnx
+    from lib.export import lgbm_to_onnx
 
     model_text = native_artifact(lgbm_model, registry, artifacts).decode()
     return _store(context, lgbm_model, lgbm_to_onnx(model_text, len(lgbm_model.features)), artifacts, registry)
@@ -94,7 +94,7 @@ def torch_onnx(
     session before it is stored and attached to the registry version; its
     parity check compares it with the native network.
     """
-    from ml_assets.lib.torch_net import load_net, net_to_onnx
+    from lib.torch_net import load_net, net_to_onnx
 
     net = load_net(native_artifact(torch_model, registry, artifacts), torch_model.architecture or {})
     return _store(context, torch_model, net_to_onnx(net, len(torch_model.features)), artifacts, registry)
@@ -112,7 +112,7 @@ def bgnbd_onnx(
     """
     import json
 
-    from ml_assets.lib.baselines import bgnbd_from_dict, bgnbd_to_onnx
+    from lib.baselines import bgnbd_from_dict, bgnbd_to_onnx
 
     params = json.loads(native_artifact(baseline_model, registry, artifacts))
     graph = bgnbd_to_onnx(bgnbd_from_dict(params), list(baseline_model.features), float(params["horizon_days"]))
@@ -122,17 +122,17 @@ def bgnbd_onnx(
 def native_scores(kind: str, data: bytes, architecture: dict[str, Any] | None, x: Any, features: tuple[str, ...] = ()) -> Any:
     """P(churn) from the model in its own framework (the reference the ONNX graph must match)."""
     if kind == "lightgbm":
-        from ml_assets.lib.training import load_booster
+        from lib.training import load_booster
 
         return load_booster(data.decode()).predict(x)
     if kind == "torch":
-        from ml_assets.lib.torch_net import load_net, predict_proba
+        from lib.torch_net import load_net, predict_proba
 
         return predict_proba(load_net(data, architecture or {}), x)
     if kind == "bgnbd":
         import json
 
-        from ml_assets.lib.baselines import bgnbd_from_dict, bgnbd_matrix_scores
+        from lib.baselines import bgnbd_from_dict, bgnbd_matrix_scores
 
         params = json.loads(data)
         return bgnbd_matrix_scores(bgnbd_from_dict(params), features, float(params["horizon_days"]), x)
@@ -146,7 +146,7 @@ def _parity_check(
     artifacts: ArtifactStore,
     registry: ModelRegistry,
 ) -> dg.AssetCheckResult:
-    from ml_assets.lib.export import golden_features, onnx_churn_probability, onnx_session, parity, threshold_probe_rows
+    from lib.export import golden_features, onnx_churn_probability, onnx_session, parity, threshold_probe_rows
 
     kind = record.kind
     tolerance = PARITY_TOLERANCE[kind]

@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from ml_assets.lib.features import cutoff_for, model_features
+from lib.features import cutoff_for, model_features
 from ml_assets.metadata import markdown_table
 from ml_assets.partitions import daily_partitions, partition_days
 from resources import Lake

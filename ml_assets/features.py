@@ -5,14 +5,14 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from ml_assets.lib.expectations import outcome_table, validate_features
-from ml_assets.lib.features import WINDOW_DAYS, cutoff_for, feature_columns, fold_snapshots
-from ml_assets.lib.frames import split_by_day
-from ml_assets.lib.history import empty_state, fits, state_from_history
+from lib.expectations import outcome_table, validate_features
+from lib.features import WINDOW_DAYS, cutoff_for, feature_columns, fold_snapshots
+from lib.frames import split_by_day
+from lib.history import empty_state, fits, state_from_history
+from lib.schema import RAW_COLUMNS
+from lib.settings import settings
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
-from ml_assets.schema import RAW_COLUMNS
-from ml_assets.settings import settings
 from resources import Lake, SqlWarehouse
 
 VALIDATED = dg.AssetKey("validated_transactions")

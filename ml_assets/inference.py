@@ -3,12 +3,12 @@
 import dagster as dg
 import polars as pl
 
-from ml_assets.lib.export import score_frame
-from ml_assets.lib.frames import split_by_day
+from lib.export import score_frame
+from lib.frames import split_by_day
+from lib.settings import settings
 from ml_assets.metadata import frame_metadata
 from ml_assets.models import champion_session
 from ml_assets.partitions import daily_partitions, partition_days
-from ml_assets.settings import settings
 from resources import ArtifactStore, FeatureStoreResource, ModelRegistry
 
 PREDICTION_DESCRIPTIONS = {

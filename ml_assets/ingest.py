@@ -5,10 +5,10 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from ml_assets.lib.contract import preview_text
+from lib.contract import preview_text
+from lib.schema import RAW_COLUMNS
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import calendar_end, daily_partitions, partition_days
-from ml_assets.schema import RAW_COLUMNS
 from resources import Lake, ModelRegistry, SourceSchemaError, SourceUnavailableError, SqlWarehouse
 from resources.warehouse import ROW_DAY
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ml_assets.settings import Kubernetes, settings
+from lib.settings import Kubernetes, settings
 
 K8S_CONFIG_TAG = "dagster-k8s/config"
 

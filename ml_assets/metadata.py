@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import polars as pl
 
-from ml_assets.lib.contract import preview_text
+from lib.contract import preview_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

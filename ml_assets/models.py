@@ -13,7 +13,7 @@ from resources.registry import ModelVersion
 def load_onnx(version: ModelVersion, artifacts: ArtifactStore) -> Any:
     """An onnxruntime session over a version's ONNX artifact, verified against the sha256 the registry holds
     before onnxruntime parses a byte (a tampered or partial file raises ArtifactIntegrityError)."""
-    from ml_assets.lib.export import onnx_session
+    from lib.export import onnx_session
 
     if not version.onnx_uri or not version.onnx_sha256:
         raise ValueError(f"model version {version.version} has no ONNX artifact in the registry; export it first")

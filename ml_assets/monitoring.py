@@ -7,13 +7,13 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from ml_assets.lib.drift import compute_drift, judged, sample_rows
-from ml_assets.lib.export import onnx_churn_probability
-from ml_assets.lib.features import WINDOW_DAYS
-from ml_assets.lib.frames import split_by_day
+from lib.drift import compute_drift, judged, sample_rows
+from lib.export import onnx_churn_probability
+from lib.features import WINDOW_DAYS
+from lib.frames import split_by_day
+from lib.settings import settings
 from ml_assets.models import champion_session
 from ml_assets.partitions import daily_partitions, partition_days
-from ml_assets.settings import settings
 from resources import ArtifactStore, Lake, ModelRegistry
 from resources.registry import ModelVersion, RegistryError
 
@@ -171,8 +171,8 @@ def _matured_performance(day: dt.date, today: pl.DataFrame, config: DriftConfig,
     cutoff up to this day's cutoff: exactly the training label, read from this
     day's features (their last purchase).
     """
-    from ml_assets.lib.evaluation import classification_metrics
-    from ml_assets.lib.features import churn_labels
+    from lib.evaluation import classification_metrics
+    from lib.features import churn_labels
 
     scored_day = day - dt.timedelta(days=config.label_horizon_days)
     key = dg.AssetKey("batch_predictions")

@@ -6,7 +6,7 @@ import datetime as dt
 
 import dagster as dg
 
-from ml_assets.settings import settings
+from lib.settings import settings
 
 START_SETTING = "partitions_start (CHURN_PARTITIONS_START)"
 

@@ -6,13 +6,13 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from ml_assets.lib.governance import run_identity
-from ml_assets.lib.promotion import GATE_METRICS, BestBaseline, decide, eligibility
-from ml_assets.lib.records import BaselineRecord, ModelRecord
-from ml_assets.lib.training import feature_matrix
+from lib.governance import run_identity
+from lib.promotion import GATE_METRICS, BestBaseline, decide, eligibility
+from lib.records import BaselineRecord, ModelRecord
+from lib.settings import settings
+from lib.training import feature_matrix
 from ml_assets.metadata import markdown_table
 from ml_assets.models import load_onnx
-from ml_assets.settings import settings
 from resources import ArtifactStore, ModelRegistry
 from resources.registry import ModelVersion
 
@@ -45,7 +45,7 @@ class ChampionConfig(dg.Config):
 
 
 def _score(version: ModelVersion, x: Any, artifacts: ArtifactStore) -> Any:
-    from ml_assets.lib.export import onnx_churn_probability
+    from lib.export import onnx_churn_probability
 
     return onnx_churn_probability(load_onnx(version, artifacts), x)
 
@@ -88,7 +88,7 @@ def champion_model(
     if config.rollback_to:
         return _rollback(context, config, registry, artifacts)
 
-    from ml_assets.lib.evaluation import classification_metrics
+    from lib.evaluation import classification_metrics
 
     test = training_set.filter(pl.col("split") == "test")
     y = test["churned"].to_numpy()

@@ -11,7 +11,7 @@ those days would read them from the source again.
 import dagster as dg
 from pydantic import Field
 
-from ml_assets.settings import settings
+from lib.settings import settings
 from resources import Lake, ModelRegistry
 
 

@@ -9,14 +9,14 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from lib.features import churn_labels, model_features
+from lib.frames import split_by_day
+from lib.records import Artifact, BaselineRecord, ModelRecord
+from lib.settings import settings
+from lib.torch_net import TorchTrainConfig
+from lib.training import feature_matrix, plan_snapshots, search_grid, split_holdout, train_lgbm
 from ml_assets.k8s import step_tags
-from ml_assets.lib.features import churn_labels, model_features
-from ml_assets.lib.frames import split_by_day
-from ml_assets.lib.records import Artifact, BaselineRecord, ModelRecord
-from ml_assets.lib.torch_net import TorchTrainConfig
-from ml_assets.lib.training import feature_matrix, plan_snapshots, search_grid, split_holdout, train_lgbm
 from ml_assets.metadata import figure_markdown, frame_metadata, markdown_table
-from ml_assets.settings import settings
 from resources import ArtifactStore, FeatureStoreResource, Lake, ModelRegistry
 
 CUSTOMER_FEATURES = dg.AssetKey("customer_features")
@@ -253,7 +253,7 @@ def _splits(training_set: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.
 
 def backtest_folds(training_set: pl.DataFrame) -> list[Any]:
     """The out-of-time folds of a training set: the same for every model and baseline trained on it."""
-    from ml_assets.lib.backtest import plan_backtest
+    from lib.backtest import plan_backtest
 
     s = settings()
     days = training_set["snapshot_date"].unique().to_list()
@@ -269,7 +269,7 @@ def label_horizon(training_set: pl.DataFrame) -> int:
 
 def _backtest(name: str, training_set: pl.DataFrame, scorer: Any) -> tuple[dict[str, float], dict[str, Any]]:
     """The headline: mean ROC-AUC and PR-AUC over the out-of-time cutoffs, and the per-cutoff table."""
-    from ml_assets.lib.backtest import comparison_table, run_backtest
+    from lib.backtest import comparison_table, run_backtest
 
     result = run_backtest(name, training_set, backtest_folds(training_set), scorer)
     metadata: dict[str, Any] = {k: v for k, v in result.metrics().items()}
@@ -281,7 +281,7 @@ def _backtest(name: str, training_set: pl.DataFrame, scorer: Any) -> tuple[dict[
 
 def _evaluate(name: str, test: pl.DataFrame, scores: Any, floor: float) -> tuple[dict[str, float], dict[str, Any]]:
     """Test-split figures (held-out customers of the newest snapshots), the same for every model kind; fails under the floor."""
-    from ml_assets.lib.evaluation import evaluate
+    from lib.evaluation import evaluate
 
     evaluation = evaluate(test["churned"].to_numpy(), scores, name, split="test")
     if why := evaluation.refusal(floor):
@@ -324,7 +324,7 @@ def lgbm_model(
     grid = search_grid(config.search_num_leaves, config.search_min_data_in_leaf, config.max_trials)
     params = {"learning_rate": config.learning_rate, "feature_fraction": config.feature_fraction}
     model = train_lgbm(train, valid, params, config.num_boost_round, config.early_stopping_rounds, grid)
-    from ml_assets.lib.training import load_booster
+    from lib.training import load_booster
 
     scores = load_booster(model.model_text).predict(feature_matrix(test))
     metrics, evaluation = _evaluate("lgbm_model", test, scores, config.min_roc_auc)
@@ -406,8 +406,8 @@ def torch_model(
     """
     import torch
 
-    from ml_assets.lib.evaluation import learning_curve_figure
-    from ml_assets.lib.torch_net import EpochLog, load_net, predict_proba, train_net
+    from lib.evaluation import learning_curve_figure
+    from lib.torch_net import EpochLog, load_net, predict_proba, train_net
 
     train, valid, test = _splits(training_set)
     torch.set_num_threads(2)
@@ -466,7 +466,7 @@ def torch_model(
 
 
 def _importance(model_text: str) -> dict[str, float]:
-    from ml_assets.lib.training import load_booster
+    from lib.training import load_booster
 
     booster = load_booster(model_text)
     gains = booster.feature_importance(importance_type="gain")
@@ -474,7 +474,7 @@ def _importance(model_text: str) -> dict[str, float]:
 
 
 def _importance_figure(importance: dict[str, float]) -> Any:
-    from ml_assets.lib.evaluation import importance_figure
+    from lib.evaluation import importance_figure
 
     return importance_figure(importance, "LightGBM feature importance")
 
@@ -502,8 +502,8 @@ def baseline_model(
     others, it becomes champion when no learned model beats the baselines, so
     scoring always has the best model there is and never a worse one.
     """
-    from ml_assets.lib.backtest import baseline_scorers, comparison_table, run_backtest
-    from ml_assets.lib.baselines import bgnbd_inputs, fit_bgnbd
+    from lib.backtest import baseline_scorers, comparison_table, run_backtest
+    from lib.baselines import bgnbd_inputs, fit_bgnbd
 
     folds = backtest_folds(training_set)
     horizon = label_horizon(training_set)
@@ -517,7 +517,7 @@ def baseline_model(
             fits[fold.cutoff.isoformat()] = {k: round(v, 4) for k, v in fit_bgnbd(*bgnbd_inputs(cutoff)).as_dict().items()}
     import json
 
-    from ml_assets.lib.baselines import bgnbd_matrix_scores
+    from lib.baselines import bgnbd_matrix_scores
 
     features = list(model_features(training_set))
     newest = training_set.filter(pl.col("snapshot_date") == training_set["snapshot_date"].max())

@@ -7,12 +7,12 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from lib.expectations import ROW_DAY, outcome_table, partition_day, quarantine, unknown_values
+from lib.frames import split_by_day
+from lib.settings import settings
 from ml_assets.ingest import RAW_DESCRIPTIONS
-from ml_assets.lib.expectations import ROW_DAY, outcome_table, partition_day, quarantine, unknown_values
-from ml_assets.lib.frames import split_by_day
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
-from ml_assets.settings import settings
 from resources import SqlWarehouse
 
 VALIDATED = dg.AssetKey("validated_transactions")

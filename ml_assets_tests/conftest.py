@@ -14,7 +14,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from ml_assets.lib.datagen import GeneratorConfig, generate_transactions
+from lib.datagen import GeneratorConfig, generate_transactions
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
@@ -32,7 +32,7 @@ E2E_CUSTOMERS = 2500
 
 def settings_for(root: Path) -> object:
     """The project's settings with every location under `root` (the embedded defaults otherwise)."""
-    from ml_assets.settings import Deployment, Settings
+    from lib.settings import Deployment, Settings
 
     return Settings(deployment=Deployment(data_dir=str(root), feast_repo=str(root / "feature_repo")))
 

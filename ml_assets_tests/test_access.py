@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ml_assets.lib.access import BodyError, TokenBucket, parse_json_body, request_id, required_scope, retry_after_header
+from lib.access import BodyError, TokenBucket, parse_json_body, request_id, required_scope, retry_after_header
 
 
 def test_scopes_by_path() -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ml_assets.lib.backtest import Fold, baseline_scorers, fold_frames, plan_backtest, run_backtest
-from ml_assets.lib.baselines import churn_probability, fit_bgnbd, p_alive
+from lib.backtest import Fold, baseline_scorers, fold_frames, plan_backtest, run_backtest
+from lib.baselines import churn_probability, fit_bgnbd, p_alive
 
 CDNOW = Path(__file__).parent / "data" / "cdnow_summary.csv"
 
@@ -77,10 +77,10 @@ def test_a_fold_never_scores_what_it_trained_on() -> None:
 def test_the_model_beats_recency_and_bgnbd_out_of_time_on_a_retail_log(horizon: int) -> None:
     """The retail profile (most customers buy once, heavy-tailed spend): LightGBM on the whole-history
     features, judged at three cutoffs, ahead of both baselines on both horizons (benchmarks/bench_quality.py has the figures)."""
-    from ml_assets.lib.backtest import labelled_snapshots, weekly_snapshots
-    from ml_assets.lib.datagen import RetailConfig, generate_retail, retail_as_transactions
-    from ml_assets.lib.features import feature_columns
-    from ml_assets.lib.training import feature_matrix, load_booster, train_lgbm
+    from lib.backtest import labelled_snapshots, weekly_snapshots
+    from lib.datagen import RetailConfig, generate_retail, retail_as_transactions
+    from lib.features import feature_columns
+    from lib.training import feature_matrix, load_booster, train_lgbm
 
     start, end = dt.date(2024, 1, 1), dt.date(2025, 12, 31)
     tx = retail_as_transactions(generate_retail(RetailConfig(start=start, end=end, customers=8_000, seed=12)))

@@ -145,7 +145,7 @@ def test_artifact_sweep_lists_then_removes_only_old_unregistered_files(tmp_path:
 def test_apikey_and_registry_verify_commands(tmp_path: Path) -> None:
     import getpass
 
-    from ml_assets.lib.governance import parse_token
+    from lib.governance import parse_token
     from ml_assets_tests.conftest import register_stored
     from resources import ArtifactStore, ModelRegistry
 

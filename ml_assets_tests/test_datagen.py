@@ -6,7 +6,7 @@ import datetime as dt
 
 import polars as pl
 
-from ml_assets.lib.datagen import CATEGORIES, CHANNELS, GeneratorConfig, customers_for_transactions, generate_transactions
+from lib.datagen import CATEGORIES, CHANNELS, GeneratorConfig, customers_for_transactions, generate_transactions
 
 START, END = dt.date(2025, 1, 1), dt.date(2025, 4, 30)
 
@@ -20,7 +20,7 @@ def test_same_seed_same_data_other_seed_other_data() -> None:
 
 
 def test_rows_follow_the_raw_schema_and_stay_in_range() -> None:
-    from ml_assets.schema import RAW_SCHEMA
+    from lib.schema import RAW_SCHEMA
 
     tx = generate_transactions(GeneratorConfig(start=START, end=END, customers=500))
     assert dict(tx.schema) == RAW_SCHEMA
@@ -78,8 +78,8 @@ def test_customers_about_to_churn_slow_down() -> None:
 
 
 def test_injected_bad_rows_each_break_one_rule() -> None:
-    from ml_assets.lib.datagen import DEFECTS, inject_bad_rows
-    from ml_assets.lib.expectations import quarantine
+    from lib.datagen import DEFECTS, inject_bad_rows
+    from lib.expectations import quarantine
 
     good = generate_transactions(GeneratorConfig(start=START, end=START, customers=300))
     mixed = inject_bad_rows(good, 14, seed=1)
@@ -98,7 +98,7 @@ def test_injected_bad_rows_each_break_one_rule() -> None:
 
 def test_every_planted_defect_fits_the_demo_table(tmp_path) -> None:  # noqa: ANN001
     """`churn demo` writes the defects into its own table (NOT NULL columns; SQLite stores NaN as NULL): none may be refused there."""
-    from ml_assets.lib.datagen import inject_bad_rows
+    from lib.datagen import inject_bad_rows
     from resources import SqlWarehouse
 
     wh = SqlWarehouse(url=f"sqlite:///{tmp_path / 'w.sqlite'}")

@@ -191,7 +191,7 @@ def test_no_private_dagster_import_in_production_code() -> None:
     private = re.compile(r"^\s*(from|import) dagster\._", re.MULTILINE)
     found = [
         str(p.relative_to(repo))
-        for d in ("ml_assets", "resources", "sensors")
+        for d in ("lib", "ml_assets", "resources", "sensors")
         for p in (repo / d).rglob("*.py")
         if private.search(p.read_text())
     ]

@@ -7,9 +7,9 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from ml_assets.lib.datagen import GeneratorConfig, generate_transactions
-from ml_assets.lib.drift import compute_drift, judged, sample_rows
-from ml_assets.lib.features import FEATURE_COLUMNS, WINDOW_DAYS, snapshots_features
+from lib.datagen import GeneratorConfig, generate_transactions
+from lib.drift import compute_drift, judged, sample_rows
+from lib.features import FEATURE_COLUMNS, WINDOW_DAYS, snapshots_features
 from ml_assets.monitoring import _active
 
 START = dt.date(2025, 1, 1)

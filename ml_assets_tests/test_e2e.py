@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ml_assets.lib.features import cutoff_for
+from lib.features import cutoff_for
 from ml_assets_tests.conftest import E2E_DRIFT_DAYS, E2E_END, E2E_QUIET_DAYS, E2E_START, PipelineRun
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
@@ -87,9 +87,9 @@ def test_every_trained_model_is_a_registry_version(e2e: PipelineRun) -> None:
 
 
 def test_onnx_agrees_with_native_models(e2e: PipelineRun) -> None:
+    from lib.export import onnx_churn_probability, onnx_session
+    from lib.training import feature_matrix
     from ml_assets.export import native_scores
-    from ml_assets.lib.export import onnx_churn_probability, onnx_session
-    from ml_assets.lib.training import feature_matrix
 
     checks = {c.check_name: c for c in e2e.results["train"].get_asset_check_evaluations()}
     held_out = e2e.read("training_set").filter(pl.col("split").is_in(["valid", "test"]))
@@ -108,15 +108,15 @@ def test_onnx_agrees_with_native_models(e2e: PipelineRun) -> None:
 
 
 def _champion_and_challenger_sessions(e2e: PipelineRun):  # noqa: ANN202
-    from ml_assets.lib.export import onnx_session
+    from lib.export import onnx_session
 
     return {key: onnx_session(Path(e2e.metadata(f"{key}_onnx")["artifact_uri"]).read_bytes()) for key in ("lgbm", "torch")}
 
 
 def test_behaviour_longer_recency_raises_churn_probability(e2e: PipelineRun) -> None:
-    from ml_assets.lib.export import onnx_churn_probability
-    from ml_assets.lib.features import FEATURE_COLUMNS
-    from ml_assets.lib.training import feature_matrix
+    from lib.export import onnx_churn_probability
+    from lib.features import FEATURE_COLUMNS
+    from lib.training import feature_matrix
 
     test = e2e.read("training_set").filter(pl.col("split") == "test")
     recent = test.filter(pl.col("recency_days") < 30)
@@ -141,8 +141,8 @@ def test_behaviour_longer_recency_raises_churn_probability(e2e: PipelineRun) -> 
 
 
 def test_behaviour_scores_do_not_depend_on_row_order(e2e: PipelineRun) -> None:
-    from ml_assets.lib.export import onnx_churn_probability
-    from ml_assets.lib.training import feature_matrix
+    from lib.export import onnx_churn_probability
+    from lib.training import feature_matrix
 
     x = feature_matrix(e2e.read("training_set").filter(pl.col("split") == "test"))
     order = np.random.default_rng(5).permutation(len(x))
@@ -192,7 +192,7 @@ def test_stage_runs_report_their_checks(e2e: PipelineRun) -> None:
 
 
 def test_features_reach_training_and_scoring_through_feast(e2e: PipelineRun) -> None:
-    from ml_assets.lib.features import FEATURE_COLUMNS
+    from lib.features import FEATURE_COLUMNS
 
     # Training rows carry exactly the lake snapshot's values (point-in-time join on the snapshot instant).
     training = e2e.read("training_set")

@@ -12,8 +12,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from ml_assets.lib.erasure import expired_partitions, without_customer
-from ml_assets.lib.governance import id_hash
+from lib.erasure import expired_partitions, without_customer
+from lib.governance import id_hash
 from ml_assets_tests.conftest import E2E_DRIFT_DAYS, PipelineRun, copy_pipeline_env, feature_store_for, resources_for, settings_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]

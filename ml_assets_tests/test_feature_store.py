@@ -18,8 +18,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ml_assets.lib.feature_store import FEATURE_VIEW
-from ml_assets.lib.features import FEATURE_COLUMNS, cutoff_for
+from lib.feature_store import FEATURE_VIEW
+from lib.features import FEATURE_COLUMNS, cutoff_for
 from ml_assets_tests.conftest import feature_store_for, redis_up
 
 DAYS = [dt.date(2025, 3, 1) + dt.timedelta(days=i) for i in range(3)]

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from ml_assets.lib.features import FEATURE_COLUMNS, churn_labels, snapshot_features, snapshots_features
+from lib.features import FEATURE_COLUMNS, churn_labels, snapshot_features, snapshots_features
 
 D = dt.date(2025, 3, 31)
 
@@ -117,7 +117,7 @@ def test_churn_label_is_no_purchase_within_the_horizon() -> None:
 
 def test_feature_suite_in_chunks_of_days_gives_the_whole_frame_verdicts(small_transactions: pl.DataFrame) -> None:
     """Validating a long range in chunks (bounded memory) finds exactly what one validation of all rows finds."""
-    from ml_assets.lib.expectations import validate_features
+    from lib.expectations import validate_features
 
     last = small_transactions["ts"].max().date()
     days = [last - dt.timedelta(days=i) for i in range(6)]
@@ -143,7 +143,7 @@ def test_feature_suite_in_chunks_of_days_gives_the_whole_frame_verdicts(small_tr
 
 
 def test_features_follow_the_columns_and_the_channel_vocabulary_of_the_source(small_transactions: pl.DataFrame) -> None:
-    from ml_assets.lib.features import check_channels, feature_columns, snapshots_features
+    from lib.features import check_channels, feature_columns, snapshots_features
 
     plain = feature_columns({"customer_id", "ts", "amount"})
     assert not {"avg_quantity", "mobile_share", "store_share", "n_categories"} & set(plain) and "weekend_share" in plain
@@ -163,8 +163,8 @@ def test_features_follow_the_columns_and_the_channel_vocabulary_of_the_source(sm
 
 def test_the_carried_state_folded_day_by_day_equals_the_state_rebuilt_from_history(small_transactions: pl.DataFrame) -> None:
     """What makes a daily run cheap must give exactly what a run over the whole history gives."""
-    from ml_assets.lib.features import DEFAULT_CHANNELS
-    from ml_assets.lib.history import fold_day, merge_states, state_from_history
+    from lib.features import DEFAULT_CHANNELS
+    from lib.history import fold_day, merge_states, state_from_history
 
     first, last = small_transactions["ts"].min().date(), small_transactions["ts"].max().date()
     day = first + dt.timedelta(days=10)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ml_assets.lib.governance import GENESIS, check_chain, event_hash, key_matches, parse_token
+from lib.governance import GENESIS, check_chain, event_hash, key_matches, parse_token
 from ml_assets_tests.conftest import register_stored, register_version
 from resources import ArtifactStore, ModelRegistry, RegistryError
 
@@ -132,7 +132,7 @@ def test_api_keys_are_stored_as_salted_digests_only(registry: ModelRegistry) -> 
 def test_the_prediction_record_appends_expires_and_forgets_one_customer(registry: ModelRegistry) -> None:
     import datetime as dt
 
-    from ml_assets.lib.governance import id_hash
+    from lib.governance import id_hash
 
     now = dt.datetime.now(dt.UTC)
     rows = [
@@ -156,7 +156,7 @@ def test_the_prediction_record_appends_expires_and_forgets_one_customer(registry
 def test_a_keyed_erasure_hash_cannot_be_tested_without_the_key_and_old_plain_ones_still_count(tmp_path: Path) -> None:
     import polars as pl
 
-    from ml_assets.lib.governance import id_hash
+    from lib.governance import id_hash
 
     url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
     plain = ModelRegistry(url=url)

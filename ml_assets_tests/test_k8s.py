@@ -129,7 +129,7 @@ def test_strict_validation_can_fail() -> None:
 
 
 def test_placement_values_come_from_the_environment() -> None:
-    from ml_assets.settings import SettingsError, load_settings
+    from lib.settings import SettingsError, load_settings
 
     env = {
         "CHURN_SETTINGS_FILE": "none",
@@ -238,7 +238,7 @@ def test_local_mode_does_not_import_dagster_k8s_and_kubernetes_mode_uses_the_k8s
 )
 def test_kubernetes_mode_fails_closed_naming_each_missing_setting(missing: str) -> None:
     """No embedded default in a cluster: a missing secret key must not turn into a pod-local SQLite file."""
-    from ml_assets.settings import SettingsError, load_settings
+    from lib.settings import SettingsError, load_settings
 
     assert load_settings(PRODUCTION_ENV).deployment.mode == "kubernetes"
     env = {k: v for k, v in PRODUCTION_ENV.items() if k != missing}
@@ -260,7 +260,7 @@ def test_loading_the_code_location_in_kubernetes_mode_without_a_secret_exits_non
     load = subprocess.run([sys.executable, "-c", "import ml_assets.definitions"], capture_output=True, text=True, env=env)
     assert load.returncode != 0 and "deployment.feast_registry_url (CHURN_FEAST_REGISTRY_URL) is not set" in load.stderr
     # In a pod the generated Feast file goes under the writable data folder, never into the image's tree.
-    from ml_assets.settings import load_settings
+    from lib.settings import load_settings
 
     assert load_settings({**PRODUCTION_ENV, "CHURN_DATA_DIR": "/tmp/churn"}).deployment.feast_repo_path == "/tmp/churn/feast/repo"  # noqa: S108 (pod paths, never opened)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_assets.lib.locks import LockTimeout, file_lock, redis_lock
+from lib.locks import LockTimeout, file_lock, redis_lock
 from ml_assets_tests.conftest import redis_up
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from ml_assets.lib.locks import file_lock, redis_lock
+    from lib.locks import file_lock, redis_lock
     kind, name, hold_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
     if kind == "file":
         lock = file_lock(name, wait_s=5)
@@ -163,7 +163,7 @@ class _Proxy:
 def test_a_redis_lock_whose_connection_is_cut_mid_hold_fails_its_holder_loudly(redis_client) -> None:  # noqa: ANN001
     import redis
 
-    from ml_assets.lib.locks import LockLost
+    from lib.locks import LockLost
 
     name = f"churn_test:{uuid.uuid4().hex[:8]}:online_writer"
     proxy = _Proxy()

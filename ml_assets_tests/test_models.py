@@ -21,7 +21,7 @@ def _synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def trained():  # noqa: ANN201
-    from ml_assets.lib.torch_net import TorchTrainConfig, train_net
+    from lib.torch_net import TorchTrainConfig, train_net
 
     x, y = _synthetic(4000, 1)
     xv, yv = _synthetic(1000, 2)
@@ -31,7 +31,7 @@ def trained():  # noqa: ANN201
 
 
 def test_cuda_is_used_when_present_and_required_only_when_asked() -> None:
-    from ml_assets.lib.torch_net import select_device
+    from lib.torch_net import select_device
 
     assert select_device("auto", cuda_available=True) == "cuda"
     assert select_device("auto", cuda_available=False) == "cpu"
@@ -44,8 +44,8 @@ def test_cuda_is_used_when_present_and_required_only_when_asked() -> None:
 
 
 def test_network_learns_reports_every_epoch_and_keeps_the_best_one(trained) -> None:  # noqa: ANN001
-    from ml_assets.lib.evaluation import classification_metrics
-    from ml_assets.lib.torch_net import load_net, predict_proba
+    from lib.evaluation import classification_metrics
+    from lib.torch_net import load_net, predict_proba
 
     net, epochs, (_, _, xv, yv) = trained
     assert [e.epoch for e in epochs] == list(range(1, len(epochs) + 1)) and net.history == epochs
@@ -66,7 +66,7 @@ def test_normalization_is_fitted_on_training_data_and_saved_with_the_weights(tra
 
 
 def test_same_seed_same_weights(trained) -> None:  # noqa: ANN001
-    from ml_assets.lib.torch_net import TorchTrainConfig, train_net
+    from lib.torch_net import TorchTrainConfig, train_net
 
     net, _, (x, y, xv, yv) = trained
     again = train_net(x, y, xv, yv, TorchTrainConfig(hidden=(16,), max_epochs=15, patience=3, device="cpu"))
@@ -74,7 +74,7 @@ def test_same_seed_same_weights(trained) -> None:  # noqa: ANN001
 
 
 def test_weights_are_tensors_only_and_code_in_them_is_refused(trained) -> None:  # noqa: ANN001
-    from ml_assets.lib.torch_net import load_net
+    from lib.torch_net import load_net
 
     net, _, _ = trained
     assert zipfile.is_zipfile(io.BytesIO(net.state))
@@ -92,8 +92,8 @@ def test_weights_are_tensors_only_and_code_in_them_is_refused(trained) -> None: 
 
 
 def test_onnx_export_matches_the_network_at_any_batch_size(trained) -> None:  # noqa: ANN001
-    from ml_assets.lib.export import onnx_churn_probability, onnx_session, parity
-    from ml_assets.lib.torch_net import load_net, net_to_onnx, predict_proba
+    from lib.export import onnx_churn_probability, onnx_session, parity
+    from lib.torch_net import load_net, net_to_onnx, predict_proba
 
     net, _, (_, _, xv, _) = trained
     model = load_net(net.state, net.architecture)
@@ -104,7 +104,7 @@ def test_onnx_export_matches_the_network_at_any_batch_size(trained) -> None:  # 
 
 
 def test_holdout_split_is_by_customer_and_stable() -> None:
-    from ml_assets.lib.training import split_holdout
+    from lib.training import split_holdout
 
     frame = pl.DataFrame({"customer_id": [f"C{i:08d}" for i in range(2000)] * 3})
     side = split_holdout(frame, 0.5)
@@ -117,8 +117,8 @@ def test_holdout_split_is_by_customer_and_stable() -> None:
 
 
 def test_search_is_bounded_and_keeps_the_lowest_validation_loss() -> None:
-    from ml_assets.lib.features import FEATURE_COLUMNS
-    from ml_assets.lib.training import search_grid, train_lgbm
+    from lib.features import FEATURE_COLUMNS
+    from lib.training import search_grid, train_lgbm
 
     assert len(search_grid([15, 31, 63], [20, 100], max_trials=4)) == 4
     rng = np.random.default_rng(0)
@@ -137,7 +137,7 @@ def test_search_is_bounded_and_keeps_the_lowest_validation_loss() -> None:
 
 
 def test_metrics_on_known_scores() -> None:
-    from ml_assets.lib.evaluation import calibration_bins, classification_metrics
+    from lib.evaluation import calibration_bins, classification_metrics
 
     y = np.array([0, 0, 1, 1])
     perfect = classification_metrics(y, np.array([0.0, 0.0, 1.0, 1.0]))
@@ -153,8 +153,8 @@ def test_metrics_on_known_scores() -> None:
 
 
 def test_golden_set_is_fixed_and_spans_every_range() -> None:
-    from ml_assets.lib.export import GOLDEN_RANGES, golden_features
-    from ml_assets.lib.features import FEATURE_COLUMNS
+    from lib.export import GOLDEN_RANGES, golden_features
+    from lib.features import FEATURE_COLUMNS
 
     golden = golden_features(FEATURE_COLUMNS)
     assert golden.dtype == np.float32 and np.array_equal(golden, golden_features(FEATURE_COLUMNS))
@@ -168,8 +168,8 @@ def test_golden_set_is_fixed_and_spans_every_range() -> None:
 def test_threshold_probes_sit_on_every_split() -> None:
     import lightgbm as lgb
 
-    from ml_assets.lib.export import threshold_probe_rows
-    from ml_assets.lib.training import float32_exact_thresholds
+    from lib.export import threshold_probe_rows
+    from lib.training import float32_exact_thresholds
 
     x, y = _synthetic(2000, 3)
     text = float32_exact_thresholds(
@@ -188,8 +188,8 @@ def test_onnx_decides_like_lightgbm_inside_its_zero_band() -> None:
     """LightGBM reads |x| <= 1e-35 as 0; the exported thresholds must make a raw comparison agree (found by the probes on a real retrain)."""
     import lightgbm as lgb
 
-    from ml_assets.lib.export import lgbm_to_onnx, onnx_churn_probability, onnx_session, threshold_probe_rows
-    from ml_assets.lib.training import LGBM_ZERO_THRESHOLD, float32_exact_thresholds
+    from lib.export import lgbm_to_onnx, onnx_churn_probability, onnx_session, threshold_probe_rows
+    from lib.training import LGBM_ZERO_THRESHOLD, float32_exact_thresholds
 
     rng = np.random.default_rng(0)
     x = rng.choice([-2.0, -1.0, 0.0, 0.0, 1.0, 2.0], size=(3000, 1)).astype(np.float32)
@@ -210,7 +210,7 @@ def test_onnx_decides_like_lightgbm_inside_its_zero_band() -> None:
 def test_evaluate_names_the_split_and_refuses_under_the_floor() -> None:
     import numpy as np
 
-    from ml_assets.lib.evaluation import evaluate
+    from lib.evaluation import evaluate
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)

@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from ml_assets.lib import records
+from lib import records
 from ml_assets_tests.conftest import S3Server
 from resources import ArtifactIntegrityError, ArtifactStore, Lake
 

@@ -149,7 +149,7 @@ def test_both_jobs_run_as_a_pod_with_postgres_redis_and_s3(s3: S3Server, pg_sche
 
     import sqlalchemy as sa
 
-    from ml_assets.lib.datagen import GeneratorConfig, generate_transactions
+    from lib.datagen import GeneratorConfig, generate_transactions
     from resources import SqlWarehouse
 
     # The values' own bucket; the warehouse table in its own PostgreSQL schema.

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ml_assets.lib.promotion import BestBaseline, baseline_refusal, decide, eligibility
+from lib.promotion import BestBaseline, baseline_refusal, decide, eligibility
 
 BASELINES = BestBaseline("bgnbd", 0.80)
 

@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from ml_assets.lib.datagen import GeneratorConfig, generate_transactions
+from lib.datagen import GeneratorConfig, generate_transactions
 from ml_assets_tests.conftest import resources_for
 from resources import SqlWarehouse
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from lib import records
+from lib.records import Artifact, BaselineRecord, ModelRecord
 from ml_assets.export import native_artifact
-from ml_assets.lib import records
-from ml_assets.lib.records import Artifact, BaselineRecord, ModelRecord
 from resources import ArtifactStore, Lake, ModelRegistry
 
 

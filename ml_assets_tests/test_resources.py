@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from ml_assets.lib.frames import split_by_day
+from lib.frames import split_by_day
 from resources import ArtifactIntegrityError, ArtifactStore, Lake, LakeIOManager, MissingPartitionError, SourceSchemaError, SqlWarehouse
 
 

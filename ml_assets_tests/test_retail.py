@@ -23,7 +23,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from ml_assets.lib.datagen import RetailConfig, generate_retail
+from lib.datagen import RetailConfig, generate_retail
 from ml_assets_tests.conftest import PG_URL
 from ml_assets_tests.test_sources import MARIADB_URL
 from resources.warehouse import write_frame

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ["ml_assets", "ml_assets_tests", "resources", "sensors", "benchmarks", "feature_repo"]
+SOURCES = ["lib", "ml_assets", "ml_assets_tests", "resources", "sensors", "benchmarks", "feature_repo"]
 
 
 def test_bandit_rules_are_clean() -> None:

@@ -20,7 +20,7 @@ import httpx
 import polars as pl
 import pytest
 
-from ml_assets.lib.features import cutoff_for
+from lib.features import cutoff_for
 from ml_assets_tests.conftest import E2E_DRIFT_DAYS, PipelineRun, feature_store_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]

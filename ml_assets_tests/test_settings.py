@@ -14,10 +14,10 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
+from lib.contract import propose_mapping
+from lib.datagen import RetailConfig, generate_retail
+from lib.settings import SettingsError, load_settings
 from ml_assets.cli import main as churn
-from ml_assets.lib.contract import propose_mapping
-from ml_assets.lib.datagen import RetailConfig, generate_retail
-from ml_assets.settings import SettingsError, load_settings
 from ml_assets_tests.conftest import resources_for
 from resources import SqlWarehouse
 from resources.warehouse import DayRead, write_frame
@@ -191,7 +191,7 @@ def test_the_settings_table_of_the_guide_is_the_settings_object() -> None:
     import re
     from pathlib import Path
 
-    from ml_assets.settings import ENV, Settings
+    from lib.settings import ENV, Settings
 
     docs = Path(__file__).resolve().parents[1] / "docs"
     found = [
@@ -221,7 +221,7 @@ def test_the_settings_table_of_the_guide_is_the_settings_object() -> None:
 
 
 def test_secrets_come_from_the_environment_only_and_never_print(tmp_path: Path) -> None:
-    from ml_assets.settings import SettingsError, load_settings
+    from lib.settings import SettingsError, load_settings
     from resources import build_registry, build_resources
 
     leaky = tmp_path / "churn.yaml"
@@ -246,12 +246,12 @@ def test_nothing_but_the_settings_module_reads_the_environment() -> None:
 
     root = Path(__file__).resolve().parents[1]
     readers = []
-    for package in ("ml_assets", "resources", "sensors", "feature_repo"):
+    for package in ("lib", "ml_assets", "resources", "sensors", "feature_repo"):
         for path in (root / package).rglob("*.py"):
-            if path.name == "settings.py" and path.parent.name == "ml_assets":
+            if path.name == "settings.py" and path.parent.name == "lib":
                 continue
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") and getattr(node.value, "id", "") == "os":
                     readers.append(f"{path.relative_to(root)}:{path.read_text().splitlines()[node.lineno - 1].strip()}")
     # The one exception sets CUDA's deterministic-kernel variable; it reads no setting.
-    assert readers == ['ml_assets/lib/torch_net.py:os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")'], readers
+    assert readers == ['lib/torch_net.py:os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")'], readers

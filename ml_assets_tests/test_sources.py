@@ -195,8 +195,8 @@ def test_a_value_that_does_not_fit_never_fails_the_run(url: str, tmp_path: Path)
 
 
 def test_a_further_categorical_column_reaches_the_lake_and_the_features(tmp_path: Path) -> None:
-    from ml_assets.lib.datagen import RetailConfig, generate_retail
-    from ml_assets.lib.features import feature_columns, snapshots_features
+    from lib.datagen import RetailConfig, generate_retail
+    from lib.features import feature_columns, snapshots_features
     from ml_assets.pipeline import materialize_range
     from resources.warehouse import write_frame
 

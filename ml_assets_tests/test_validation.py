@@ -7,8 +7,8 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from ml_assets.lib.expectations import RAW_RULE_NAMES, RawContract, quarantine, raw_row_rules, unknown_values
-from ml_assets.schema import CATEGORIES, CHANNELS, PAYMENT_METHODS, RAW_SCHEMA
+from lib.expectations import RAW_RULE_NAMES, RawContract, quarantine, raw_row_rules, unknown_values
+from lib.schema import CATEGORIES, CHANNELS, PAYMENT_METHODS, RAW_SCHEMA
 
 DAY = dt.date(2025, 1, 10)
 NOW = dt.datetime(2025, 1, 10, 18)

@@ -1,6 +1,6 @@
 """Every external system the pipeline touches, as typed Dagster resources.
 
-``build_resources`` turns the settings (``ml_assets/settings.py``, the only
+``build_resources`` turns the settings (``lib/settings.py``, the only
 reader of the environment) into resources; assets only see the resources.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ml_assets.settings import VARIABLE, Settings, load_settings
+from lib.settings import VARIABLE, Settings, load_settings
 from resources.alerts import FailureNotifier, RetrainPolicy
 from resources.artifacts import ArtifactIntegrityError, ArtifactRef, ArtifactStore, SweptFile, registry_references, sweep
 from resources.feature_store import FeatureStoreError, FeatureStoreResource

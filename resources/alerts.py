@@ -17,7 +17,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from ml_assets.settings import Settings
+from lib.settings import Settings
 
 
 class RetrainPolicy(dg.ConfigurableResource):

@@ -44,7 +44,7 @@ def tcp_reachable(host: str, port: int, timeout: float = 1.0) -> bool:
 def _quiet_serve_while_materializing(record: logging.LogRecord) -> bool:
     # Feast warns that serve_features_while_materializing "typically has no
     # effect" on a file registry; it does take effect there (feast/infra/registry/
-    # registry.py reads it), and we set it on purpose (ml_assets/lib/feature_store.py).
+    # registry.py reads it), and we set it on purpose (lib/feature_store.py).
     return "serve_features_while_materializing" not in record.getMessage()
 
 
@@ -53,7 +53,7 @@ def register_offline_filesystem(lake_root: str) -> None:
 
     Registered once per process on ibis's default DuckDB connection, the one Feast's offline store uses.
     """
-    from ml_assets.lib.feature_store import OFFLINE_PROTOCOL_PREFIX, remote_scheme
+    from lib.feature_store import OFFLINE_PROTOCOL_PREFIX, remote_scheme
 
     scheme = remote_scheme(lake_root)
     if scheme is None:
@@ -117,7 +117,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
     SERVICE_TTL_SECONDS: ClassVar[float] = 60.0
 
     def config_dict(self, for_file: bool = False) -> dict[str, Any]:
-        from ml_assets.lib.feature_store import repo_config
+        from lib.feature_store import repo_config
 
         return repo_config(
             registry_path=self.registry_path,
@@ -159,13 +159,13 @@ class FeatureStoreResource(dg.ConfigurableResource):
         return self._store
 
     def definitions(self, columns: tuple[str, ...] | None = None) -> list[Any]:
-        from ml_assets.lib.feature_store import definitions
+        from lib.feature_store import definitions
 
         return definitions(self.lake_root, columns) if columns else definitions(self.lake_root)
 
     def apply(self, columns: tuple[str, ...] | None = None) -> dict[str, Any]:
         """Register the definitions (idempotent); returns what the registry holds afterwards."""
-        from ml_assets.lib.feature_store import registered_summary
+        from lib.feature_store import registered_summary
 
         store = self.store()
         store.apply(self.definitions(columns))
@@ -174,7 +174,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
         return registered_summary(store)
 
     def summary(self) -> dict[str, Any]:
-        from ml_assets.lib.feature_store import registered_summary
+        from lib.feature_store import registered_summary
 
         store = self.store()
         store.refresh_registry()
@@ -182,7 +182,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
 
     def feature_service(self) -> Any:
         """The model's feature service, cached (see SERVICE_TTL_SECONDS); a clear error when it was never applied."""
-        from ml_assets.lib.feature_store import FEATURE_SERVICE
+        from lib.feature_store import FEATURE_SERVICE
 
         cached = self._service
         if cached is not None and time.monotonic() - cached[1] < self.SERVICE_TTL_SECONDS:
@@ -230,7 +230,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
 
     def materialize(self, start: dt.datetime, end: dt.datetime) -> None:
         """Load the newest feature values with event time in [start, end] into the online store."""
-        from ml_assets.lib.feature_store import FEATURE_VIEW
+        from lib.feature_store import FEATURE_VIEW
 
         utc = dt.UTC
         self.store().materialize(start_date=start.replace(tzinfo=utc), end_date=end.replace(tzinfo=utc), feature_views=[FEATURE_VIEW])
@@ -247,7 +247,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
         on SQLite instance storage, 5 of 24 on PostgreSQL:
         benchmarks/probe_pool_claims.py), so correctness rests on this lock.
         """
-        from ml_assets.lib.locks import LockLost, LockTimeout, file_lock, redis_lock
+        from lib.locks import LockLost, LockTimeout, file_lock, redis_lock
 
         if self.online_store == "redis":
             lock = redis_lock(self._redis(), f"{self.project}:churn:online_writer", wait_s=self.online_lock_wait_s)
@@ -328,7 +328,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
-        from ml_assets.lib.feature_store import JOIN_KEY
+        from lib.feature_store import JOIN_KEY
 
         store = self.store()
         version = store.config.entity_key_serialization_version
@@ -360,7 +360,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
 
     def online_dict(self, customer_ids: list[str]) -> dict[str, list[Any]]:
         """`online` as Feast returns it: column name -> values (`<feature>__ts` event seconds); the serving hot path."""
-        from ml_assets.lib.feature_store import JOIN_KEY
+        from lib.feature_store import JOIN_KEY
 
         service = self.feature_service()
         try:

@@ -27,8 +27,8 @@ import polars as pl
 from pydantic import Field
 from upath import UPath
 
-from ml_assets.lib import records
-from ml_assets.lib.frames import split_by_day
+from lib import records
+from lib.frames import split_by_day
 
 
 class MissingPartitionError(FileNotFoundError):

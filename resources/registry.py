@@ -357,7 +357,7 @@ class ModelRegistry(dg.ConfigurableResource):
         """A new key for `name`; returns the token, which is not stored anywhere (only its salted digest)."""
         import sqlalchemy as sa
 
-        from ml_assets.lib.governance import KEY_NAME, check_scopes, new_key
+        from lib.governance import KEY_NAME, check_scopes, new_key
 
         if not KEY_NAME.match(name):
             raise RegistryError("a key name is 1 to 64 letters, digits, dots, dashes or underscores")
@@ -434,7 +434,7 @@ class ModelRegistry(dg.ConfigurableResource):
         record the erasure as an event that carries the hash, never the id. Returns the hash."""
         import sqlalchemy as sa
 
-        from ml_assets.lib.governance import id_hash
+        from lib.governance import id_hash
 
         if not reason.strip():
             raise RegistryError("an erasure needs a reason (--reason), recorded in the registry")
@@ -458,7 +458,7 @@ class ModelRegistry(dg.ConfigurableResource):
     def erased_rows(self, frame: Any, erased: set[str] | None = None) -> Any:
         """A boolean Series: the rows of `frame` whose customer was erased (hashes compared under this registry's key);
         pass `erased` (from erased_hashes) to check several frames with one query."""
-        from ml_assets.lib.erasure import erased_mask
+        from lib.erasure import erased_mask
 
         return erased_mask(frame, self.erased_hashes() if erased is None else erased, self.erasure_key)
 
@@ -483,7 +483,7 @@ class ModelRegistry(dg.ConfigurableResource):
     def verify(self, artifacts: Any) -> list[str]:
         """Every problem found: breaks in the event chain, and artifacts whose bytes do not match the registry's sha256
         (or cannot be read). Empty: the history is intact and every recorded artifact is what was registered."""
-        from ml_assets.lib.governance import check_chain
+        from lib.governance import check_chain
 
         events, head = self.chain()
         problems = [f"event {p.seq}: {p.problem}" for p in check_chain(events, head)]
@@ -556,7 +556,7 @@ def _append_event(
     """Append one event to the hash chain inside the caller's transaction."""
     import sqlalchemy as sa
 
-    from ml_assets.lib.governance import event_at, event_hash
+    from lib.governance import event_at, event_hash
 
     # Updating the head first takes the write lock (row lock in PostgreSQL and MariaDB, the database
     # in SQLite) before the previous hash is read: concurrent appends queue up instead of forking.
@@ -584,7 +584,7 @@ def _upgrade_events(engine: sa.Engine, t: Tables) -> None:
     existing event chained in id order (what the chain can vouch for starts at this upgrade)."""
     import sqlalchemy as sa
 
-    from ml_assets.lib.governance import GENESIS, event_hash
+    from lib.governance import GENESIS, event_hash
 
     columns = {c["name"] for c in sa.inspect(engine).get_columns("registry_events", schema=t.events.schema)}
     with engine.begin() as conn:

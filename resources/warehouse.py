@@ -2,7 +2,7 @@
 
 Any SQLAlchemy URL works (SQLite by default, PostgreSQL in production).  Table
 and column names are configuration: ``column_map`` maps canonical names (see
-``ml_assets.schema``) to the names in the user's table.  Every query is built
+``lib.schema``) to the names in the user's table.  Every query is built
 with SQLAlchemy Core, so identifiers are quoted by the dialect and values are
 bound parameters, never formatted into SQL text.
 """
@@ -25,7 +25,7 @@ import polars as pl
 from polars.exceptions import PanicException
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
-from ml_assets.lib.contract import (
+from lib.contract import (
     ISO_LIKE,
     REJECT,
     derived_row_ids,
@@ -37,9 +37,9 @@ from ml_assets.lib.contract import (
     to_text,
     to_utc_naive,
 )
-from ml_assets.lib.expectations import RawContract
-from ml_assets.lib.features import check_channels, extra_name
-from ml_assets.schema import DEFAULT_TABLE, RAW_COLUMNS, RAW_SCHEMA
+from lib.expectations import RawContract
+from lib.features import check_channels, extra_name
+from lib.schema import DEFAULT_TABLE, RAW_COLUMNS, RAW_SCHEMA
 
 if TYPE_CHECKING:
     # Imported lazily at run time: loading the code location should not pay for it.

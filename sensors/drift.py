@@ -16,8 +16,8 @@ import json
 
 import dagster as dg
 
+from lib.drift import same_cause
 from ml_assets.jobs import training_job
-from ml_assets.lib.drift import same_cause
 from resources.alerts import FailureNotifier, RetrainPolicy
 from resources.registry import ModelRegistry
 

@@ -13,7 +13,7 @@ input. Online-store reads run off the event loop under a timeout, so a stalled
 store costs a 503, not the process. Every prediction is appended to the
 registry database's prediction_log by a writer thread (drained on shutdown),
 and every request leaves one JSON log line. The rules are in
-`ml_assets/lib/access.py` and `ml_assets/lib/governance.py`; docs/security.md
+`lib/access.py` and `lib/governance.py`; docs/security.md
 has the threat model.
 
 Callers send ids only: features come from the online store (the same Feast
@@ -44,16 +44,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from ml_assets.lib.access import BodyError, TokenBucket, parse_json_body, request_id, required_scope, retry_after_header
-from ml_assets.lib.contract import customer_id_ok
-from ml_assets.lib.governance import key_matches, parse_token
-from ml_assets.settings import Service, load_settings
+from lib.access import BodyError, TokenBucket, parse_json_body, request_id, required_scope, retry_after_header
+from lib.contract import customer_id_ok
+from lib.governance import key_matches, parse_token
+from lib.settings import Service, load_settings
 
 log = logging.getLogger("churn.service")
 access_log = logging.getLogger("churn.service.access")
 
 
-# The data contract's default customer-id rule (ml_assets/lib/contract.py): printable, 1 to 64
+# The data contract's default customer-id rule (lib/contract.py): printable, 1 to 64
 # characters, no leading or trailing white space. An id the pipeline accepts can be scored.
 def _customer_id(value: str) -> str:
     if not customer_id_ok(None)(value):
@@ -559,7 +559,7 @@ def create_app(registry: Any = None, artifacts: Any = None, feature_store: Any =
     async def predict(request: Request) -> Any:
         import numpy as np
 
-        from ml_assets.lib.export import onnx_churn_probability
+        from lib.export import onnx_churn_probability
 
         rid = request.state.request_id
         raw = request.scope["state"].get("json")

@@ -140,7 +140,7 @@ def run_backtest(name: str, frame: pl.DataFrame, folds: list[Fold], scorer: Scor
 
 def baseline_scorers(horizon_days: int) -> dict[str, Scorer]:
     """Recency alone, and BG/NBD fitted at the cutoff on the cutoff's own (x, t_x, T): no label is used, so that is fair."""
-    from ml_assets.lib.baselines import fit_and_score_bgnbd, recency_scores
+    from lib.baselines import fit_and_score_bgnbd, recency_scores
 
     return {
         "recency": lambda fit, valid, scored: recency_scores(scored),
@@ -167,7 +167,7 @@ def weekly_snapshots(first: dt.date, last_labelled: dt.date, count: int, min_his
 def labelled_snapshots(transactions: pl.DataFrame, days: list[dt.date], horizon_days: int, columns: tuple[str, ...]) -> pl.DataFrame:
     """Feature snapshots of ``days`` with their churn label, straight from a transaction log (benchmarks and tests;
     the pipeline's training_set does the same through the lake and Feast)."""
-    from ml_assets.lib.features import churn_labels, snapshots_features
+    from lib.features import churn_labels, snapshots_features
 
     horizon = dt.timedelta(days=horizon_days)
     features = snapshots_features(transactions, sorted({*days, *(d + horizon for d in days)}), columns=columns)

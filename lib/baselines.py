@@ -165,7 +165,7 @@ def bgnbd_to_onnx(model: BgNbd, features: list[str] | tuple[str, ...], horizon: 
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from ml_assets.lib.export import ONNX_INPUT_NAME
+    from lib.export import ONNX_INPUT_NAME
 
     i_x, i_tx, i_t = _input_index(features)
 

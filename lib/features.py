@@ -6,7 +6,7 @@ kinds of feature sit side by side:
 
 - *whole-history* features (recency, customer age, lifetime purchases and spend,
   purchase days and the gaps between them: the quantities a BG/NBD model uses)
-  come from each customer's carried state (``ml_assets.lib.history``), so a
+  come from each customer's carried state (``lib.history``), so a
   one-time buyer from two years ago is still a customer with a row;
 - *windowed* features (purchases and spend in the last 7/30/90 days, trends,
   categories bought) look back ``WINDOW_DAYS`` from the cutoff and are 0 for a
@@ -26,7 +26,7 @@ from collections.abc import Iterable
 
 import polars as pl
 
-from ml_assets.lib.history import channel_column, empty_state, fold_day, state_from_history
+from lib.history import channel_column, empty_state, fold_day, state_from_history
 
 # How far back the windowed features look: also the span of validated
 # partitions the features asset loads beside the carried state.

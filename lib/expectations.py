@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from ml_assets.lib.contract import customer_id_ok_expr
-from ml_assets.schema import CATEGORIES, CHANNELS, PAYMENT_METHODS, RAW_COLUMNS
+from lib.contract import customer_id_ok_expr
+from lib.schema import CATEGORIES, CHANNELS, PAYMENT_METHODS, RAW_COLUMNS
 
 if TYPE_CHECKING:
     import great_expectations as gx

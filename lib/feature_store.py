@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from ml_assets.lib.features import FEATURE_COLUMNS
+from lib.features import FEATURE_COLUMNS
 
 if TYPE_CHECKING:
     import feast

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from ml_assets.lib.features import model_features
+from lib.features import model_features
 
 if TYPE_CHECKING:
     import lightgbm

@@ -11,7 +11,7 @@ import datetime as dt
 
 import polars as pl
 
-from ml_assets.lib.governance import id_hashes
+from lib.governance import id_hashes
 
 ID_COLUMN = "customer_id"
 

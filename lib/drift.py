@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ml_assets.lib.features import AGEING_FEATURES
+from lib.features import AGEING_FEATURES
 
 if TYPE_CHECKING:
     import pandas as pd

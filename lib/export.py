@@ -35,7 +35,7 @@ def lgbm_to_onnx(model_text: str, n_features: int) -> bytes:
     from onnxmltools import convert_lightgbm
     from onnxmltools.convert.common.data_types import FloatTensorType
 
-    from ml_assets.lib.training import load_booster
+    from lib.training import load_booster
 
     booster = load_booster(model_text)
     # zipmap=False: probabilities come out as a plain [n, 2] tensor.
@@ -194,7 +194,7 @@ def score_frame(session, features: pl.DataFrame, columns: tuple[str, ...], versi
     """Features in, predictions out: what batch scoring writes for each customer and day."""
     import polars as pl
 
-    from ml_assets.lib.training import feature_matrix
+    from lib.training import feature_matrix
 
     scores = onnx_churn_probability(session, feature_matrix(features, columns))
     return features.select("customer_id", "snapshot_date").with_columns(

@@ -12,7 +12,7 @@ more frequent, and the channel mix moves to mobile.  Tests and the demo know the
 date, so they know where drift must be found and where it must not.
 
 Nothing here knows about Dagster or databases: it returns a polars DataFrame in
-the canonical raw schema (see ``ml_assets.schema``).
+the canonical raw schema (see ``lib.schema``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from ml_assets.schema import CATEGORIES, CHANNELS, PAYMENT_METHODS  # noqa: E402  (re-exported for the generator's users)
+from lib.schema import CATEGORIES, CHANNELS, PAYMENT_METHODS  # noqa: E402  (re-exported for the generator's users)
 
 CHANNEL_POPULARITY = np.array([0.45, 0.30, 0.25])
 CATEGORY_POPULARITY = np.array([0.30, 0.12, 0.18, 0.15, 0.12, 0.13])
