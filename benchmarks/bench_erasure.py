@@ -54,7 +54,7 @@ def _read_all(lake: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> str:
-    from ml_assets.erasure import erase_from_lake
+    from ml_assets.governance.erasure import erase_from_lake
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")

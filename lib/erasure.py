@@ -1,6 +1,6 @@
 """Pure rules of erasure: which rows of a lake table are one customer's, and which ids the registry says were erased.
 
-`ml_assets/erasure.py` applies them to every file the pipeline writes;
+`ml_assets/governance/erasure.py` applies them to every file the pipeline writes;
 ingestion applies `erased_mask` so that an erased customer's rows still in the
 source are not read back in.
 """

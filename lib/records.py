@@ -8,7 +8,7 @@ reads them back with `load`, so a consumer gets attributes, not string keys.
 
 The record is a convenience for wiring, not the authority: the registry is.
 Export and the parity check take the artifact locations and checksums from the
-registry version the record names (see ml_assets/export.py).
+registry version the record names (see ml_assets/assets/export.py).
 """
 
 from __future__ import annotations

@@ -9,17 +9,17 @@ from __future__ import annotations
 import dagster as dg
 
 from lib.settings import Settings, settings
-from ml_assets.export import bgnbd_onnx, bgnbd_onnx_parity, lgbm_onnx, lgbm_onnx_parity, torch_onnx, torch_onnx_parity
-from ml_assets.feature_store import feature_definitions, online_features
-from ml_assets.features import customer_features
-from ml_assets.inference import batch_predictions
-from ml_assets.ingest import raw_transactions, unplaceable_transactions
+from ml_assets.assets.export import bgnbd_onnx, bgnbd_onnx_parity, lgbm_onnx, lgbm_onnx_parity, torch_onnx, torch_onnx_parity
+from ml_assets.assets.feature_store import feature_definitions, online_features
+from ml_assets.assets.features import customer_features
+from ml_assets.assets.inference import batch_predictions
+from ml_assets.assets.ingest import raw_transactions, unplaceable_transactions
+from ml_assets.assets.monitoring import drift_report
+from ml_assets.assets.promotion import champion_model
+from ml_assets.assets.training import baseline_model, lgbm_model, torch_model, training_set
+from ml_assets.assets.validation import validated_transactions
+from ml_assets.governance.retention import retention_job
 from ml_assets.jobs import daily_pipeline_job, training_job
-from ml_assets.monitoring import drift_report
-from ml_assets.promotion import champion_model
-from ml_assets.retention import retention_job
-from ml_assets.training import baseline_model, lgbm_model, torch_model, training_set
-from ml_assets.validation import validated_transactions
 from resources import build_resources
 from sensors import daily_pipeline_schedule, drift_retraining_sensor, pipeline_failure_sensor, retention_schedule, weekly_training_schedule
 

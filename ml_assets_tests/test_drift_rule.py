@@ -10,7 +10,7 @@ import pytest
 from lib.datagen import GeneratorConfig, generate_transactions
 from lib.drift import compute_drift, judged, sample_rows
 from lib.features import FEATURE_COLUMNS, WINDOW_DAYS, snapshots_features
-from ml_assets.monitoring import _active
+from ml_assets.assets.monitoring import _active
 
 START = dt.date(2025, 1, 1)
 LAG = 28

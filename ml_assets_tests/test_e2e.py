@@ -89,7 +89,7 @@ def test_every_trained_model_is_a_registry_version(e2e: PipelineRun) -> None:
 def test_onnx_agrees_with_native_models(e2e: PipelineRun) -> None:
     from lib.export import onnx_churn_probability, onnx_session
     from lib.training import feature_matrix
-    from ml_assets.export import native_scores
+    from ml_assets.assets.export import native_scores
 
     checks = {c.check_name: c for c in e2e.results["train"].get_asset_check_evaluations()}
     held_out = e2e.read("training_set").filter(pl.col("split").is_in(["valid", "test"]))

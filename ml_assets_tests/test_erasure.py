@@ -95,7 +95,7 @@ def test_erase_leaves_no_trace_of_the_id_anywhere_the_pipeline_writes(e2e: Pipel
 
 
 def test_an_erased_customer_is_not_read_back_in_from_the_source(e2e: PipelineRun, tmp_path: Path) -> None:
-    from ml_assets.ingest import raw_transactions
+    from ml_assets.assets.ingest import raw_transactions
     from resources import ModelRegistry
 
     env, data, _ = copy_pipeline_env(e2e, tmp_path)

@@ -127,7 +127,7 @@ def test_source_down_for_good_fails_clearly_and_writes_nothing(
 ) -> None:
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-    from ml_assets.ingest import raw_transactions
+    from ml_assets.assets.ingest import raw_transactions
     from resources import SqlWarehouse
 
     SqlWarehouse(url=PG_URL, db_schema=pg_schema).create_table(replace=True)

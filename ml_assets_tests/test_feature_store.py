@@ -101,7 +101,7 @@ def test_a_value_older_than_the_ttl_is_not_served_offline(store) -> None:  # noq
 
 
 def _online_equals_offline(fs) -> None:  # noqa: ANN001
-    from ml_assets.feature_store import skew
+    from ml_assets.assets.feature_store import skew
 
     at = cutoff_for(DAYS[-1])
     fs.materialize(at - dt.timedelta(hours=12), at + dt.timedelta(hours=12))
@@ -243,7 +243,7 @@ def test_a_materialization_in_batches_writes_what_one_batch_writes(tmp_path: Pat
 
 LOADER = """
 import datetime as dt, json, sys
-from ml_assets.feature_store import load_online_snapshot
+from ml_assets.assets.feature_store import load_online_snapshot
 from ml_assets_tests.conftest import feature_store_for
 from pathlib import Path
 from resources import Lake
@@ -305,7 +305,7 @@ def test_an_older_day_loaded_after_a_newer_one_keeps_the_newer_snapshot(tmp_path
     """The store's own record of what it serves wins over an instance that never saw the newer load (a second Dagster instance, a wiped one)."""
     import dagster as dg
 
-    from ml_assets.feature_store import online_features
+    from ml_assets.assets.feature_store import online_features
     from resources import Lake
 
     lake = _lake(tmp_path)
@@ -326,7 +326,7 @@ def test_an_older_day_loaded_after_a_newer_one_keeps_the_newer_snapshot(tmp_path
 
 def test_a_store_serving_a_day_this_lake_lacks_fails_with_how_to_fix_it(tmp_path: Path) -> None:
     """A lake rebuilt over older dates against a store that serves a newer day: a clear error, and the store keeps its day."""
-    from ml_assets.feature_store import load_online_snapshot
+    from ml_assets.assets.feature_store import load_online_snapshot
     from resources import Lake
     from resources.feature_store import FeatureStoreError
 

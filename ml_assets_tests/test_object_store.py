@@ -46,7 +46,7 @@ def test_lake_and_artifacts_round_trip_on_s3(s3: S3Server) -> None:
 
 
 def test_erasure_and_retention_on_an_s3_lake(s3: S3Server) -> None:
-    from ml_assets.erasure import erase_from_lake, expire_lake
+    from ml_assets.governance.erasure import erase_from_lake, expire_lake
 
     bucket = s3.bucket()
     lake = Lake(root=f"s3://{bucket}/lake")

@@ -143,7 +143,7 @@ def test_a_candidate_whose_parity_failed_is_never_promoted(sandbox: Sandbox) -> 
 
 
 def test_a_failed_parity_check_blocks_the_promotion_step(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ml_assets import export
+    from ml_assets.assets import export
 
     # No float computation meets a zero tolerance: the check must fail and stop champion_model.
     monkeypatch.setitem(export.PARITY_TOLERANCE, "torch", 0.0)

@@ -26,7 +26,7 @@ def test_weekly_training_is_a_monday_schedule_of_the_training_job() -> None:
 def test_the_retention_job_deletes_expired_partitions_and_records(tmp_path) -> None:  # noqa: ANN001
     import polars as pl
 
-    from ml_assets.retention import retention_job
+    from ml_assets.governance.retention import retention_job
     from resources import Lake, ModelRegistry
     from sensors import retention_schedule
 

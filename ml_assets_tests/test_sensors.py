@@ -214,7 +214,7 @@ def test_matured_scores_are_judged_against_the_scoring_models_test_figures(tmp_p
 
     import polars as pl
 
-    from ml_assets.monitoring import DriftConfig, _matured_performance
+    from ml_assets.assets.monitoring import DriftConfig, _matured_performance
     from resources import Lake
 
     lake = Lake(root=str(tmp_path / "lake"))

@@ -74,9 +74,9 @@ def test_the_code_location_takes_its_run_defaults_from_the_file(tmp_path: Path) 
     }
     probe = (
         "from ml_assets.definitions import defs\n"
-        "from ml_assets.training import TrainingSetConfig, LgbmConfig\n"
-        "from ml_assets.validation import ValidationConfig\n"
-        "from ml_assets.monitoring import DriftConfig\n"
+        "from ml_assets.assets.training import TrainingSetConfig, LgbmConfig\n"
+        "from ml_assets.assets.validation import ValidationConfig\n"
+        "from ml_assets.assets.monitoring import DriftConfig\n"
         "from ml_assets.partitions import daily_partitions\n"
         "t = TrainingSetConfig()\n"
         "print(t.horizon_days, t.min_history_days, ValidationConfig().max_rejected_share, LgbmConfig().min_roc_auc, "

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from lib.settings import settings
+from ml_assets.governance.retention import retention_job
 from ml_assets.jobs import daily_pipeline_job, training_job
-from ml_assets.retention import retention_job
 
 # 02:00 UTC: the previous day is complete in the source by then.
 daily_pipeline_schedule = dg.build_schedule_from_partitioned_job(daily_pipeline_job, hour_of_day=2, minute_of_hour=0)

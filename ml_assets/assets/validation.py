@@ -10,7 +10,7 @@ from pydantic import Field
 from lib.expectations import ROW_DAY, outcome_table, partition_day, quarantine, unknown_values
 from lib.frames import split_by_day
 from lib.settings import settings
-from ml_assets.ingest import RAW_DESCRIPTIONS
+from ml_assets.assets.ingest import RAW_DESCRIPTIONS
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
 from resources import SqlWarehouse

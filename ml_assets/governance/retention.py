@@ -2,7 +2,7 @@
 
 Off unless `deployment.retention_days` (CHURN_RETENTION_DAYS) is set: its
 schedule (sensors/schedules.py) then starts RUNNING. The same work as `churn retention --apply`
-(ml_assets/erasure.py). Dagster OSS cannot wipe single partitions from its
+(ml_assets/governance/erasure.py). Dagster OSS cannot wipe single partitions from its
 event log, so the UI keeps showing expired days as materialized (Dagster+
 wipes them); a run that reads one fails naming the day, and a backfill of
 those days would read them from the source again.
@@ -28,7 +28,7 @@ class RetentionConfig(dg.Config):
 
 @dg.op(description="Delete transaction partitions and prediction records past their retention.")
 def expire_retained_data(context: dg.OpExecutionContext, config: RetentionConfig, lake: Lake, registry: ModelRegistry) -> dg.Output[None]:
-    from ml_assets.erasure import apply_retention
+    from ml_assets.governance.erasure import apply_retention
 
     report = apply_retention(lake.root, registry, config.retention_days, config.prediction_retention_days, True, context.instance)
     tables = sorted({table for table, _, _ in report.files})

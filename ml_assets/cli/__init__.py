@@ -1,0 +1,31 @@
+"""Command line: generate source data, describe your table, and run the whole pipeline.
+
+churn generate --start 2024-07-01 --end 2025-06-30 --customers 5000 --drift-date 2025-06-01
+churn generate --profile retail --url sqlite:///shop.sqlite --table purchases
+churn init --url sqlite:///shop.sqlite --table purchases --horizon-days 90
+churn run [--start 2024-01-01] [--end 2025-06-30] [--score-days 30]
+churn demo
+churn registry [verify]
+churn apikey create NAME --scope predict
+churn erase CUSTOMER_ID --reason TICKET
+churn retention [--apply]
+churn artifacts sweep [--older-than-hours 24] [--apply]
+
+One module per group of commands, each with its `register(sub)`; the commands
+import what they need when they run, so `churn --help` loads no ML library.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ml_assets.cli import data, init, privacy, registry, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="churn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (data, run, init, registry, privacy):
+        module.register(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)

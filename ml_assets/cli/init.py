@@ -1,0 +1,139 @@
+"""churn init: inspect the user's table and write the settings file."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from ml_assets.cli.common import date_arg
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Inspect a source table, propose the column mapping and the calendar, and write the settings file."""
+    import sqlalchemy as sa
+
+    from lib.contract import preview_text, propose_mapping
+    from lib.schema import RAW_COLUMNS
+    from lib.settings import Settings, SettingsError, Source, load_settings, settings_path, to_yaml
+    from resources import SourceSchemaError, SqlWarehouse
+
+    out = Path(args.out) if args.out else (settings_path() or Path("churn.yaml"))
+    if out.exists() and not args.force:
+        print(f"churn init: {out} exists; pass --force to replace it (or --out for another file)", file=sys.stderr)
+        return 2
+    fixed = {}
+    for item in args.map:
+        canonical, _, column = item.partition("=")
+        if canonical not in RAW_COLUMNS or not column:
+            print(f"churn init: --map {item!r}: expected CANONICAL=COLUMN with CANONICAL one of {list(RAW_COLUMNS)}", file=sys.stderr)
+            return 2
+        fixed[canonical] = column
+    try:
+        probe = SqlWarehouse(url=args.url, table=args.table, db_schema=args.schema, categoricals=args.categorical)
+        columns = probe.describe_table()
+    except (SourceSchemaError, ValueError, ConnectionError) as exc:
+        print(f"churn init: {exc}", file=sys.stderr)
+        return 2
+    print(f"table {args.table!r} in {sa.make_url(args.url).render_as_string(hide_password=True)}:")
+    for c in columns:
+        shown = ", ".join(repr(preview_text(v, 40)) for v in c["samples"])
+        print(f"  {c['name']:24s} {c['type']:20s} {c['family']:12s} e.g. {shown}")
+    # A column named as a further categorical is not proposed for anything else.
+    mapping = propose_mapping([c for c in columns if c["name"] not in args.categorical], fixed)
+    missing = [n for n, (_, required, _) in RAW_COLUMNS.items() if required and n not in mapping]
+    if missing:
+        print(f"churn init: no column found for {missing}; name it with --map, e.g. --map ts=purchase_date", file=sys.stderr)
+        return 2
+    wh = probe.model_copy(update={"column_map": mapping})
+    if "transaction_id" in mapping and "transaction_id" not in fixed and not wh.is_unique("transaction_id"):
+        print(f"  {mapping['transaction_id']!r} repeats values: not a transaction id (rows get a derived identity instead)")
+        del mapping["transaction_id"]
+        wh = probe.model_copy(update={"column_map": mapping})
+    try:
+        source = wh.inspect_source()
+        rows, first, last = wh.time_range(source)
+    except SourceSchemaError as exc:
+        print(f"churn init: {exc}", file=sys.stderr)
+        return 2
+    print("\nproposed mapping (canonical <- your column):")
+    for canonical, (_, required, _) in RAW_COLUMNS.items():
+        print(f"  {canonical:16s} <- {mapping.get(canonical, '(absent)' if not required else '?')}")
+    print(f"\n{rows:,} rows; timestamps ({source.time_kind}) from {first} to {last} (UTC days)")
+    channels = wh.top_values("channel") if "channel" in mapping else []
+    if channels:
+        print(f"channel vocabulary (most frequent first; the first is the reference of the share features): {channels}")
+    url = args.url
+    if sa.make_url(url).password:
+        print("the URL carries a password: it is not written to the file; export CHURN_WAREHOUSE_URL before running the pipeline")
+        url = None
+    start = args.partitions_start or first
+    if start is None:
+        print("churn init: no readable timestamp in the table; pass --partitions-start YYYY-MM-DD", file=sys.stderr)
+        return 2
+    try:
+        proposed = Settings(
+            source=Source(
+                url=url,
+                table=args.table,
+                db_schema=args.schema,
+                columns={k: v for k, v in mapping.items() if k != v},
+                customer_id_pattern=args.customer_id_pattern,
+                categoricals=args.categorical,
+                **({"channels": channels} if channels else {}),
+            ),
+            partitions_start=start,
+            label_horizon_days=args.horizon_days,
+            min_history_days=args.min_history_days if args.min_history_days is not None else Settings().min_history_days,
+            max_rejected_share=args.max_rejected_share,
+            min_roc_auc=args.min_roc_auc,
+        )
+    except ValueError as exc:
+        print(f"churn init: {exc}", file=sys.stderr)
+        return 2
+    header = (
+        f"Written by `churn init` on {dt.date.today()} from table {args.table!r}.\n"
+        "Environment variables override these values (see docs/data-contract.md); keep passwords in CHURN_WAREHOUSE_URL."
+    )
+    text = to_yaml(proposed, {"header": header})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    try:
+        load_settings({"CHURN_SETTINGS_FILE": str(out)})
+    except SettingsError as exc:  # pragma: no cover - what we wrote validated above
+        print(f"churn init: the written file does not load: {exc}", file=sys.stderr)
+        return 2
+    print(f"\nwrote {out}:\n")
+    print(text)
+    print(f"next: CHURN_SETTINGS_FILE={out} make ui   (or churn demo-style runs through the UI: daily_pipeline_job from {start})")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """churn init."""
+    init = sub.add_parser("init", help="inspect your transactions table and write the settings file (column mapping, calendar, horizon)")
+    init.add_argument("--url", required=True, help="SQLAlchemy URL of the source database")
+    init.add_argument("--table", required=True, help="the transactions table")
+    init.add_argument("--schema", default=None, help="schema holding the table (PostgreSQL), if not the default")
+    init.add_argument(
+        "--map", action="append", default=[], metavar="CANONICAL=COLUMN", help="fix one mapping, e.g. --map ts=purchase_date (repeatable)"
+    )
+    init.add_argument("--horizon-days", type=int, default=30, help="churned = no purchase for this many days (the label horizon)")
+    init.add_argument(
+        "--min-history-days", type=int, default=None, help="training snapshots need this much history before them (default 180)"
+    )
+    init.add_argument(
+        "--max-rejected-share", type=float, default=0.05, help="largest share of a day's rows the quarantine may take, in [0, 1]"
+    )
+    init.add_argument(
+        "--categorical", action="append", default=[], metavar="COLUMN", help="a further categorical column of your table (repeatable)"
+    )
+    init.add_argument("--min-roc-auc", type=float, default=0.7, help="a model below this test ROC-AUC fails its training run, in [0, 1]")
+    init.add_argument("--customer-id-pattern", default=None, help="a regular expression the whole customer id must match")
+    init.add_argument(
+        "--partitions-start", type=date_arg, default=None, help="first day of the calendar (default: the first day in the table)"
+    )
+    init.add_argument("--out", default=None, help="where to write the settings (default: CHURN_SETTINGS_FILE or ./churn.yaml)")
+    init.add_argument("--force", action="store_true", help="replace an existing settings file")
+    init.set_defaults(func=cmd_init)

@@ -1,0 +1,156 @@
+"""churn registry, churn apikey, churn artifacts: the model registry, the service's keys and the artifact store."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from typing import Any
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from resources import build_registry
+
+    registry = build_registry(resolve_env=True)
+    if args.action == "verify":
+        return _verify_registry(registry)
+    versions = registry.versions()
+    if not versions:
+        print("the model registry is empty: materialize training_job (or run `churn demo`) first")
+        return 0
+    print(f"{'version':20s} {'kind':9s} {'status':9s} {'created (UTC)':20s} {'backtest AUC':>12s}  {'ONNX parity':12s} run")
+    for v in versions:
+        parity = "passed" if v.parity_passed else ("FAILED" if v.parity_passed is False else "unchecked")
+        print(
+            f"{v.version:20s} {v.kind:9s} {v.status:9s} {v.created_at:%Y-%m-%d %H:%M:%S}  {v.metrics.get('backtest_roc_auc', float('nan')):12.4f}  "
+            f"{parity:12s} {v.run_id[:8]}"
+        )
+    print()
+    print("recent decisions (newest first):")
+    for e in registry.events(args.events):
+        if e["action"] in ("registered", "exported", "parity_passed", "retrained") and not args.all:
+            continue
+        print(f"  {e['at'][:19]}  {e['action']:12s} {e['version'] or '-':20s} by {e['actor']}: {e['reason']}")
+    return 0
+
+
+def _verify_registry(registry: Any) -> int:
+    from resources import build_artifacts
+
+    events, head = registry.chain()
+    versions = registry.versions()
+    problems = registry.verify(build_artifacts())
+    for problem in problems:
+        print(f"FAILED: {problem}")
+    if problems:
+        print(f"registry verify: {len(problems)} problem(s) in {len(events)} events and {len(versions)} versions")
+        return 1
+    seq, digest = head or (0, "-")
+    print(
+        f"registry verify: OK: {len(events)} events chained unbroken (head {seq}, sha256 {digest}); "
+        f"every artifact of {len(versions)} versions matches its registered sha256"
+    )
+    print(
+        "keep the head hash somewhere else (a ticket, a log): a later verify that ends at a different hash for the same event means history was rewritten"
+    )
+    return 0
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    from lib.governance import os_identity
+    from resources import build_registry
+    from resources.registry import RegistryError
+
+    registry = build_registry(resolve_env=True)
+    if args.action == "list":
+        keys = registry.api_keys(active_only=False)
+        for k in keys:
+            state = f"revoked {k['revoked_at']:%Y-%m-%d %H:%M}" if k["revoked_at"] else "active"
+            print(
+                f"{k['name']:24s} {k['key_id']}  scopes {k['scopes']:16s} created {k['created_at']:%Y-%m-%d %H:%M} by {k['created_by']}  {state}"
+            )
+        if not keys:
+            print("no API keys yet: churn apikey create NAME --scope predict")
+        return 0
+    try:
+        if args.action == "create":
+            token = registry.create_api_key(args.name, args.scope or ["predict"], actor=os_identity())
+            # The one time the key exists in clear: on stdout for the caller to store; not logged, not stored.
+            print(token)
+            print(
+                f"(key {args.name!r}: shown once; the registry keeps only a salted digest. Send it as Authorization: Bearer <key>)",
+                file=sys.stderr,
+            )
+            return 0
+        revoked = registry.revoke_api_key(args.name, actor=os_identity())
+    except (RegistryError, ValueError) as exc:
+        print(f"churn apikey: {exc}", file=sys.stderr)
+        return 2
+    if not revoked:
+        print(f"churn apikey: no active key named {args.name!r}", file=sys.stderr)
+        return 1
+    print(
+        f"revoked {revoked} key(s) named {args.name!r}; the service stops accepting it within its reload interval (CHURN_SERVICE_RELOAD_SECONDS)"
+    )
+    return 0
+
+
+def cmd_artifacts_sweep(args: argparse.Namespace) -> int:
+    from resources import build_artifacts, build_registry, registry_references, sweep
+
+    store, registry = build_artifacts(), build_registry(resolve_env=True)
+    found = sweep(store, registry_references(registry.versions()), older_than=dt.timedelta(hours=args.older_than_hours), apply=args.apply)
+    verb = "removed" if args.apply else "would remove"
+    for f in found:
+        print(f"{verb}: {f.uri}  ({f.size_bytes:,} bytes, {f.age_hours:.1f} h old): {f.reason}")
+    total = sum(f.size_bytes for f in found)
+    print(
+        f"{verb} {len(found)} file(s), {total:,} bytes, under {store.root}"
+        + ("" if args.apply or not found else "; run again with --apply to delete them")
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """churn registry, churn apikey, churn artifacts."""
+    reg = sub.add_parser("registry", help="list model versions, the champion and recent promotion decisions")
+    reg.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "verify"],
+        default="list",
+        help="verify: check the event hash chain and every artifact's sha256",
+    )
+    reg.add_argument("--events", type=int, default=20, help="how many recent registry events to read")
+    reg.add_argument("--all", action="store_true", help="also show registrations, exports and passed parity checks")
+    reg.set_defaults(func=cmd_registry)
+
+    key = sub.add_parser("apikey", help="API keys of the scoring service: create (printed once), revoke, list")
+    key_sub = key.add_subparsers(dest="action", required=True)
+    create = key_sub.add_parser("create", help="a new key; the key is printed once and only its salted digest is stored")
+    create.add_argument("name", help="who the key is for (letters, digits, . _ -): recorded with every prediction it asks for")
+    create.add_argument(
+        "--scope",
+        action="append",
+        choices=["predict", "metrics"],
+        help="predict: POST /predict; metrics: /metrics and /docs (repeatable; default predict)",
+    )
+    create.set_defaults(func=cmd_apikey)
+    revoke = key_sub.add_parser("revoke", help="revoke every active key of this name")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=cmd_apikey)
+    key_sub.add_parser("list", help="keys by name, scope and state (never the keys)").set_defaults(func=cmd_apikey)
+
+    art = sub.add_parser("artifacts", help="maintain the artifact store")
+    art_sub = art.add_subparsers(dest="action", required=True)
+    sw = art_sub.add_parser(
+        "sweep", help="list (or with --apply delete) model files no registry version refers to, e.g. left by a killed training run"
+    )
+    sw.add_argument(
+        "--older-than-hours",
+        type=float,
+        default=24.0,
+        help="only files at least this old: keeps what a running training has not registered yet",
+    )
+    sw.add_argument("--apply", action="store_true", help="delete them (default: only list)")
+    sw.set_defaults(func=cmd_artifacts_sweep)

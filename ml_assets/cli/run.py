@@ -1,0 +1,132 @@
+"""churn demo and churn run: the whole graph in one process, stage by stage, then the summary."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+
+from ml_assets.cli.common import DEMO_DRIFT, DEMO_END, DEMO_SCORE_FROM, DEMO_START, date_arg
+from ml_assets.cli.data import seed_warehouse
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lib.settings import Source, load_settings
+
+    loaded = load_settings()
+    # The demo replaces the embedded warehouse's table: never a user's source.
+    if loaded.source != Source() or "CHURN_WAREHOUSE_URL" in loaded.environment or loaded.partitions_start > DEMO_START:
+        print(
+            "churn demo seeds and replaces the embedded demo warehouse, but the settings point at another source or calendar "
+            "(churn.yaml, CHURN_SETTINGS_FILE or CHURN_WAREHOUSE_URL). Run it without them, e.g. CHURN_SETTINGS_FILE=none "
+            "make demo, or use `churn run` for your own source.",
+            file=sys.stderr,
+        )
+        return 2
+    print("== 1/5 seeding the embedded warehouse")
+    # A few defective rows, so the quarantine has something to show.
+    print(
+        seed_warehouse(
+            DEMO_START,
+            DEMO_END,
+            args.customers or loaded.deployment.demo_customers,
+            seed=7,
+            drift_date=DEMO_DRIFT,
+            bad_rows=70,
+            replace=True,
+        )
+    )
+    return run_pipeline(DEMO_START, DEMO_END, DEMO_SCORE_FROM, args.log_level, drift_note=f"behaviour shift injected {DEMO_DRIFT}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The whole graph on the configured source, as the schedules and the drift sensor would run it, in one process."""
+    from lib.settings import settings
+
+    start = args.start or settings().partitions_start
+    end = args.end or (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
+    score_from = end - dt.timedelta(days=args.score_days - 1)
+    if score_from <= start:
+        print(f"churn run: --score-days {args.score_days} leaves no history before {score_from} (calendar starts {start})", file=sys.stderr)
+        return 2
+    return run_pipeline(start, end, score_from, args.log_level)
+
+
+def run_pipeline(start: dt.date, end: dt.date, score_from: dt.date, log_level: str, drift_note: str = "") -> int:
+    """Ingest [start, end], train on snapshots before score_from, score [score_from, end], one drift-sensor evaluation, summary.
+
+    No run config anywhere: every run takes its settings from the settings file, as a scheduled or sensor-launched run does.
+    """
+    import dagster as dg
+
+    from ml_assets.cli.summary import summarize
+    from ml_assets.pipeline import (
+        INGEST_TO_FEATURES,
+        SCORING,
+        TRAINING,
+        materialize_range,
+        materialize_unpartitioned,
+        run_drift_sensor_once,
+    )
+    from resources import data_dir
+
+    instance = dg.DagsterInstance.get()
+    train_until = {"ops": {"training_set": {"config": {"latest_snapshot": (score_from - dt.timedelta(days=1)).isoformat()}}}}
+    stages = [
+        ("2/5 ingest, validate, features", lambda: materialize_range(INGEST_TO_FEATURES, start, end, instance, log_level=log_level)),
+        (
+            "3/5 training set, LightGBM + PyTorch, ONNX + parity checks, champion",
+            lambda: materialize_unpartitioned(TRAINING, instance, train_until, log_level=log_level),
+        ),
+        (
+            "4/5 online feature store, batch predictions and drift reports",
+            lambda: materialize_range(SCORING, score_from, end, instance, log_level=log_level),
+        ),
+    ]
+    for title, run in stages:
+        print(f"== {title}")
+        t0 = time.perf_counter()
+        result = run()
+        print(f"   {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s (run {result.run_id})")
+        if not result.success:
+            return 1
+    print("== 5/5 drift sensor: one evaluation, and the retraining run it requests")
+    t0 = time.perf_counter()
+    sensor, retrain = run_drift_sensor_once(instance, log_level=log_level)
+    if retrain is None:
+        loop = f"no retraining requested: {sensor.skip_reason.skip_message if sensor.skip_reason else 'no request'}"
+    else:
+        print(f"   {'ok' if retrain.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s (run {retrain.run_id})")
+        if not retrain.success:
+            return 1
+        request = sensor.run_requests[0]
+        decision = next(m for m in retrain.get_asset_materialization_events() if m.asset_key == dg.AssetKey("champion_model"))
+        md = decision.materialization.metadata
+        loop = (
+            f"drift event on {request.tags['ml/drift_partition']} (drift share {request.tags['ml/drift_share']}, "
+            f"champion {request.tags['ml/drift_champion']}) -> retraining run {retrain.run_id[:8]} (run key {request.run_key}) -> "
+            f"{md['decision'].value}: champion now {md['champion_version'].value} ({md['reason'].value})"
+        )
+    print()
+    print(summarize(instance, data_dir(), loop, start, end, score_from, drift_note))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """churn demo, churn run."""
+    demo = sub.add_parser("demo", help="seed the embedded warehouse and materialize the whole graph")
+    demo.add_argument("--customers", type=int, default=None, help="customers to generate (default: deployment.demo_customers, 5000)")
+    demo.add_argument("--log-level", default="ERROR", help="console log level of the runs (the instance keeps every event)")
+    demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser(
+        "run", help="run the whole graph on the source the settings file describes (ingest, train, score, drift, closed loop)"
+    )
+    run.add_argument("--start", type=date_arg, default=None, help="first day to ingest (default: partitions_start)")
+    run.add_argument("--end", type=date_arg, default=None, help="last day (default: yesterday, UTC)")
+    run.add_argument(
+        "--score-days", type=int, default=30, help="score and watch the last this many days; train on the snapshots before them"
+    )
+    run.add_argument("--log-level", default="ERROR", help="console log level of the runs (the instance keeps every event)")
+    run.set_defaults(func=cmd_run)

@@ -1,0 +1,1 @@
+"""Data protection: erasing one customer from every store, and the retention job."""
