@@ -45,7 +45,8 @@ def _direct(training_set_path: Path, device: str, batch_size: int) -> tuple[floa
 def _asset(training_set_path: Path, device: str, batch_size: int) -> tuple[float, dict]:
     import dagster as dg
 
-    from ml_assets.assets.training import torch_model, training_set
+    from ml_assets.assets.models import torch_model
+    from ml_assets.assets.training_set import training_set
     from resources import ArtifactStore, Lake, LakeIOManager, ModelRegistry
 
     root = Path(tempfile.mkdtemp(prefix="bench-training-"))

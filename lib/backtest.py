@@ -175,3 +175,21 @@ def labelled_snapshots(transactions: pl.DataFrame, days: list[dt.date], horizon_
     return pl.concat([churn_labels(by_day[d], by_day[d + horizon], d) for d in days]).with_columns(
         (pl.col("snapshot_date") + pl.duration(days=horizon_days)).alias("label_date")
     )
+
+
+def label_horizon(frame: pl.DataFrame) -> int:
+    """The label horizon a training set was built with: the days from a snapshot to the day its label became known."""
+    if frame.is_empty():
+        return 0
+    return int((frame["label_date"] - frame["snapshot_date"]).dt.total_days().max())
+
+
+def backtest_folds(frame: pl.DataFrame) -> list[Fold]:
+    """The out-of-time folds a training set names (its `backtest_cutoff` rows): the same for every model and baseline on it."""
+    if frame.is_empty() or "backtest_cutoff" not in frame.columns:
+        return []
+    horizon = dt.timedelta(days=label_horizon(frame))
+    days = sorted(frame["snapshot_date"].unique().to_list())
+    cutoffs = sorted(frame.filter(pl.col("backtest_cutoff"))["snapshot_date"].unique().to_list())
+    folds = [Fold(c, tuple(d for d in days if d + horizon <= c)) for c in cutoffs]
+    return [f for f in folds if f.train_dates]

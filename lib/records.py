@@ -41,8 +41,11 @@ class ModelRecord(BaseModel):
     format: str
     artifact: Artifact
     features: tuple[str, ...]
+    # Days after a snapshot that its churn label covers: the training set's, and every consumer's (drift maturity,
+    # descriptions, the BG/NBD score). None only on records written before it was recorded.
+    horizon_days: int | None = Field(default=None, ge=1)
     metrics: dict[str, Any] = Field(default_factory=dict)
-    # What the kind needs to rebuild the model (torch layer sizes, BG/NBD horizon).
+    # What the kind needs to rebuild the model (torch layer sizes).
     architecture: dict[str, Any] | None = None
     # Training facts shown in the UI, not used by any consumer (best iteration, device, ...).
     details: dict[str, Any] = Field(default_factory=dict)

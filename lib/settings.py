@@ -464,6 +464,30 @@ def production_problems(value: Settings) -> list[str]:
     return problems
 
 
+def class_default(dotted: str) -> Any:
+    """A setting's built-in default (no file, no environment), e.g. ``class_default("deployment.retention_days")``.
+
+    What a run-config field holds before a job's defaults fill in the loaded
+    settings (ml_assets/run_config.py): importing a module never reads the file.
+    """
+    model: type[BaseModel] = Settings
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            raise KeyError(f"{dotted}: {part} is not a section of the settings")
+        model = annotation
+    return model.model_fields[leaf].get_default(call_default_factory=True)
+
+
+def setting_value(value: Settings, dotted: str) -> Any:
+    """The loaded value of a setting named by its dotted path."""
+    current: Any = value
+    for part in dotted.split("."):
+        current = getattr(current, part)
+    return current
+
+
 @cache
 def settings() -> Settings:
     """The settings this process loaded (once): what the code location's definitions are built from."""

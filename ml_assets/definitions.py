@@ -9,19 +9,20 @@ from __future__ import annotations
 import dagster as dg
 
 from lib.settings import Settings, settings
+from ml_assets.assets.baselines import baseline_model
 from ml_assets.assets.export import bgnbd_onnx, bgnbd_onnx_parity, lgbm_onnx, lgbm_onnx_parity, torch_onnx, torch_onnx_parity
 from ml_assets.assets.feature_store import feature_definitions, online_features
 from ml_assets.assets.features import customer_features
 from ml_assets.assets.inference import batch_predictions
 from ml_assets.assets.ingest import raw_transactions, unplaceable_transactions
+from ml_assets.assets.models import lgbm_model, torch_model
 from ml_assets.assets.monitoring import drift_report
 from ml_assets.assets.promotion import champion_model
-from ml_assets.assets.training import baseline_model, lgbm_model, torch_model, training_set
+from ml_assets.assets.training_set import training_set
 from ml_assets.assets.validation import validated_transactions
-from ml_assets.governance.retention import retention_job
-from ml_assets.jobs import daily_pipeline_job, training_job
+from ml_assets.jobs import build_jobs
 from resources import build_resources
-from sensors import daily_pipeline_schedule, drift_retraining_sensor, pipeline_failure_sensor, retention_schedule, weekly_training_schedule
+from sensors import build_schedules, drift_retraining_sensor, pipeline_failure_sensor
 
 ALL_ASSETS = [
     unplaceable_transactions,
@@ -67,16 +68,19 @@ def build_executor(settings: Settings) -> dg.ExecutorDefinition:
     raise ValueError(f"deployment.mode must be local or kubernetes, not {mode!r}")
 
 
-# Read once, here (the partition calendar and the run-config defaults read the same cached object).
-SETTINGS = settings()
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """The code location for these settings: every setting reaches it here, once (jobs' run config, resources, executor)."""
+    jobs = build_jobs(settings)
+    return dg.Definitions(
+        assets=ALL_ASSETS,
+        asset_checks=ALL_CHECKS,
+        executor=build_executor(settings),
+        jobs=list(jobs),
+        schedules=build_schedules(jobs, settings),
+        sensors=[drift_retraining_sensor, pipeline_failure_sensor],
+        resources=build_resources(settings),
+    )
 
 
-defs = dg.Definitions(
-    assets=ALL_ASSETS,
-    asset_checks=ALL_CHECKS,
-    executor=build_executor(SETTINGS),
-    jobs=[daily_pipeline_job, training_job, retention_job],
-    schedules=[daily_pipeline_schedule, weekly_training_schedule, retention_schedule],
-    sensors=[drift_retraining_sensor, pipeline_failure_sensor],
-    resources=build_resources(SETTINGS),
-)
+# The settings are read once per process (the partition calendar reads the same cached object).
+defs = build_definitions(settings())

@@ -12,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 
+from lib.settings import Settings
 from ml_assets.jobs import INGEST_TO_FEATURES, SCORING, TRAINING
 
 # Dagster's own run tags for a single-run backfill's range and for a sensor's request, as a daemon
@@ -59,18 +60,34 @@ def _materialize(
     run_config: Mapping[str, Any] | None,
     tags: Mapping[str, str] | None,
     log_level: str,
+    settings: Settings | None = None,
 ) -> dg.ExecuteInProcessResult:
+    from lib.settings import settings as loaded
     from ml_assets.definitions import ALL_ASSETS, ALL_CHECKS
+    from ml_assets.run_config import defaults, merged
     from resources import build_resources
 
+    selection = keys if isinstance(keys, dg.AssetSelection) else dg.AssetSelection.assets(*keys)
+    # The same defaults the jobs carry, for the ops this selection runs; the caller's run config wins.
+    ops = _selected_ops(selection, ALL_ASSETS)
+    config = merged(defaults(settings or loaded(), ops), run_config)
+    if not config["ops"]:
+        config.pop("ops")
     return dg.materialize(
         [*ALL_ASSETS, *ALL_CHECKS],
-        selection=keys if isinstance(keys, dg.AssetSelection) else list(keys),
+        selection=selection,
         instance=instance,
         resources=resources or build_resources(),
-        run_config={**dict(run_config or {}), **_console(log_level)},
+        run_config={**config, **_console(log_level)},
         tags=dict(tags or {}),
     )
+
+
+def _selected_ops(selection: dg.AssetSelection, assets: Sequence[Any]) -> list[str]:
+    # The ops that run: only computed assets have config (an AssetSpec is an external record, never executed here).
+    computed = [a for a in assets if isinstance(a, dg.AssetsDefinition) and a.is_executable]
+    keys = selection.resolve(computed)
+    return [a.node_def.name for a in computed if set(a.keys) & keys]
 
 
 def _console(log_level: str) -> dict[str, Any]:

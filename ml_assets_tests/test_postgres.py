@@ -122,10 +122,11 @@ def test_production_backends_end_to_end(
 ) -> None:
     from dagster._core.storage.dagster_run import DagsterRunStatus
 
-    from ml_assets.jobs import daily_pipeline_job
+    from lib.settings import load_settings
+    from ml_assets.jobs import build_jobs
     from ml_assets.pipeline import run_drift_sensor_once
     from resources import build_feature_store, build_resources
-    from sensors import daily_pipeline_schedule
+    from sensors import build_schedules
 
     instance = pg_dagster_instance
     _production_env(monkeypatch, tmp_path, pg_schema, feast_project)
@@ -184,6 +185,9 @@ def test_production_backends_end_to_end(
     assert none is None and not again.run_requests
 
     # A schedule tick: the daily schedule at 02:00 asks for the previous day's partition, and that run succeeds.
+    loaded = load_settings()
+    jobs = build_jobs(loaded)
+    daily_pipeline_job, daily_pipeline_schedule = jobs.daily, build_schedules(jobs, loaded)[0]
     tick_time = dt.datetime.combine(E2E_END, dt.time(2, 0), tzinfo=dt.UTC)
     with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick_time) as context:
         requests = daily_pipeline_schedule.evaluate_tick(context).run_requests

@@ -6,7 +6,12 @@ import datetime as dt
 
 import dagster as dg
 
-from sensors import daily_pipeline_schedule, weekly_training_schedule
+from lib.settings import Settings
+from ml_assets.jobs import build_jobs
+from sensors import build_schedules
+
+JOBS = build_jobs(Settings())
+daily_pipeline_schedule, weekly_training_schedule, retention_schedule = build_schedules(JOBS, Settings())
 
 
 def test_daily_schedule_runs_the_previous_day() -> None:
@@ -26,12 +31,14 @@ def test_weekly_training_is_a_monday_schedule_of_the_training_job() -> None:
 def test_the_retention_job_deletes_expired_partitions_and_records(tmp_path) -> None:  # noqa: ANN001
     import polars as pl
 
-    from ml_assets.governance.retention import retention_job
     from resources import Lake, ModelRegistry
-    from sensors import retention_schedule
+
+    retention_job = JOBS.retention
 
     # Off by default: nothing expires until deployment.retention_days is set.
     assert retention_schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    on = Settings.model_validate({"deployment": {"retention_days": 30}})
+    assert build_schedules(build_jobs(on), on)[2].default_status == dg.DefaultScheduleStatus.RUNNING
     today = dt.datetime.now(dt.UTC).date()
     old, recent = (today - dt.timedelta(days=40)).isoformat(), today.isoformat()
     for day in (old, recent):

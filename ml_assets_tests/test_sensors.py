@@ -40,7 +40,8 @@ def _report(instance: dg.DagsterInstance, day: str, drift_share: float, version:
             partition=day,
             metadata={
                 "drift_share": drift_share,
-                "dataset_drift": drift_share >= 0.5,
+                # The verdict as drift_report gives it with the default drift_share_threshold.
+                "dataset_drift": drift_share >= 0.25,
                 "prediction_drift": False,
                 "model_version": version,
                 **extra,
@@ -135,7 +136,10 @@ def test_performance_and_prediction_drift_are_events_too() -> None:
     assert policy.is_event({"drift_share": 0.0, "performance_drift": True})
     assert policy.is_event({"drift_share": 0.0, "prediction_drift": True})
     assert not RetrainPolicy(prediction_drift_triggers=False).is_event({"drift_share": 0.0, "prediction_drift": True})
-    assert not policy.is_event({"drift_share": 0.24}) and policy.is_event({"drift_share": 0.25})
+    # The report's verdict decides (drift_report owns drift_share_threshold); a share without a verdict
+    # (the reference's windows still filling) is not an event.
+    assert policy.is_event({"drift_share": 0.25, "dataset_drift": True})
+    assert not policy.is_event({"drift_share": 0.9, "dataset_drift": False})
 
 
 def test_the_same_cause_does_not_ask_again_after_a_retraining_that_kept_the_champion(
@@ -214,13 +218,14 @@ def test_matured_scores_are_judged_against_the_scoring_models_test_figures(tmp_p
 
     import polars as pl
 
-    from ml_assets.assets.monitoring import DriftConfig, _matured_performance
+    from ml_assets.assets.monitoring import DriftConfig, matured_performance
     from resources import Lake
 
     lake = Lake(root=str(tmp_path / "lake"))
     scored_day, today = dt.date(2025, 5, 18), dt.date(2025, 6, 17)
     config = DriftConfig()
-    assert "no scores" in _matured_performance(today, pl.DataFrame(), config, lake, registry)["performance_status"]
+    horizon = (today - scored_day).days
+    assert "no scores" in matured_performance(today, pl.DataFrame(), horizon, config.max_roc_auc_drop, lake, registry)["performance_status"]
     after_cutoff = dt.datetime(2025, 6, 1)  # bought within the horizon: did not churn
     buyers = pl.DataFrame({"customer_id": ["C2", "C4"], "last_tx_ts": [after_cutoff, after_cutoff]})
     for probabilities, drifted in (([0.9, 0.1, 0.8, 0.2], False), ([0.1, 0.9, 0.2, 0.8], True)):
@@ -233,7 +238,7 @@ def test_matured_scores_are_judged_against_the_scoring_models_test_figures(tmp_p
             }
         )
         lake.write_parquet(lake.path_for(dg.AssetKey("batch_predictions"), scored_day.isoformat(), ".parquet"), scores)
-        md = _matured_performance(today, buyers, config, lake, registry)
+        md = matured_performance(today, buyers, horizon, config.max_roc_auc_drop, lake, registry)
         # C1 and C3 bought nothing after the 2025-05-18 cutoff: they churned.
         assert md["matured_roc_auc"] == (0.0 if drifted else 1.0) and md["matured_churn_rate"] == 0.5
         assert md["scoring_model_backtest_roc_auc"] == 0.95 and md["performance_drift"] is drifted

@@ -136,7 +136,6 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
         "artifacts": build_artifacts(settings),
         "registry": build_registry(settings=settings),
         "policy": RetrainPolicy(
-            drift_share_threshold=settings.drift_share_threshold,
             cooldown_hours=settings.retrain_cooldown_hours,
         ),
         "notifier": FailureNotifier(

@@ -1,7 +1,7 @@
 """Retraining policy and failure notifications: the knobs the sensors read, and where they report.
 
-`RetrainPolicy` says when drift is bad enough to retrain and how often that may
-happen.  `FailureNotifier` keeps a record of every failed pipeline run where a
+`RetrainPolicy` says how often drift may ask for retraining (the decision is
+lib/retraining.py).  `FailureNotifier` keeps a record of every failed pipeline run where a
 user can find it (`<artifact root>/run_failures/<run id>.json`) and, when a
 webhook URL is configured (as a `dg.EnvVar`: such URLs carry tokens), posts a
 short JSON message to it.
@@ -17,17 +17,18 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from lib.retraining import is_event
 from lib.settings import Settings
 
 
 class RetrainPolicy(dg.ConfigurableResource):
-    """When the drift sensor asks for a retraining run."""
+    """How often the drift sensor may ask for retraining, and whether drift of the churn score alone counts.
+
+    Whether a day drifted is `drift_report`'s verdict (its `drift_share_threshold`, the one owner of that setting);
+    the decision itself is lib/retraining.py.
+    """
 
     # Defaults are the settings' own; build_resources passes the configured values.
-    drift_share_threshold: float = Field(
-        default=Settings.model_fields["drift_share_threshold"].default,
-        description="A day counts as a drift event when at least this share of feature columns (ageing ones excluded) drifted.",
-    )
     prediction_drift_triggers: bool = Field(default=True, description="Also treat drift of the churn score itself as an event.")
     cooldown_hours: float = Field(
         default=Settings.model_fields["retrain_cooldown_hours"].default,
@@ -35,13 +36,8 @@ class RetrainPolicy(dg.ConfigurableResource):
     )
 
     def is_event(self, metadata: dict[str, Any]) -> bool:
-        """Data drift above the share threshold, drift of the churn score, or matured performance below the champion's."""
-        share = float(metadata.get("drift_share", 0.0))
-        return (
-            share >= self.drift_share_threshold
-            or (self.prediction_drift_triggers and bool(metadata.get("prediction_drift", False)))
-            or bool(metadata.get("performance_drift", False))
-        )
+        """Dataset drift as the report judged it, drift of the churn score, or matured performance below the champion's."""
+        return is_event(metadata, self.prediction_drift_triggers)
 
 
 class FailureNotifier(dg.ConfigurableResource):

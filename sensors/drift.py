@@ -16,14 +16,14 @@ import json
 
 import dagster as dg
 
-from lib.drift import same_cause
-from ml_assets.jobs import training_job
+from lib.retraining import TRIGGER_TAG, DriftRecord, LastRequest, retrain_decision
+from ml_assets.jobs import TRAINING_JOB
 from resources.alerts import FailureNotifier, RetrainPolicy
 from resources.registry import ModelRegistry
 
 DRIFT_REPORT = dg.AssetKey("drift_report")
-TRIGGER_TAG = "ml/trigger"
 RECORDS_PER_TICK = 1_000
+ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
 def _cursor(raw: str | None) -> int | None:
@@ -31,22 +31,16 @@ def _cursor(raw: str | None) -> int | None:
 
 
 def _in_flight_training(instance: dg.DagsterInstance) -> list[str]:
-    active = [
-        dg.DagsterRunStatus.QUEUED,
-        dg.DagsterRunStatus.NOT_STARTED,
-        dg.DagsterRunStatus.STARTING,
-        dg.DagsterRunStatus.STARTED,
-    ]
-    return [r.run_id for r in instance.get_runs(dg.RunsFilter(job_name=training_job.name, statuses=active), limit=5)]
+    return [r.run_id for r in instance.get_runs(dg.RunsFilter(job_name=TRAINING_JOB, statuses=ACTIVE), limit=5)]
 
 
-def _last_drift_request(instance: dg.DagsterInstance) -> dg.RunRecord | None:
+def _last_drift_request(instance: dg.DagsterInstance) -> LastRequest | None:
     runs = instance.get_run_records(dg.RunsFilter(tags={TRIGGER_TAG: "drift"}), limit=1, order_by="create_timestamp", ascending=False)
-    return runs[0] if runs else None
+    return LastRequest(runs[0].create_timestamp.astimezone(dt.UTC), runs[0].dagster_run.tags) if runs else None
 
 
 @dg.sensor(
-    job=training_job,
+    job_name=TRAINING_JOB,
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests one retraining run (training set, both models, ONNX, parity checks, promotion) per drift event "
@@ -54,61 +48,32 @@ def _last_drift_request(instance: dg.DagsterInstance) -> dg.RunRecord | None:
 )
 def drift_retraining_sensor(context: dg.SensorEvaluationContext, policy: RetrainPolicy, registry: ModelRegistry) -> dg.SensorResult:
     after = _cursor(context.cursor)
-    records = context.instance.fetch_materializations(
+    found = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=DRIFT_REPORT, after_storage_id=after), limit=RECORDS_PER_TICK, ascending=True
     ).records
-    if not records:
+    if not found:
         return dg.SensorResult(skip_reason=dg.SkipReason("no new drift reports"))
-    cursor = json.dumps({"after_storage_id": records[-1].storage_id})
+    cursor = json.dumps({"after_storage_id": found[-1].storage_id})
+    records = [
+        DriftRecord(r.partition_key, {k: v.value for k, v in r.asset_materialization.metadata.items()})
+        for r in found
+        if r.asset_materialization is not None
+    ]
     champion = registry.champion()
-    events = []
-    for record in records:
-        metadata = {k: v.value for k, v in record.asset_materialization.metadata.items()}
-        # A report scored by an earlier champion says nothing about the current one.
-        if champion is not None and metadata.get("model_version") != champion.version:
-            continue
-        if policy.is_event(metadata):
-            events.append((record.partition_key, metadata))
-    if not events:
-        return dg.SensorResult(skip_reason=dg.SkipReason(f"{len(records)} new drift reports, none above the threshold"), cursor=cursor)
-    partition, metadata = events[0]
-    version = champion.version if champion else "none"
-    in_flight = _in_flight_training(context.instance)
-    if in_flight:
-        reason = f"drift on {partition} against {version}, but training run {in_flight[0]} is already queued or running"
-        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
-    record = _last_drift_request(context.instance)
-    last = record.create_timestamp.astimezone(dt.UTC) if record else None
-    now = dt.datetime.now(dt.UTC)
-    if last is not None and now - last < dt.timedelta(hours=policy.cooldown_hours):
-        reason = f"drift on {partition} against {version}, within the {policy.cooldown_hours:g} h cooldown of the request at {last:%Y-%m-%d %H:%M} UTC"
-        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
-    columns = sorted(metadata.get("drifted_columns") or [])
-    share = float(metadata.get("drift_share", 0.0))
-    tags = record.dagster_run.tags if record else {}
-    # The last drift retraining kept this champion: the same cause again is not a reason to retrain again.
-    if tags.get("ml/drift_champion") == version and not metadata.get("performance_drift"):
-        seen = [c for c in tags.get("ml/drifted_columns", "").split(",") if c]
-        if same_cause(seen, float(tags.get("ml/drift_share", "0") or 0.0), columns, share):
-            reason = (
-                f"drift on {partition} against {version} (share {share:.2f}, {columns}) is the cause the retraining of "
-                f"{last:%Y-%m-%d %H:%M} UTC already answered without a new champion; waiting for it to change materially"
-            )
-            return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
-    context.log.info(f"drift event: {partition}, drift share {metadata.get('drift_share')}, champion {version}; requesting retraining")
-    request = dg.RunRequest(
-        run_key=f"drift:{version}:{partition}",
-        tags={
-            TRIGGER_TAG: "drift",
-            "ml/run_kind": "training",
-            "ml/drift_partition": partition or "",
-            "ml/drift_champion": version,
-            "ml/drift_share": f"{share:.3f}",
-            "ml/drifted_columns": ",".join(columns),
-            "ml/drifted_days_in_tick": str(len(events)),
-        },
+    decision = retrain_decision(
+        records,
+        champion.version if champion else None,
+        _last_drift_request(context.instance),
+        _in_flight_training(context.instance),
+        dt.datetime.now(dt.UTC),
+        policy.cooldown_hours,
+        policy.prediction_drift_triggers,
     )
-    return dg.SensorResult(run_requests=[request], cursor=cursor)
+    if not decision.requested:
+        return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason), cursor=cursor)
+    context.log.info(decision.reason)
+    # No run config: the job's own defaults (the loaded settings, ml_assets/run_config.py) apply.
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=decision.run_key, tags=decision.tags)], cursor=cursor)
 
 
 @dg.run_failure_sensor(

@@ -65,6 +65,7 @@ def _store(
         source=record.artifact,
         architecture=record.architecture,
         features=record.features,
+        horizon_days=record.horizon_days,
     )
 
 
@@ -115,11 +116,17 @@ def bgnbd_onnx(
     from lib.baselines import bgnbd_from_dict, bgnbd_to_onnx
 
     params = json.loads(native_artifact(baseline_model, registry, artifacts))
-    graph = bgnbd_to_onnx(bgnbd_from_dict(params), list(baseline_model.features), float(params["horizon_days"]))
+    # The horizon the BG/NBD score covers is the training set's, as the registry version records it.
+    horizon = registry.get(baseline_model.model_version).horizon_days
+    if horizon is None:
+        raise dg.Failure(f"{baseline_model.model_version}: the registry records no label horizon for it; retrain (training_job)")
+    graph = bgnbd_to_onnx(bgnbd_from_dict(params), list(baseline_model.features), float(horizon))
     return _store(context, baseline_model, graph, artifacts, registry)
 
 
-def native_scores(kind: str, data: bytes, architecture: dict[str, Any] | None, x: Any, features: tuple[str, ...] = ()) -> Any:
+def native_scores(
+    kind: str, data: bytes, architecture: dict[str, Any] | None, x: Any, features: tuple[str, ...] = (), horizon_days: int | None = None
+) -> Any:
     """P(churn) from the model in its own framework (the reference the ONNX graph must match)."""
     if kind == "lightgbm":
         from lib.training import load_booster
@@ -134,8 +141,9 @@ def native_scores(kind: str, data: bytes, architecture: dict[str, Any] | None, x
 
         from lib.baselines import bgnbd_from_dict, bgnbd_matrix_scores
 
-        params = json.loads(data)
-        return bgnbd_matrix_scores(bgnbd_from_dict(params), features, float(params["horizon_days"]), x)
+        if horizon_days is None:
+            raise ValueError("a BG/NBD score needs the label horizon its model version records")
+        return bgnbd_matrix_scores(bgnbd_from_dict(json.loads(data)), features, float(horizon_days), x)
     raise ValueError(f"unknown model kind {kind!r}")
 
 
@@ -166,7 +174,9 @@ def _parity_check(
     if kind == "lightgbm":
         sets["threshold_edges"] = threshold_probe_rows(native_bytes.decode(), golden[-1])
     reports = {
-        name: parity(native_scores(kind, native_bytes, record.architecture, x, features), onnx_churn_probability(session, x))
+        name: parity(
+            native_scores(kind, native_bytes, record.architecture, x, features, version.horizon_days), onnx_churn_probability(session, x)
+        )
         for name, x in sets.items()
     }
     worst = max(r.max_abs_diff for r in reports.values())

@@ -4,15 +4,16 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from lib.expectations import outcome_table, validate_features
 from lib.features import WINDOW_DAYS, cutoff_for, feature_columns, fold_snapshots
 from lib.frames import split_by_day
 from lib.history import empty_state, fits, state_from_history
 from lib.schema import RAW_COLUMNS
-from lib.settings import settings
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
+from ml_assets.run_config import default_of
 from resources import Lake, SqlWarehouse
 
 VALIDATED = dg.AssetKey("validated_transactions")
@@ -53,6 +54,15 @@ FEATURE_DESCRIPTIONS = {
 }
 
 
+class FeaturesConfig(dg.Config):
+    population_days: int | None = Field(
+        default=default_of("customer_features", "population_days"),
+        ge=1,
+        description="Score every customer with a purchase in this many days before the snapshot; none means all of history "
+        "(population_days).",
+    )
+
+
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -87,7 +97,9 @@ FEATURE_DESCRIPTIONS = {
         ),
     ],
 )
-def customer_features(context: dg.AssetExecutionContext, validated_transactions: pl.DataFrame, warehouse: SqlWarehouse, lake: Lake):
+def customer_features(
+    context: dg.AssetExecutionContext, config: FeaturesConfig, validated_transactions: pl.DataFrame, warehouse: SqlWarehouse, lake: Lake
+):
     """Who each customer is as of the end of the day: whole-history recency, age, purchases, spend and
     gaps between purchases (the quantities of BG/NBD), 7/30/90-day windows, trends, channel and weekday habits.
 
@@ -109,7 +121,7 @@ def customer_features(context: dg.AssetExecutionContext, validated_transactions:
     columns = feature_columns((n for n in RAW_COLUMNS if n not in source.missing_optional), channels, extras)
     state, state_from = _state_before(days[0], lake, channels)
     frames, state = fold_snapshots(
-        state, validated_transactions, days, columns=columns, channels=channels, extras=extras, population_days=settings().population_days
+        state, validated_transactions, days, columns=columns, channels=channels, extras=extras, population_days=config.population_days
     )
     frame = pl.concat(frames, how="vertical")
     _keep_state(lake, days[-1], state)

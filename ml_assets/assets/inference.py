@@ -5,18 +5,21 @@ import polars as pl
 
 from lib.export import score_frame
 from lib.frames import split_by_day
-from lib.settings import settings
 from ml_assets.metadata import frame_metadata
 from ml_assets.models import champion_session
 from ml_assets.partitions import daily_partitions, partition_days
 from resources import ArtifactStore, FeatureStoreResource, ModelRegistry
 
-PREDICTION_DESCRIPTIONS = {
-    "customer_id": "Customer identifier.",
-    "snapshot_date": "Day whose end-of-day features were scored.",
-    "churn_probability": f"Probability that the customer buys nothing in the next {settings().label_horizon_days} days (label_horizon_days).",
-    "model_version": "Version of the model that produced the score.",
-}
+
+def prediction_descriptions(horizon_days: int | None) -> dict[str, str]:
+    """Column descriptions; the score's horizon is the scoring model's own (its registry version), not a setting read again."""
+    horizon = f"{horizon_days} days" if horizon_days else "label horizon of the scoring model"
+    return {
+        "customer_id": "Customer identifier.",
+        "snapshot_date": "Day whose end-of-day features were scored.",
+        "churn_probability": f"Probability that the customer buys nothing in the next {horizon} (the horizon the model was trained on).",
+        "model_version": "Version of the model that produced the score.",
+    }
 
 
 @dg.asset(
@@ -73,11 +76,13 @@ def batch_predictions(
     )
     frame = pl.concat(scored, how="vertical") if scored else empty
     by_day = split_by_day(frame, "snapshot_date")
+    descriptions = prediction_descriptions(champion.horizon_days)
     for day in partition_days(context):
         part = by_day.get(day, frame.clear())
         context.add_asset_metadata(
             {
-                **frame_metadata(part, PREDICTION_DESCRIPTIONS),
+                **frame_metadata(part, descriptions),
+                "label_horizon_days": champion.horizon_days or 0,
                 "model_version": version,
                 "model_kind": champion.kind,
                 "mean_churn_probability": float(part["churn_probability"].mean()) if part.height else 0.0,

@@ -11,9 +11,9 @@ from lib.drift import compute_drift, judged, sample_rows
 from lib.export import onnx_churn_probability
 from lib.features import WINDOW_DAYS
 from lib.frames import split_by_day
-from lib.settings import settings
 from ml_assets.models import champion_session
 from ml_assets.partitions import daily_partitions, partition_days
+from ml_assets.run_config import default_of
 from resources import ArtifactStore, Lake, ModelRegistry
 from resources.registry import ModelVersion, RegistryError
 
@@ -23,20 +23,16 @@ CUSTOMER_FEATURES = dg.AssetKey("customer_features")
 class DriftConfig(dg.Config):
     column_threshold: float = Field(default=0.1, description="A column drifts when its normed Wasserstein distance reaches this.")
     drift_share_threshold: float = Field(
-        default=settings().drift_share_threshold,
+        default=default_of("drift_report", "drift_share_threshold"),
         description="The day shows dataset drift when this share of feature columns (ageing features excluded) drift (drift_share_threshold).",
     )
     reference_lag_days: int = Field(
-        default=settings().drift_reference_lag_days,
+        default=default_of("drift_report", "reference_lag_days"),
         description="The reference is the population this many days earlier (drift_reference_lag_days); the champion's training "
         "sample until that day exists.",
     )
     max_reference_rows: int = Field(default=5_000, description="Rows (seeded sample) of the reference.")
     max_current_rows: int = Field(default=5_000, description="Rows sampled (seeded) from the day's features.")
-    label_horizon_days: int = Field(
-        default=settings().label_horizon_days,
-        description="Labels of a day's scores mature this many days later (the training label horizon, label_horizon_days).",
-    )
     max_roc_auc_drop: float = Field(
         default=0.05, description="Performance drift when matured ROC-AUC falls this far below the scoring model's backtest ROC-AUC."
     )
@@ -79,9 +75,10 @@ def drift_report(
     while the reference day's windows are still filling. Until the lagged day
     exists, the champion's own training sample is the reference. Slow decay of quality is caught by matured
     performance, below. Once a day's scores are
-    `label_horizon_days` old, their outcomes are known: the metadata then also
+    a label horizon old, their outcomes are known: the metadata then also
     carries ROC-AUC and calibration error of the scores made that earlier day
-    against the scoring model's test figures (performance drift).
+    against the scoring model's test figures (performance drift). The
+    horizon is the champion's own, as its registry version records it.
     """
     champion, session = champion_session(registry, artifacts, "drift_report")
     features = list(champion.features)
@@ -130,7 +127,7 @@ def drift_report(
         result = compute_drift(ref_frame, current, columns, config.column_threshold, config.drift_share_threshold, verdict)
         report = artifacts.put_named("drift_reports", f"{key}.html", result.html)
         # Labels need every customer scored that day, not only the active ones.
-        performance = _matured_performance(day, features_by_day[day], config, lake, registry)
+        performance = matured_performance(day, features_by_day[day], champion.horizon_days, config.max_roc_auc_drop, lake, registry)
         for column in columns:
             score = result.column_scores[column]
             rows.append((day, column, score, score >= config.column_threshold))
@@ -164,56 +161,35 @@ def drift_report(
     )
 
 
-def _matured_performance(day: dt.date, today: pl.DataFrame, config: DriftConfig, lake: Lake, registry: ModelRegistry) -> dict[str, Any]:
-    """ROC-AUC and calibration of the scores made `label_horizon_days` ago, now that their outcomes are known.
+def matured_performance(
+    day: dt.date, today: pl.DataFrame, horizon_days: int | None, max_roc_auc_drop: float, lake: Lake, registry: ModelRegistry
+) -> dict[str, Any]:
+    """The verdict (lib/performance.py) on the scores made a horizon before ``day``, with the horizon of the model scoring now.
 
-    A customer scored on day S churned when they bought nothing after S's
-    cutoff up to this day's cutoff: exactly the training label, read from this
-    day's features (their last purchase).
+    Scores of that day by a model of another horizon mature on another day and are left out.
     """
-    from lib.evaluation import classification_metrics
-    from lib.features import churn_labels
+    from lib.performance import performance_verdict, promised_roc_auc, scored_day
 
-    scored_day = day - dt.timedelta(days=config.label_horizon_days)
+    if horizon_days is None:
+        return {"performance_status": "the champion records no label horizon; retrain (training_job) to judge matured scores"}
+    when = scored_day(day, horizon_days)
     key = dg.AssetKey("batch_predictions")
-    if scored_day.isoformat() not in set(lake.existing_partitions(key)):
-        return {"performance_status": f"no scores on {scored_day} to evaluate yet"}
-    scored = lake.read_partitions(key, [scored_day.isoformat()])
-    if scored.is_empty():
-        return {"performance_status": f"no scores on {scored_day}"}
-    labelled = churn_labels(scored, today.select("customer_id", "last_tx_ts"), scored_day)
-    y = labelled["churned"].to_numpy()
-    if len(set(y.tolist())) < 2:
-        return {"performance_status": f"scores of {scored_day} have a single outcome class; ROC-AUC undefined"}
-    metrics = classification_metrics(y, labelled["churn_probability"].to_numpy())
-    versions = labelled["model_version"].unique().to_list()
-    scoring_model: ModelVersion | None = None
-    if len(versions) == 1:
+    if when.isoformat() not in set(lake.existing_partitions(key)):
+        return {"performance_status": f"no scores on {when} to evaluate yet", "label_horizon_days": horizon_days}
+    scored = lake.read_partitions(key, [when.isoformat()])
+    models: dict[str, ModelVersion | None] = {}
+    for version in scored["model_version"].unique().to_list() if scored.height else []:
         try:
-            scoring_model = registry.get(versions[0])
+            models[version] = registry.get(version)
         except RegistryError:  # scored by a version this registry never saw: nothing to compare with
-            scoring_model = None
-    out: dict[str, Any] = {
-        "performance_status": "evaluated",
-        "matured_scores_day": scored_day.isoformat(),
-        "matured_rows": int(metrics["rows"]),
-        "matured_roc_auc": metrics["roc_auc"],
-        "matured_ece": metrics["ece"],
-        "matured_churn_rate": metrics["positive_rate"],
-    }
-    if scoring_model is not None:
-        # The out-of-time figure is what the model promised for later days; older records only have the test split's.
-        split = "backtest" if "backtest_roc_auc" in scoring_model.metrics else "test"
-        promised = float(scoring_model.metrics.get(f"{split}_roc_auc", scoring_model.metrics.get("roc_auc", float("nan"))))
-        drop = promised - metrics["roc_auc"]
-        out.update(
-            {
-                f"scoring_model_{split}_roc_auc": promised,
-                "roc_auc_drop": drop,
-                "performance_drift": drop >= config.max_roc_auc_drop,
-            }
-        )
-    return out
+            models[version] = None
+    other = [v for v, m in models.items() if m is not None and m.horizon_days not in (None, horizon_days)]
+    if other:
+        scored = scored.filter(~pl.col("model_version").is_in(other))
+    kept = [m for v, m in models.items() if v not in other]
+    promise = promised_roc_auc(kept[0].metrics) if len(kept) == 1 and kept[0] is not None else None
+    verdict = performance_verdict(scored, today, when, promise, max_roc_auc_drop)
+    return {"label_horizon_days": horizon_days, **verdict}
 
 
 def _file_url(uri: str) -> str:

@@ -9,10 +9,10 @@ from pydantic import Field
 from lib.governance import run_identity
 from lib.promotion import GATE_METRICS, BestBaseline, decide, eligibility
 from lib.records import BaselineRecord, ModelRecord
-from lib.settings import settings
 from lib.training import feature_matrix
 from ml_assets.metadata import markdown_table
 from ml_assets.models import load_onnx
+from ml_assets.run_config import default_of
 from resources import ArtifactStore, ModelRegistry
 from resources.registry import ModelVersion
 
@@ -27,7 +27,7 @@ class ChampionConfig(dg.Config):
         default=0.002, description="A candidate replaces the champion only if it is better on `metric` by at least this much."
     )
     baseline_margin: float = Field(
-        default=settings().baseline_margin,
+        default=default_of("champion_model", "baseline_margin"),
         description="A candidate is eligible only if its out-of-time backtest ROC-AUC beats the best baseline (recency, BG/NBD) "
         "by at least this much (baseline_margin).",
     )

@@ -9,10 +9,10 @@ from pydantic import Field
 
 from lib.expectations import ROW_DAY, outcome_table, partition_day, quarantine, unknown_values
 from lib.frames import split_by_day
-from lib.settings import settings
 from ml_assets.assets.ingest import RAW_DESCRIPTIONS
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
+from ml_assets.run_config import default_of
 from resources import SqlWarehouse
 
 VALIDATED = dg.AssetKey("validated_transactions")
@@ -21,14 +21,14 @@ QUARANTINED = dg.AssetKey("quarantined_transactions")
 
 class ValidationConfig(dg.Config):
     max_rejected_share: float = Field(
-        default=settings().max_rejected_share,
+        default=default_of("validated_transactions", "max_rejected_share"),
         ge=0.0,
         le=1.0,
         allow_inf_nan=False,
         description="Largest share of a day's rows that may be quarantined, in [0, 1]; above it the day is blocked from downstream assets.",
     )
     min_rejected_rows: int = Field(
-        default=settings().min_rejected_rows,
+        default=default_of("validated_transactions", "min_rejected_rows"),
         ge=1,
         description="A day is blocked only when at least this many of its rows are quarantined, so one bad row never blocks a small day.",
     )

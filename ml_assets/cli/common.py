@@ -13,7 +13,6 @@ DEMO_DRIFT = dt.date(2025, 6, 1)
 DEMO_SCORE_FROM = dt.date(2025, 5, 18)
 
 
-
 def date_arg(value: str) -> dt.date:
     try:
         return dt.date.fromisoformat(value)

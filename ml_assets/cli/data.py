@@ -71,7 +71,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.profile == "retail":
         print(
             seed_retail(
-                args.start, args.end, args.customers or (3_000 if args.transactions else 5_000), args.seed, args.drift_date, args.url, args.table or "purchases", args.replace
+                args.start,
+                args.end,
+                args.customers or (3_000 if args.transactions else 5_000),
+                args.seed,
+                args.drift_date,
+                args.url,
+                args.table or "purchases",
+                args.replace,
             )
         )
         return 0

@@ -11,17 +11,17 @@ those days would read them from the source again.
 import dagster as dg
 from pydantic import Field
 
-from lib.settings import settings
+from ml_assets.run_config import default_of
 from resources import Lake, ModelRegistry
 
 
 class RetentionConfig(dg.Config):
     retention_days: int | None = Field(
-        default=settings().deployment.retention_days,
+        default=default_of("expire_retained_data", "retention_days"),
         description="Raw, validated and quarantined partitions older than this many days are deleted (deployment.retention_days).",
     )
     prediction_retention_days: int | None = Field(
-        default=settings().deployment.service.prediction_retention_days,
+        default=default_of("expire_retained_data", "prediction_retention_days"),
         description="Prediction records older than this many days are deleted (deployment.service.prediction_retention_days).",
     )
 
@@ -49,6 +49,7 @@ def expire_retained_data(context: dg.OpExecutionContext, config: RetentionConfig
     )
 
 
-@dg.job(description="Daily retention: transaction partitions and prediction records past their retention (docs/security.md).")
-def retention_job() -> None:
+@dg.graph
+def retention_graph() -> None:
+    """Delete what is past its retention; ml_assets/jobs.py makes it `retention_job` with the settings' values."""
     expire_retained_data()

@@ -1,4 +1,4 @@
-"""The SQL source of raw transactions, reached through SQLAlchemy.
+"""Reading the SQL source of raw transactions, reached through SQLAlchemy.
 
 Any SQLAlchemy URL works (SQLite by default, PostgreSQL in production).  Table
 and column names are configuration: ``column_map`` maps canonical names (see
@@ -10,10 +10,9 @@ bound parameters, never formatted into SQL text.
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import polars as pl
-from polars.exceptions import PanicException
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from lib.contract import (
@@ -32,34 +30,29 @@ from lib.contract import (
     integer_converter,
     original_text,
     text_day,
-    timestamps_fast,
-    to_number,
-    to_text,
     to_utc_naive,
 )
 from lib.expectations import RawContract
 from lib.features import check_channels, extra_name
 from lib.schema import DEFAULT_TABLE, RAW_COLUMNS, RAW_SCHEMA
+from resources.warehouse.conversion import TYPE_ERRORS, _convert
+from resources.warehouse.dialects import (
+    _EXPECTED_FAMILY,
+    DATE,
+    TEXT,
+    TIMESTAMP,
+    TIMESTAMPTZ,
+    _compatible,
+    _lenient_sqlite_text,
+    _sa_types,
+    _time_kind,
+    _utc_session,
+    check_identifier,
+)
 
 if TYPE_CHECKING:
     # Imported lazily at run time: loading the code location should not pay for it.
     import sqlalchemy as sa
-
-
-def _sa_types() -> dict[str, sa.types.TypeEngine]:
-    """Column types of the table the generator creates (canonical names)."""
-    import sqlalchemy as sa
-
-    return {
-        "transaction_id": sa.BigInteger(),
-        "customer_id": sa.String(64),
-        "ts": sa.DateTime(),
-        "amount": sa.Double(),
-        "quantity": sa.Integer(),
-        "channel": sa.String(16),
-        "category": sa.String(32),
-        "payment_method": sa.String(16),
-    }
 
 
 class SourceUnavailableError(ConnectionError):
@@ -70,23 +63,8 @@ class SourceSchemaError(ValueError):
     """The source table lacks a column the pipeline needs, or has it with the wrong type."""
 
 
-TYPE_ERRORS = "_type_errors"
 # The day (UTC) each row read belongs to: its partition, decided here once.
 ROW_DAY = "partition_date"
-
-_EXPECTED_FAMILY = {
-    "transaction_id": "an integer type",
-    "customer_id": "a string, integer or UUID type",
-    "ts": "a timestamp, date or text type",
-    "amount": "a numeric type",
-    "quantity": "an integer type",
-    "channel": "a string type",
-    "category": "a string type",
-    "payment_method": "a string type",
-}
-
-# How a timestamp column is compared and read: the day windows differ per kind.
-TEXT, TIMESTAMP, TIMESTAMPTZ, DATE = "text", "timestamp", "timestamptz", "date"
 
 
 @dataclass(frozen=True)
@@ -109,152 +87,8 @@ class DayRead:
         return self.source_rows == self.frame.height + self.other_days
 
 
-def _time_kind(declared: sa.types.TypeEngine, backend: str) -> str | None:
-    import sqlalchemy as sa
-
-    if backend == "sqlite" or isinstance(declared, sa.types.NullType | sa.String | sa.Text | sa.Enum):
-        return TEXT  # SQLite keeps text whatever the declared type says: compared and parsed as text
-    if isinstance(declared, sa.DateTime):
-        return TIMESTAMPTZ if getattr(declared, "timezone", False) else TIMESTAMP
-    if isinstance(declared, sa.Date):
-        return DATE
-    return None
-
-
-def _family(declared: sa.types.TypeEngine, backend: str) -> str:
-    """A column's kind of values, for proposing a mapping: text, integer, number, timestamp, timestamptz, date or other."""
-    import sqlalchemy as sa
-
-    kind = _time_kind(declared, backend) if not isinstance(declared, sa.types.NullType) else None
-    if kind in (TIMESTAMP, TIMESTAMPTZ, DATE):
-        return kind
-    if isinstance(declared, sa.Integer):
-        return "integer"
-    if isinstance(declared, sa.Numeric | sa.Float):
-        return "number"
-    if isinstance(declared, sa.String | sa.Text | sa.Enum | sa.Uuid) or backend == "sqlite":
-        # SQLite: "DATETIME" or "DATE" are text underneath; the name and the samples tell.
-        name = str(declared).upper()
-        return "date" if name == "DATE" else "timestamp" if ("DATE" in name or "TIME" in name) else "text"
-    return "other"
-
-
-def _compatible(name: str, declared: sa.types.TypeEngine) -> bool:
-    import sqlalchemy as sa
-
-    if isinstance(declared, sa.types.NullType):
-        return True  # SQLite without a declared type: checked per value instead
-    family = _EXPECTED_FAMILY[name]
-    if name == "customer_id":
-        return isinstance(declared, sa.String | sa.Text | sa.Enum | sa.Integer | sa.Numeric | sa.Uuid)
-    if family == "an integer type":
-        return isinstance(declared, sa.Integer | sa.Numeric | sa.String)
-    if family == "a numeric type":
-        return isinstance(declared, sa.Integer | sa.Numeric | sa.Float | sa.String)
-    if name == "ts":
-        return True  # decided by _time_kind
-    return isinstance(declared, sa.String | sa.Text | sa.Enum)
-
-
-def _convert(values: list[object], name: str) -> tuple[pl.Series, list[tuple[int, str]]]:
-    """Cast one column to its canonical type; return the rows whose value did not fit, with the original in full.
-
-    A value that does not fit becomes null in the typed column; its original
-    text (bytes as hex) goes back to the caller, so the row can be quarantined
-    with it. Nothing here raises on a value: one bad value never fails a run.
-    """
-    dtype = RAW_SCHEMA.get(name, pl.String())  # a further categorical column is text
-    fast = timestamps_fast(values) if name == "ts" else _fast_path(values, name, dtype)
-    if fast is not None:
-        return fast.alias(name), []
-    if name == "ts":
-        accept: Callable[[object], object] = to_utc_naive
-    elif dtype == pl.String():
-        accept = to_text
-    elif dtype.is_integer():
-        accept = integer_converter(dtype)
-    else:
-        accept = to_number
-    clean: list[object] = []
-    bad: list[tuple[int, str]] = []
-    for i, value in enumerate(values):
-        converted = None if value is None else accept(value)
-        if converted is REJECT:
-            bad.append((i, original_text(value)))
-            converted = None
-        clean.append(converted)
-    return pl.Series(name, clean, dtype=dtype), bad
-
-
-def _fast_path(values: list[object], name: str, dtype: pl.DataType) -> pl.Series | None:
-    """Vectorized conversion when every value already has the expected form.
-
-    Clean data (the common case) never pays for the per-value path; any
-    surprise (a string in a numeric column, a value out of the type's range)
-    makes this return None and the careful path decides value by value.
-    """
-    if dtype.is_numeric() and any(isinstance(v, decimal.Decimal) for v in values[:1000]):
-        # PostgreSQL NUMERIC: polars cannot hold a Decimal NaN; floats can (amount_finite then says so).
-        values = [float(v) if isinstance(v, decimal.Decimal) else v for v in values]
-    try:
-        series = pl.Series(name, values, strict=True)
-        if dtype.is_numeric():
-            if not series.dtype.is_numeric() and series.dtype != pl.Null:
-                return None
-            if dtype.is_integer() and series.dtype.is_float():
-                return None  # fractional counts need the careful path
-            return series.cast(dtype, strict=True)
-        if series.dtype in (pl.String, pl.Null):
-            return series.cast(dtype)
-        # Numeric customer ids (and numeric codes in other text columns) as their decimal text.
-        return series.cast(pl.String) if series.dtype.is_integer() else None
-    except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError, PanicException):
-        return None
-
-
-def _sqlite_text(raw: bytes) -> str | bytes:
-    """SQLite stores whatever bytes it is given: undecodable text arrives as bytes, so the row is quarantined with them (hex)."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw
-
-
-def _utc_session(dbapi_connection: Any, _record: object) -> None:
-    module = type(dbapi_connection).__module__
-    statement = "SET time_zone = '+00:00'" if "pymysql" in module or "mysql" in module.lower() else "SET TIME ZONE 'UTC'"
-    # Outside a transaction: a rolled-back transaction would undo a PostgreSQL SET.
-    # (pymysql's autocommit is a method, and a MariaDB SET is not transactional: nothing to switch there.)
-    switch = not callable(dbapi_connection.autocommit)
-    if switch:
-        autocommit, dbapi_connection.autocommit = dbapi_connection.autocommit, True
-    cursor = dbapi_connection.cursor()
-    cursor.execute(statement)
-    cursor.close()
-    if switch:
-        dbapi_connection.autocommit = autocommit
-
-
-def _lenient_sqlite_text(dbapi_connection: object, _record: object) -> None:
-    dbapi_connection.text_factory = _sqlite_text  # type: ignore[attr-defined]
-
-
-# Letters, digits, underscore and $ (PostgreSQL allows it), not starting with a
-# digit, at most 63 characters (PostgreSQL's limit): what unquoted SQL accepts.
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
-
-
-def check_identifier(name: str, what: str) -> str:
-    """Reject a table, schema or column name that is not a plain SQL identifier."""
-    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
-        raise ValueError(
-            f"{what} {name!r} is not a plain SQL identifier (letters, digits, _ or $, not starting with a digit, at most 63 characters)"
-        )
-    return name
-
-
-class SqlWarehouse(dg.ConfigurableResource):
-    """Raw transactions in a SQL database."""
+class SourceReader(dg.ConfigurableResource):
+    """Raw transactions in a SQL database: the connection, the source's columns and the day reads."""
 
     url: str = Field(description="SQLAlchemy URL of the source database. Set it through the CHURN_WAREHOUSE_URL env var.")
     table: str = Field(default=DEFAULT_TABLE, description="Name of the transactions table.")
@@ -640,139 +474,7 @@ class SqlWarehouse(dg.ConfigurableResource):
                             found.add(int(number))  # type: ignore[arg-type]
         return found
 
-    # --- describing a user's table (churn init) ---------------------------------
-
-    def describe_table(self, samples: int = 5) -> list[dict[str, Any]]:
-        """Each column's name, declared type, family and a few distinct sample values (as text, bounded): what `churn init` shows."""
-        import sqlalchemy as sa
-
-        try:
-            with self.connect() as conn:
-                columns = sa.inspect(conn).get_columns(self.table, schema=self.db_schema)
-                backend = conn.dialect.name
-                out = []
-                for column in columns:
-                    t = sa.table(self.table, sa.column(column["name"]), schema=self.db_schema)
-                    c = t.c[column["name"]]
-                    values = conn.execute(sa.select(c).where(c.is_not(None)).distinct().limit(samples)).scalars().all()
-                    out.append(
-                        {
-                            "name": column["name"],
-                            "type": str(column["type"]),
-                            "family": _family(column["type"], backend),
-                            "samples": [original_text(v) for v in values],
-                        }
-                    )
-        except sa.exc.NoSuchTableError as exc:
-            raise SourceSchemaError(f"table {self.table!r} does not exist in {self._safe_url()}") from exc
-        if not out:
-            raise SourceSchemaError(f"table {self.table!r} does not exist in {self._safe_url()}")
-        return out
-
-    def time_range(self, source: SourceColumns | None = None) -> tuple[int, dt.date | None, dt.date | None]:
-        """(rows in the table, first and last UTC day of the readable timestamps): the calendar `churn init` proposes."""
-        import sqlalchemy as sa
-
-        source = source or self.inspect_source()
-        t, ts = self._ts()
-        kind = source.time_kind
-        readable = ts.like(ISO_LIKE) if kind == TEXT else ts.is_not(None)
-        column = self._text(ts) if kind == TEXT else ts
-        with self.connect() as conn:
-            rows = int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
-            low, high = conn.execute(sa.select(sa.func.min(column), sa.func.max(column)).where(readable)).one()
-            if kind == TEXT:
-                # The smallest ISO-looking text may not parse ('0000-00-00'): walk up to the first that does.
-                low = next(
-                    (
-                        v
-                        for v in conn.execute(sa.select(ts).where(readable).order_by(column).limit(1000)).scalars()
-                        if to_utc_naive(v) is not REJECT
-                    ),
-                    None,
-                )
-                high = next(
-                    (
-                        v
-                        for v in conn.execute(sa.select(ts).where(readable).order_by(column.desc()).limit(1000)).scalars()
-                        if to_utc_naive(v) is not REJECT
-                    ),
-                    None,
-                )
-        first, last = (None if v is None else to_utc_naive(v) for v in (low, high))
-        return rows, (first.date() if isinstance(first, dt.datetime) else None), (last.date() if isinstance(last, dt.datetime) else None)
-
-    def top_values(self, canonical: str, limit: int = 5) -> list[str]:
-        """The most frequent non-null values of a column, most frequent first (a proposed vocabulary)."""
-        import sqlalchemy as sa
-
-        t = sa.table(self.table, sa.column(self.source_column(canonical)), schema=self.db_schema)
-        c = t.c[self.source_column(canonical)]
-        n = sa.func.count().label("n")
-        stmt = sa.select(c, n).where(c.is_not(None)).group_by(c).order_by(n.desc(), c).limit(limit)
-        with self.connect() as conn:
-            return [str(v) for v, _ in conn.execute(stmt)]
-
-    def is_unique(self, canonical: str) -> bool:
-        """Whether a column's non-null values are all distinct (a transaction id must be)."""
-        import sqlalchemy as sa
-
-        t = sa.table(self.table, sa.column(self.source_column(canonical)), schema=self.db_schema)
-        c = t.c[self.source_column(canonical)]
-        with self.connect() as conn:
-            total, distinct = conn.execute(sa.select(sa.func.count(c), sa.func.count(sa.distinct(c)))).one()
-        return int(total) == int(distinct)
-
-    # --- writing (used by the generator CLI, the demo and the tests) -------
-
-    def create_table(self, replace: bool = False) -> None:
-        with self.engine.begin() as conn:
-            if replace:
-                self._table.drop(conn, checkfirst=True)
-            self._table.create(conn, checkfirst=True)
-
-    def append(self, frame: pl.DataFrame, chunk_rows: int = 50_000) -> int:
-        """Insert canonical-schema rows; returns the number written."""
-        import sqlalchemy as sa
-
-        t = self._table
-        renamed = frame.rename({n: self.source_column(n) for n in frame.columns if n in RAW_COLUMNS})
-        written = 0
-        with self.engine.begin() as conn:
-            for chunk in renamed.iter_slices(chunk_rows):
-                conn.execute(sa.insert(t), chunk.to_dicts())
-                written += chunk.height
-        return written
-
     def _safe_url(self) -> str:
         import sqlalchemy as sa
 
         return sa.make_url(self.url).render_as_string(hide_password=True)
-
-
-def write_frame(url: str, table: str, frame: pl.DataFrame, db_schema: str | None = None, replace: bool = False) -> int:
-    """Write any frame as a typed table (the retail generator's plain purchase log, test sources); returns rows written."""
-    import sqlalchemy as sa
-
-    check_identifier(table, "table")
-    types = {
-        pl.Int64: sa.BigInteger(),
-        pl.Int32: sa.Integer(),
-        pl.Float64: sa.Double(),
-        pl.Date: sa.Date(),
-        pl.Datetime: sa.DateTime(),
-        pl.String: sa.String(64),
-    }
-    engine = sa.create_engine(url)
-    if engine.dialect.name == "sqlite" and (database := sa.make_url(url).database):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    columns = [sa.Column(check_identifier(n, "column"), types.get(d.base_type(), sa.String(64))) for n, d in frame.schema.items()]
-    t = sa.Table(table, sa.MetaData(schema=db_schema), *columns)
-    with engine.begin() as conn:
-        if replace:
-            t.drop(conn, checkfirst=True)
-        t.create(conn, checkfirst=True)
-        for chunk in frame.iter_slices(50_000):
-            conn.execute(sa.insert(t), chunk.to_dicts())
-    engine.dispose()
-    return frame.height
