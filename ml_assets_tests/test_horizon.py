@@ -16,7 +16,8 @@ from ml_assets_tests.conftest import resources_for
 
 pytestmark = [pytest.mark.slow]
 
-START, END = dt.date(2024, 9, 1), dt.date(2025, 3, 31)
+# The calendar starts at the built-in partitions_start (2024-07-01): ingestion covers it from its first day.
+START, END = dt.date(2024, 7, 1), dt.date(2025, 3, 31)
 HORIZON = 21  # not the default 30 nor anything in the settings
 SCORED, MATURED = dt.date(2025, 3, 5), dt.date(2025, 3, 26)  # MATURED = SCORED + HORIZON
 
@@ -30,10 +31,11 @@ def test_a_training_run_with_its_own_horizon_yields_drift_maturity_descriptions_
     from resources import SqlWarehouse
 
     assert class_default("label_horizon_days") != HORIZON and (MATURED - SCORED).days == HORIZON
+    assert class_default("partitions_start") == START
     url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
     source = SqlWarehouse(url=url)
     source.create_table(replace=True)
-    source.append(generate_transactions(GeneratorConfig(start=START, end=END, customers=1500, seed=3)))
+    source.append(generate_transactions(GeneratorConfig(start=START, end=END, customers=1200, seed=3)))
     res = resources_for(tmp_path, url)
     training = {
         "training_set": {"config": {"horizon_days": HORIZON, "min_history_days": 60, "latest_snapshot": "2025-03-04"}},

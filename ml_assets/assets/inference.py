@@ -5,8 +5,8 @@ import polars as pl
 
 from lib.export import score_frame
 from lib.frames import split_by_day
+from ml_assets.champion import current_champion
 from ml_assets.metadata import frame_metadata
-from ml_assets.models import champion_session
 from ml_assets.partitions import daily_partitions, partition_days
 from resources import ArtifactStore, FeatureStoreResource, ModelRegistry
 
@@ -52,7 +52,8 @@ def batch_predictions(
     `churn_model` (offline, at each snapshot's timestamp): the same definition
     the models were trained on.
     """
-    champion, session = champion_session(registry, artifacts, "batch_predictions")
+    champion = current_champion(registry, artifacts, "batch_predictions")
+    session = champion.session
     version = champion.version
     entities = customer_features.select("customer_id", "snapshot_date", pl.col("feature_timestamp").alias("event_timestamp"))
     # Scored a chunk of Feast rows at a time (in time order): a range run holds

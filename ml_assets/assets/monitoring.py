@@ -11,7 +11,7 @@ from lib.drift import compute_drift, judged, sample_rows
 from lib.export import onnx_churn_probability
 from lib.features import WINDOW_DAYS
 from lib.frames import split_by_day
-from ml_assets.models import champion_session
+from ml_assets.champion import current_champion
 from ml_assets.partitions import daily_partitions, partition_days
 from ml_assets.run_config import default_of
 from resources import ArtifactStore, Lake, ModelRegistry
@@ -80,15 +80,16 @@ def drift_report(
     against the scoring model's test figures (performance drift). The
     horizon is the champion's own, as its registry version records it.
     """
-    champion, session = champion_session(registry, artifacts, "drift_report")
+    champion = current_champion(registry, artifacts, "drift_report")
+    session, model = champion.session, champion.model
     features = list(champion.features)
-    if not champion.reference_uri or not champion.reference_sha256:
+    if not model.reference_uri or not model.reference_sha256:
         raise dg.Failure(
             f"drift_report: champion {champion.version} has no stored training reference; retrain (training_job) to create one"
         )
     import io
 
-    training_reference = pl.read_parquet(io.BytesIO(artifacts.get(champion.reference_uri, champion.reference_sha256)))
+    training_reference = pl.read_parquet(io.BytesIO(artifacts.get(model.reference_uri, model.reference_sha256)))
 
     def reference_for(day: dt.date) -> tuple[Any, str]:
         lagged = (day - dt.timedelta(days=config.reference_lag_days)).isoformat()

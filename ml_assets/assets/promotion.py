@@ -10,8 +10,8 @@ from lib.governance import run_identity
 from lib.promotion import GATE_METRICS, BestBaseline, decide, eligibility
 from lib.records import BaselineRecord, ModelRecord
 from lib.training import feature_matrix
+from ml_assets.champion import load_onnx
 from ml_assets.metadata import markdown_table
-from ml_assets.models import load_onnx
 from ml_assets.run_config import default_of
 from resources import ArtifactStore, ModelRegistry
 from resources.registry import ModelVersion
