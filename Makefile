@@ -62,6 +62,8 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check lib ml_assets ml_assets_tests resources sensors benchmarks feature_repo
+	$(BIN)/ruff format --check lib ml_assets ml_assets_tests resources sensors benchmarks feature_repo
+	$(BIN)/mypy
 
 clean:
 	rm -rf .data .dagster

@@ -39,7 +39,7 @@ print(json.dumps({{"s": took, "peak_mb": peak_rss_mb(), "drift": r.dataset_drift
 """
 
 
-def frames(rows: int, drifted: bool):  # noqa: ANN201
+def frames(rows: int, drifted: bool):
     """A reference (50 k rows) and a current day (`rows`), skewed like spend and counts; the last column is the score."""
     import numpy as np
     import pandas as pd

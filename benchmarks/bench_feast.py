@@ -52,7 +52,7 @@ def _lake(root: Path, days: int, customers: int) -> list[dt.date]:
     return dates
 
 
-def _entities(dates: list[dt.date], customers: int, snapshots: int, per_snapshot: int):  # noqa: ANN202
+def _entities(dates: list[dt.date], customers: int, snapshots: int, per_snapshot: int):
     import numpy as np
     import polars as pl
 
@@ -67,7 +67,7 @@ def _entities(dates: list[dt.date], customers: int, snapshots: int, per_snapshot
     return pl.concat(parts).with_columns(pl.col("event_timestamp").cast(pl.Datetime("us")), pl.lit(1).cast(pl.Int8).alias("churned"))
 
 
-def _polars_asof(lake: Path, entities):  # noqa: ANN001, ANN202
+def _polars_asof(lake: Path, entities):
     import polars as pl
 
     from lib.features import FEATURE_COLUMNS

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> str:
     return out
 
 
-def _lgbm(fit: pl.DataFrame, valid: pl.DataFrame, scored: pl.DataFrame):  # noqa: ANN202
+def _lgbm(fit: pl.DataFrame, valid: pl.DataFrame, scored: pl.DataFrame):
     from lib.training import feature_matrix, load_booster, train_lgbm
 
     # The pipeline's defaults: learning rate, feature fraction, rounds; the middle of its search grid.
@@ -67,7 +67,7 @@ def _lgbm(fit: pl.DataFrame, valid: pl.DataFrame, scored: pl.DataFrame):  # noqa
     return load_booster(model.model_text).predict(feature_matrix(scored))
 
 
-def _torch(fit: pl.DataFrame, valid: pl.DataFrame, scored: pl.DataFrame):  # noqa: ANN202
+def _torch(fit: pl.DataFrame, valid: pl.DataFrame, scored: pl.DataFrame):
     import torch
 
     from lib.torch_net import TorchTrainConfig, load_net, predict_proba, train_net

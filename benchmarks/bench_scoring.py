@@ -11,7 +11,7 @@ import numpy as np
 from benchmarks.common import repeat, table
 
 
-def _features(rows: int):  # noqa: ANN202
+def _features(rows: int):
     import polars as pl
 
     from lib.export import golden_features

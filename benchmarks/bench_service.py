@@ -129,7 +129,7 @@ def _env(root: Path, redis: bool) -> dict[str, str]:
     return env
 
 
-def _store(env: dict[str, str]):  # noqa: ANN202
+def _store(env: dict[str, str]):
     saved = dict(os.environ)
     os.environ.update(env)
     try:
@@ -141,7 +141,7 @@ def _store(env: dict[str, str]):  # noqa: ANN202
         os.environ.update(saved)
 
 
-def _direct(root: Path, store, ids: list[str], n: int, batch: int) -> dict[str, float]:  # noqa: ANN001
+def _direct(root: Path, store, ids: list[str], n: int, batch: int) -> dict[str, float]:
     import numpy as np
 
     from lib.export import onnx_churn_probability, onnx_session

@@ -32,7 +32,7 @@ START, END = dt.date(2024, 7, 1), dt.date(2024, 8, 29)
 DAY = END
 
 
-def job_in_process():  # noqa: ANN201 (reconstructable targets must be module-level)
+def job_in_process():
     import dagster as dg
 
     from ml_assets.definitions import defs
@@ -40,7 +40,7 @@ def job_in_process():  # noqa: ANN201 (reconstructable targets must be module-le
     return defs.resolve_job_def("daily_pipeline_job").with_executor_def(dg.in_process_executor)
 
 
-def job_multiprocess():  # noqa: ANN201
+def job_multiprocess():
     import dagster as dg
 
     from ml_assets.definitions import defs
@@ -62,7 +62,7 @@ class RunSplit:
         return (self.wall_s - self.work_s) / self.steps
 
 
-def run_split(instance, run_id: str, wall_s: float, started: float, work_by_step: dict[str, float]) -> RunSplit:  # noqa: ANN001
+def run_split(instance, run_id: str, wall_s: float, started: float, work_by_step: dict[str, float]) -> RunSplit:
     """Per-step wall times from the run's own STEP_START/STEP_SUCCESS events."""
     starts: dict[str, float] = {}
     walls: dict[str, float] = {}
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> str:
         return _measure(n, with_multiprocess=not args.quick)
 
 
-def _setup():  # noqa: ANN202
+def _setup():
     import dagster as dg
 
     from lib.datagen import GeneratorConfig, generate_transactions
@@ -112,7 +112,7 @@ def _setup():  # noqa: ANN202
     return instance
 
 
-def _execute(instance, target, attribute_work: bool) -> RunSplit:  # noqa: ANN001
+def _execute(instance, target, attribute_work: bool) -> RunSplit:
     import dagster as dg
 
     from benchmarks.attribution import attribute

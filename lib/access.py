@@ -65,6 +65,7 @@ class _NonFinite(float):
     """NaN or ±Infinity as parsed, kept recognisable so that its place can be named."""
 
     __slots__ = ("literal",)
+    literal: str
 
 
 def parse_json_body(body: bytes) -> Any:

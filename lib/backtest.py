@@ -14,7 +14,7 @@ import datetime as dt
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import polars as pl
 
@@ -181,7 +181,7 @@ def label_horizon(frame: pl.DataFrame) -> int:
     """The label horizon a training set was built with: the days from a snapshot to the day its label became known."""
     if frame.is_empty():
         return 0
-    return int((frame["label_date"] - frame["snapshot_date"]).dt.total_days().max())
+    return int(cast(int, (frame["label_date"] - frame["snapshot_date"]).dt.total_days().max()))
 
 
 def backtest_folds(frame: pl.DataFrame) -> list[Fold]:

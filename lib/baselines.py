@@ -74,12 +74,12 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> BgNbd:
     if data.filter((pl.col("x") < 0) | (pl.col("t_x") < 0) | (pl.col("t_x") > pl.col("T"))).height:
         raise ValueError("fit_bgnbd: need x >= 0 and 0 <= t_x <= T for every customer")
     grouped = data.group_by("x", "t_x", "T").len()
-    cols = [grouped[c].to_numpy() for c in ("x", "t_x", "T")]
+    gx, gt_x, g_t = (grouped[c].to_numpy() for c in ("x", "t_x", "T"))
     weight = grouped["len"].to_numpy().astype(float)
     start = np.log([1.0, max(float(np.mean(big_t)), 1e-3), 1.0, 1.0])
 
     def loss(p: np.ndarray) -> float:
-        return -_log_likelihood(p, *cols, weight) / weight.sum()
+        return -_log_likelihood(p, gx, gt_x, g_t, weight) / weight.sum()
 
     # A bounded quasi-Newton start, then Nelder-Mead from there: the polish moves the CDNOW fit onto the published figures.
     best = minimize(loss, start, method="L-BFGS-B", bounds=[(-12.0, 12.0)] * 4, options={"maxiter": 4_000})
@@ -134,7 +134,8 @@ def fit_and_score_bgnbd(train: pl.DataFrame, score: pl.DataFrame, horizon_days: 
 
 
 def bgnbd_from_dict(params: dict[str, float]) -> BgNbd:
-    return BgNbd(**{k: params[k] for k in ("r", "alpha", "a", "b", "log_likelihood", "customers")})
+    floats = {k: float(params[k]) for k in ("r", "alpha", "a", "b", "log_likelihood")}
+    return BgNbd(**floats, customers=int(params["customers"]))
 
 
 def _input_index(features: list[str] | tuple[str, ...]) -> list[int]:

@@ -20,7 +20,7 @@ import math
 import re
 import uuid
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 import polars as pl
 
@@ -114,7 +114,7 @@ def timestamps_fast(values: list[object]) -> pl.Series | None:
         return None
     if series.dtype == pl.Null:
         return series.cast(pl.Datetime("us"))
-    if series.dtype == pl.Datetime and series.dtype.time_zone is None:  # type: ignore[union-attr]
+    if isinstance(series.dtype, pl.Datetime) and series.dtype.time_zone is None:
         return series.cast(pl.Datetime("us"))
     if series.dtype == pl.Date:
         return series.cast(pl.Datetime("us"))
@@ -123,8 +123,8 @@ def timestamps_fast(values: list[object]) -> pl.Series | None:
     present = series.drop_nulls()
     if not present.str.contains(_NAIVE_TEXT_VECTOR).all():
         return None  # an offset, an odd form or a bad value: decided value by value
-    normal = series.str.replace("T", " ", literal=True)
-    normal = pl.when(normal.str.len_bytes() == 10).then(normal + " 00:00:00").otherwise(normal)
+    spaced = series.str.replace("T", " ", literal=True)
+    normal = pl.when(spaced.str.len_bytes() == 10).then(spaced + " 00:00:00").otherwise(spaced)
     parsed = pl.select(normal.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us", strict=False)).to_series()
     return parsed.alias("ts") if parsed.null_count() == series.null_count() else None
 
@@ -310,7 +310,7 @@ def propose_mapping(columns: list[dict[str, object]], fixed: dict[str, str] | No
             name, family = str(column["name"]), str(column["family"])
             if name in taken or family not in FAMILIES[canonical]:
                 continue
-            samples = [str(v) for v in column.get("samples", [])]  # type: ignore[union-attr]
+            samples = [str(v) for v in cast("list[object]", column.get("samples", []))]
             if canonical == "ts" and family == "text" and (not samples or any(parse_timestamp_text(v) is None for v in samples)):
                 continue
             if canonical == "amount" and family == "text" and (not samples or not all(NUMBER_TEXT.fullmatch(v) for v in samples)):

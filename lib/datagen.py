@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -194,7 +195,7 @@ def inject_bad_rows(frame: pl.DataFrame, n: int, seed: int = 0) -> pl.DataFrame:
     names = list(DEFECTS)
     kinds = [names[i % len(names)] for i in range(n)]
     broken = [picks[i : i + 1].with_columns(DEFECTS[kind]) for i, kind in enumerate(kinds)]
-    start = int(frame["transaction_id"].max()) + 1
+    start = cast(int, frame["transaction_id"].max()) + 1
     bad = pl.concat(broken).with_columns(pl.int_range(start, start + n, dtype=pl.Int64).alias("transaction_id"))
     return pl.concat([frame, bad.select(frame.columns)]).sort("ts")
 

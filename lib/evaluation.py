@@ -110,7 +110,7 @@ def expected_calibration_error(y_true: np.ndarray, scores: np.ndarray, bins: int
     return float(sum(b["rows"] * abs(b["mean_predicted"] - b["observed_rate"]) for b in table) / total)
 
 
-def _pyplot():  # noqa: ANN202
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")

@@ -16,6 +16,7 @@ validation result.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -69,11 +70,16 @@ class Rule:
     expectation: Callable[[], Any]
 
 
+def _expect(kind: str, **kwargs: Any) -> Callable[[Any], Any]:
+    """A factory of the GX expectation ``kind`` with these arguments, given the expectations module."""
+    return lambda gxe: getattr(gxe, kind)(**kwargs)
+
+
 def raw_rule_specs(contract: RawContract) -> list[tuple[str, str, Callable[[Any], Any]]]:
     """(name, description, expectation factory given the GX expectations module) for the source's contract."""
     present = contract.present
     specs: list[tuple[str, str, Callable[[Any], Any]]] = [
-        (f"{name}_not_null", f"{name} is present", lambda gxe, name=name: gxe.ExpectColumnValuesToNotBeNull(column=name))
+        (f"{name}_not_null", f"{name} is present", _expect("ExpectColumnValuesToNotBeNull", column=name))
         # An optional column is optional as a column; when the source has it, its values are required
         # (features are computed from them), except payment_method, which may be blank.
         for name in ("transaction_id", "customer_id", "ts", "quantity", "channel", "category")
@@ -112,7 +118,7 @@ def raw_rule_specs(contract: RawContract) -> list[tuple[str, str, Callable[[Any]
                 (
                     f"{column}_known",
                     f"{column} is null or in {list(values)} (closed vocabulary)",
-                    lambda gxe, column=column, values=values: gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(values)),
+                    _expect("ExpectColumnValuesToBeInSet", column=column, value_set=list(values)),
                 )
             )
     specs += [
@@ -158,7 +164,7 @@ def raw_rule_specs(contract: RawContract) -> list[tuple[str, str, Callable[[Any]
 def raw_row_rules(contract: RawContract | None = None) -> list[Rule]:
     import great_expectations.expectations as gxe
 
-    return [Rule(name, text, lambda f=factory: f(gxe)) for name, text, factory in raw_rule_specs(contract or RawContract())]
+    return [Rule(name, text, functools.partial(factory, gxe)) for name, text, factory in raw_rule_specs(contract or RawContract())]
 
 
 def raw_rule_names(contract: RawContract | None = None) -> tuple[str, ...]:
@@ -328,18 +334,19 @@ def feature_rules(feature_columns: Iterable[str]) -> list[Rule]:
     counts = ("tx_count_7d", "tx_count_30d", "tx_count_90d", "active_days_90d", "lifetime_tx", "repeat_days", "active_span_days")
     money = ("spend_7d", "spend_30d", "spend_90d", "lifetime_spend")
     rules = [
-        Rule(f"{c}_not_null", f"{c} is present", lambda c=c: gxe.ExpectColumnValuesToNotBeNull(column=c))
+        Rule(f"{c}_not_null", f"{c} is present", functools.partial(gxe.ExpectColumnValuesToNotBeNull, column=c))
         for c in ("customer_id", *feature_columns)
     ]
     rules += [
-        Rule(f"{c}_share_range", f"0 <= {c} <= 1", lambda c=c: gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1))
+        Rule(f"{c}_share_range", f"0 <= {c} <= 1", functools.partial(gxe.ExpectColumnValuesToBeBetween, column=c, min_value=0, max_value=1))
         for c in shares
     ]
     rules += [
-        Rule(f"{c}_non_negative", f"{c} >= 0", lambda c=c: gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0)) for c in counts + money
+        Rule(f"{c}_non_negative", f"{c} >= 0", functools.partial(gxe.ExpectColumnValuesToBeBetween, column=c, min_value=0))
+        for c in counts + money
     ]
     rules += [
-        Rule(f"{c}_non_negative", f"{c} >= 0", lambda c=c: gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0))
+        Rule(f"{c}_non_negative", f"{c} >= 0", functools.partial(gxe.ExpectColumnValuesToBeBetween, column=c, min_value=0))
         for c in ("recency_days", "mean_gap_days", "gap_std_days", "overdue_ratio")
     ]
     rules += [

@@ -55,7 +55,7 @@ def lgbm_to_onnx(model_text: str, n_features: int) -> bytes:
 SHARD_MIN_ROWS = 50_000
 
 
-def onnx_session(onnx_bytes: bytes, threads: int = 1):  # noqa: ANN201 (onnxruntime is imported lazily)
+def onnx_session(onnx_bytes: bytes, threads: int = 1):
     """An onnxruntime CPU session. One intra-op thread by default: `onnx_churn_probability` parallelizes by rows instead."""
     import onnxruntime as ort
 
@@ -65,7 +65,7 @@ def onnx_session(onnx_bytes: bytes, threads: int = 1):  # noqa: ANN201 (onnxrunt
     return ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def onnx_churn_probability(session, features: np.ndarray, workers: int = 2) -> np.ndarray:  # noqa: ANN001
+def onnx_churn_probability(session, features: np.ndarray, workers: int = 2) -> np.ndarray:
     """P(churn) for each row of a float32 feature matrix.
 
     Large batches are cut into one shard per worker, run concurrently on the
@@ -143,9 +143,10 @@ def golden_features(columns: tuple[str, ...] | list[str], random_rows: int = 4_0
     if unknown:
         raise KeyError(f"no golden range for feature(s) {unknown}; add them to GOLDEN_RANGES")
     rng = np.random.default_rng(GOLDEN_SEED)
-    low = np.array([ranges[c][0] for c in columns])
-    high = np.array([ranges[c][1] for c in columns])
-    integer = np.array([ranges[c][2] for c in columns])
+    known = {c: r for c, r in ranges.items() if r is not None}
+    low = np.array([known[c][0] for c in columns])
+    high = np.array([known[c][1] for c in columns])
+    integer = np.array([known[c][2] for c in columns])
     u = rng.random((random_rows, len(columns)))
     # Money spans orders of magnitude: spread draws evenly in log space.
     heavy = high / np.maximum(low, 1.0) > 500
@@ -190,7 +191,7 @@ def threshold_probe_rows(model_text: str, base: np.ndarray) -> np.ndarray:
     return np.array(rows, dtype=np.float32).reshape(-1, base.shape[0])
 
 
-def score_frame(session, features: pl.DataFrame, columns: tuple[str, ...], version: str) -> pl.DataFrame:  # noqa: ANN001
+def score_frame(session, features: pl.DataFrame, columns: tuple[str, ...], version: str) -> pl.DataFrame:
     """Features in, predictions out: what batch scoring writes for each customer and day."""
     import polars as pl
 

@@ -147,7 +147,7 @@ def repo_config(
     # offline reads come from the lake and do not depend on that state. Found by
     # ml_assets_tests/test_faults.py::test_concurrent_scoring_runs_and_a_retrain_do_not_interfere.
     online: dict[str, Any] = (
-        {"type": "redis", "connection_string": with_socket_timeouts(f"${{{REDIS_ENV}}}" if for_file else redis_url)}
+        {"type": "redis", "connection_string": with_socket_timeouts(f"${{{REDIS_ENV}}}" if for_file else str(redis_url))}
         if online_store == "redis"
         else {"type": "sqlite", "path": online_path}
     )

@@ -12,6 +12,9 @@ run, or after a gap) and is what the folded state is tested against.
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import cast
+
 import polars as pl
 
 # Columns of a state without the per-channel counts (``ch_<i>``, one per channel value).
@@ -91,8 +94,8 @@ def merge_states(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
         return after
     if after.is_empty():
         return before
-    last_before = before["last_ts"].max()
-    first_after = after["first_ts"].min()
+    last_before = cast("dt.datetime | None", before["last_ts"].max())
+    first_after = cast("dt.datetime | None", after["first_ts"].min())
     if last_before is not None and first_after is not None and first_after.date() <= last_before.date():
         raise ValueError(
             f"merge_states: the later stretch starts on {first_after.date()}, not after the earlier one's last day {last_before.date()}"

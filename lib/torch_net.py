@@ -72,11 +72,14 @@ def select_device(preference: str, cuda_available: bool | None = None) -> str:
     return "cuda" if cuda_available else "cpu"
 
 
-def _module_class():  # noqa: ANN202 (torch is imported lazily)
+def _module_class():
     import torch
     from torch import nn
 
     class ChurnNet(nn.Module):
+        center: torch.Tensor
+        scale: torch.Tensor
+
         def __init__(self, n_features: int, hidden: tuple[int, ...], dropout: float) -> None:
             super().__init__()
             self.register_buffer("center", torch.zeros(n_features))
@@ -102,7 +105,8 @@ def _module_class():  # noqa: ANN202 (torch is imported lazily)
     return ChurnNet
 
 
-def build_net(architecture: dict[str, Any]) -> torch.nn.Module:
+def build_net(architecture: dict[str, Any]) -> Any:
+    """A ChurnNet (its class is built when torch is first imported, so its type is not nameable here)."""
     cls = _module_class()
     return cls(int(architecture["n_features"]), tuple(architecture["hidden"]), float(architecture["dropout"]))
 
@@ -253,6 +257,8 @@ def net_to_onnx(net: torch.nn.Module, n_features: int) -> bytes:
             dynamo=True,
             verbose=False,
         )
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
     model = program.model_proto
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()

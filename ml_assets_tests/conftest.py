@@ -59,7 +59,7 @@ class S3Server:
             "AWS_ENDPOINT_URL": self.endpoint,
         }
 
-    def client(self):  # noqa: ANN201
+    def client(self):
         import boto3
 
         env = self.env()
@@ -129,7 +129,7 @@ def redis_up() -> bool:
     return tcp_reachable("127.0.0.1", 6379)
 
 
-def feature_store_for(root: Path, lake_root: str, **overrides: object):  # noqa: ANN201
+def feature_store_for(root: Path, lake_root: str, **overrides: object):
     """The code location's Feast resource under `root` over the lake at `lake_root`, with `overrides` (a Redis store, a project)."""
     from resources import FeatureStoreResource, build_feature_store
 
@@ -137,7 +137,7 @@ def feature_store_for(root: Path, lake_root: str, **overrides: object):  # noqa:
     return FeatureStoreResource(**{**{k: getattr(built, k) for k in FeatureStoreResource.model_fields}, **overrides})
 
 
-def register_version(registry, version: str, kind: str | None = None, roc_auc: float = 0.9, parity: bool | None = True) -> None:  # noqa: ANN001
+def register_version(registry, version: str, kind: str | None = None, roc_auc: float = 0.9, parity: bool | None = True) -> None:
     """A registered version with an ONNX artifact and, unless `parity` is None, a recorded parity verdict (no files behind it)."""
     registry.register(
         version=version,
@@ -156,7 +156,7 @@ def register_version(registry, version: str, kind: str | None = None, roc_auc: f
         registry.record_parity(version, version.ljust(64, "0"), parity, {"max_abs_diff": 1e-7}, f"run-{version}")
 
 
-def register_stored(registry, store, version: str, native: bytes = b"native model", onnx: bytes | None = None):  # noqa: ANN001, ANN201
+def register_stored(registry, store, version: str, native: bytes = b"native model", onnx: bytes | None = None):
     """A version whose native (and, given `onnx`, ONNX) artifact really is in `store`; returns the native ArtifactRef."""
     ref = store.put("models/lgbm", native, ".txt")
     registry.register(
@@ -178,7 +178,7 @@ def register_stored(registry, store, version: str, native: bytes = b"native mode
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.xdist_group("postgres")]), "mariadb"])
-def any_registry(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
+def any_registry(request: pytest.FixtureRequest, tmp_path: Path):
     """A fresh registry on SQLite (a file in a folder that does not exist yet), on PostgreSQL (a schema of its own)
     and on MariaDB (a database of its own, dropped afterwards)."""
     import sqlalchemy as sa

@@ -58,7 +58,7 @@ def test_attribution_counts_the_bodies_and_io_and_not_dagster() -> None:
     spent: dict[str, float] = {}  # each body's own wall time, measured inside it
 
     @dg.asset
-    def slow(context) -> pl.DataFrame:  # noqa: ANN001 (a local asset: string annotations of context do not resolve)
+    def slow(context) -> pl.DataFrame:
         t0 = time.perf_counter()
         time.sleep(0.3)
         for _ in range(20):
@@ -67,7 +67,7 @@ def test_attribution_counts_the_bodies_and_io_and_not_dagster() -> None:
         return pl.DataFrame({"x": [1, 2, 3]})
 
     @dg.asset
-    def slower(slow: pl.DataFrame):  # noqa: ANN202 (a generator body: timed between Dagster's next() calls only)
+    def slower(slow: pl.DataFrame):
         t0 = time.perf_counter()
         ballast = bytearray(300 * 2**20)  # 300 MB held while this body runs: its peak must show it
         ballast[::4096] = b"x" * len(ballast[::4096])

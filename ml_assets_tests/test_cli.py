@@ -23,7 +23,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "DAGSTER_HOME": str(home), "CHURN_DATA_DIR": str(tmp_path / "data"), "PYTHONWARNINGS": "ignore"}
 
 
-def test_generate_then_dagster_asset_materialize(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_generate_then_dagster_asset_materialize(tmp_path: Path, monkeypatch) -> None:
     env = _env(tmp_path)
     gen = subprocess.run(
         [str(BIN / "churn"), "generate", "--start", "2024-07-01", "--end", "2024-07-10", "--customers", "300", "--replace"],

@@ -96,7 +96,7 @@ def test_injected_bad_rows_each_break_one_rule() -> None:
     }
 
 
-def test_every_planted_defect_fits_the_demo_table(tmp_path) -> None:  # noqa: ANN001
+def test_every_planted_defect_fits_the_demo_table(tmp_path) -> None:
     """`churn demo` writes the defects into its own table (NOT NULL columns; SQLite stores NaN as NULL): none may be refused there."""
     from lib.datagen import inject_bad_rows
     from resources import SqlWarehouse

@@ -144,7 +144,7 @@ def test_loading_the_code_location_imports_no_ml_library() -> None:
     assert result["heavy"] == []
 
 
-def test_warehouse_url_from_the_environment_is_an_env_var(monkeypatch) -> None:  # noqa: ANN001
+def test_warehouse_url_from_the_environment_is_an_env_var(monkeypatch) -> None:
     from resources import build_resources
 
     monkeypatch.setenv("CHURN_WAREHOUSE_URL", "postgresql+psycopg://user:secret@db/prod")
@@ -156,7 +156,7 @@ def test_warehouse_url_from_the_environment_is_an_env_var(monkeypatch) -> None: 
     assert isinstance(resources["registry"].url, dg.EnvVar)
 
 
-def test_the_local_instance_monitors_runs_and_both_jobs_have_a_max_runtime(tmp_path) -> None:  # noqa: ANN001
+def test_the_local_instance_monitors_runs_and_both_jobs_have_a_max_runtime(tmp_path) -> None:
     import shutil
     from pathlib import Path
 

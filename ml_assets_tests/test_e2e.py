@@ -107,7 +107,7 @@ def test_onnx_agrees_with_native_models(e2e: PipelineRun) -> None:
     assert checks["lgbm_onnx_parity"].metadata["threshold_edges_rows"].value > 0
 
 
-def _champion_and_challenger_sessions(e2e: PipelineRun):  # noqa: ANN202
+def _champion_and_challenger_sessions(e2e: PipelineRun):
     from lib.export import onnx_session
 
     return {key: onnx_session(Path(e2e.metadata(f"{key}_onnx")["artifact_uri"]).read_bytes()) for key in ("lgbm", "torch")}

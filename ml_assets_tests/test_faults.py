@@ -209,7 +209,7 @@ KILL_CHILD = textwrap.dedent(
 )
 
 
-def _verify_registry(registry) -> list[str]:  # noqa: ANN001
+def _verify_registry(registry) -> list[str]:
     """Every artifact the registry points to exists and has the recorded sha256; the champion is complete."""
     problems = []
     for version in registry.versions():

@@ -51,7 +51,7 @@ def _lake(root: Path, days: list[dt.date] = DAYS) -> str:
 
 
 @pytest.fixture
-def store(tmp_path: Path):  # noqa: ANN201
+def store(tmp_path: Path):
     fs = feature_store_for(tmp_path, _lake(tmp_path))
     fs.apply()
     return fs
@@ -91,7 +91,7 @@ def test_point_in_time_join_never_sees_a_later_value(tmp_path: Path) -> None:
     assert regular["spend_30d"].to_list() == [_snapshot(d, CUSTOMERS[:1])["spend_30d"].item() for d in DAYS[:2]]
 
 
-def test_a_value_older_than_the_ttl_is_not_served_offline(store) -> None:  # noqa: ANN001
+def test_a_value_older_than_the_ttl_is_not_served_offline(store) -> None:
     # Two days after the last snapshot the 1-day TTL has passed: no stale features.
     late = cutoff_for(DAYS[-1]) + dt.timedelta(days=2)
     got = store.historical(
@@ -100,7 +100,7 @@ def test_a_value_older_than_the_ttl_is_not_served_offline(store) -> None:  # noq
     assert got["recency_days"].to_list() == [None]
 
 
-def _online_equals_offline(fs) -> None:  # noqa: ANN001
+def _online_equals_offline(fs) -> None:
     from ml_assets.assets.feature_store import skew
 
     at = cutoff_for(DAYS[-1])
@@ -124,7 +124,7 @@ def _online_equals_offline(fs) -> None:  # noqa: ANN001
     assert set(mismatches["feature"]) == {*FEATURE_COLUMNS, "event_timestamp"}
 
 
-def _erase_one(fs) -> None:  # noqa: ANN001
+def _erase_one(fs) -> None:
     """`churn erase`'s online part: one customer gone from the store, everyone else still served."""
     gone, kept = CUSTOMERS[1], CUSTOMERS[2]
     assert fs.erase_online(gone) > 0
@@ -133,7 +133,7 @@ def _erase_one(fs) -> None:  # noqa: ANN001
     assert fs.erase_online(gone) == 0
 
 
-def test_online_store_serves_what_the_offline_store_holds_sqlite(store) -> None:  # noqa: ANN001
+def test_online_store_serves_what_the_offline_store_holds_sqlite(store) -> None:
     _online_equals_offline(store)
     _erase_one(store)
 
@@ -151,7 +151,7 @@ def test_online_store_serves_what_the_offline_store_holds_redis(tmp_path: Path) 
         fs.store().teardown()  # drops this project's keys from Redis
 
 
-def test_reapplying_is_idempotent_and_a_changed_definition_shows_in_the_registry(store) -> None:  # noqa: ANN001
+def test_reapplying_is_idempotent_and_a_changed_definition_shows_in_the_registry(store) -> None:
     first = store.apply()
     again = store.apply()
     assert first == again
@@ -182,7 +182,7 @@ def test_generated_config_keeps_secrets_as_placeholders(tmp_path: Path) -> None:
         feature_store_for(tmp_path, "x", online_store="memcached").config_dict()
 
 
-def test_feast_cli_lists_the_registered_views(store) -> None:  # noqa: ANN001
+def test_feast_cli_lists_the_registered_views(store) -> None:
     feast = Path(sys.executable).with_name("feast")
     out = subprocess.run(
         [str(feast), "-c", store.repo_path, "feature-views", "list"],
@@ -206,7 +206,7 @@ def test_sql_registry_on_postgresql(tmp_path: Path, pg_schema: str) -> None:
     assert feature_store_for(tmp_path / "other", fs.lake_root, registry_url=url).summary() == summary
 
 
-def test_a_big_read_in_chunks_returns_what_one_read_returns(store) -> None:  # noqa: ANN001
+def test_a_big_read_in_chunks_returns_what_one_read_returns(store) -> None:
     """historical() splits big entity frames (bounded memory): every row still gets its own point-in-time values."""
     entities = pl.DataFrame(
         {

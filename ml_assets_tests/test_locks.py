@@ -72,7 +72,7 @@ def test_file_lock_of_a_killed_holder_is_free_at_once(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def redis_client():  # noqa: ANN201
+def redis_client():
     if not redis_up():
         pytest.skip("Redis is not running at 127.0.0.1:6379")
     import redis
@@ -80,7 +80,7 @@ def redis_client():  # noqa: ANN201
     return redis.Redis(host="127.0.0.1", port=6379)
 
 
-def test_redis_lock_is_renewed_while_held_and_names_its_holder(redis_client) -> None:  # noqa: ANN001
+def test_redis_lock_is_renewed_while_held_and_names_its_holder(redis_client) -> None:
     name = f"churn_test:{uuid.uuid4().hex[:8]}:online_writer"
     # A 1 s lease held for 3 s: without renewal it would lapse and let us in.
     holder = _holder("redis", name, "3", "1")
@@ -97,7 +97,7 @@ def test_redis_lock_is_renewed_while_held_and_names_its_holder(redis_client) -> 
         redis_client.delete(name)
 
 
-def test_redis_lock_of_a_killed_holder_lapses_within_its_lease(redis_client) -> None:  # noqa: ANN001
+def test_redis_lock_of_a_killed_holder_lapses_within_its_lease(redis_client) -> None:
     name = f"churn_test:{uuid.uuid4().hex[:8]}:online_writer"
     holder = _holder("redis", name, "60", "2")
     try:
@@ -160,7 +160,7 @@ class _Proxy:
             s.close()
 
 
-def test_a_redis_lock_whose_connection_is_cut_mid_hold_fails_its_holder_loudly(redis_client) -> None:  # noqa: ANN001
+def test_a_redis_lock_whose_connection_is_cut_mid_hold_fails_its_holder_loudly(redis_client) -> None:
     import redis
 
     from lib.locks import LockLost

@@ -20,7 +20,7 @@ def _synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def trained():  # noqa: ANN201
+def trained():
     from lib.torch_net import TorchTrainConfig, train_net
 
     x, y = _synthetic(4000, 1)
@@ -43,7 +43,7 @@ def test_cuda_is_used_when_present_and_required_only_when_asked() -> None:
         select_device("tpu", cuda_available=True)
 
 
-def test_network_learns_reports_every_epoch_and_keeps_the_best_one(trained) -> None:  # noqa: ANN001
+def test_network_learns_reports_every_epoch_and_keeps_the_best_one(trained) -> None:
     from lib.evaluation import classification_metrics
     from lib.torch_net import load_net, predict_proba
 
@@ -55,7 +55,7 @@ def test_network_learns_reports_every_epoch_and_keeps_the_best_one(trained) -> N
     assert classification_metrics(yv, scores)["roc_auc"] > 0.75
 
 
-def test_normalization_is_fitted_on_training_data_and_saved_with_the_weights(trained) -> None:  # noqa: ANN001
+def test_normalization_is_fitted_on_training_data_and_saved_with_the_weights(trained) -> None:
     import torch
 
     net, _, (x, *_) = trained
@@ -65,7 +65,7 @@ def test_normalization_is_fitted_on_training_data_and_saved_with_the_weights(tra
     np.testing.assert_allclose(state["scale"].numpy(), z.std(axis=0, ddof=1), rtol=1e-3)
 
 
-def test_same_seed_same_weights(trained) -> None:  # noqa: ANN001
+def test_same_seed_same_weights(trained) -> None:
     from lib.torch_net import TorchTrainConfig, train_net
 
     net, _, (x, y, xv, yv) = trained
@@ -73,14 +73,14 @@ def test_same_seed_same_weights(trained) -> None:  # noqa: ANN001
     assert again.state == net.state
 
 
-def test_weights_are_tensors_only_and_code_in_them_is_refused(trained) -> None:  # noqa: ANN001
+def test_weights_are_tensors_only_and_code_in_them_is_refused(trained) -> None:
     from lib.torch_net import load_net
 
     net, _, _ = trained
     assert zipfile.is_zipfile(io.BytesIO(net.state))
 
     class Exploit:
-        def __reduce__(self):  # noqa: ANN204
+        def __reduce__(self):
             return (print, ("pwned",))
 
     import torch
@@ -91,7 +91,7 @@ def test_weights_are_tensors_only_and_code_in_them_is_refused(trained) -> None: 
         load_net(buf.getvalue(), net.architecture)
 
 
-def test_onnx_export_matches_the_network_at_any_batch_size(trained) -> None:  # noqa: ANN001
+def test_onnx_export_matches_the_network_at_any_batch_size(trained) -> None:
     from lib.export import onnx_churn_probability, onnx_session, parity
     from lib.torch_net import load_net, net_to_onnx, predict_proba
 

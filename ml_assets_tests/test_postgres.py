@@ -118,7 +118,7 @@ def test_production_backends_end_to_end(
     pg_schema: str,
     pg_dagster_instance: dg.DagsterInstance,
     feast_project: str,
-    monkeypatch,  # noqa: ANN001
+    monkeypatch,
 ) -> None:
     from dagster._core.storage.dagster_run import DagsterRunStatus
 

@@ -192,7 +192,7 @@ CASES = [
 ]
 
 
-def _run(tmp_path: Path, plant: Callable[[sa.Engine], None], good: pl.DataFrame | None = None, warehouse: dict | None = None):  # noqa: ANN202
+def _run(tmp_path: Path, plant: Callable[[sa.Engine], None], good: pl.DataFrame | None = None, warehouse: dict | None = None):
     from ml_assets.definitions import ALL_ASSETS
 
     url = f"sqlite:///{tmp_path / 'source.sqlite'}"
@@ -212,7 +212,7 @@ def _md(result: dg.ExecuteInProcessResult, key: str) -> dict:
     return next(e.materialization.metadata for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(key))
 
 
-def _read(lake, key: str) -> pl.DataFrame:  # noqa: ANN001
+def _read(lake, key: str) -> pl.DataFrame:
     return lake.read_partitions(dg.AssetKey(key), [DAY.isoformat()])
 
 

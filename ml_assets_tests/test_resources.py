@@ -117,7 +117,7 @@ def test_a_range_run_writes_each_day_with_its_rows_and_refuses_rows_outside_it(t
     days = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2025-01-05")
 
     @dg.asset(partitions_def=days, metadata={"partition_expr": "day"}, backfill_policy=dg.BackfillPolicy.single_run())
-    def daily(context) -> pl.DataFrame:  # noqa: ANN001 (a string annotation under __future__ is refused for a local asset)
+    def daily(context) -> pl.DataFrame:
         late = context.run.tags.get("late") == "yes"
         d = [dt.date(2025, 1, 3), dt.date(2025, 1, 1), dt.date(2025, 1, 3), dt.date(2025, 1, 4 if late else 1)]
         return pl.DataFrame({"day": d, "x": [1, 2, 3, 4]})

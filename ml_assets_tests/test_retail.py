@@ -96,7 +96,7 @@ def test_a_plain_purchase_log_runs_end_to_end_with_only_churn_init(backend: str,
         monkeypatch.setenv("DAGSTER_HOME", str(home))
         with dg.DagsterInstance.get() as instance:
 
-            def records(key: str, limit: int = 1000) -> list:  # noqa: ANN202
+            def records(key: str, limit: int = 1000) -> list:
                 return instance.fetch_materializations(dg.AssetKey(key), limit=limit).records
 
             # The first training run and the one the drift sensor launched both used the user's horizon.

@@ -28,7 +28,7 @@ def test_weekly_training_is_a_monday_schedule_of_the_training_job() -> None:
     assert weekly_training_schedule.job_name == "training_job"
 
 
-def test_the_retention_job_deletes_expired_partitions_and_records(tmp_path) -> None:  # noqa: ANN001
+def test_the_retention_job_deletes_expired_partitions_and_records(tmp_path) -> None:
     import polars as pl
 
     from resources import Lake, ModelRegistry

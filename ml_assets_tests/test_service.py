@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(registry, artifacts, feature_store, **settings: object) -> Iterator[str]:  # noqa: ANN001
+def serve(registry, artifacts, feature_store, **settings: object) -> Iterator[str]:
     import uvicorn
 
     from ml_assets.service.app import Settings, create_app
@@ -56,7 +56,7 @@ def serve(registry, artifacts, feature_store, **settings: object) -> Iterator[st
         thread.join(timeout=10)
 
 
-def _registry_copy(e2e: PipelineRun, tmp_path: Path):  # noqa: ANN202
+def _registry_copy(e2e: PipelineRun, tmp_path: Path):
     from resources import ModelRegistry
 
     copy = tmp_path / "registry.sqlite"
@@ -231,7 +231,7 @@ def test_schemathesis_finds_no_server_error(e2e: PipelineRun, live: str) -> None
 
         @given(case=op.as_strategy())
         @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def check(case) -> None:  # noqa: ANN001
+        def check(case) -> None:
             response = case.call(base_url=live, timeout=30)
             calls.append(case.path)
             if response.status_code >= 500:

@@ -154,7 +154,7 @@ def test_churn_init_names_what_it_could_not_find(tmp_path: Path, capsys: pytest.
 class LossyWarehouse(SqlWarehouse):
     """A reader with a bug: it drops the last row it fetched. The conservation check must catch it."""
 
-    def read_transactions(self, days, source=None) -> DayRead:  # noqa: ANN001
+    def read_transactions(self, days, source=None) -> DayRead:
         read = super().read_transactions(days, source)
         return dataclasses.replace(read, frame=read.frame.head(read.frame.height - 1))
 

@@ -113,7 +113,7 @@ def source_table(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tup
         engine.dispose()
 
 
-def _placed(lake, days: list[dt.date]) -> dict[str, dt.date]:  # noqa: ANN001
+def _placed(lake, days: list[dt.date]) -> dict[str, dt.date]:
     """customer -> the day whose validated partition holds it (and nothing quarantined)."""
     placed: dict[str, dt.date] = {}
     for day in days:
@@ -125,7 +125,7 @@ def _placed(lake, days: list[dt.date]) -> dict[str, dt.date]:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("source_table", SOURCES, ids=[s.name for s in SOURCES], indirect=True)
-def test_every_row_lands_on_its_utc_day_in_single_day_and_range_runs(source_table, tmp_path: Path) -> None:  # noqa: ANN001
+def test_every_row_lands_on_its_utc_day_in_single_day_and_range_runs(source_table, tmp_path: Path) -> None:
     from ml_assets.definitions import ALL_ASSETS
     from ml_assets.pipeline import materialize_range
 

@@ -249,6 +249,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
         """
         from lib.locks import LockLost, LockTimeout, file_lock, redis_lock
 
+        lock: contextlib.AbstractContextManager[Any]
         if self.online_store == "redis":
             lock = redis_lock(self._redis(), f"{self.project}:churn:online_writer", wait_s=self.online_lock_wait_s)
         else:

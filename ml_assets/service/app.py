@@ -100,7 +100,7 @@ def _lifespan(holder: ChampionHolder, recorder: PredictionRecorder | None, setti
     stop = threading.Event()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202
+    async def lifespan(app: FastAPI):
         try:
             await anyio.to_thread.run_sync(holder.refresh)
         except Exception as exc:  # noqa: BLE001 (start anyway; /ready says why)

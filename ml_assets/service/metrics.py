@@ -37,7 +37,7 @@ class Metrics:
         class ModelInfo:
             """The model in use, read from the holder at scrape time (never stale)."""
 
-            def collect(self):  # noqa: ANN202
+            def collect(self):
                 family = GaugeMetricFamily("churn_model_info", "The champion model version in use (value 1).", labels=["version", "kind"])
                 if holder.current is not None:
                     family.add_metric([holder.current.version, holder.current.kind], 1.0)

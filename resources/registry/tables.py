@@ -51,7 +51,7 @@ def build_tables(schema: str | None) -> Tables:
     # A partial unique index where the database has them; MariaDB/MySQL have none (a unique index on status would
     # allow one candidate in all), so there a trigger refuses a second champion (_guards).
     sa.Index("one_champion", versions.c.status, unique=True, sqlite_where=champion_only, postgresql_where=champion_only).ddl_if(
-        dialect=("sqlite", "postgresql")
+        dialect=("sqlite", "postgresql")  # type: ignore[arg-type]  # a tuple of names is documented; the stub says str
     )
     events = sa.Table(
         "registry_events",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -44,7 +44,7 @@ def write_frame(url: str, table: str, frame: pl.DataFrame, db_schema: str | None
     import sqlalchemy as sa
 
     check_identifier(table, "table")
-    types = {
+    types: dict[Any, sa.types.TypeEngine[Any]] = {
         pl.Int64: sa.BigInteger(),
         pl.Int32: sa.Integer(),
         pl.Float64: sa.Double(),

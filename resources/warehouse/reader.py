@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import dagster as dg
 import polars as pl
@@ -267,7 +267,9 @@ class SourceReader(dg.ConfigurableResource):
         present = {c["name"]: c["type"] for c in columns}
         if not present:
             raise SourceSchemaError(f"table {self.table!r} does not exist in {self._safe_url()}")
-        missing_required, missing_optional, wrong_type = [], [], []
+        missing_required: list[str] = []
+        missing_optional: list[str] = []
+        wrong_type = []
         for name, (_, required, _) in RAW_COLUMNS.items():
             source = self.source_column(name)
             if source not in present:
@@ -388,8 +390,7 @@ class SourceReader(dg.ConfigurableResource):
         # The day each row belongs to: its UTC date; an unreadable text timestamp goes to the day its text starts with.
         ts_index = wanted.index("ts")
         fallback = [
-            text_day(r[ts_index], days) if errors[i] and "ts" in errors[i] and isinstance(r[ts_index], str) else None
-            for i, r in enumerate(rows)
+            text_day(r[ts_index], days) if "ts" in (errors[i] or {}) and isinstance(r[ts_index], str) else None for i, r in enumerate(rows)
         ]
         row_day = pl.Series(ROW_DAY, fallback, dtype=pl.Date)
         frame = frame.select([*RAW_COLUMNS, *self.extra_columns]).with_columns(
@@ -436,9 +437,9 @@ class SourceReader(dg.ConfigurableResource):
                 reason = "ts_missing"
             elif moment is REJECT:
                 reason = "ts_unreadable"
-            elif moment.date() < calendar_start:  # type: ignore[union-attr]
+            elif cast(dt.datetime, moment).date() < calendar_start:
                 reason = "ts_before_calendar"
-            elif moment.date() >= calendar_end:  # type: ignore[union-attr]
+            elif cast(dt.datetime, moment).date() >= calendar_end:
                 reason = "ts_after_calendar"
             else:
                 continue  # an edge row that belongs to a day of the calendar
@@ -471,7 +472,7 @@ class SourceReader(dg.ConfigurableResource):
                     if value is not None and parsed is not REJECT and parsed < cutoff:  # type: ignore[operator]
                         number = integer_converter(pl.Int64())(value)
                         if number is not REJECT:
-                            found.add(int(number))  # type: ignore[arg-type]
+                            found.add(cast(int, number))
         return found
 
     def _safe_url(self) -> str:
