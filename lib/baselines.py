@@ -21,7 +21,7 @@ they are fitted and scored on exactly the rows the candidates see.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -155,6 +155,48 @@ def bgnbd_matrix_scores(model: BgNbd, features: list[str] | tuple[str, ...], hor
     return churn_probability(model, m[:, i_x], t_x, np.maximum(np.floor(m[:, i_t]), t_x), horizon)
 
 
+# The BG/NBD churn score as ONNX nodes: (op, inputs, outputs, attributes); "input" is the model input, the
+# constants are the graph's initializers (bgnbd_to_onnx). P(no purchase in the horizon) = 1 - P(alive) * P(buys | alive).
+_BGNBD_NODES: tuple[tuple[str, tuple[str, ...], tuple[str, ...], dict[str, Any]], ...] = (
+    ("Cast", ("input",), ("xd",), {"to": "DOUBLE"}),
+    ("Gather", ("xd", "i_x"), ("x",), {"axis": 1}),
+    ("Gather", ("xd", "i_tx"), ("t_x",), {"axis": 1}),
+    ("Gather", ("xd", "i_t"), ("t_raw",), {"axis": 1}),
+    ("Floor", ("t_raw",), ("t_floor",), {}),
+    ("Max", ("t_floor", "t_x"), ("t",), {}),
+    ("Add", ("r", "x"), ("rx",), {}),
+    ("Add", ("alpha", "t"), ("alpha_t",), {}),
+    ("Add", ("alpha", "t_x"), ("alpha_tx",), {}),
+    ("Log", ("alpha_t",), ("log_at",), {}),
+    ("Log", ("alpha_tx",), ("log_atx",), {}),
+    ("Sub", ("log_at", "log_atx"), ("log_diff",), {}),
+    ("Mul", ("rx", "log_diff"), ("log_ratio",), {}),
+    ("Min", ("log_ratio", "cap"), ("log_ratio_c",), {}),
+    ("Exp", ("log_ratio_c",), ("ratio",), {}),
+    ("Add", ("b_minus_1", "x"), ("bx",), {}),
+    ("Max", ("bx", "eps"), ("bx_safe",), {}),
+    ("Div", ("a", "bx_safe"), ("a_over",), {}),
+    ("Mul", ("a_over", "ratio"), ("odds_raw",), {}),
+    ("Greater", ("x", "zero"), ("repeat",), {}),
+    ("Where", ("repeat", "odds_raw", "zero"), ("odds",), {}),
+    ("Add", ("one", "odds"), ("one_plus",), {}),
+    ("Div", ("one", "one_plus"), ("alive",), {}),
+    ("Add", ("alpha_t", "horizon"), ("alpha_th",), {}),
+    ("Div", ("alpha_t", "alpha_th"), ("shrink",), {}),
+    ("Pow", ("shrink", "rx"), ("no_buy_if_alive",), {}),
+    ("Sub", ("one", "no_buy_if_alive"), ("buys",), {}),
+    ("Mul", ("alive", "buys"), ("alive_buys",), {}),
+    ("Sub", ("one", "alive_buys"), ("p",), {}),
+    ("Sub", ("one", "p"), ("q",), {}),
+    ("Unsqueeze", ("q", "axis1"), ("q2",), {}),
+    ("Unsqueeze", ("p", "axis1"), ("p2",), {}),
+    ("Concat", ("q2", "p2"), ("probs_d",), {"axis": 1}),
+    ("Cast", ("probs_d",), ("probabilities",), {"to": "FLOAT"}),
+    ("Greater", ("p", "half"), ("churn",), {}),
+    ("Cast", ("churn",), ("label",), {"to": "INT64"}),
+)
+
+
 def bgnbd_to_onnx(model: BgNbd, features: list[str] | tuple[str, ...], horizon: float) -> bytes:
     """The fitted BG/NBD churn score as an ONNX graph over the whole feature vector, outputs like the other models'
     (``label``, ``probabilities`` [N, 2]), so a BG/NBD champion is scored and served like any model.
@@ -189,44 +231,12 @@ def bgnbd_to_onnx(model: BgNbd, features: list[str] | tuple[str, ...], horizon: 
         const("horizon", float(horizon)),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
     ]
-    n = helper.make_node
+    types = {"DOUBLE": TensorProto.DOUBLE, "FLOAT": TensorProto.FLOAT, "INT64": TensorProto.INT64}
     nodes = [
-        n("Cast", [ONNX_INPUT_NAME], ["xd"], to=TensorProto.DOUBLE),
-        n("Gather", ["xd", "i_x"], ["x"], axis=1),
-        n("Gather", ["xd", "i_tx"], ["t_x"], axis=1),
-        n("Gather", ["xd", "i_t"], ["t_raw"], axis=1),
-        n("Floor", ["t_raw"], ["t_floor"]),
-        n("Max", ["t_floor", "t_x"], ["t"]),
-        n("Add", ["r", "x"], ["rx"]),
-        n("Add", ["alpha", "t"], ["alpha_t"]),
-        n("Add", ["alpha", "t_x"], ["alpha_tx"]),
-        n("Log", ["alpha_t"], ["log_at"]),
-        n("Log", ["alpha_tx"], ["log_atx"]),
-        n("Sub", ["log_at", "log_atx"], ["log_diff"]),
-        n("Mul", ["rx", "log_diff"], ["log_ratio"]),
-        n("Min", ["log_ratio", "cap"], ["log_ratio_c"]),
-        n("Exp", ["log_ratio_c"], ["ratio"]),
-        n("Add", ["b_minus_1", "x"], ["bx"]),
-        n("Max", ["bx", "eps"], ["bx_safe"]),
-        n("Div", ["a", "bx_safe"], ["a_over"]),
-        n("Mul", ["a_over", "ratio"], ["odds_raw"]),
-        n("Greater", ["x", "zero"], ["repeat"]),
-        n("Where", ["repeat", "odds_raw", "zero"], ["odds"]),
-        n("Add", ["one", "odds"], ["one_plus"]),
-        n("Div", ["one", "one_plus"], ["alive"]),
-        n("Add", ["alpha_t", "horizon"], ["alpha_th"]),
-        n("Div", ["alpha_t", "alpha_th"], ["shrink"]),
-        n("Pow", ["shrink", "rx"], ["no_buy_if_alive"]),
-        n("Sub", ["one", "no_buy_if_alive"], ["buys"]),
-        n("Mul", ["alive", "buys"], ["alive_buys"]),
-        n("Sub", ["one", "alive_buys"], ["p"]),
-        n("Sub", ["one", "p"], ["q"]),
-        n("Unsqueeze", ["q", "axis1"], ["q2"]),
-        n("Unsqueeze", ["p", "axis1"], ["p2"]),
-        n("Concat", ["q2", "p2"], ["probs_d"], axis=1),
-        n("Cast", ["probs_d"], ["probabilities"], to=TensorProto.FLOAT),
-        n("Greater", ["p", "half"], ["churn"]),
-        n("Cast", ["churn"], ["label"], to=TensorProto.INT64),
+        helper.make_node(
+            op, [ONNX_INPUT_NAME if i == "input" else i for i in ins], list(outs), **{k: types.get(v, v) for k, v in attrs.items()}
+        )
+        for op, ins, outs, attrs in _BGNBD_NODES
     ]
     graph = helper.make_graph(
         nodes,

@@ -3,7 +3,7 @@
 A trained model asset returns a `ModelRecord`; its ONNX export returns one of
 kind-same with `format="onnx"` and the native artifact as `source`; the
 baseline asset returns a `BaselineRecord` (the BG/NBD version plus the
-backtest of every baseline). The lake IO manager writes them with `dump` and
+backtest of every baseline); `champion_model` returns a `ChampionDecision`. The lake IO manager writes them with `dump` and
 reads them back with `load`, so a consumer gets attributes, not string keys.
 
 The record is a convenience for wiring, not the authority: the registry is.
@@ -63,10 +63,35 @@ class BaselineRecord(ModelRecord):
     best_backtest_roc_auc: float | None = None
 
 
-_TYPES: dict[str, type[ModelRecord]] = {"model": ModelRecord, "baseline": BaselineRecord}
+class ChampionDecision(BaseModel):
+    """What `champion_model` decided: the champion after this run, why, and the figures it was decided on.
+
+    A report of the decision, not a second champion record: scoring reads the
+    champion from the registry (ml_assets/champion.py).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    champion_version: str
+    kind: str
+    # promoted, kept or rolled_back
+    decision: str
+    reason: str
+    previous_champion: str | None = None
+    onnx_uri: str | None = None
+    onnx_sha256: str | None = None
+    features: tuple[str, ...]
+    horizon_days: int | None = None
+    # Test-split figures of each model compared, by version.
+    evaluated: dict[str, dict[str, float]] = Field(default_factory=dict)
 
 
-def dump(record: ModelRecord) -> bytes:
+Record = ModelRecord | ChampionDecision
+RECORD_CLASSES: tuple[type[BaseModel], ...] = (ModelRecord, ChampionDecision)
+_TYPES: dict[str, type[BaseModel]] = {"model": ModelRecord, "baseline": BaselineRecord, "champion": ChampionDecision}
+
+
+def dump(record: BaseModel) -> bytes:
     """JSON with a type tag, so `load` gives back the same class."""
     tag = next(name for name, cls in _TYPES.items() if type(record) is cls)
     return json.dumps({RECORD_KEY: tag, **record.model_dump(mode="json")}, indent=2, sort_keys=True).encode()

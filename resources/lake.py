@@ -124,13 +124,13 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 path = self.lake.path_for(key, None, ".parquet")
                 self.lake.write_parquet(path, obj)
                 context.add_output_metadata({"lake_path": dg.MetadataValue.path(str(path))})
-        elif isinstance(obj, (dict, records.ModelRecord)):
+        elif isinstance(obj, (dict, *records.RECORD_CLASSES)):
             if context.has_asset_partitions:
                 raise TypeError(f"{key.to_user_string()}: partitioned assets must return a polars DataFrame")
             path = self.lake.path_for(key, None, ".json")
             data = (
                 records.dump(obj)
-                if isinstance(obj, records.ModelRecord)
+                if isinstance(obj, records.RECORD_CLASSES)
                 else json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
             )
             self.lake.write_bytes(path, data)

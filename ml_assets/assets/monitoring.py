@@ -1,17 +1,18 @@
 """Monitoring: daily data, prediction and (once labels mature) performance drift against the champion's training reference."""
 
 import datetime as dt
+import io
 from typing import Any
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from lib.drift import compute_drift, judged, sample_rows
+from lib.drift import DriftResult, compute_drift, judged, sample_rows
 from lib.export import onnx_churn_probability
 from lib.features import WINDOW_DAYS
 from lib.frames import split_by_day
-from ml_assets.champion import current_champion
+from ml_assets.champion import Champion, current_champion
 from ml_assets.partitions import daily_partitions, partition_days
 from ml_assets.run_config import default_of
 from resources import ArtifactStore, Lake, ModelRegistry
@@ -81,36 +82,13 @@ def drift_report(
     horizon is the champion's own, as its registry version records it.
     """
     champion = current_champion(registry, artifacts, "drift_report")
-    session, model = champion.session, champion.model
     features = list(champion.features)
-    if not model.reference_uri or not model.reference_sha256:
-        raise dg.Failure(
-            f"drift_report: champion {champion.version} has no stored training reference; retrain (training_job) to create one"
-        )
-    import io
-
-    training_reference = pl.read_parquet(io.BytesIO(artifacts.get(model.reference_uri, model.reference_sha256)))
-
-    def reference_for(day: dt.date) -> tuple[Any, str]:
-        lagged = (day - dt.timedelta(days=config.reference_lag_days)).isoformat()
-        frame, name = training_reference, f"training sample of {champion.version}"
-        if lagged in existing:
-            frame, name = lake.read_partitions(CUSTOMER_FEATURES, [lagged], columns=features), f"active customers on {lagged}"
-        ref = sample_rows(_active(frame).select(features).to_pandas(), config.max_reference_rows, seed=11)
-        ref["prediction"] = onnx_churn_probability(session, ref[features].to_numpy())
-        return ref, name
-
-    existing = set(lake.existing_partitions(CUSTOMER_FEATURES))
+    references = _References(champion, config, lake, artifacts)
     validated = lake.existing_partitions(dg.AssetKey("validated_transactions"))
     first_day = dt.date.fromisoformat(validated[0]) if validated else None
     columns = [*features, "prediction"]
-
     keys = ["customer_id", "snapshot_date"]
-    unscored = customer_features.select(keys).join(batch_predictions.select(keys), on=keys, how="anti").height
-    if unscored:
-        raise dg.Failure(
-            f"drift_report: {unscored} customers have features but no prediction; re-materialize batch_predictions for these days"
-        )
+    _check_scored(customer_features, batch_predictions, keys)
     # Joined a day at a time: a range run never holds a second copy of every day's features.
     features_by_day = split_by_day(customer_features, "snapshot_date")
     scores_by_day = split_by_day(batch_predictions.select(*keys, "churn_probability"), "snapshot_date")
@@ -123,36 +101,24 @@ def drift_report(
         current = sample_rows(
             part.select(*features, pl.col("churn_probability").alias("prediction")).to_pandas(), config.max_current_rows, seed=13
         )
-        ref_frame, reference_name = reference_for(day)
+        ref_frame, reference_name = references.for_day(day)
         verdict = judged(first_day, day - dt.timedelta(days=config.reference_lag_days), WINDOW_DAYS)
         result = compute_drift(ref_frame, current, columns, config.column_threshold, config.drift_share_threshold, verdict)
         report = artifacts.put_named("drift_reports", f"{key}.html", result.html)
         # Labels need every customer scored that day, not only the active ones.
         performance = matured_performance(day, features_by_day[day], champion.horizon_days, config.max_roc_auc_drop, lake, registry)
-        for column in columns:
-            score = result.column_scores[column]
-            rows.append((day, column, score, score >= config.column_threshold))
-        context.add_asset_metadata(
-            {
-                "drift_share": result.drift_share,
-                "dataset_drift": result.dataset_drift,
-                "drifted_columns": dg.MetadataValue.json(result.drifted_columns),
-                "ageing_drifted_columns": dg.MetadataValue.json(result.ageing_drifted),
-                "reference": reference_name,
-                "drift_status": "judged" if verdict else f"warming up: the {WINDOW_DAYS}-day windows of the reference day are not full yet",
-                "n_drifted_columns": len(result.drifted_columns),
-                "prediction_drift_score": float(result.prediction_score or 0.0),
-                "prediction_drift": result.prediction_drift,
-                "column_scores": dg.MetadataValue.json({c: round(s, 4) for c, s in result.column_scores.items()}),
-                "report_path": dg.MetadataValue.path(report.uri),
-                "report_url": dg.MetadataValue.url(_file_url(report.uri)),
-                "current_rows": len(current),
-                "reference_rows": len(ref_frame),
-                "model_version": champion.version,
-                **performance,
-            },
-            partition_key=key,
-        )
+        rows += [(day, c, result.column_scores[c], result.column_scores[c] >= config.column_threshold) for c in columns]
+        metadata = {
+            **_verdict_metadata(result, config.drift_share_threshold),
+            "reference": reference_name,
+            "report_path": dg.MetadataValue.path(report.uri),
+            "report_url": dg.MetadataValue.url(_file_url(report.uri)),
+            "current_rows": len(current),
+            "reference_rows": len(ref_frame),
+            "model_version": champion.version,
+            **performance,
+        }
+        context.add_asset_metadata(metadata, partition_key=key)
         if result.dataset_drift:
             context.log.warning(
                 f"drift_report {key}: dataset drift, {len(result.drifted_columns)} columns drifted: {result.drifted_columns}"
@@ -160,6 +126,55 @@ def drift_report(
     return pl.DataFrame(
         rows, schema={"snapshot_date": pl.Date, "column": pl.String, "drift_score": pl.Float64, "drifted": pl.Boolean}, orient="row"
     )
+
+
+def _check_scored(customer_features: pl.DataFrame, batch_predictions: pl.DataFrame, keys: list[str]) -> None:
+    unscored = customer_features.select(keys).join(batch_predictions.select(keys), on=keys, how="anti").height
+    if unscored:
+        raise dg.Failure(
+            f"drift_report: {unscored} customers have features but no prediction; re-materialize batch_predictions for these days"
+        )
+
+
+class _References:
+    """The population a day is compared with: the active customers `reference_lag_days` earlier, scored by the same
+    champion, or the champion's own training sample until that day exists."""
+
+    def __init__(self, champion: Champion, config: DriftConfig, lake: Lake, artifacts: ArtifactStore) -> None:
+        model = champion.model
+        if not model.reference_uri or not model.reference_sha256:
+            raise dg.Failure(
+                f"drift_report: champion {champion.version} has no stored training reference; retrain (training_job) to create one"
+            )
+        self.champion, self.config, self.lake = champion, config, lake
+        self.training = pl.read_parquet(io.BytesIO(artifacts.get(model.reference_uri, model.reference_sha256)))
+        self.existing = set(lake.existing_partitions(CUSTOMER_FEATURES))
+
+    def for_day(self, day: dt.date) -> tuple[Any, str]:
+        features = list(self.champion.features)
+        lagged = (day - dt.timedelta(days=self.config.reference_lag_days)).isoformat()
+        frame, name = self.training, f"training sample of {self.champion.version}"
+        if lagged in self.existing:
+            frame, name = self.lake.read_partitions(CUSTOMER_FEATURES, [lagged], columns=features), f"active customers on {lagged}"
+        ref = sample_rows(_active(frame).select(features).to_pandas(), self.config.max_reference_rows, seed=11)
+        ref["prediction"] = onnx_churn_probability(self.champion.session, ref[features].to_numpy())
+        return ref, name
+
+
+def _verdict_metadata(result: DriftResult, drift_share_threshold: float) -> dict[str, Any]:
+    """The day's drift verdicts as the sensor and the UI read them; `dataset_drift` is the one verdict on the share."""
+    return {
+        "drift_share": result.drift_share,
+        "drift_share_threshold": drift_share_threshold,
+        "dataset_drift": result.dataset_drift,
+        "drifted_columns": dg.MetadataValue.json(result.drifted_columns),
+        "ageing_drifted_columns": dg.MetadataValue.json(result.ageing_drifted),
+        "drift_status": "judged" if result.judged else f"warming up: the {WINDOW_DAYS}-day windows of the reference day are not full yet",
+        "n_drifted_columns": len(result.drifted_columns),
+        "prediction_drift_score": float(result.prediction_score or 0.0),
+        "prediction_drift": result.prediction_drift,
+        "column_scores": dg.MetadataValue.json({c: round(v, 4) for c, v in result.column_scores.items()}),
+    }
 
 
 def matured_performance(

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from lib.governance import run_identity
 from lib.promotion import GATE_METRICS, BestBaseline, decide, eligibility
-from lib.records import BaselineRecord, ModelRecord
+from lib.records import BaselineRecord, ChampionDecision, ModelRecord
 from lib.training import feature_matrix
 from ml_assets.champion import load_onnx
 from ml_assets.metadata import markdown_table
@@ -65,7 +65,7 @@ def champion_model(
     training_set: pl.DataFrame,
     artifacts: ArtifactStore,
     registry: ModelRegistry,
-) -> dict[str, Any]:
+) -> ChampionDecision:
     """The model that batch scoring and serving use now: the registry's champion.
 
     A learned candidate is eligible only with a passed ONNX parity check and
@@ -88,12 +88,8 @@ def champion_model(
     if config.rollback_to:
         return _rollback(context, config, registry, artifacts)
 
-    from lib.evaluation import classification_metrics
-
     test = training_set.filter(pl.col("split") == "test")
-    y = test["churned"].to_numpy()
     features = lgbm_onnx.features
-    x = feature_matrix(test, features)
     learned = [registry.get(r.model_version) for r in (lgbm_onnx, torch_onnx)]
     fallback = registry.get(bgnbd_onnx.model_version)
     candidates = [*learned, fallback]
@@ -106,14 +102,7 @@ def champion_model(
             "the baselines out of time: give the models more history (more labelled snapshots), or lower baseline_margin "
             "knowingly (settings file or CHURN_BASELINE_MARGIN)."
         )
-    evaluated: dict[str, dict[str, float]] = {}
-    for model in [*gate.eligible, *([current] if current and current.version not in {c.version for c in gate.eligible} else [])]:
-        if tuple(model.features) != features:
-            raise dg.Failure(
-                f"champion_model: {model.version} was trained on features {model.features}, the candidates on {list(features)}; "
-                "they cannot be compared on the same rows. Roll back explicitly (rollback_to) if that is intended."
-            )
-        evaluated[model.version] = classification_metrics(y, _score(model, x, artifacts))
+    evaluated = _evaluate_on_test(gate.eligible, current, features, test, artifacts)
     verdict = decide(gate.eligible, current, evaluated, config.metric, config.min_improvement)
     decision, winner, previous = verdict.action, verdict.winner, (current.version if current else None)
     reason = verdict.reason if gate.eligible else f"no candidate is eligible ({refused}); the champion stays {previous}"
@@ -127,6 +116,37 @@ def champion_model(
         raise dg.Failure(
             f"champion_model: the registry champion changed under this run (expected {winner}, found {champion and champion.version})"
         )
+    rows, backtest = _tables(registry, evaluated, winner, previous, baseline_model, candidates)
+    return _output(context, champion, decision, reason, previous, registry, evaluated, comparison=rows, refused=refused, backtest=backtest)
+
+
+def _evaluate_on_test(
+    eligible: list[ModelVersion], current: ModelVersion | None, features: tuple[str, ...], test: pl.DataFrame, artifacts: ArtifactStore
+) -> dict[str, dict[str, float]]:
+    """Each eligible candidate and the current champion, scored by its ONNX artifact on the same test rows."""
+    from lib.evaluation import classification_metrics
+
+    y, x = test["churned"].to_numpy(), feature_matrix(test, features)
+    evaluated: dict[str, dict[str, float]] = {}
+    for model in [*eligible, *([current] if current and current.version not in {c.version for c in eligible} else [])]:
+        if tuple(model.features) != features:
+            raise dg.Failure(
+                f"champion_model: {model.version} was trained on features {model.features}, the candidates on {list(features)}; "
+                "they cannot be compared on the same rows. Roll back explicitly (rollback_to) if that is intended."
+            )
+        evaluated[model.version] = classification_metrics(y, _score(model, x, artifacts))
+    return evaluated
+
+
+def _tables(
+    registry: ModelRegistry,
+    evaluated: dict[str, dict[str, float]],
+    winner: str,
+    previous: str | None,
+    baseline_model: BaselineRecord,
+    candidates: list[ModelVersion],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The test-split comparison of the models evaluated, and the backtest of every candidate beside the baselines."""
     rows = [
         {
             "version": v,
@@ -153,7 +173,7 @@ def champion_model(
         }
         for c in candidates
     ]
-    return _output(context, champion, decision, reason, previous, registry, evaluated, comparison=rows, refused=refused, backtest=backtest)
+    return rows, backtest
 
 
 def _round(value: Any) -> float | None:
@@ -162,7 +182,7 @@ def _round(value: Any) -> float | None:
 
 def _rollback(
     context: dg.AssetExecutionContext, config: ChampionConfig, registry: ModelRegistry, artifacts: ArtifactStore
-) -> dict[str, Any]:
+) -> ChampionDecision:
     from resources import ArtifactIntegrityError
     from resources.registry import RegistryError
 
@@ -199,7 +219,7 @@ def _output(
     comparison: list[dict[str, Any]] | None = None,
     refused: dict[str, str] | None = None,
     backtest: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+) -> ChampionDecision:
     history = pl.DataFrame(
         [{k: e[k] for k in ("at", "action", "version", "previous_champion", "actor", "reason")} for e in registry.events(15)],
         schema={k: pl.String for k in ("at", "action", "version", "previous_champion", "actor", "reason")},
@@ -220,13 +240,15 @@ def _output(
             "registry_events": dg.MetadataValue.md(markdown_table(history)),
         }
     )
-    return {
-        "champion_version": champion.version,
-        "kind": champion.kind,
-        "decision": decision,
-        "reason": reason,
-        "previous_champion": previous,
-        "onnx": {"uri": champion.onnx_uri, "sha256": champion.onnx_sha256},
-        "features": champion.features,
-        "evaluated": evaluated,
-    }
+    return ChampionDecision(
+        champion_version=champion.version,
+        kind=champion.kind,
+        decision=decision,
+        reason=reason,
+        previous_champion=previous,
+        onnx_uri=champion.onnx_uri,
+        onnx_sha256=champion.onnx_sha256,
+        features=tuple(champion.features),
+        horizon_days=champion.horizon_days,
+        evaluated=evaluated,
+    )

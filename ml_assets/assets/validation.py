@@ -2,6 +2,7 @@
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -109,34 +110,10 @@ def validated_transactions(
     rejected_parts = {k[0]: g for k, g in quarantined.partition_by("partition_date", as_dict=True).items()} if quarantined.height else {}
     blocked = []
     for day in days:
-        key = day.isoformat()
-        n_raw, n_valid, n_rej = raw_by_day.get(day, 0), valid_by_day.get(day, 0), rej_by_day.get(day, 0)
+        counts = (raw_by_day.get(day, 0), valid_by_day.get(day, 0), rej_by_day.get(day, 0))
         part = rejected_parts.get(day, quarantined.clear())
-        reasons = _reason_counts(part)
-        share = n_rej / n_raw if n_raw else 0.0
-        if share > config.max_rejected_share and n_rej >= config.min_rejected_rows:
-            blocked.append(f"{key}: {n_rej} of {n_raw} rows ({share:.1%}) quarantined, by rule {reasons}")
-        context.add_asset_metadata(
-            {
-                "dagster/row_count": n_valid,
-                "values_outside_feature_vocabulary": dg.MetadataValue.json(unknown_by_day.get(day, {})),
-                "raw_rows": n_raw,
-                "rejected_rows": n_rej,
-                "rejected_share": share,
-                "empty_partition": n_raw == 0,
-            },
-            asset_key=VALIDATED,
-            partition_key=key,
-        )
-        context.add_asset_metadata(
-            {**frame_metadata(part), "rejected_share": share, "rejected_by_rule": dg.MetadataValue.json(reasons)},
-            asset_key=QUARANTINED,
-            partition_key=key,
-        )
-        if n_raw == 0:
-            context.log.warning(f"validated_transactions {key}: the source has no rows for this day (empty partition)")
-        elif n_rej:
-            context.log.warning(f"validated_transactions {key}: quarantined {n_rej} of {n_raw} rows: {reasons}")
+        if why := _report_day(context, config, day, counts, part, unknown_by_day.get(day, {})):
+            blocked.append(why)
     context.add_output_metadata(
         {"dagster/column_schema": frame_metadata(validated, RAW_DESCRIPTIONS)["dagster/column_schema"]},
         output_name="validated_transactions",
@@ -180,6 +157,45 @@ def validated_transactions(
             "rows_quarantined_by_rule": dg.MetadataValue.json(result.counts()),
         },
     )
+
+
+def _report_day(
+    context: dg.AssetExecutionContext,
+    config: ValidationConfig,
+    day: dt.date,
+    counts: tuple[int, int, int],
+    part: pl.DataFrame,
+    unknown: dict[str, Any],
+) -> str | None:
+    """One day's metadata on both outputs and its log line; why the day is blocked, or None."""
+    key = day.isoformat()
+    n_raw, n_valid, n_rej = counts
+    reasons = _reason_counts(part)
+    share = n_rej / n_raw if n_raw else 0.0
+    context.add_asset_metadata(
+        {
+            "dagster/row_count": n_valid,
+            "values_outside_feature_vocabulary": dg.MetadataValue.json(unknown),
+            "raw_rows": n_raw,
+            "rejected_rows": n_rej,
+            "rejected_share": share,
+            "empty_partition": n_raw == 0,
+        },
+        asset_key=VALIDATED,
+        partition_key=key,
+    )
+    context.add_asset_metadata(
+        {**frame_metadata(part), "rejected_share": share, "rejected_by_rule": dg.MetadataValue.json(reasons)},
+        asset_key=QUARANTINED,
+        partition_key=key,
+    )
+    if n_raw == 0:
+        context.log.warning(f"validated_transactions {key}: the source has no rows for this day (empty partition)")
+    elif n_rej:
+        context.log.warning(f"validated_transactions {key}: quarantined {n_rej} of {n_raw} rows: {reasons}")
+    if share > config.max_rejected_share and n_rej >= config.min_rejected_rows:
+        return f"{key}: {n_rej} of {n_raw} rows ({share:.1%}) quarantined, by rule {reasons}"
+    return None
 
 
 def _counts(frame: pl.DataFrame, column: str) -> dict[dt.date, int]:

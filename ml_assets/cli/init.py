@@ -6,36 +6,58 @@ import argparse
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import Any
 
 from ml_assets.cli.common import date_arg
 
 
+class InitError(Exception):
+    """A refusal of `churn init`: printed as one line, exit status 2."""
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Inspect a source table, propose the column mapping and the calendar, and write the settings file."""
-    import sqlalchemy as sa
-
-    from lib.contract import preview_text, propose_mapping
-    from lib.schema import RAW_COLUMNS
-    from lib.settings import Settings, SettingsError, Source, load_settings, settings_path, to_yaml
-    from resources import SourceSchemaError, SqlWarehouse
+    from lib.settings import settings_path
 
     out = Path(args.out) if args.out else (settings_path() or Path("churn.yaml"))
-    if out.exists() and not args.force:
-        print(f"churn init: {out} exists; pass --force to replace it (or --out for another file)", file=sys.stderr)
+    try:
+        if out.exists() and not args.force:
+            raise InitError(f"{out} exists; pass --force to replace it (or --out for another file)")
+        wh, mapping = _propose_mapping(args, _fixed_mapping(args))
+        proposed, start = _proposed_settings(args, wh, mapping)
+        _write(out, proposed, args)
+    except InitError as exc:
+        print(f"churn init: {exc}", file=sys.stderr)
         return 2
+    print(f"next: CHURN_SETTINGS_FILE={out} make ui   (or churn demo-style runs through the UI: daily_pipeline_job from {start})")
+    return 0
+
+
+def _fixed_mapping(args: argparse.Namespace) -> dict[str, str]:
+    from lib.schema import RAW_COLUMNS
+
     fixed = {}
     for item in args.map:
         canonical, _, column = item.partition("=")
         if canonical not in RAW_COLUMNS or not column:
-            print(f"churn init: --map {item!r}: expected CANONICAL=COLUMN with CANONICAL one of {list(RAW_COLUMNS)}", file=sys.stderr)
-            return 2
+            raise InitError(f"--map {item!r}: expected CANONICAL=COLUMN with CANONICAL one of {list(RAW_COLUMNS)}")
         fixed[canonical] = column
+    return fixed
+
+
+def _propose_mapping(args: argparse.Namespace, fixed: dict[str, str]) -> tuple[Any, dict[str, str]]:
+    """Describe the table and propose which of its columns is which canonical column; a reader over that mapping."""
+    import sqlalchemy as sa
+
+    from lib.contract import preview_text, propose_mapping
+    from lib.schema import RAW_COLUMNS
+    from resources import SourceSchemaError, SqlWarehouse
+
     try:
         probe = SqlWarehouse(url=args.url, table=args.table, db_schema=args.schema, categoricals=args.categorical)
         columns = probe.describe_table()
     except (SourceSchemaError, ValueError, ConnectionError) as exc:
-        print(f"churn init: {exc}", file=sys.stderr)
-        return 2
+        raise InitError(str(exc)) from None
     print(f"table {args.table!r} in {sa.make_url(args.url).render_as_string(hide_password=True)}:")
     for c in columns:
         shown = ", ".join(repr(preview_text(v, 40)) for v in c["samples"])
@@ -44,19 +66,28 @@ def cmd_init(args: argparse.Namespace) -> int:
     mapping = propose_mapping([c for c in columns if c["name"] not in args.categorical], fixed)
     missing = [n for n, (_, required, _) in RAW_COLUMNS.items() if required and n not in mapping]
     if missing:
-        print(f"churn init: no column found for {missing}; name it with --map, e.g. --map ts=purchase_date", file=sys.stderr)
-        return 2
+        raise InitError(f"no column found for {missing}; name it with --map, e.g. --map ts=purchase_date")
     wh = probe.model_copy(update={"column_map": mapping})
     if "transaction_id" in mapping and "transaction_id" not in fixed and not wh.is_unique("transaction_id"):
         print(f"  {mapping['transaction_id']!r} repeats values: not a transaction id (rows get a derived identity instead)")
         del mapping["transaction_id"]
         wh = probe.model_copy(update={"column_map": mapping})
+    return wh, mapping
+
+
+def _proposed_settings(args: argparse.Namespace, wh: Any, mapping: dict[str, str]) -> tuple[Any, dt.date]:
+    """The settings for this table: mapping, calendar from its time range, channel vocabulary, the given thresholds."""
+    import sqlalchemy as sa
+
+    from lib.schema import RAW_COLUMNS
+    from lib.settings import Settings, Source
+    from resources import SourceSchemaError
+
     try:
         source = wh.inspect_source()
         rows, first, last = wh.time_range(source)
     except SourceSchemaError as exc:
-        print(f"churn init: {exc}", file=sys.stderr)
-        return 2
+        raise InitError(str(exc)) from None
     print("\nproposed mapping (canonical <- your column):")
     for canonical, (_, required, _) in RAW_COLUMNS.items():
         print(f"  {canonical:16s} <- {mapping.get(canonical, '(absent)' if not required else '?')}")
@@ -70,8 +101,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         url = None
     start = args.partitions_start or first
     if start is None:
-        print("churn init: no readable timestamp in the table; pass --partitions-start YYYY-MM-DD", file=sys.stderr)
-        return 2
+        raise InitError("no readable timestamp in the table; pass --partitions-start YYYY-MM-DD")
     try:
         proposed = Settings(
             source=Source(
@@ -90,8 +120,13 @@ def cmd_init(args: argparse.Namespace) -> int:
             min_roc_auc=args.min_roc_auc,
         )
     except ValueError as exc:
-        print(f"churn init: {exc}", file=sys.stderr)
-        return 2
+        raise InitError(str(exc)) from None
+    return proposed, start
+
+
+def _write(out: Path, proposed: Any, args: argparse.Namespace) -> None:
+    from lib.settings import SettingsError, load_settings, to_yaml
+
     header = (
         f"Written by `churn init` on {dt.date.today()} from table {args.table!r}.\n"
         "Environment variables override these values (see docs/data-contract.md); keep passwords in CHURN_WAREHOUSE_URL."
@@ -102,12 +137,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     try:
         load_settings({"CHURN_SETTINGS_FILE": str(out)})
     except SettingsError as exc:  # pragma: no cover - what we wrote validated above
-        print(f"churn init: the written file does not load: {exc}", file=sys.stderr)
-        return 2
+        raise InitError(f"the written file does not load: {exc}") from None
     print(f"\nwrote {out}:\n")
     print(text)
-    print(f"next: CHURN_SETTINGS_FILE={out} make ui   (or churn demo-style runs through the UI: daily_pipeline_job from {start})")
-    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
