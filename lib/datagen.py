@@ -142,8 +142,22 @@ def generate_transactions(cfg: GeneratorConfig) -> pl.DataFrame:
         np.where(channel == 1, np.where(pay_u < 0.55, 1, 0), np.where(pay_u < 0.8, 0, 1)),
     )
 
+    return _frame(cfg.start, owner, ts_us, amount, quantity, channel, category, payment)
+
+
+def _frame(
+    start: dt.date,
+    owner: np.ndarray,
+    ts_us: np.ndarray,
+    amount: np.ndarray,
+    quantity: np.ndarray,
+    channel: np.ndarray,
+    category: np.ndarray,
+    payment: np.ndarray,
+) -> pl.DataFrame:
+    """The simulated purchases as transactions in the canonical schema, in time order (no random draw here)."""
     order = np.argsort(ts_us, kind="stable")
-    base = dt.datetime.combine(cfg.start, dt.time())
+    base = dt.datetime.combine(start, dt.time())
     frame = pl.DataFrame(
         {
             "customer_num": owner[order].astype(np.int64),

@@ -75,17 +75,9 @@ def _expect(kind: str, **kwargs: Any) -> Callable[[Any], Any]:
     return lambda gxe: getattr(gxe, kind)(**kwargs)
 
 
-def raw_rule_specs(contract: RawContract) -> list[tuple[str, str, Callable[[Any], Any]]]:
-    """(name, description, expectation factory given the GX expectations module) for the source's contract."""
-    present = contract.present
-    specs: list[tuple[str, str, Callable[[Any], Any]]] = [
-        (f"{name}_not_null", f"{name} is present", _expect("ExpectColumnValuesToNotBeNull", column=name))
-        # An optional column is optional as a column; when the source has it, its values are required
-        # (features are computed from them), except payment_method, which may be blank.
-        for name in ("transaction_id", "customer_id", "ts", "quantity", "channel", "category")
-        if name in present and not (name == "transaction_id" and contract.derived_ids)
-    ]
-    specs += [
+def _amount_specs() -> list[tuple[str, str, Callable[[Any], Any]]]:
+    """The amount's rules: present, finite, positive, plausible."""
+    return [
         # pandas shows both null and NaN as NaN: the helper keeps them apart.
         ("amount_not_null", "amount is present", lambda gxe: gxe.ExpectColumnValuesToBeInSet(column="__amount_null", value_set=[False])),
         (
@@ -104,6 +96,19 @@ def raw_rule_specs(contract: RawContract) -> list[tuple[str, str, Callable[[Any]
             lambda gxe: gxe.ExpectColumnValuesToBeBetween(column="__amount_finite_value", max_value=MAX_AMOUNT),
         ),
     ]
+
+
+def raw_rule_specs(contract: RawContract) -> list[tuple[str, str, Callable[[Any], Any]]]:
+    """(name, description, expectation factory given the GX expectations module) for the source's contract."""
+    present = contract.present
+    specs: list[tuple[str, str, Callable[[Any], Any]]] = [
+        (f"{name}_not_null", f"{name} is present", _expect("ExpectColumnValuesToNotBeNull", column=name))
+        # An optional column is optional as a column; when the source has it, its values are required
+        # (features are computed from them), except payment_method, which may be blank.
+        for name in ("transaction_id", "customer_id", "ts", "quantity", "channel", "category")
+        if name in present and not (name == "transaction_id" and contract.derived_ids)
+    ]
+    specs += _amount_specs()
     if "quantity" in present:
         specs.append(
             (

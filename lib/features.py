@@ -222,32 +222,7 @@ def features_from_state(
     if population_days is not None:
         people = people.filter(pl.col("last_ts") >= cutoff - dt.timedelta(days=population_days))
 
-    def since(days: int) -> pl.Expr:
-        return pl.col("ts") >= cutoff - dt.timedelta(days=days)
-
-    category = pl.col("category") if "category" in window.columns else pl.lit(None, dtype=pl.String)
-    recent = (
-        window.lazy()
-        .with_columns(
-            since(7).cast(pl.Float64).alias("_in7"),
-            since(30).cast(pl.Float64).alias("_in30"),
-            since(90).cast(pl.Float64).alias("_in90"),
-            pl.when(since(90)).then(pl.col("ts").dt.date().cast(pl.Int32)).alias("_day90"),
-        )
-        .group_by("customer_id")
-        .agg(
-            pl.col("_in7").sum().alias("tx_count_7d"),
-            pl.col("_in30").sum().alias("tx_count_30d"),
-            pl.col("_in90").sum().alias("tx_count_90d"),
-            (pl.col("amount") * pl.col("_in7")).sum().alias("spend_7d"),
-            (pl.col("amount") * pl.col("_in30")).sum().alias("spend_30d"),
-            (pl.col("amount") * pl.col("_in90")).sum().alias("spend_90d"),
-            pl.col("_day90").drop_nulls().n_unique().cast(pl.Float64).alias("active_days_90d"),
-            # Distinct values as bought in the window: an open vocabulary, no value folded into another.
-            category.drop_nulls().n_unique().cast(pl.Float64).alias("n_categories"),
-            *[pl.col(e).drop_nulls().n_unique().cast(pl.Float64).alias(values_feature(e)) for e in extras],
-        )
-    )
+    recent = _windowed(window, cutoff, extras)
     windowed = ["tx_count_7d", "tx_count_30d", "tx_count_90d", "spend_7d", "spend_30d", "spend_90d", "active_days_90d", "n_categories"]
     windowed += [values_feature(e) for e in extras]
     day = 86_400.0
@@ -292,6 +267,37 @@ def features_from_state(
         )
     )
     return every.select("customer_id", "snapshot_date", *columns, *AUX_COLUMNS).sort("customer_id").collect()
+
+
+def _windowed(window: pl.DataFrame, cutoff: dt.datetime, extras: tuple[str, ...]) -> pl.LazyFrame:
+    """Per customer, the 7/30/90-day counts, spend, active days and distinct values of the window's purchases."""
+
+    def since(days: int) -> pl.Expr:
+        return pl.col("ts") >= cutoff - dt.timedelta(days=days)
+
+    category = pl.col("category") if "category" in window.columns else pl.lit(None, dtype=pl.String)
+    return (
+        window.lazy()
+        .with_columns(
+            since(7).cast(pl.Float64).alias("_in7"),
+            since(30).cast(pl.Float64).alias("_in30"),
+            since(90).cast(pl.Float64).alias("_in90"),
+            pl.when(since(90)).then(pl.col("ts").dt.date().cast(pl.Int32)).alias("_day90"),
+        )
+        .group_by("customer_id")
+        .agg(
+            pl.col("_in7").sum().alias("tx_count_7d"),
+            pl.col("_in30").sum().alias("tx_count_30d"),
+            pl.col("_in90").sum().alias("tx_count_90d"),
+            (pl.col("amount") * pl.col("_in7")).sum().alias("spend_7d"),
+            (pl.col("amount") * pl.col("_in30")).sum().alias("spend_30d"),
+            (pl.col("amount") * pl.col("_in90")).sum().alias("spend_90d"),
+            pl.col("_day90").drop_nulls().n_unique().cast(pl.Float64).alias("active_days_90d"),
+            # Distinct values as bought in the window: an open vocabulary, no value folded into another.
+            category.drop_nulls().n_unique().cast(pl.Float64).alias("n_categories"),
+            *[pl.col(e).drop_nulls().n_unique().cast(pl.Float64).alias(values_feature(e)) for e in extras],
+        )
+    )
 
 
 def empty_features(columns: tuple[str, ...] = FEATURE_COLUMNS) -> pl.DataFrame:

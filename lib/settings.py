@@ -414,6 +414,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             shown = "(hidden)" if dotted in SECRETS else repr(error.get("input"))
             problems.append(f"{where}: {error['msg']} (got {shown})")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from exc
+    from lib.production import production_problems
+
     if loaded.deployment.mode == "kubernetes" and (problems := production_problems(loaded)):
         # Fail closed: no embedded default is used in a cluster.
         raise SettingsError(
@@ -422,46 +424,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             + ". Set them in the churn-secrets secret and the Helm values (docs/operations.md#kubernetes)."
         )
     return loaded
-
-
-# What a cluster must provide: every place state lives, none of them local to a pod.
-PRODUCTION_URLS = (
-    "source.url",
-    "deployment.registry_url",
-    "deployment.feast_registry_url",
-    "deployment.feast_redis_url",
-    "deployment.lake_root",
-    "deployment.artifact_root",
-)
-
-
-def _plain(value: object) -> str | None:
-    if value is None:
-        return None
-    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-
-
-def production_problems(value: Settings) -> list[str]:
-    """Why these settings cannot run in pods: a missing or pod-local location (an SQLite file, a local path) would
-    "succeed" into a file that disappears with the pod. Empty when they can."""
-    problems = []
-    for dotted in PRODUCTION_URLS:
-        section, name = dotted.split(".")
-        url = _plain(getattr(getattr(value, section), name))
-        if not url:
-            problems.append(f"{dotted} ({VARIABLE[dotted]}) is not set")
-        elif url.startswith(("sqlite:", "file:", "/", ".", "local:")) or ("://" not in url and dotted.endswith("_root")):
-            problems.append(f"{dotted} ({VARIABLE[dotted]}) points at a pod-local file or folder")
-    if not value.deployment.code_version:
-        problems.append(
-            "deployment.code_version (CHURN_CODE_VERSION) is not set: build the image with --build-arg CHURN_CODE_VERSION=$(git rev-parse HEAD)"
-        )
-    if not value.deployment.service.require_api_key:
-        problems.append(
-            "deployment.service.require_api_key (CHURN_SERVICE_REQUIRE_API_KEY) is false: the scoring service would answer anyone "
-            "who reaches it; create keys with `churn apikey create NAME --scope predict` instead"
-        )
-    return problems
 
 
 def class_default(dotted: str) -> Any:

@@ -5,7 +5,7 @@ import json
 import dagster as dg
 import polars as pl
 
-from lib.backtest import backtest_folds, label_horizon
+from lib.backtest import Fold, backtest_folds, label_horizon
 from lib.features import model_features
 from lib.records import Artifact, BaselineRecord
 from lib.training import feature_matrix
@@ -45,11 +45,7 @@ def baseline_model(
     results = [run_backtest(name, training_set, folds, scorer) for name, scorer in baseline_scorers(horizon).items()]
     scored = [r for r in results if r.folds]
     best = max(scored, key=lambda r: r.roc_auc) if scored else None
-    fits = {}
-    for fold in folds:
-        cutoff = training_set.filter(pl.col("snapshot_date") == fold.cutoff)
-        if cutoff.height:
-            fits[fold.cutoff.isoformat()] = {k: round(v, 4) for k, v in fit_bgnbd(*bgnbd_inputs(cutoff)).as_dict().items()}
+    fits = _fits_by_cutoff(training_set, folds)
     from lib.baselines import bgnbd_matrix_scores
 
     features = list(model_features(training_set))
@@ -102,3 +98,15 @@ def baseline_model(
         horizon_days=horizon,
         metrics={**bgnbd.metrics(), **test_metrics},
     )
+
+
+def _fits_by_cutoff(training_set: pl.DataFrame, folds: list[Fold]) -> dict[str, dict[str, float]]:
+    """BG/NBD's parameters as fitted at each backtest cutoff (shown beside the backtest)."""
+    from lib.baselines import bgnbd_inputs, fit_bgnbd
+
+    fits = {}
+    for fold in folds:
+        cutoff = training_set.filter(pl.col("snapshot_date") == fold.cutoff)
+        if cutoff.height:
+            fits[fold.cutoff.isoformat()] = {k: round(v, 4) for k, v in fit_bgnbd(*bgnbd_inputs(cutoff)).as_dict().items()}
+    return fits

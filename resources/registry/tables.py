@@ -24,6 +24,16 @@ def build_tables(schema: str | None) -> Tables:
     import sqlalchemy as sa
 
     md = sa.MetaData(schema=schema)
+    versions = _versions(md)
+    events, head = _events(md)
+    api_keys, predictions, erased = _service(md)
+    return Tables(md, versions, events, head, api_keys, predictions, erased)
+
+
+def _versions(md: sa.MetaData) -> sa.Table:
+    """One row per trained model; at most one of them the champion."""
+    import sqlalchemy as sa
+
     versions = sa.Table(
         "model_versions",
         md,
@@ -53,6 +63,13 @@ def build_tables(schema: str | None) -> Tables:
     sa.Index("one_champion", versions.c.status, unique=True, sqlite_where=champion_only, postgresql_where=champion_only).ddl_if(
         dialect=("sqlite", "postgresql")  # type: ignore[arg-type]  # a tuple of names is documented; the stub says str
     )
+    return versions
+
+
+def _events(md: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """The audit trail and its head (the newest event's position and hash)."""
+    import sqlalchemy as sa
+
     events = sa.Table(
         "registry_events",
         md,
@@ -78,6 +95,13 @@ def build_tables(schema: str | None) -> Tables:
         sa.Column("seq", sa.Integer, nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
     )
+    return events, head
+
+
+def _service(md: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
+    """What the scoring service and erasure keep: API key digests, the prediction record, erased ids' hashes."""
+    import sqlalchemy as sa
+
     api_keys = sa.Table(
         "api_keys",
         md,
@@ -109,4 +133,4 @@ def build_tables(schema: str | None) -> Tables:
         sa.Column("id_sha256", sa.String(64), primary_key=True),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     )
-    return Tables(md, versions, events, head, api_keys, predictions, erased)
+    return api_keys, predictions, erased
