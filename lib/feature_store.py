@@ -145,7 +145,7 @@ def repo_config(
     # read of it, offline ones included, so a retrain (training_set) or a batch
     # scoring run concurrent with another day's online_features failed. Our
     # offline reads come from the lake and do not depend on that state. Found by
-    # ml_assets_tests/test_faults.py::test_concurrent_scoring_runs_and_a_retrain_do_not_interfere.
+    # ml_assets_tests/system/test_faults.py::test_concurrent_scoring_runs_and_a_retrain_do_not_interfere.
     online: dict[str, Any] = (
         {"type": "redis", "connection_string": with_socket_timeouts(f"${{{REDIS_ENV}}}" if for_file else str(redis_url))}
         if online_store == "redis"

@@ -65,7 +65,7 @@ def base_step_config(placement: Placement | None = None) -> dict[str, Any]:
             "automount_service_account_token": False,
         },
         "pod_template_spec_metadata": {"labels": {"churn.ml/compute": "cpu"}},
-        # Read by the policy scan (ml_assets_tests/test_policy.py): the one deliberate exception, with its reason.
+        # Read by the policy scan (ml_assets_tests/system/test_policy.py): the one deliberate exception, with its reason.
         "job_metadata": {
             "annotations": {
                 "checkov.io/skip1": "CKV_K8S_35=dagster-k8s passes the run's env_secrets (churn-secrets) to step pods as environment "

@@ -77,7 +77,7 @@ class OnlineFeaturesConfig(dg.Config):
     # the instance's default pool limit): two runs scoring different days at
     # once would otherwise race, the older day could overwrite the newer
     # snapshot, and each skew check would see the other run's values. Found by
-    # ml_assets_tests/test_faults.py::test_concurrent_scoring_runs_and_a_retrain_do_not_interfere.
+    # ml_assets_tests/system/test_faults.py::test_concurrent_scoring_runs_and_a_retrain_do_not_interfere.
     # The pool queues the second run instead of holding a worker on a lock; the
     # guarantee is the store's own writer lock in the body (Dagster's slot
     # claim is not atomic across processes, on SQLite or PostgreSQL storage).
@@ -102,8 +102,9 @@ def online_features(
 
     The online store serves one snapshot: the newest day materialized. A run
     over older days (a backfill) refreshes the newest one instead of moving the
-    store back in time. Customers inactive for 180 days drop out of daily
-    snapshots and keep their last online value, with its timestamp.
+    store back in time. Every customer of the history is in each daily
+    snapshot (unless `population_days` limits it: then a customer who drops
+    out keeps their last online value, with its timestamp).
     """
     # Dagster's record of loaded days covers stores loaded before the store
     # kept its own record of the day it serves.

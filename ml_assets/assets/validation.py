@@ -26,12 +26,14 @@ class ValidationConfig(dg.Config):
         ge=0.0,
         le=1.0,
         allow_inf_nan=False,
-        description="Largest share of a day's rows that may be quarantined, in [0, 1]; above it the day is blocked from downstream assets.",
+        description="Largest share of a day's rows that may be quarantined, in [0, 1]; above it the day is blocked from downstream assets "
+        "(max_rejected_share).",
     )
     min_rejected_rows: int = Field(
         default=default_of("validated_transactions", "min_rejected_rows"),
         ge=1,
-        description="A day is blocked only when at least this many of its rows are quarantined, so one bad row never blocks a small day.",
+        description="A day is blocked only when at least this many of its rows are quarantined, so one bad row never blocks a small day "
+        "(min_rejected_rows).",
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-VALUES = Path(__file__).resolve().parents[1] / "deploy" / "helm" / "values.yaml"
+VALUES = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "values.yaml"
 DAGSTER_HOME = "/opt/dagster/dagster_home"
 
 

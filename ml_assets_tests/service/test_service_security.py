@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from ml_assets_tests.conftest import E2E_DRIFT_DAYS, PipelineRun, feature_store_for
-from ml_assets_tests.test_service import _free_port, serve
+from ml_assets_tests.service.test_service import _free_port, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 SERVED_DAY = E2E_DRIFT_DAYS[1]

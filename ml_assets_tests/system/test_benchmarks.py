@@ -14,7 +14,7 @@ import polars as pl
 from benchmarks.attribution import attribute
 from resources.lake import Lake, LakeIOManager
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_quick_benchmarks_print_their_tables() -> None:

@@ -194,7 +194,7 @@ def test_the_settings_table_of_the_guide_is_the_settings_object() -> None:
 
     from lib.settings import ENV, Settings
 
-    docs = Path(__file__).resolve().parents[1] / "docs"
+    docs = Path(__file__).resolve().parents[2] / "docs"
     found = [
         (m.group(1), (m.group(2), m.group(3)))
         for name in ("data-contract.md", "own-database.md")
@@ -245,7 +245,7 @@ def test_nothing_but_the_settings_module_reads_the_environment() -> None:
     """The settings object is the one description of the configuration: no other production module reads os.environ."""
     import ast
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     readers = []
     for package in ("lib", "ml_assets", "resources", "sensors", "feature_repo"):
         for path in (root / package).rglob("*.py"):

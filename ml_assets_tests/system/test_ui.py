@@ -31,7 +31,7 @@ from ml_assets_tests.conftest import E2E_DRIFT_DAYS, E2E_END, PipelineRun, copy_
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 LOCATION = "churn"  # workspace.yaml

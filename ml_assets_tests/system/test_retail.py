@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from lib.datagen import RetailConfig, generate_retail
 from ml_assets_tests.conftest import PG_URL
-from ml_assets_tests.test_sources import MARIADB_URL
+from ml_assets_tests.resources.test_sources import MARIADB_URL
 from resources.warehouse import write_frame
 
 pytestmark = [pytest.mark.slow]

@@ -12,7 +12,7 @@ import pytest
 from lib.backtest import Fold, baseline_scorers, fold_frames, plan_backtest, run_backtest
 from lib.baselines import churn_probability, fit_bgnbd, p_alive
 
-CDNOW = Path(__file__).parent / "data" / "cdnow_summary.csv"
+CDNOW = Path(__file__).parents[1] / "data" / "cdnow_summary.csv"
 
 
 def test_bgnbd_fit_reproduces_the_published_cdnow_estimates() -> None:

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 import yaml
 
-from ml_assets_tests.test_helm_values import VALUES, render_instance
+from ml_assets_tests.system.test_helm_values import VALUES, render_instance
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 SHIPPED = ROOT / "deploy" / "k8s"
 IMAGE = "registry.example.com/churn@sha256:" + "0" * 64
@@ -124,7 +124,7 @@ def project_pods() -> list[dict[str, Any]]:
     from kubernetes.client import ApiClient
 
     from ml_assets.k8s import K8S_CONFIG_TAG, gpu_step_config
-    from ml_assets_tests.test_k8s import _manifest
+    from ml_assets_tests.system.test_k8s import _manifest
 
     config = render_instance(yaml.safe_load(VALUES.read_text()))["run_launcher"]["config"]
     run = construct_dagster_k8s_job(

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from ml_assets_tests.conftest import E2E_DRIFT_DAYS, E2E_TRAIN_UNTIL, PG_URL, PipelineRun, copy_pipeline_env, resources_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class FlakyProxy:

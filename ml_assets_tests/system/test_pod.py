@@ -38,7 +38,7 @@ from ml_assets_tests.conftest import PG_URL, S3Server
 
 pytestmark = [pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 POD_UID = 10001
 # Mount namespaces and setpriv need root; CI and the development machine run as root.
 needs_root = pytest.mark.skipif(
@@ -130,7 +130,7 @@ def _pod_env(s3: S3Server, schema: str, project: str) -> dict[str, str]:
 def _pod_workdir(tmp_path: Path) -> Path:
     """The pod's /tmp, with the instance configuration the chart renders from the values (telemetry, compute logs);
     its storage is SQLite here instead of the chart's PostgreSQL."""
-    from ml_assets_tests.test_helm_values import VALUES, render_instance
+    from ml_assets_tests.system.test_helm_values import VALUES, render_instance
 
     work = tmp_path / "pod-tmp"
     (work / "dagster_home").mkdir(parents=True)

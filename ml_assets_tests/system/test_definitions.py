@@ -160,7 +160,7 @@ def test_the_local_instance_monitors_runs_and_both_jobs_have_a_max_runtime(tmp_p
     import shutil
     from pathlib import Path
 
-    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
+    shutil.copy(Path(__file__).resolve().parents[2] / "dagster.yaml", tmp_path / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.run_monitoring_enabled
         assert instance.run_monitoring_max_runtime_seconds == 12 * 3600  # runs without a tag
@@ -187,7 +187,7 @@ def test_no_private_dagster_import_in_production_code() -> None:
     import re
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     private = re.compile(r"^\s*(from|import) dagster\._", re.MULTILINE)
     found = [
         str(p.relative_to(repo))

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SOURCES = ["lib", "ml_assets", "ml_assets_tests", "resources", "sensors", "benchmarks", "feature_repo"]
 
 

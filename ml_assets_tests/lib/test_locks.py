@@ -21,7 +21,7 @@ import pytest
 from lib.locks import LockTimeout, file_lock, redis_lock
 from ml_assets_tests.conftest import redis_up
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 HOLDER = textwrap.dedent(
     """

@@ -1,0 +1,1 @@
+"""Tests of the pure code in lib/: rules, math and decisions on hand-built data."""

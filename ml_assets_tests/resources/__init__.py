@@ -1,0 +1,1 @@
+"""Tests of the resources (registry, warehouse, lake, artifacts, feature store) against the real backends."""

@@ -1,0 +1,1 @@
+"""Tests of the sensors and schedules, evaluated against temporary instances."""

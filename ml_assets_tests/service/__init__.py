@@ -1,0 +1,1 @@
+"""Tests of the online scoring service over real HTTP."""
