@@ -110,6 +110,27 @@ def _setup(root: Path, customers: int) -> tuple[list[str], str]:
     registry.attach_onnx(version, onnx_ref.uri, onnx_ref.sha256, run_id="bench")
     registry.record_parity(version, onnx_ref.sha256, True, {"bench": {"max_abs_diff": 0.0}}, run_id="bench")
     registry.promote(version, actor="bench", reason="benchmark", run_id=None)
+    # A challenger (another 300-tree model) for the shadow and canary rows: scored beside the champion, recorded only.
+    other = lgb.train(
+        {"objective": "binary", "num_leaves": 15, "verbose": -1, "seed": 5}, lgb.Dataset(x, y, feature_name=list(FEATURE_COLUMNS)), 300
+    )
+    shadow_native = artifacts.put("models/lgbm", other.model_to_string().encode(), ".txt")
+    shadow_onnx = artifacts.put("onnx/lgbm", lgbm_to_onnx(other.model_to_string(), len(FEATURE_COLUMNS)), ".onnx")
+    challenger = f"lgbm-{shadow_native.sha256[:12]}"
+    registry.register(
+        version=challenger,
+        kind="lightgbm",
+        run_id="bench",
+        data_window={},
+        features=list(FEATURE_COLUMNS),
+        params={},
+        metrics={"roc_auc": 0.9},
+        artifact_uri=shadow_native.uri,
+        artifact_sha256=shadow_native.sha256,
+    )
+    registry.attach_onnx(challenger, shadow_onnx.uri, shadow_onnx.sha256, run_id="bench")
+    registry.record_parity(challenger, shadow_onnx.sha256, True, {"bench": {"max_abs_diff": 0.0}}, run_id="bench")
+    registry.set_challenger(challenger, actor="bench", reason="shadow scoring benchmark")
     return ids, registry.create_api_key("bench", ["predict"], actor="bench")
 
 
@@ -193,9 +214,18 @@ def main(argv: list[str] | None = None) -> str:
         ids, key = _setup(root, 2_000 if args.quick else 100_000)
         # The production default (API key checked, every prediction recorded) beside the bare service,
         # on SQLite; Redis with the default. The rate limit is lifted: the load is one trusted client.
-        unlimited = {"CHURN_SERVICE_RATE_PER_SECOND": "1000000", "CHURN_SERVICE_RATE_BURST": "1000000"}
+        # Shadow scoring (a challenger scored on the recorder's thread, never returned) and a 10 % canary beside the
+        # same service without them: the cost of safe rollout on the request's latency.
+        unlimited = {"CHURN_SERVICE_RATE_PER_SECOND": "1000000", "CHURN_SERVICE_RATE_BURST": "1000000", "CHURN_SHADOW_SCORING": "false"}
+        shadow = {**unlimited, "CHURN_SHADOW_SCORING": "true"}
+        canary = {**shadow, "CHURN_CANARY_SHARE": "0.1"}
         bare = {**unlimited, "CHURN_SERVICE_REQUIRE_API_KEY": "false", "CHURN_SERVICE_RECORD_PREDICTIONS": "false"}
-        variants = [(False, "key + record", unlimited), (False, "open, no record", bare)]
+        variants = [
+            (False, "key + record", unlimited),
+            (False, "key + record + shadow", shadow),
+            (False, "+ shadow + 10 % canary", canary),
+            (False, "open, no record", bare),
+        ]
         if _redis_up():
             variants.append((True, "key + record", unlimited))
         applied: set[bool] = set()

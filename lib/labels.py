@@ -130,3 +130,12 @@ def finish_training_set(
 
 def split_stats(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.group_by("split").agg(pl.len().alias("rows"), pl.col("churned").mean().alias("churn_rate")).sort("split")
+
+
+def shuffle_train_labels(frame: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """The train split's `churned` permuted (seeded), the other splits untouched: a model that learns nothing, for drills."""
+    train = frame["split"] == "train"
+    shuffled = frame.filter(train)["churned"].shuffle(seed=seed)
+    positions = train.arg_true()
+    labels = frame["churned"].clone().scatter(positions, shuffled)
+    return frame.with_columns(labels.alias("churned"))

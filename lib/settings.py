@@ -32,6 +32,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from lib.sections import Kubernetes, Rollout, Service
+
 DEFAULT_FILE = "churn.yaml"
 FILE_ENV = "CHURN_SETTINGS_FILE"
 
@@ -64,54 +66,6 @@ class Source(BaseModel):
     )
 
 
-class Kubernetes(BaseModel):
-    """Where steps run on Kubernetes (`ml_assets/k8s.py` turns this into each step's `dagster-k8s/config`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    gpu_count: int = Field(
-        default=1, ge=1, description="GPUs of the torch step (the GPU step needs a GPU; train with device=cpu to do without)."
-    )
-    gpu_resource: str = Field(default="nvidia.com/gpu", min_length=1, description="Extended resource name of a GPU.")
-    gpu_node_selector: dict[str, str] = Field(
-        default_factory=lambda: {"nvidia.com/gpu.present": "true"}, description="Node selector of the GPU step."
-    )
-    gpu_tolerations: list[dict[str, str]] = Field(
-        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        description="Tolerations of the GPU step.",
-    )
-    gpu_cpu: str = Field(default="2", description="CPU of the GPU step (requests = limits).")
-    gpu_memory: str = Field(default="8Gi", description="Memory of the GPU step (requests = limits).")
-    cpu_cpu: str = Field(default="1", description="CPU request of every other step.")
-    cpu_memory: str = Field(default="4Gi", description="Memory request of every other step.")
-    cpu_limit_cpu: str = Field(default="2", description="CPU limit of every other step.")
-    cpu_limit_memory: str = Field(default="8Gi", description="Memory limit of every other step.")
-    run_as_user: int = Field(default=10001, ge=1, description="Pod uid and gid (the image's non-root user).")
-    max_concurrent: int = Field(default=4, ge=1, description="Step pods of one run at a time.")
-
-
-class Service(BaseModel):
-    """Limits of the online scoring service."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_batch: int = Field(default=1_000, ge=1, description="Most customer ids in one request.")
-    max_body_bytes: int = Field(default=256_000, ge=1, description="Largest request body.")
-    reload_seconds: float = Field(default=2.0, gt=0, description="How often the service reloads the champion and the API keys.")
-    require_api_key: bool = Field(
-        default=True, description="Every endpoint but /health and /ready needs a key (churn apikey create); false only on a trusted laptop."
-    )
-    rate_per_second: float = Field(default=100.0, gt=0, description="Requests per second one API key may make (token bucket).")
-    rate_burst: int = Field(default=200, ge=1, description="Requests one API key may make at once before the rate applies.")
-    store_timeout_seconds: float = Field(default=1.0, gt=0, description="Longest wait for the online store before a request gets 503.")
-    record_predictions: bool = Field(
-        default=True, description="Append every online prediction to prediction_log in the registry's database."
-    )
-    prediction_retention_days: int | None = Field(
-        default=400, ge=1, description="Prediction records older than this many days are deleted; none: kept forever."
-    )
-
-
 class Deployment(BaseModel):
     """Where things live. Unset locations default to folders under `data_dir`."""
 
@@ -130,7 +84,12 @@ class Deployment(BaseModel):
     )
     registry_schema: str | None = Field(default=None, description="Database schema of the registry tables (PostgreSQL).")
     code_version: str | None = Field(default=None, description="Code version recorded with every model version; none: the git commit.")
-    failure_webhook_url: SecretStr | None = Field(default=None, description="POST failed runs here (secret); none: off.")
+    failure_webhook_url: SecretStr | None = Field(
+        default=None,
+        description="POST alerts here as Slack-compatible JSON (failed runs, drift events, promotions, rollbacks, failed gates; "
+        "secret); none: recorded only.",
+    )
+    ui_url: str = Field(default="http://127.0.0.1:3000", description="The Dagster UI's address, for the run links in alerts.")
     feast_repo: str | None = Field(
         default=None,
         description="Where the generated feature_store.yaml goes; none: ./feature_repo locally, <data_dir>/feast/repo on Kubernetes.",
@@ -197,6 +156,7 @@ class Settings(BaseModel):
 
     source: Source = Field(default_factory=Source)
     deployment: Deployment = Field(default_factory=Deployment)
+    rollout: Rollout = Field(default_factory=Rollout)
     # The variables that set a value (filled by load_settings): a URL that came
     # from the environment reaches Dagster as dg.EnvVar, never as a literal.
     environment: frozenset[str] = Field(default_factory=frozenset, exclude=True, repr=False)
@@ -293,6 +253,17 @@ ENV: dict[str, str] = {
     "CHURN_REGISTRY_SCHEMA": "deployment.registry_schema",
     "CHURN_CODE_VERSION": "deployment.code_version",
     "CHURN_FAILURE_WEBHOOK_URL": "deployment.failure_webhook_url",
+    "CHURN_UI_URL": "deployment.ui_url",
+    "CHURN_SHADOW_SCORING": "rollout.shadow",
+    "CHURN_CANARY_SHARE": "rollout.canary_share",
+    "CHURN_CONTACT_BUDGET": "rollout.contact_budget",
+    "CHURN_ROLLOUT_MIN_MATURED_DAYS": "rollout.min_matured_days",
+    "CHURN_ROLLOUT_PROMOTE_MARGIN": "rollout.promote_margin",
+    "CHURN_ROLLOUT_ROLLBACK_FLOOR": "rollout.rollback_floor",
+    "CHURN_ROLLOUT_ROLLBACK_MARGIN": "rollout.rollback_margin",
+    "CHURN_ROLLOUT_CONFIDENCE": "rollout.confidence",
+    "CHURN_ROLLOUT_AUTO_PROMOTE": "rollout.auto_promote",
+    "CHURN_ROLLOUT_AUTO_ROLLBACK": "rollout.auto_rollback",
     "CHURN_FEAST_REPO": "deployment.feast_repo",
     "CHURN_FEAST_PROJECT": "deployment.feast_project",
     "CHURN_FEAST_ONLINE_STORE": "deployment.feast_online_store",

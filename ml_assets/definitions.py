@@ -18,6 +18,7 @@ from ml_assets.assets.ingest import raw_transactions, unplaceable_transactions
 from ml_assets.assets.models import lgbm_model, torch_model
 from ml_assets.assets.monitoring import drift_report
 from ml_assets.assets.promotion import champion_model
+from ml_assets.assets.rollout import rollout_evaluation
 from ml_assets.assets.training_set import training_set
 from ml_assets.assets.validation import validated_transactions
 from ml_assets.jobs import build_jobs
@@ -40,6 +41,7 @@ ALL_ASSETS = [
     bgnbd_onnx,
     champion_model,
     batch_predictions,
+    rollout_evaluation,
     drift_report,
 ]
 ALL_CHECKS = [lgbm_onnx_parity, torch_onnx_parity, bgnbd_onnx_parity]

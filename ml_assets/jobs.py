@@ -21,7 +21,7 @@ SCORING = dg.AssetSelection.assets("online_features") | dg.AssetSelection.groups
 # Unpartitioned: Feast definitions, training set, models, ONNX export with parity checks, champion.
 TRAINING = dg.AssetSelection.groups("training", "export", "registry") | dg.AssetSelection.assets("feature_definitions")
 # The ops of each job whose config a setting decides (ml_assets/run_config.py); tests check them against the selections.
-DAILY_OPS = ("validated_transactions", "customer_features", "drift_report")
+DAILY_OPS = ("validated_transactions", "customer_features", "batch_predictions", "rollout_evaluation", "drift_report")
 TRAINING_OPS = ("training_set", "lgbm_model", "torch_model", "champion_model")
 
 # With run monitoring on (dagster.yaml, Helm values) a run past this is canceled and its

@@ -33,13 +33,16 @@ def materialize_range(
     instance: dg.DagsterInstance,
     resources: Mapping[str, Any] | None = None,
     log_level: str = "DEBUG",
+    run_config: Mapping[str, Any] | None = None,
+    settings: Settings | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Materialize daily assets for the inclusive day range in one run."""
+    """Materialize daily assets for the inclusive day range in one run (``run_config`` over the defaults of ``settings``,
+    the loaded ones unless given)."""
     from ml_assets.partitions import check_in_calendar
 
     check_in_calendar(start, end)
     tags = {ASSET_PARTITION_RANGE_START_TAG: start.isoformat(), ASSET_PARTITION_RANGE_END_TAG: end.isoformat()}
-    return _materialize(keys, instance, resources, None, tags, log_level)
+    return _materialize(keys, instance, resources, run_config, tags, log_level, settings)
 
 
 def materialize_unpartitioned(
@@ -48,9 +51,10 @@ def materialize_unpartitioned(
     run_config: Mapping[str, Any] | None = None,
     resources: Mapping[str, Any] | None = None,
     log_level: str = "DEBUG",
+    settings: Settings | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize unpartitioned assets (training, export) in one run."""
-    return _materialize(keys, instance, resources, run_config, None, log_level)
+    return _materialize(keys, instance, resources, run_config, None, log_level, settings)
 
 
 def _materialize(
@@ -118,7 +122,7 @@ def run_drift_sensor_once(
     resources = resources or build_resources()
     # No cursor: this reads every drift record, as a fresh daemon would; the
     # cooldown and in-flight checks (derived from runs) keep it from repeating a request.
-    context = dg.build_sensor_context(instance=instance, resources={"policy": resources["policy"], "registry": resources["registry"]})
+    context = dg.build_sensor_context(instance=instance, resources={k: resources[k] for k in ("policy", "registry", "notifier")})
     result = drift_retraining_sensor(context)
     if not result.run_requests:
         return result, None

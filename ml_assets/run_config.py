@@ -40,6 +40,17 @@ SETTING_OF_FIELD: dict[str, dict[str, str]] = {
     "lgbm_model": {"min_roc_auc": "min_roc_auc"},
     "torch_model": {"min_roc_auc": "min_roc_auc"},
     "champion_model": {"baseline_margin": "baseline_margin"},
+    "batch_predictions": {"shadow": "rollout.shadow", "canary_share": "rollout.canary_share"},
+    "rollout_evaluation": {
+        "contact_budget": "rollout.contact_budget",
+        "min_matured_days": "rollout.min_matured_days",
+        "promote_margin": "rollout.promote_margin",
+        "rollback_floor": "rollout.rollback_floor",
+        "rollback_margin": "rollout.rollback_margin",
+        "confidence": "rollout.confidence",
+        "auto_promote": "rollout.auto_promote",
+        "auto_rollback": "rollout.auto_rollback",
+    },
     "drift_report": {"drift_share_threshold": "drift_share_threshold", "reference_lag_days": "drift_reference_lag_days"},
     "expire_retained_data": {
         "retention_days": "deployment.retention_days",

@@ -141,5 +141,6 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
         "notifier": FailureNotifier(
             record_root=settings.deployment.artifacts,
             webhook_url=_secret(settings, "deployment.failure_webhook_url", resolve_env=False),
+            ui_url=settings.deployment.ui_url,
         ),
     }

@@ -46,7 +46,9 @@ def _last_drift_request(instance: dg.DagsterInstance) -> LastRequest | None:
     description="Requests one retraining run (training set, both models, ONNX, parity checks, promotion) per drift event "
     "found in the drift reports of the current champion; respects a cooldown and never stacks runs.",
 )
-def drift_retraining_sensor(context: dg.SensorEvaluationContext, policy: RetrainPolicy, registry: ModelRegistry) -> dg.SensorResult:
+def drift_retraining_sensor(
+    context: dg.SensorEvaluationContext, policy: RetrainPolicy, registry: ModelRegistry, notifier: FailureNotifier
+) -> dg.SensorResult:
     after = _cursor(context.cursor)
     found = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=DRIFT_REPORT, after_storage_id=after), limit=RECORDS_PER_TICK, ascending=True
@@ -72,6 +74,7 @@ def drift_retraining_sensor(context: dg.SensorEvaluationContext, policy: Retrain
     if not decision.requested:
         return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason), cursor=cursor)
     context.log.info(decision.reason)
+    notifier.alert("drift", decision.run_key or "", f"churn: {decision.reason}", dict(decision.tags))
     # No run config: the job's own defaults (the loaded settings, ml_assets/run_config.py) apply.
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=decision.run_key, tags=decision.tags)], cursor=cursor)
 

@@ -1,14 +1,20 @@
-"""Inference: daily churn scores for every active customer."""
+"""Inference: daily churn scores for every customer, served by the champion (or, for the canary share, the challenger),
+and every active challenger's score beside them in shadow."""
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from lib.export import score_frame
 from lib.frames import split_by_day
-from ml_assets.champion import current_champion
+from lib.rollout import CANARY_ARM, CHAMPION_ARM, arm_of
+from ml_assets.champion import Champion, current_champion, load_champion
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
+from ml_assets.run_config import default_of
 from resources import ArtifactStore, FeatureStoreResource, ModelRegistry
+
+BATCH, SHADOW = dg.AssetKey("batch_predictions"), dg.AssetKey("shadow_scores")
 
 
 def prediction_descriptions(horizon_days: int | None) -> dict[str, str]:
@@ -19,16 +25,52 @@ def prediction_descriptions(horizon_days: int | None) -> dict[str, str]:
         "snapshot_date": "Day whose end-of-day features were scored.",
         "churn_probability": f"Probability that the customer buys nothing in the next {horizon} (the horizon the model was trained on).",
         "model_version": "Version of the model that produced the score.",
+        "arm": "champion, or canary: the customer is in the canary share (a hash of the id) and the challenger served the score.",
     }
 
 
-@dg.asset(
+SHADOW_DESCRIPTIONS = {
+    "customer_id": "Customer identifier.",
+    "snapshot_date": "Day whose end-of-day features were scored.",
+    "model_version": "The model that produced this score.",
+    "role": "champion or challenger: every active model scores every customer; only batch_predictions is served.",
+    "churn_probability": "That model's probability that the customer buys nothing within its label horizon.",
+}
+
+
+class ScoringConfig(dg.Config):
+    shadow: bool = Field(
+        default=default_of("batch_predictions", "shadow"),
+        description="Score every customer with each active challenger too, stored in shadow_scores (rollout.shadow).",
+    )
+    canary_share: float = Field(
+        default=default_of("batch_predictions", "canary_share"),
+        ge=0.0,
+        le=0.5,
+        description="Share of customers, by a hash of the id, whose served score is the first challenger's (rollout.canary_share).",
+    )
+
+
+@dg.multi_asset(
+    outs={
+        "batch_predictions": dg.AssetOut(
+            description="Churn probability for every customer on this day: the list retention teams work from.",
+            group_name="inference",
+            kinds={"onnx", "parquet"},
+            owners=["team:ml-platform"],
+            metadata={"partition_expr": "snapshot_date"},
+        ),
+        "shadow_scores": dg.AssetOut(
+            description="Every active model's score for every customer on this day (champion and challengers, never served): "
+            "what rollout_evaluation compares on the same customers once their outcomes mature.",
+            group_name="inference",
+            kinds={"onnx", "parquet"},
+            owners=["team:ml-platform"],
+            metadata={"partition_expr": "snapshot_date"},
+        ),
+    },
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="inference",
-    kinds={"onnx", "parquet"},
-    owners=["team:ml-platform"],
-    metadata={"partition_expr": "snapshot_date"},
     # online_features carries the blocking training/serving skew check: a
     # skewed feature store stops the run before anything is scored.
     deps=["champion_model", "online_features"],
@@ -37,58 +79,131 @@ def prediction_descriptions(horizon_days: int | None) -> dict[str, str]:
 )
 def batch_predictions(
     context: dg.AssetExecutionContext,
+    config: ScoringConfig,
     customer_features: pl.DataFrame,
     artifacts: ArtifactStore,
     registry: ModelRegistry,
     feature_store: FeatureStoreResource,
-) -> pl.DataFrame:
-    """Churn probability for every active customer on this day, scored by the champion model's ONNX artifact in onnxruntime.
+):
+    """Churn probability for every customer on this day, scored by the champion model's ONNX artifact in onnxruntime.
 
     This is the daily list retention teams work from: sort by
     `churn_probability` to find who to contact. `model_version` says which
-    model produced each score: always the registry's champion at the time of
-    the run, its artifact verified against the registered sha256 before load.
-    The scored feature values are read through the Feast feature service
+    model produced each score: the registry's champion at the time of the run,
+    or, for the `canary_share` of customers (`arm` = canary, chosen by a hash
+    of the id so a customer stays in one arm), the first challenger. Every
+    artifact is verified against its registered sha256 before load. The
+    scored feature values are read through the Feast feature service
     `churn_model` (offline, at each snapshot's timestamp): the same definition
-    the models were trained on.
+    the models were trained on. Each active challenger scores every customer
+    too, into `shadow_scores`, never served.
     """
     champion = current_champion(registry, artifacts, "batch_predictions")
-    session = champion.session
-    version = champion.version
+    challengers = [load_champion(v, artifacts) for v in registry.challengers()] if config.shadow or config.canary_share else []
+    canary = challengers[0] if challengers and config.canary_share > 0 else None
     entities = customer_features.select("customer_id", "snapshot_date", pl.col("feature_timestamp").alias("event_timestamp"))
-    # Scored a chunk of Feast rows at a time (in time order): a range run holds
-    # its predictions, not every day's feature values at once.
-    scored, missing = [], 0
-    for chunk, served in feature_store.historical_chunks(entities):
-        features = chunk.join(served.drop("snapshot_date", strict=False), on=["customer_id", "event_timestamp"], how="left")
+    arms: dict[str, str] = {}
+    served, shadow, missing = [], [], 0
+    # A chunk of Feast rows at a time (in time order): a range run holds its predictions, not every day's feature values.
+    for chunk, rows in feature_store.historical_chunks(entities):
+        features = chunk.join(rows.drop("snapshot_date", strict=False), on=["customer_id", "event_timestamp"], how="left")
         missing += features.filter(pl.any_horizontal(pl.col(list(champion.features)).is_null())).height
         if not missing:
-            scored.append(score_frame(session, features, tuple(champion.features), version))
-        del features, served
+            scores = {
+                m.version: score_frame(m.session, features, m.features, m.version) for m in [champion, *_scorable(challengers, features)]
+            }
+            served.append(_served(scores, champion, canary, config.canary_share, arms))
+            shadow += [
+                s.with_columns(pl.lit("champion" if v == champion.version else "challenger").alias("role")) for v, s in scores.items()
+            ]
+        del features, rows
     if missing:
         raise dg.Failure(
             f"batch_predictions: the feature store returned no features for {missing} of {entities.height} customers; "
             "re-materialize feature_definitions and online_features for these days"
         )
-    empty = (
+    frame = pl.concat(served, how="vertical") if served else _empty(entities, champion.version)
+    scores_frame = (
+        pl.concat(shadow, how="vertical").select("customer_id", "snapshot_date", "model_version", "role", "churn_probability")
+        if shadow
+        else _empty(entities, champion.version).select(
+            "customer_id", "snapshot_date", "model_version", pl.lit("champion").alias("role"), "churn_probability"
+        )
+    )
+    _day_metadata(context, frame, scores_frame, champion, [c.version for c in challengers], canary)
+    yield dg.Output(frame, output_name="batch_predictions")
+    yield dg.Output(scores_frame, output_name="shadow_scores")
+
+
+def _scorable(challengers: list[Champion], features: pl.DataFrame) -> list[Champion]:
+    """The challengers whose features the feature service serves (a model of another feature set is skipped)."""
+    return [c for c in challengers if all(f in features.columns for f in c.features)]
+
+
+def _served(
+    scores: dict[str, pl.DataFrame], champion: Champion, canary: Champion | None, share: float, arms: dict[str, str]
+) -> pl.DataFrame:
+    """The served score per customer: the champion's, or in the canary arm the canary challenger's."""
+    base = scores[champion.version].with_columns(pl.lit(CHAMPION_ARM).alias("arm"))
+    if canary is None or canary.version not in scores:
+        return base
+    ids = base["customer_id"].to_list()
+    arm = [arms.setdefault(c, arm_of(c, share)) for c in ids]
+    in_canary = pl.Series("in_canary", [a == CANARY_ARM for a in arm])
+    other = scores[canary.version]
+    return base.with_columns(
+        pl.when(in_canary).then(other["churn_probability"]).otherwise(pl.col("churn_probability")).alias("churn_probability"),
+        pl.when(in_canary).then(pl.lit(canary.version)).otherwise(pl.col("model_version")).alias("model_version"),
+        pl.when(in_canary).then(pl.lit(CANARY_ARM)).otherwise(pl.lit(CHAMPION_ARM)).alias("arm"),
+    )
+
+
+def _empty(entities: pl.DataFrame, version: str) -> pl.DataFrame:
+    return (
         entities.clear()
         .select("customer_id", "snapshot_date")
-        .with_columns(pl.lit(None, dtype=pl.Float64).alias("churn_probability"), pl.lit(version).alias("model_version"))
+        .with_columns(
+            pl.lit(None, dtype=pl.Float64).alias("churn_probability"),
+            pl.lit(version).alias("model_version"),
+            pl.lit(CHAMPION_ARM).alias("arm"),
+        )
     )
-    frame = pl.concat(scored, how="vertical") if scored else empty
-    by_day = split_by_day(frame, "snapshot_date")
+
+
+def _day_metadata(
+    context: dg.AssetExecutionContext,
+    frame: pl.DataFrame,
+    scores: pl.DataFrame,
+    champion: Champion,
+    challengers: list[str],
+    canary: Champion | None,
+) -> None:
+    by_day, shadow_by_day = split_by_day(frame, "snapshot_date"), split_by_day(scores, "snapshot_date")
     descriptions = prediction_descriptions(champion.horizon_days)
     for day in partition_days(context):
         part = by_day.get(day, frame.clear())
+        key = day.isoformat()
         context.add_asset_metadata(
             {
                 **frame_metadata(part, descriptions),
                 "label_horizon_days": champion.horizon_days or 0,
-                "model_version": version,
+                "model_version": champion.version,
                 "model_kind": champion.kind,
+                "canary_version": canary.version if canary else "none",
+                "canary_rows": int((part["arm"] == CANARY_ARM).sum()) if part.height else 0,
                 "mean_churn_probability": float(part["churn_probability"].mean()) if part.height else 0.0,
                 "share_above_0_5": float((part["churn_probability"] > 0.5).mean()) if part.height else 0.0,
             },
-            partition_key=day.isoformat(),
+            asset_key=BATCH,
+            partition_key=key,
         )
-    return frame
+        shadow_part = shadow_by_day.get(day, scores.clear())
+        context.add_asset_metadata(
+            {
+                **frame_metadata(shadow_part, SHADOW_DESCRIPTIONS),
+                "champion": champion.version,
+                "challengers": dg.MetadataValue.json(challengers),
+            },
+            asset_key=SHADOW,
+            partition_key=key,
+        )

@@ -13,7 +13,7 @@ from lib.training import feature_matrix
 from ml_assets.champion import load_onnx
 from ml_assets.metadata import markdown_table
 from ml_assets.run_config import default_of
-from resources import ArtifactStore, ModelRegistry
+from resources import ArtifactStore, FailureNotifier, ModelRegistry
 from resources.registry import ModelVersion
 
 
@@ -65,6 +65,7 @@ def champion_model(
     training_set: pl.DataFrame,
     artifacts: ArtifactStore,
     registry: ModelRegistry,
+    notifier: FailureNotifier,
 ) -> ChampionDecision:
     """The model that batch scoring and serving use now: the registry's champion.
 
@@ -96,6 +97,9 @@ def champion_model(
     gate = eligibility(learned, fallback, BestBaseline(baseline_model.best, baseline_model.best_backtest_roc_auc), config.baseline_margin)
     refused = gate.refused
     current = registry.champion()
+    if refused:
+        key = ",".join(sorted(refused))
+        notifier.alert("gate", key, f"churn: the promotion gate refused {key}: {refused}", {"refused": refused}, context.run.run_id)
     if not gate.eligible and current is None:
         raise dg.Failure(
             f"champion_model: no champion yet and no candidate may become one: {refused}. Scoring needs a champion that beats "
@@ -108,6 +112,8 @@ def champion_model(
     reason = verdict.reason if gate.eligible else f"no candidate is eligible ({refused}); the champion stays {previous}"
     if decision == "promoted":
         registry.promote(winner, actor=run_identity(context.run.run_id, context.run.tags), reason=reason, run_id=context.run.run_id)
+        text = f"churn: {winner} promoted to champion (was {previous or 'none'}): {reason}"
+        notifier.alert("promotion", f"{winner}:{previous}", text, {"champion": winner, "previous": previous}, context.run.run_id)
     else:
         registry.keep(previous, reason=reason, run_id=context.run.run_id, candidate=verdict.candidate)
     context.log.info(f"champion_model: {decision}: {reason}")

@@ -10,7 +10,16 @@ from pydantic import Field
 from lib.backtest import backtest_folds
 from lib.features import model_features
 from lib.frames import split_by_day
-from lib.labels import LABEL_INPUTS, LabelError, finish_training_set, label_snapshots, missing_features, plan_labels, split_stats
+from lib.labels import (
+    LABEL_INPUTS,
+    LabelError,
+    finish_training_set,
+    label_snapshots,
+    missing_features,
+    plan_labels,
+    shuffle_train_labels,
+    split_stats,
+)
 from ml_assets.metadata import frame_metadata, markdown_table
 from ml_assets.run_config import default_of
 from resources import FeatureStoreResource, Lake
@@ -47,6 +56,11 @@ class TrainingSetConfig(dg.Config):
     )
     latest_snapshot: str | None = Field(
         default=None, description="Ignore feature partitions after this day (YYYY-MM-DD); default: all materialized."
+    )
+    drill_shuffle_train_labels: bool = Field(
+        default=False,
+        description="Drills only (churn scenario rollback): shuffle the train split's labels, so the models learn nothing while "
+        "the held-out splits keep the truth. Never set it for a model you mean to use.",
     )
 
 
@@ -102,6 +116,9 @@ def training_set(
         frame = finish_training_set(joined, columns, plan, config.test_share, config.backtest_cutoffs, config.backtest_every_days)
     except LabelError as exc:
         raise dg.Failure(str(exc)) from None
+    if config.drill_shuffle_train_labels:
+        context.log.warning("training_set: drill: the train split's labels are shuffled; models trained on this set learn nothing")
+        frame = shuffle_train_labels(frame, seed=5)
     context.add_output_metadata(
         {
             **frame_metadata(frame.drop("last_tx_ts")),

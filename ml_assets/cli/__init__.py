@@ -10,6 +10,8 @@ churn apikey create NAME --scope predict
 churn erase CUSTOMER_ID --reason TICKET
 churn retention [--apply]
 churn artifacts sweep [--older-than-hours 24] [--apply]
+churn challenger [set|clear VERSION --by NAME --reason TEXT]
+churn scenario rollback
 
 One module per group of commands, each with its `register(sub)`; the commands
 import what they need when they run, so `churn --help` loads no ML library.
@@ -19,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 
-from ml_assets.cli import data, init, privacy, registry, run
+from ml_assets.cli import data, init, privacy, registry, run, scenario
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="churn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (data, run, init, registry, privacy):
+    for module in (data, run, init, registry, privacy, scenario):
         module.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)

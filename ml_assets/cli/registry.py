@@ -34,6 +34,31 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_challenger(args: argparse.Namespace) -> int:
+    """List, set or clear the challengers scored in shadow (and in the canary arm)."""
+    from resources import RegistryError, build_registry
+
+    registry = build_registry(resolve_env=True)
+    try:
+        if args.challenger_action == "set":
+            registry.set_challenger(args.version, actor=args.by, reason=args.reason)
+        elif args.challenger_action == "clear":
+            registry.clear_challenger(args.version, actor=args.by, reason=args.reason)
+    except RegistryError as exc:
+        print(f"churn challenger: {exc}", file=sys.stderr)
+        return 2
+    champion = registry.champion()
+    print(f"champion: {champion.version if champion else 'none'}; previous champion: {registry.previous_champion() or 'none'}")
+    challengers = registry.challengers()
+    print("challengers (scored in shadow; the first serves the canary share):" if challengers else "no challenger")
+    for v in challengers:
+        print(f"  {v.version:20s} {v.kind:9s} backtest AUC {v.metrics.get('backtest_roc_auc', float('nan')):.4f}")
+    blocked = sorted(registry.auto_blocked())
+    if blocked:
+        print(f"rolled back by the policy, never promoted by it again: {', '.join(blocked)}")
+    return 0
+
+
 def _verify_registry(registry: Any) -> int:
     from resources import build_artifacts
 
@@ -124,6 +149,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     reg.add_argument("--events", type=int, default=20, help="how many recent registry events to read")
     reg.add_argument("--all", action="store_true", help="also show registrations, exports and passed parity checks")
     reg.set_defaults(func=cmd_registry)
+
+    ch = sub.add_parser("challenger", help="the challengers scored in shadow beside the champion: list, set or clear (who and why)")
+    ch_sub = ch.add_subparsers(dest="challenger_action")
+    ch.set_defaults(func=cmd_challenger, challenger_action="list")
+    for action in ("set", "clear"):
+        p = ch_sub.add_parser(action, help=f"{action} a challenger (recorded in the registry with who and why)")
+        p.add_argument("version")
+        p.add_argument("--by", required=True, help="who decides (recorded)")
+        p.add_argument("--reason", required=True, help="why (recorded)")
+        p.set_defaults(func=cmd_challenger)
+    ch_sub.add_parser("list", help="the active challengers").set_defaults(func=cmd_challenger)
 
     key = sub.add_parser("apikey", help="API keys of the scoring service: create (printed once), revoke, list")
     key_sub = key.add_subparsers(dest="action", required=True)

@@ -40,14 +40,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
-from lib.settings import Service, load_settings
+from lib.settings import Rollout, Service, load_settings
 from ml_assets.service.gate import Gate, error
 from ml_assets.service.holder import ChampionHolder
 from ml_assets.service.logs import install_json_logging
 from ml_assets.service.metrics import Metrics
 from ml_assets.service.recorder import PredictionRecorder
 from ml_assets.service.schemas import PredictResponse, predict_request, validation_detail
-from ml_assets.service.scoring import answers, record_rows
+from ml_assets.service.scoring import answers, record_rows, shadow_rows
 
 log = logging.getLogger("churn.service")
 
@@ -121,7 +121,9 @@ def _lifespan(holder: ChampionHolder, recorder: PredictionRecorder | None, setti
     return lifespan
 
 
-def create_app(registry: Any = None, artifacts: Any = None, feature_store: Any = None, settings: Settings | None = None) -> FastAPI:
+def create_app(
+    registry: Any = None, artifacts: Any = None, feature_store: Any = None, settings: Settings | None = None, rollout: Rollout | None = None
+) -> FastAPI:
     """The app; resources default to the project's configuration (the same environment the code location reads)."""
     if registry is None or artifacts is None or feature_store is None:
         from resources import build_artifacts, build_feature_store, build_registry
@@ -131,7 +133,10 @@ def create_app(registry: Any = None, artifacts: Any = None, feature_store: Any =
         artifacts = artifacts or build_artifacts(loaded)
         feature_store = feature_store or build_feature_store(resolve_env=True, settings=loaded)
         settings = settings or loaded.deployment.service
-    settings = settings or load_settings().deployment.service
+        rollout = rollout or loaded.rollout
+    if settings is None or rollout is None:
+        loaded = load_settings()
+        settings, rollout = settings or loaded.deployment.service, rollout or loaded.rollout
     install_json_logging()
     holder = ChampionHolder(registry, artifacts)
     metrics = Metrics(holder)
@@ -154,7 +159,7 @@ def create_app(registry: Any = None, artifacts: Any = None, feature_store: Any =
 
     online = OnlineReader(feature_store, settings.store_timeout_seconds)
     _probe_routes(app, holder, metrics, online)
-    _predict_route(app, holder, metrics, recorder, online, settings)
+    _predict_route(app, holder, metrics, recorder, online, settings, rollout)
     return app
 
 
@@ -187,7 +192,13 @@ def _probe_routes(app: FastAPI, holder: ChampionHolder, metrics: Metrics, online
 
 
 def _predict_route(
-    app: FastAPI, holder: ChampionHolder, metrics: Metrics, recorder: PredictionRecorder | None, online: OnlineReader, settings: Settings
+    app: FastAPI,
+    holder: ChampionHolder,
+    metrics: Metrics,
+    recorder: PredictionRecorder | None,
+    online: OnlineReader,
+    settings: Settings,
+    rollout: Rollout,
 ) -> None:
     request_model: type[BaseModel] = predict_request(settings.max_batch)
     body = {"requestBody": {"required": True, "content": {"application/json": {"schema": request_model.model_json_schema()}}}}
@@ -216,9 +227,15 @@ def _predict_route(
             metrics.store_errors.inc()
             log.error("request_id=%s online store read failed (%s)", rid, type(exc).__name__)
             return error(503, "online store unavailable", rid)
-        out = answers(model, ids, unique, served)
+        challengers = holder.challengers  # one read, like the champion
+        canary = challengers[0] if challengers and rollout.canary_share > 0 else None
+        out = answers(model, ids, unique, served, canary, rollout.canary_share)
         metrics.scored.labels(result="ok").inc(sum(1 for p in out if p.status == 200))
         metrics.scored.labels(result="not_found").inc(sum(1 for p in out if p.status == 404))
         if recorder is not None:
-            recorder.add(record_rows(out, rid, request.scope["state"].get("key_name"), model.version))
+            key_name = request.scope["state"].get("key_name")
+            recorder.add(record_rows(out, rid, key_name, model.version))
+            if rollout.shadow and challengers:
+                # Scored on the recorder's thread after the answer: recorded, never returned, never in the response's time.
+                recorder.add(lambda: shadow_rows(challengers, unique, served, rid, key_name))
         return PredictResponse(request_id=rid, model_version=model.version, predictions=out)

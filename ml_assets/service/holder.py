@@ -29,6 +29,8 @@ class ChampionHolder:
         self.registry = registry
         self.artifacts = artifacts
         self.current: Champion | None = None
+        # The challengers scored in shadow (the first serves the canary share), swapped as one tuple like the champion.
+        self.challengers: tuple[Champion, ...] = ()
         self.keys: dict[str, Key] = {}
         self.keys_loaded = False
         self.last_error: str | None = None
@@ -43,6 +45,7 @@ class ChampionHolder:
                 for k in self.registry.api_keys()
             }
             self.keys_loaded = True
+            self._refresh_challengers(load_champion)
             champion = self.registry.champion()
             if champion is None or (self.current is not None and self.current.version == champion.version):
                 return self.current
@@ -51,6 +54,14 @@ class ChampionHolder:
             previous, self.current = self.current, loaded
             log.info("champion loaded: %s (%s), replacing %s", loaded.version, loaded.kind, previous.version if previous else "none")
             return loaded
+
+    def _refresh_challengers(self, load: Any) -> None:
+        wanted = [v for v in self.registry.challengers() if v.onnx_sha256]
+        if [c.version for c in self.challengers] == [v.version for v in wanted]:
+            return
+        loaded = {c.version: c for c in self.challengers}
+        self.challengers = tuple(loaded.get(v.version) or load(v, self.artifacts) for v in wanted)
+        log.info("challengers loaded: %s", [c.version for c in self.challengers] or "none")
 
     def poll_forever(self, stop: threading.Event, every: float) -> None:
         while not stop.is_set():

@@ -7,6 +7,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,14 +30,15 @@ class PredictionRecorder:
     ) -> None:
         self.registry, self.metrics, self.retention_days = registry, metrics, retention_days
         self.flush_s, self.max_pending = flush_s, max_pending
-        self.queue: queue.SimpleQueue[list[dict[str, Any]] | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[list[dict[str, Any]] | Callable[[], list[dict[str, Any]]] | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="prediction-recorder", daemon=True)
         self.expired_at = 0.0
 
     def start(self) -> None:
         self.thread.start()
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
+    def add(self, rows: list[dict[str, Any]] | Callable[[], list[dict[str, Any]]]) -> None:
+        """Rows to record, or a function that makes them, called on this thread (shadow scoring: off the request path)."""
         self.queue.put(rows)
 
     def close(self, timeout: float = 30.0) -> None:
@@ -56,9 +58,18 @@ class PredictionRecorder:
                 if item is None:
                     closing = True
                     break
-                pending.extend(item)
+                pending.extend(self._rows(item))
             pending = self._write(pending, attempts=5 if closing else 1)
             self._expire()
+
+    def _rows(self, item: list[dict[str, Any]] | Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        if not callable(item):
+            return item
+        try:
+            return item()
+        except Exception as exc:  # noqa: BLE001 (a shadow score that fails is logged, never the request's problem)
+            log.error("prediction record: shadow scoring failed (%s)", type(exc).__name__)
+            return []
 
     def _write(self, rows: list[dict[str, Any]], attempts: int) -> list[dict[str, Any]]:
         for attempt in range(attempts):

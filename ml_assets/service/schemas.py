@@ -33,6 +33,8 @@ class Prediction(BaseModel):
     status: int = Field(description="200 scored, 404 unknown to the online store (this item only).")
     churn_probability: float | None = None
     feature_timestamp: str | None = Field(default=None, description="When the served features were valid (UTC, ISO 8601).")
+    model_version: str | None = Field(default=None, description="The model that served this score (the canary's for its share).")
+    arm: str | None = Field(default=None, description="champion, or canary (a stable share of customers by a hash of the id).")
     error: str | None = None
 
 

@@ -16,9 +16,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_every_listed_field_exists_on_its_ops_config_with_the_settings_built_in_default() -> None:
     from ml_assets.assets.features import FeaturesConfig
+    from ml_assets.assets.inference import ScoringConfig
     from ml_assets.assets.models import LgbmConfig, TorchConfig
     from ml_assets.assets.monitoring import DriftConfig
     from ml_assets.assets.promotion import ChampionConfig
+    from ml_assets.assets.rollout import RolloutConfig
     from ml_assets.assets.training_set import TrainingSetConfig
     from ml_assets.assets.validation import ValidationConfig
     from ml_assets.governance.retention import RetentionConfig
@@ -31,6 +33,8 @@ def test_every_listed_field_exists_on_its_ops_config_with_the_settings_built_in_
         "torch_model": TorchConfig,
         "champion_model": ChampionConfig,
         "drift_report": DriftConfig,
+        "batch_predictions": ScoringConfig,
+        "rollout_evaluation": RolloutConfig,
         "expire_retained_data": RetentionConfig,
     }
     assert set(classes) == set(SETTING_OF_FIELD)

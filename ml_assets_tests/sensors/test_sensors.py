@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,10 @@ from resources import FailureNotifier, ModelRegistry, RetrainPolicy
 from sensors.drift import drift_retraining_sensor
 
 CHAMPION = "lgbm-00000000c0de"
+
+
+# Alerts of the ticks go to a folder of their own (no webhook): the dedupe record is what a second tick would meet.
+NOTIFIER = FailureNotifier(record_root=tempfile.mkdtemp(prefix="churn-sensor-alerts-"))
 
 
 @pytest.fixture
@@ -54,7 +59,9 @@ def _tick(
     instance: dg.DagsterInstance, registry: ModelRegistry, cursor: str | None = None, cooldown_hours: float = 24.0
 ) -> dg.SensorResult:
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"policy": RetrainPolicy(cooldown_hours=cooldown_hours), "registry": registry}
+        instance=instance,
+        cursor=cursor,
+        resources={"policy": RetrainPolicy(cooldown_hours=cooldown_hours), "registry": registry, "notifier": NOTIFIER},
     )
     return drift_retraining_sensor(context)
 

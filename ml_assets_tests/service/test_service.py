@@ -34,13 +34,14 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(registry, artifacts, feature_store, **settings: object) -> Iterator[str]:
+def serve(registry, artifacts, feature_store, rollout: object = None, **settings: object) -> Iterator[str]:
     import uvicorn
 
+    from lib.settings import Rollout
     from ml_assets.service.app import Settings, create_app
 
     # Keys off unless a test asks for them: these tests are about scoring; test_service_security.py is about the door.
-    app = create_app(registry, artifacts, feature_store, Settings(**{"require_api_key": False, **settings}))
+    app = create_app(registry, artifacts, feature_store, Settings(**{"require_api_key": False, **settings}), rollout or Rollout())
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -240,3 +241,41 @@ def test_schemathesis_finds_no_server_error(e2e: PipelineRun, live: str) -> None
         check()
     assert not failures, failures
     assert {"/predict", "/health", "/ready", "/metrics"} <= set(calls) and len(calls) > 40  # it really exercised every operation
+
+
+def test_shadow_scores_are_recorded_never_returned_and_the_canary_arm_is_stable(e2e: PipelineRun, tmp_path: Path) -> None:
+    from lib.rollout import CANARY_ARM, arm_of
+    from lib.settings import Rollout
+
+    registry = _registry_copy(e2e, tmp_path)
+    champion = registry.champion().version
+    shadow = e2e.read("shadow_scores", [SERVED_DAY])
+    challenger = next(v for v in shadow["model_version"].unique().to_list() if v != champion)
+    registry.set_challenger(challenger, actor="test", reason="shadow and canary online")
+    batch = e2e.read("batch_predictions", [SERVED_DAY]).sort("customer_id").head(60)
+    ids = batch["customer_id"].to_list()
+    theirs = dict(shadow.filter(pl.col("model_version") == challenger).select("customer_id", "churn_probability").iter_rows())
+    ours = dict(batch.select("customer_id", "churn_probability").iter_rows())
+    rollout = Rollout(canary_share=0.3, shadow=True)
+    store = feature_store_for(e2e.root, str(e2e.root / "lake"))
+    with serve(registry, e2e.resources["artifacts"], store, rollout) as url:
+        body = httpx.post(f"{url}/predict", json={"customer_ids": ids}, headers={"x-request-id": "shadow-1"}, timeout=30).json()
+        deadline = time.time() + 10
+        while len([r for r in registry.predictions(limit=500) if r["request_id"] == "shadow-1"]) < 2 * len(ids):
+            assert time.time() < deadline, "the shadow rows were not recorded"
+            time.sleep(0.05)
+    answers = {p["customer_id"]: p for p in body["predictions"]}
+    canary = [c for c in ids if arm_of(c, 0.3) == CANARY_ARM]
+    assert 0 < len(canary) < len(ids)
+    for c in ids:
+        served = answers[c]
+        # The canary share is served by the challenger, everyone else by the champion; each answer says which.
+        expected = (challenger, theirs[c]) if c in canary else (champion, ours[c])
+        assert (served["model_version"], served["arm"] == CANARY_ARM) == (expected[0], c in canary)
+        assert served["churn_probability"] == pytest.approx(expected[1], abs=1e-9)
+    rows = [r for r in registry.predictions(limit=500) if r["request_id"] == "shadow-1"]
+    recorded_shadow = {r["customer_id"]: r for r in rows if r["arm"] == "shadow"}
+    # Every id scored in shadow by the challenger, recorded with its version, and never in the response.
+    assert set(recorded_shadow) == set(ids) and {r["model_version"] for r in recorded_shadow.values()} == {challenger}
+    assert all(recorded_shadow[c]["churn_probability"] == pytest.approx(theirs[c], abs=1e-9) for c in ids)
+    assert "shadow" not in {p["arm"] for p in body["predictions"]} and body["model_version"] == champion

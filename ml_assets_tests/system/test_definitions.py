@@ -28,6 +28,8 @@ EXPECTED_DEPS = {
     "bgnbd_onnx": {"baseline_model"},
     "champion_model": {"lgbm_onnx", "torch_onnx", "bgnbd_onnx", "baseline_model", "training_set"},
     "batch_predictions": {"customer_features", "champion_model", "online_features"},
+    "shadow_scores": {"customer_features", "champion_model", "online_features"},
+    "rollout_evaluation": {"shadow_scores", "customer_features", "champion_model"},
     "drift_report": {"customer_features", "batch_predictions", "champion_model"},
 }
 HEAVY = ("torch", "lightgbm", "feast", "great_expectations", "evidently", "onnx", "onnxruntime", "sklearn", "matplotlib", "pandas")
@@ -91,7 +93,7 @@ def test_the_three_stages_cover_the_graph_once_and_make_the_jobs() -> None:
         "quarantined_transactions",
         "customer_features",
     }
-    assert stages["scoring"] == {"online_features", "batch_predictions", "drift_report"}
+    assert stages["scoring"] == {"online_features", "batch_predictions", "shadow_scores", "rollout_evaluation", "drift_report"}
     daily = {k.to_user_string() for k in defs.resolve_job_def("daily_pipeline_job").asset_layer.executable_asset_keys}
     training = {k.to_user_string() for k in defs.resolve_job_def("training_job").asset_layer.executable_asset_keys}
     assert daily == stages["ingest"] | stages["scoring"] and training == stages["training"]

@@ -213,3 +213,52 @@ def test_features_reach_training_and_scoring_through_feast(e2e: PipelineRun) -> 
     newest = e2e.read("customer_features", [E2E_DRIFT_DAYS[1]])
     online = store.online(newest["customer_id"].head(20).to_list())
     assert online["spend_30d"].to_list() == newest["spend_30d"].head(20).to_list()
+
+
+def test_every_customer_is_scored_by_the_champion_and_in_shadow_by_the_challenger(e2e: PipelineRun) -> None:
+    from lib.rollout import CHAMPION_ARM
+
+    registry = e2e.resources["registry"]
+    champion = registry.champion().version
+    challengers = [v.version for v in registry.challengers()]
+    assert challengers and champion not in challengers  # after the first training: the best candidate not promoted
+    for day in E2E_QUIET_DAYS:
+        served = e2e.read("batch_predictions", [day])
+        shadow = e2e.read("shadow_scores", [day])
+        # The canary share is 0 by default: every served score is the champion's.
+        assert set(served["arm"]) == {CHAMPION_ARM} and set(served["model_version"]) == {champion}
+        for version, role in ((champion, "champion"), *((c, "challenger") for c in challengers)):
+            part = shadow.filter(pl.col("model_version") == version)
+            assert set(part["role"]) == {role} and set(part["customer_id"]) == set(served["customer_id"]), version
+        own = shadow.filter(pl.col("model_version") == champion).sort("customer_id")["churn_probability"]
+        assert own.to_list() == pytest.approx(served.sort("customer_id")["churn_probability"].to_list(), abs=1e-12)
+        # Nothing has matured yet on these days: the evaluation says so and does nothing.
+        md = e2e.metadata("rollout_evaluation", day)
+        assert md["verdict"] == "none" and "no matured scores" in md["status"]
+
+
+def test_a_canary_share_of_customers_is_served_by_the_challenger_and_stays_in_its_arm(e2e: PipelineRun, tmp_path: Path) -> None:
+    import dagster as dg
+
+    from lib.rollout import CANARY_ARM, arm_of
+    from ml_assets.pipeline import SCORING, materialize_range
+    from ml_assets_tests.conftest import copy_pipeline_env, resources_for
+
+    env, data, home = copy_pipeline_env(e2e, tmp_path)
+    resources = resources_for(data, env["CHURN_WAREHOUSE_URL"])
+    day = E2E_QUIET_DAYS[0]
+    config = {"ops": {"batch_predictions": {"config": {"canary_share": 0.2}}}}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert materialize_range(SCORING, day, day, instance, resources, "CRITICAL", run_config=config).success
+    served = resources["lake"].read_partitions(dg.AssetKey("batch_predictions"), [day.isoformat()])
+    shadow = resources["lake"].read_partitions(dg.AssetKey("shadow_scores"), [day.isoformat()])
+    registry = resources["registry"]
+    champion, canary = registry.champion().version, registry.challengers()[0].version
+    in_canary = served.filter(pl.col("arm") == CANARY_ARM)
+    # The same customers as the hash says, near the share, each served by the challenger with its own score.
+    assert set(in_canary["customer_id"]) == {c for c in served["customer_id"] if arm_of(c, 0.2) == CANARY_ARM}
+    assert abs(in_canary.height / served.height - 0.2) < 0.03
+    assert set(in_canary["model_version"]) == {canary} and set(served.filter(pl.col("arm") != CANARY_ARM)["model_version"]) == {champion}
+    theirs = shadow.filter(pl.col("model_version") == canary).select("customer_id", pl.col("churn_probability").alias("theirs"))
+    joined = in_canary.join(theirs, on="customer_id")
+    assert joined.height == in_canary.height and (joined["churn_probability"] - joined["theirs"]).abs().max() < 1e-12

@@ -26,11 +26,11 @@ missing or half-written file.
 
 from __future__ import annotations
 
-from resources.registry.audit import Audit
 from resources.registry.erasures import Erasures
 from resources.registry.keys import ApiKeys
 from resources.registry.predictions import PredictionRecord
 from resources.registry.records import ModelVersion, RegistryError, current_code_version
+from resources.registry.rollout import Rollout
 from resources.registry.tables import ARCHIVED, CANDIDATE, CHAMPION, Tables
 
 __all__ = [
@@ -45,11 +45,11 @@ __all__ = [
 ]
 
 
-class ModelRegistry(Audit, ApiKeys, PredictionRecord, Erasures):
+class ModelRegistry(Rollout, ApiKeys, PredictionRecord, Erasures):
     """Model versions, the champion and the audit trail, in a SQL database.
 
     One resource, one facade; each concern is its own module in this package:
     versions.py (register, export, parity, promote, reads; audit.py builds on it), chain.py (the
     append-only hash chain), audit.py (verify), keys.py, predictions.py and
-    erasures.py.
+    erasures.py; rollout.py (challengers, the policy's own promotions and rollbacks) builds on audit.py.
     """

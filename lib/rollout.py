@@ -1,0 +1,267 @@
+"""Safe rollout as pure functions: who is in the canary arm, how two models compare on matured outcomes, and when the
+registry promotes a challenger or rolls the champion back by itself.
+
+Every comparison is paired: the champion and a challenger are scored on the
+same customers of the same day (the challenger in shadow), and their
+difference is bootstrapped over customers, so a verdict says with what
+confidence one model is better, not only that its figure is higher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+CHAMPION_ARM, CANARY_ARM, SHADOW_ARM = "champion", "canary", "shadow"
+ARM_SALT = "churn-canary"
+METRICS = ("roc_auc", "log_loss", "ece", "precision_at_budget")
+# Higher is better for these; lower for the others.
+HIGHER_IS_BETTER = {"roc_auc": True, "precision_at_budget": True, "log_loss": False, "ece": False}
+
+
+def arm_of(customer_id: str, canary_share: float, salt: str = ARM_SALT) -> str:
+    """`canary` for a stable ``canary_share`` of customers (a hash of the id: a customer stays in one arm), else `champion`."""
+    if canary_share <= 0.0:
+        return CHAMPION_ARM
+    digest = hashlib.sha256(f"{salt}:{customer_id}".encode()).digest()
+    return CANARY_ARM if int.from_bytes(digest[:8], "big") < canary_share * 2**64 else CHAMPION_ARM
+
+
+def precision_at_budget(y: np.ndarray, scores: np.ndarray, budget: float) -> float:
+    """Share of churners among the top ``budget`` share of customers by score: what a retention team contacting them finds."""
+    import numpy as np
+
+    k = max(1, int(round(len(y) * budget)))
+    top = np.argsort(-scores, kind="stable")[:k]
+    return float(np.mean(y[top]))
+
+
+def outcome_metrics(y: np.ndarray, scores: np.ndarray, budget: float, bins: int = 10) -> dict[str, float]:
+    """ROC-AUC, log loss, calibration error and precision at the contact budget of one model's matured scores.
+
+    In numpy (the bootstrap calls it hundreds of times); the same definitions as
+    lib/evaluation.py: ROC-AUC by average ranks (ties count half), log loss on
+    scores clipped to [1e-7, 1 - 1e-7], row-weighted calibration error over
+    equal-width bins.
+    """
+    import numpy as np
+    from scipy.stats import rankdata
+
+    y = np.asarray(y, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    positives = y.sum()
+    negatives = len(y) - positives
+    ranks = rankdata(s)
+    auc = (ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+    clipped = np.clip(s, 1e-7, 1 - 1e-7)
+    loss = -np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))
+    index = np.clip(np.digitize(s, np.linspace(0.0, 1.0, bins + 1)[1:-1]), 0, bins - 1)
+    rows = np.bincount(index, minlength=bins)
+    gap = np.abs(np.bincount(index, weights=s, minlength=bins) - np.bincount(index, weights=y, minlength=bins))
+    ece = float(gap.sum() / rows.sum())
+    return {"roc_auc": float(auc), "log_loss": float(loss), "ece": ece, "precision_at_budget": precision_at_budget(y, s, budget)}
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"estimate": self.estimate, "low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A challenger against the champion on the same matured customers: each model's figures and the paired differences
+    (challenger minus champion) with bootstrap confidence intervals."""
+
+    champion: str
+    challenger: str
+    rows: int
+    days: int
+    champion_metrics: dict[str, float]
+    challenger_metrics: dict[str, float]
+    difference: dict[str, Interval]
+    champion_roc_auc: Interval
+    confidence: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "champion": self.champion,
+            "challenger": self.challenger,
+            "rows": self.rows,
+            "days": self.days,
+            "confidence": self.confidence,
+            "champion_metrics": self.champion_metrics,
+            "challenger_metrics": self.challenger_metrics,
+            "difference": {k: v.as_dict() for k, v in self.difference.items()},
+            "champion_roc_auc": self.champion_roc_auc.as_dict(),
+        }
+
+
+def compare(
+    y: np.ndarray,
+    champion_scores: np.ndarray,
+    challenger_scores: np.ndarray,
+    *,
+    champion: str,
+    challenger: str,
+    days: int,
+    budget: float,
+    confidence: float = 0.95,
+    resamples: int = 300,
+    seed: int = 7,
+) -> Comparison:
+    """Paired comparison on the same customers; intervals from a seeded bootstrap over customers (percentile method)."""
+    import numpy as np
+
+    y = np.asarray(y, dtype=np.int8)
+    a, b = np.asarray(champion_scores, float), np.asarray(challenger_scores, float)
+    base, other = outcome_metrics(y, a, budget), outcome_metrics(y, b, budget)
+    rng = np.random.default_rng(seed)
+    diffs: dict[str, list[float]] = {m: [] for m in METRICS}
+    champion_auc: list[float] = []
+    n = len(y)
+    for _ in range(resamples):
+        idx = rng.integers(0, n, n)
+        if y[idx].min() == y[idx].max():
+            continue  # a resample with one class has no ROC-AUC
+        ma, mb = outcome_metrics(y[idx], a[idx], budget), outcome_metrics(y[idx], b[idx], budget)
+        for m in METRICS:
+            diffs[m].append(mb[m] - ma[m])
+        champion_auc.append(ma["roc_auc"])
+    tail = (1.0 - confidence) / 2 * 100
+
+    def interval(estimate: float, draws: list[float]) -> Interval:
+        if not draws:
+            return Interval(estimate, float("nan"), float("nan"))
+        low, high = np.percentile(draws, [tail, 100 - tail])
+        return Interval(float(estimate), float(low), float(high))
+
+    return Comparison(
+        champion=champion,
+        challenger=challenger,
+        rows=n,
+        days=days,
+        champion_metrics=base,
+        challenger_metrics=other,
+        difference={m: interval(other[m] - base[m], diffs[m]) for m in METRICS},
+        champion_roc_auc=interval(base["roc_auc"], champion_auc),
+        confidence=confidence,
+    )
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    """When the registry acts on matured outcomes by itself (the `rollout` section of the settings)."""
+
+    min_matured_days: int = 3
+    promote_margin: float = 0.01
+    rollback_floor: float = 0.6
+    rollback_margin: float = 0.01
+    auto_promote: bool = True
+    auto_rollback: bool = True
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to do: `rollback` (to `target`), `promote` (`target`) or `none`, and why, with the comparison it rests on."""
+
+    action: str
+    reason: str
+    target: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Matured:
+    """The champion's own matured figures: ROC-AUC with its interval, over how many days and customers."""
+
+    champion: str
+    roc_auc: Interval
+    days: int
+    rows: int
+    confidence: float
+
+
+def matured(
+    y: np.ndarray, scores: np.ndarray, *, champion: str, days: int, confidence: float = 0.95, resamples: int = 300, seed: int = 7
+) -> Matured:
+    """The champion's matured ROC-AUC with a bootstrap interval over customers."""
+    import numpy as np
+
+    y = np.asarray(y, dtype=np.int8)
+    s = np.asarray(scores, float)
+    estimate = outcome_metrics(y, s, 0.1)["roc_auc"]
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(y), len(y))
+        if y[idx].min() != y[idx].max():
+            draws.append(outcome_metrics(y[idx], s[idx], 0.1)["roc_auc"])
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = (float(v) for v in np.percentile(draws, [tail, 100 - tail])) if draws else (float("nan"), float("nan"))
+    return Matured(champion, Interval(estimate, low, high), days, len(y), confidence)
+
+
+def rollout_verdict(
+    champion: Matured,
+    comparisons: Sequence[Comparison],
+    previous_champion: str | None,
+    blocked: set[str],
+    promotable: set[str],
+    policy: RolloutPolicy,
+) -> Verdict:
+    """Rollback first, then promotion, each only with confidence and never to a version rolled back before.
+
+    Rollback (to the previous champion): the champion's matured ROC-AUC is
+    confidently below the floor (the interval's upper end under it), or the
+    previous champion, scored in shadow on the same customers, beats it by more
+    than `rollback_margin` (the difference's lower end above it). Promotion of
+    a challenger: over at least `min_matured_days`, its ROC-AUC beats the
+    champion's by more than `promote_margin` with confidence (lower end above
+    it). A version once rolled back automatically is never promoted by this
+    rule again (`blocked`): that needs a person.
+    """
+    auc = champion.roc_auc
+    evidence: dict[str, Any] = {"champion": champion.champion, "roc_auc": auc.as_dict(), "days": champion.days, "rows": champion.rows}
+    if policy.auto_rollback and previous_champion and previous_champion not in blocked and previous_champion != champion.champion:
+        if auc.high == auc.high and auc.high < policy.rollback_floor:
+            reason = (
+                f"champion {champion.champion}'s matured ROC-AUC {auc.estimate:.3f} (upper {champion.confidence:.0%} bound {auc.high:.3f}) "
+                f"is below the floor {policy.rollback_floor:.3f} over {champion.days} day(s), {champion.rows} customers"
+            )
+            return Verdict("rollback", reason, previous_champion, evidence)
+        previous = next((c for c in comparisons if c.challenger == previous_champion), None)
+        if previous is not None:
+            gain = previous.difference["roc_auc"]
+            if gain.low == gain.low and gain.low > policy.rollback_margin:
+                reason = (
+                    f"the previous champion {previous_champion} beats {champion.champion} on the same {previous.rows} customers by "
+                    f"{gain.estimate:+.3f} ROC-AUC (lower {previous.confidence:.0%} bound {gain.low:+.3f} > {policy.rollback_margin:.3f})"
+                )
+                return Verdict("rollback", reason, previous_champion, previous.as_dict())
+    if policy.auto_promote:
+        for c in sorted(comparisons, key=lambda c: -c.difference["roc_auc"].estimate):
+            gain = c.difference["roc_auc"]
+            if c.challenger in blocked or c.challenger not in promotable or c.days < policy.min_matured_days:
+                continue
+            if gain.low == gain.low and gain.low > policy.promote_margin:
+                reason = (
+                    f"challenger {c.challenger} beats {c.champion} over {c.days} matured day(s) on {c.rows} customers by "
+                    f"{gain.estimate:+.3f} ROC-AUC (lower {c.confidence:.0%} bound {gain.low:+.3f} > {policy.promote_margin:.3f})"
+                )
+                return Verdict("promote", reason, c.challenger, c.as_dict())
+    reason = f"champion {champion.champion} holds: matured ROC-AUC {auc.estimate:.3f} [{auc.low:.3f}, {auc.high:.3f}] over {champion.days} day(s)"
+    if comparisons:
+        best = max(comparisons, key=lambda c: c.difference["roc_auc"].estimate)
+        gain = best.difference["roc_auc"]
+        reason += f"; best challenger {best.challenger} {gain.estimate:+.3f} [{gain.low:+.3f}, {gain.high:+.3f}] over {best.days} day(s)"
+    return Verdict("none", reason, None, evidence)

@@ -1,0 +1,102 @@
+"""Self-contained sections of the settings: Kubernetes placement, the service's limits, the rollout policy.
+
+Part of the one settings object (`lib/settings.py` composes and re-exports
+them, and alone reads the environment); kept here so that module stays the
+place for loading and the problem's own knobs.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Kubernetes(BaseModel):
+    """Where steps run on Kubernetes (`ml_assets/k8s.py` turns this into each step's `dagster-k8s/config`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpu_count: int = Field(
+        default=1, ge=1, description="GPUs of the torch step (the GPU step needs a GPU; train with device=cpu to do without)."
+    )
+    gpu_resource: str = Field(default="nvidia.com/gpu", min_length=1, description="Extended resource name of a GPU.")
+    gpu_node_selector: dict[str, str] = Field(
+        default_factory=lambda: {"nvidia.com/gpu.present": "true"}, description="Node selector of the GPU step."
+    )
+    gpu_tolerations: list[dict[str, str]] = Field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        description="Tolerations of the GPU step.",
+    )
+    gpu_cpu: str = Field(default="2", description="CPU of the GPU step (requests = limits).")
+    gpu_memory: str = Field(default="8Gi", description="Memory of the GPU step (requests = limits).")
+    cpu_cpu: str = Field(default="1", description="CPU request of every other step.")
+    cpu_memory: str = Field(default="4Gi", description="Memory request of every other step.")
+    cpu_limit_cpu: str = Field(default="2", description="CPU limit of every other step.")
+    cpu_limit_memory: str = Field(default="8Gi", description="Memory limit of every other step.")
+    run_as_user: int = Field(default=10001, ge=1, description="Pod uid and gid (the image's non-root user).")
+    max_concurrent: int = Field(default=4, ge=1, description="Step pods of one run at a time.")
+
+
+class Service(BaseModel):
+    """Limits of the online scoring service."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch: int = Field(default=1_000, ge=1, description="Most customer ids in one request.")
+    max_body_bytes: int = Field(default=256_000, ge=1, description="Largest request body.")
+    reload_seconds: float = Field(default=2.0, gt=0, description="How often the service reloads the champion and the API keys.")
+    require_api_key: bool = Field(
+        default=True, description="Every endpoint but /health and /ready needs a key (churn apikey create); false only on a trusted laptop."
+    )
+    rate_per_second: float = Field(default=100.0, gt=0, description="Requests per second one API key may make (token bucket).")
+    rate_burst: int = Field(default=200, ge=1, description="Requests one API key may make at once before the rate applies.")
+    store_timeout_seconds: float = Field(default=1.0, gt=0, description="Longest wait for the online store before a request gets 503.")
+    record_predictions: bool = Field(
+        default=True, description="Append every online prediction to prediction_log in the registry's database."
+    )
+    prediction_retention_days: int | None = Field(
+        default=400, ge=1, description="Prediction records older than this many days are deleted; none: kept forever."
+    )
+
+
+class Rollout(BaseModel):
+    """How a new champion meets production: challengers scored in shadow, a canary share, and the registry acting on
+    matured outcomes by itself (docs/model-quality.md, "Safe rollout")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shadow: bool = Field(default=True, description="Score every customer with each active challenger too (stored, never served).")
+    canary_share: float = Field(
+        default=0.0, ge=0.0, le=0.5, allow_inf_nan=False, description="Share of customers (by a hash of the id) the challenger serves."
+    )
+    contact_budget: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Share of customers a retention team contacts: precision at this budget.",
+    )
+    min_matured_days: int = Field(default=3, ge=1, le=60, description="Matured days a challenger must win over before it is promoted.")
+    promote_margin: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=0.5,
+        allow_inf_nan=False,
+        description="Promote a challenger whose matured ROC-AUC gain's lower bound exceeds this.",
+    )
+    rollback_floor: float = Field(
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Roll back a champion whose matured ROC-AUC is confidently below this.",
+    )
+    rollback_margin: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=0.5,
+        allow_inf_nan=False,
+        description="Roll back when the previous champion's shadow ROC-AUC beats the champion's by more than this, with confidence.",
+    )
+    confidence: float = Field(default=0.95, ge=0.5, lt=1.0, allow_inf_nan=False, description="Confidence of the bootstrap intervals.")
+    auto_promote: bool = Field(default=True, description="Let the rollout policy promote a challenger on matured outcomes.")
+    auto_rollback: bool = Field(default=True, description="Let the rollout policy roll a failing champion back by itself.")
