@@ -45,7 +45,10 @@ class ChampionHolder:
                 for k in self.registry.api_keys()
             }
             self.keys_loaded = True
-            self._refresh_challengers(load_champion)
+            try:
+                self._refresh_challengers(load_champion)
+            except Exception as exc:  # noqa: BLE001 (a challenger that cannot be loaded never stops the champion)
+                log.error("challenger reload failed, keeping %s: %s", [c.version for c in self.challengers] or "none", type(exc).__name__)
             champion = self.registry.champion()
             if champion is None or (self.current is not None and self.current.version == champion.version):
                 return self.current

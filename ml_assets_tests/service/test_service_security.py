@@ -269,8 +269,11 @@ def test_a_clean_shutdown_loses_no_prediction_record(e2e: PipelineRun, tmp_path:
         for i in range(60):
             assert client.post(f"{url}/predict", json={"customer_ids": ids}, headers={"x-request-id": f"shutdown-{i}"}).status_code == 200
     # The server has stopped: whatever was waiting in memory was written on the way out.
-    recorded = [p for p in registry.predictions(limit=10_000) if p["request_id"].startswith("shutdown-")]
+    recorded = [p for p in registry.predictions(limit=10_000) if p["request_id"].startswith("shutdown-") and p["arm"] != "shadow"]
     assert len(recorded) == 60 * len(ids)
+    # The challenger's shadow scores, made on the recorder's thread after each answer, are drained too.
+    shadow = [p for p in registry.predictions(limit=10_000) if p["request_id"].startswith("shutdown-") and p["arm"] == "shadow"]
+    assert len(shadow) == 60 * len(ids) * len(registry.challengers())
 
 
 def test_a_stalled_redis_gives_503_within_2_s_while_health_answers(e2e: PipelineRun, tmp_path: Path) -> None:

@@ -45,8 +45,8 @@ STAGES = {
     "training": ["baseline_model", "lgbm_model", "torch_model", "training_set"],
     "export": ["bgnbd_onnx", "lgbm_onnx", "torch_onnx"],
     "registry": ["champion_model"],
-    "inference": ["batch_predictions"],
-    "monitoring": ["drift_report"],
+    "inference": ["batch_predictions", "shadow_scores"],
+    "monitoring": ["drift_report", "rollout_evaluation"],
 }
 ALL_ASSETS = sorted(a for assets in STAGES.values() for a in assets)
 
@@ -175,6 +175,23 @@ def _dismiss_community_dialog(driver: Any) -> None:
         button.click()
 
 
+def _click(driver: Any, xpath: str) -> None:
+    """Click, dismissing Dagster's community dialog first when it has opened over the page (it can appear late)."""
+    from selenium.common.exceptions import ElementClickInterceptedException
+    from selenium.webdriver.common.by import By
+
+    deadline = time.time() + 10
+    while True:
+        try:
+            driver.find_element(By.XPATH, xpath).click()
+            return
+        except ElementClickInterceptedException:
+            if time.time() > deadline:
+                raise
+            _dismiss_community_dialog(driver)
+            time.sleep(0.3)
+
+
 def test_lineage_draws_every_stage(webserver: str, browser: Any, shots: Path) -> None:
     from selenium.webdriver.common.by import By
 
@@ -224,9 +241,9 @@ def test_asset_page_shows_metadata_plots_and_the_drift_report_link(webserver: st
     browser.get(f"{webserver}/assets/drift_report")
     _wait_for(browser, lambda d: d.find_elements(By.XPATH, "//button[.//*[@aria-label='asset_plot']]"), "the metadata Plots toggle")
     _dismiss_community_dialog(browser)
-    browser.find_element(By.XPATH, "//button[.//*[@aria-label='asset_plot']]").click()
+    _click(browser, "//button[.//*[@aria-label='asset_plot']]")
     _wait_for(browser, lambda d: d.find_elements(By.XPATH, "//button[normalize-space()='Events']"), "the Events axis toggle")
-    browser.find_element(By.XPATH, "//button[normalize-space()='Events']").click()
+    _click(browser, "//button[normalize-space()='Events']")
     _wait_for(
         browser,
         lambda d: (
@@ -305,7 +322,8 @@ def test_a_materialization_launched_through_the_ui_succeeds(webserver: str, brow
             "repositoryLocationName": LOCATION,
             "repositoryName": "__repository__",
             "jobName": "__ASSET_JOB",
-            "assetSelection": [{"path": ["batch_predictions"]}, {"path": ["drift_report"]}],
+            # batch_predictions and shadow_scores are one step: the UI launches them together.
+            "assetSelection": [{"path": ["batch_predictions"]}, {"path": ["shadow_scores"]}, {"path": ["drift_report"]}],
         },
         "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day}]},
     }
