@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import machine
 
@@ -63,7 +64,6 @@ def _setup(root: Path, customers: int) -> tuple[list[str], str]:
     import numpy as np
     import polars as pl
 
-    from lib.export import lgbm_to_onnx
     from lib.features import FEATURE_COLUMNS, cutoff_for
     from resources import ArtifactStore, ModelRegistry
 
@@ -90,11 +90,25 @@ def _setup(root: Path, customers: int) -> tuple[list[str], str]:
     booster = lgb.train(
         {"objective": "binary", "num_leaves": 31, "verbose": -1}, lgb.Dataset(x, y, feature_name=list(FEATURE_COLUMNS)), 300
     )
-    onnx_bytes = lgbm_to_onnx(booster.model_to_string(), len(FEATURE_COLUMNS))
     artifacts = ArtifactStore(root=str(root / "artifacts"))
-    native = artifacts.put("models/lgbm", booster.model_to_string().encode(), ".txt")
-    onnx_ref = artifacts.put("onnx/lgbm", onnx_bytes, ".onnx")
     registry = ModelRegistry(url=f"sqlite:///{root / 'registry.sqlite'}")
+    registry.promote(_register(booster, artifacts, registry), actor="bench", reason="benchmark", run_id=None)
+    # A challenger (another 300-tree model) for the shadow and canary rows: scored beside the champion, recorded only.
+    other = lgb.train(
+        {"objective": "binary", "num_leaves": 15, "verbose": -1, "seed": 5}, lgb.Dataset(x, y, feature_name=list(FEATURE_COLUMNS)), 300
+    )
+    registry.set_challenger(_register(other, artifacts, registry), actor="bench", reason="shadow scoring benchmark")
+    return ids, registry.create_api_key("bench", ["predict"], actor="bench")
+
+
+def _register(booster: Any, artifacts: Any, registry: Any) -> str:
+    """A LightGBM version with its ONNX graph and a passed parity record, as training would leave it; its name."""
+    from lib.export import lgbm_to_onnx
+    from lib.features import FEATURE_COLUMNS
+
+    text = booster.model_to_string()
+    native = artifacts.put("models/lgbm", text.encode(), ".txt")
+    graph = artifacts.put("onnx/lgbm", lgbm_to_onnx(text, len(FEATURE_COLUMNS)), ".onnx")
     version = f"lgbm-{native.sha256[:12]}"
     registry.register(
         version=version,
@@ -107,31 +121,9 @@ def _setup(root: Path, customers: int) -> tuple[list[str], str]:
         artifact_uri=native.uri,
         artifact_sha256=native.sha256,
     )
-    registry.attach_onnx(version, onnx_ref.uri, onnx_ref.sha256, run_id="bench")
-    registry.record_parity(version, onnx_ref.sha256, True, {"bench": {"max_abs_diff": 0.0}}, run_id="bench")
-    registry.promote(version, actor="bench", reason="benchmark", run_id=None)
-    # A challenger (another 300-tree model) for the shadow and canary rows: scored beside the champion, recorded only.
-    other = lgb.train(
-        {"objective": "binary", "num_leaves": 15, "verbose": -1, "seed": 5}, lgb.Dataset(x, y, feature_name=list(FEATURE_COLUMNS)), 300
-    )
-    shadow_native = artifacts.put("models/lgbm", other.model_to_string().encode(), ".txt")
-    shadow_onnx = artifacts.put("onnx/lgbm", lgbm_to_onnx(other.model_to_string(), len(FEATURE_COLUMNS)), ".onnx")
-    challenger = f"lgbm-{shadow_native.sha256[:12]}"
-    registry.register(
-        version=challenger,
-        kind="lightgbm",
-        run_id="bench",
-        data_window={},
-        features=list(FEATURE_COLUMNS),
-        params={},
-        metrics={"roc_auc": 0.9},
-        artifact_uri=shadow_native.uri,
-        artifact_sha256=shadow_native.sha256,
-    )
-    registry.attach_onnx(challenger, shadow_onnx.uri, shadow_onnx.sha256, run_id="bench")
-    registry.record_parity(challenger, shadow_onnx.sha256, True, {"bench": {"max_abs_diff": 0.0}}, run_id="bench")
-    registry.set_challenger(challenger, actor="bench", reason="shadow scoring benchmark")
-    return ids, registry.create_api_key("bench", ["predict"], actor="bench")
+    registry.attach_onnx(version, graph.uri, graph.sha256, run_id="bench")
+    registry.record_parity(version, graph.sha256, True, {"bench": {"max_abs_diff": 0.0}}, run_id="bench")
+    return version
 
 
 def _env(root: Path, redis: bool) -> dict[str, str]:

@@ -10,7 +10,7 @@ confidence one model is better, not only that its figure is higher.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +89,6 @@ class Comparison:
     champion_metrics: dict[str, float]
     challenger_metrics: dict[str, float]
     difference: dict[str, Interval]
-    champion_roc_auc: Interval
     confidence: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -102,7 +101,6 @@ class Comparison:
             "champion_metrics": self.champion_metrics,
             "challenger_metrics": self.challenger_metrics,
             "difference": {k: v.as_dict() for k, v in self.difference.items()},
-            "champion_roc_auc": self.champion_roc_auc.as_dict(),
         }
 
 
@@ -125,37 +123,43 @@ def compare(
     y = np.asarray(y, dtype=np.int8)
     a, b = np.asarray(champion_scores, float), np.asarray(challenger_scores, float)
     base, other = outcome_metrics(y, a, budget), outcome_metrics(y, b, budget)
-    rng = np.random.default_rng(seed)
     diffs: dict[str, list[float]] = {m: [] for m in METRICS}
-    champion_auc: list[float] = []
-    n = len(y)
-    for _ in range(resamples):
-        idx = rng.integers(0, n, n)
-        if y[idx].min() == y[idx].max():
-            continue  # a resample with one class has no ROC-AUC
+    for idx in _resamples(y, resamples, seed):
         ma, mb = outcome_metrics(y[idx], a[idx], budget), outcome_metrics(y[idx], b[idx], budget)
         for m in METRICS:
             diffs[m].append(mb[m] - ma[m])
-        champion_auc.append(ma["roc_auc"])
-    tail = (1.0 - confidence) / 2 * 100
-
-    def interval(estimate: float, draws: list[float]) -> Interval:
-        if not draws:
-            return Interval(estimate, float("nan"), float("nan"))
-        low, high = np.percentile(draws, [tail, 100 - tail])
-        return Interval(float(estimate), float(low), float(high))
-
     return Comparison(
         champion=champion,
         challenger=challenger,
-        rows=n,
+        rows=len(y),
         days=days,
         champion_metrics=base,
         challenger_metrics=other,
-        difference={m: interval(other[m] - base[m], diffs[m]) for m in METRICS},
-        champion_roc_auc=interval(base["roc_auc"], champion_auc),
+        difference={m: _interval(other[m] - base[m], diffs[m], confidence) for m in METRICS},
         confidence=confidence,
     )
+
+
+def _resamples(y: np.ndarray, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Seeded bootstrap index draws over customers; a draw with one outcome class (no ROC-AUC) is skipped."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for _ in range(resamples):
+        idx = rng.integers(0, len(y), len(y))
+        if y[idx].min() != y[idx].max():
+            yield idx
+
+
+def _interval(estimate: float, draws: list[float], confidence: float) -> Interval:
+    """The percentile interval of the draws around ``estimate``; NaN bounds (never acted on) without draws."""
+    import numpy as np
+
+    if not draws:
+        return Interval(float(estimate), float("nan"), float("nan"))
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return Interval(float(estimate), float(low), float(high))
 
 
 @dataclass(frozen=True)
@@ -199,16 +203,9 @@ def matured(
 
     y = np.asarray(y, dtype=np.int8)
     s = np.asarray(scores, float)
-    estimate = outcome_metrics(y, s, 0.1)["roc_auc"]
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(resamples):
-        idx = rng.integers(0, len(y), len(y))
-        if y[idx].min() != y[idx].max():
-            draws.append(outcome_metrics(y[idx], s[idx], 0.1)["roc_auc"])
-    tail = (1.0 - confidence) / 2 * 100
-    low, high = (float(v) for v in np.percentile(draws, [tail, 100 - tail])) if draws else (float("nan"), float("nan"))
-    return Matured(champion, Interval(estimate, low, high), days, len(y), confidence)
+    draws = [outcome_metrics(y[idx], s[idx], 0.1)["roc_auc"] for idx in _resamples(y, resamples, seed)]
+    interval = _interval(outcome_metrics(y, s, 0.1)["roc_auc"], draws, confidence)
+    return Matured(champion, interval, days, len(y), confidence)
 
 
 def rollout_verdict(

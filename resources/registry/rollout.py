@@ -46,12 +46,11 @@ class Rollout(Audit):
 
     def previous_champion(self) -> str | None:
         """The champion before the last change of champion (promotion or rollback, by a person or the policy)."""
-        changes = [e for e in self._history() if e["action"] in CHAMPION_CHANGES]
-        return changes[-1]["previous_champion"] if changes else None
+        return _previous(self._history())
 
     def auto_blocked(self) -> set[str]:
         """Versions the policy rolled back: never promoted automatically again (a person still may)."""
-        return {e["previous_champion"] for e in self._history() if e["action"] == "auto_rolled_back" and e["previous_champion"]}
+        return _blocked(self._history())
 
     def challengers(self) -> list[ModelVersion]:
         """The versions scored in shadow beside the champion, most important first.
@@ -71,7 +70,7 @@ class Rollout(Audit):
         explicit = [v for v, active in chosen.items() if active and (champion is None or v != champion.version)]
         if explicit:
             return [self.get(v) for v in reversed(explicit)]
-        previous, blocked = self.previous_champion(), self.auto_blocked()
+        previous, blocked = _previous(history), _blocked(history)
         if previous and (champion is None or previous != champion.version) and previous not in blocked:
             return [self.get(previous)]
         if champion is None:
@@ -107,3 +106,12 @@ class Rollout(Audit):
 
 def _newest_run(versions: list[ModelVersion]) -> str | None:
     return max(versions, key=lambda v: v.created_at).run_id if versions else None
+
+
+def _previous(history: list[dict[str, Any]]) -> str | None:
+    changes = [e for e in history if e["action"] in CHAMPION_CHANGES]
+    return changes[-1]["previous_champion"] if changes else None
+
+
+def _blocked(history: list[dict[str, Any]]) -> set[str]:
+    return {e["previous_champion"] for e in history if e["action"] == "auto_rolled_back" and e["previous_champion"]}
