@@ -1,4 +1,4 @@
-"""Pure rules of the registry's governance: the event hash chain, API keys, identities, erased-id hashes.
+"""Pure rules of the registry's governance: API keys, identities, erased-id hashes (the hash chain: lib/chain.py).
 
 Nothing here touches a database or the network; `resources/registry.py` stores
 what these functions compute and `ml_assets/service/app.py` checks keys with them.
@@ -6,10 +6,8 @@ what these functions compute and `ml_assets/service/app.py` checks keys with the
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
-import json
 import os
 import pwd
 import re
@@ -17,66 +15,12 @@ import secrets
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-# The hash a chain starts from: 64 zeros, so the first event's `prev_hash` is well defined.
-GENESIS = "0" * 64
-
-# The fields of an event that its hash covers, in this order; `at` to whole seconds (MariaDB's
-# DATETIME keeps no fractions by default, and a hash must survive the round trip through any database).
-CHAINED = ("seq", "at", "action", "version", "previous_champion", "actor", "reason", "run_id", "prev_hash")
+# --- API keys -------------------------------------------------------------------------------
 
 SCOPES = ("predict", "metrics")
 KEY_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # churn_<12 hex: the key's id, stored in clear to find its row>_<43 url-safe characters: the secret>
 KEY_FORMAT = re.compile(r"^churn_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
-
-
-def event_at(moment: dt.datetime | None = None) -> dt.datetime:
-    """An event's time as stored and hashed: UTC, whole seconds."""
-    moment = moment or dt.datetime.now(dt.UTC)
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).replace(microsecond=0)
-
-
-def event_hash(event: Mapping[str, Any]) -> str:
-    """sha256 over the event's chained fields (canonical JSON), `prev_hash` included: changing, removing or
-    reordering any earlier event changes every hash after it."""
-    body = {k: event.get(k) for k in CHAINED}
-    body["at"] = event_at(body["at"]).isoformat() if isinstance(body["at"], dt.datetime) else body["at"]
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class ChainProblem:
-    seq: int | None
-    problem: str
-
-
-def check_chain(events: Iterable[Mapping[str, Any]], head: tuple[int, str] | None) -> list[ChainProblem]:
-    """Every way the stored events (in `seq` order) disagree with an unbroken chain ending at `head` (seq, hash).
-
-    A rewritten row breaks its own hash; a deleted row leaves a gap in `seq` and
-    a `prev_hash` that names nothing; a truncated tail disagrees with the head.
-    """
-    problems: list[ChainProblem] = []
-    expected_prev, expected_seq = GENESIS, 1
-    for event in events:
-        seq = event["seq"]
-        if seq != expected_seq:
-            problems.append(ChainProblem(seq, f"sequence jumps from {expected_seq - 1} to {seq}: events were removed"))
-        if event["prev_hash"] != expected_prev:
-            problems.append(ChainProblem(seq, "prev_hash does not match the hash of the event before it"))
-        if event_hash(event) != event["hash"]:
-            problems.append(ChainProblem(seq, "the event's fields do not match its hash: it was rewritten"))
-        expected_prev, expected_seq = event["hash"], seq + 1
-    last = (expected_seq - 1, expected_prev)
-    if head is not None and head != last and not (head[0] == 0 and last[0] == 0):
-        problems.append(ChainProblem(head[0], f"the chain head says event {head[0]} ends the chain; the table ends at {last[0]}"))
-    return problems
-
-
-# --- API keys -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from lib.governance import GENESIS, check_chain, event_hash, key_matches, parse_token
+from lib.chain import GENESIS, check_chain, event_hash
+from lib.governance import key_matches, parse_token
 from ml_assets_tests.conftest import register_stored, register_version
 from resources import ArtifactStore, ModelRegistry, RegistryError
 
@@ -106,9 +107,12 @@ def test_an_old_events_table_is_chained_on_upgrade(tmp_path: Path) -> None:
             )
     registry = ModelRegistry(url=url)
     events, head = registry.chain()
-    assert [e["seq"] for e in events] == [1, 2, 3] and check_chain(events, head) == []
+    # The three old events chained, then one event that brings the tables (as they are now) under the chain.
+    assert [e["seq"] for e in events] == [1, 2, 3, 4] and check_chain(events, head) == []
+    assert events[3]["action"] == "tables_attested" and [e["facts"] for e in events[:3]] == [None] * 3
     registry.keep(None, reason="after the upgrade", run_id=None)
-    assert check_chain(*registry.chain()) == []
+    assert check_chain(*registry.chain()) == [] and registry.table_problems() == []
+    assert ModelRegistry(url=url).chain()[0][-1]["action"] == "kept", "attested once, not at every start"
 
 
 def test_api_keys_are_stored_as_salted_digests_only(registry: ModelRegistry) -> None:

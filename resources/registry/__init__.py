@@ -32,11 +32,13 @@ from resources.registry.predictions import PredictionRecord
 from resources.registry.records import ModelVersion, RegistryError, current_code_version
 from resources.registry.rollout import Rollout
 from resources.registry.tables import ARCHIVED, CANDIDATE, CHAMPION, Tables
+from resources.registry.trust import ChainMismatch
 
 __all__ = [
     "ARCHIVED",
     "CANDIDATE",
     "CHAMPION",
+    "ChainMismatch",
     "ModelRegistry",
     "ModelVersion",
     "RegistryError",

@@ -1,4 +1,4 @@
-"""Reading and verifying the audit trail: the chain, its head, and every artifact against its sha256."""
+"""Reading and verifying the audit trail: the chain, its head, its key and anchor, the tables, every artifact against its sha256."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from resources.registry.versions import Versions
 
 
 class Audit(Versions):
-    """Reading and verifying the audit trail: the chain, its head, and every artifact against its sha256."""
+    """Reading and verifying the audit trail: the chain, its head, its key and anchor, the tables, every artifact against its sha256."""
 
     # --- verification -----------------------------------------------------------
 
@@ -24,12 +24,18 @@ class Audit(Versions):
         return rows, (head.seq, head.hash) if head else None
 
     def verify(self, artifacts: Any) -> list[str]:
-        """Every problem found: breaks in the event chain, and artifacts whose bytes do not match the registry's sha256
-        (or cannot be read). Empty: the history is intact and every recorded artifact is what was registered."""
-        from lib.governance import check_chain
+        """Every problem found: breaks in the event chain (and, under the chain key, events without a valid MAC), tables
+        that disagree with what the chain proves, a chain that disagrees with its anchor outside the database, and
+        artifacts whose bytes do not match the registry's sha256 (or cannot be read). Empty: the history is intact,
+        the tables are what it says, and every recorded artifact is what was registered."""
+        from lib.chain import anchor_problems, check_chain
+        from resources.registry.anchor import read_anchors
 
         events, head = self.chain()
-        problems = [f"event {p.seq}: {p.problem}" for p in check_chain(events, head)]
+        problems = [f"event {p.seq}: {p.problem}" for p in check_chain(events, head, self.chain_key)]
+        problems += self.table_problems()
+        if self.chain_anchor:
+            problems += anchor_problems(events, read_anchors(self.chain_anchor))
         for v in self.versions():
             for label, uri, sha in (
                 ("native", v.artifact_uri, v.artifact_sha256),
@@ -43,6 +49,9 @@ class Audit(Versions):
                 except Exception as exc:  # noqa: BLE001 (each artifact is judged on its own)
                     problems.append(f"{v.version} {label} artifact {uri}: {type(exc).__name__}: {exc}")
         return problems
+
+    def table_problems(self) -> list[str]:
+        return []  # resources/registry/trust.py compares the tables with the chain
 
     def events(self, limit: int = 50) -> list[dict[str, Any]]:
         import sqlalchemy as sa

@@ -1,7 +1,8 @@
-"""The audit trail: append-only events in a hash chain (lib/governance.py), its upgrade, triggers and verification."""
+"""The audit trail: append-only events in a hash chain (lib/chain.py), its upgrade, attestation and triggers."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from resources.registry.tables import CHAMPION, Tables
@@ -10,18 +11,39 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
 
+class ChainKeyMissing(RuntimeError):
+    """An append to a keyed chain by a process that lacks the chain key: refused rather than leaving an event that fails verify."""
+
+
 def append_event(
-    conn: sa.Connection, t: Tables, action: str, version: str | None, previous: str | None, actor: str, reason: str, run_id: str | None
+    conn: sa.Connection,
+    t: Tables,
+    action: str,
+    version: str | None,
+    previous: str | None,
+    actor: str,
+    reason: str,
+    run_id: str | None,
+    facts: Mapping[str, Any] | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
-    """Append one event to the hash chain inside the caller's transaction."""
+    """Append one event to the hash chain inside the caller's transaction; `facts` (what it proves) are hashed with it,
+    and under a chain key the event carries its MAC."""
     import sqlalchemy as sa
 
-    from lib.governance import event_at, event_hash
+    from lib.chain import event_at, event_hash, event_mac, facts_text
 
     # Updating the head first takes the write lock (row lock in PostgreSQL and MariaDB, the database
     # in SQLite) before the previous hash is read: concurrent appends queue up instead of forking.
     conn.execute(t.head.update().where(t.head.c.id == 1).values(seq=t.head.c.seq + 1))
     seq, prev = conn.execute(sa.select(t.head.c.seq, t.head.c.hash).where(t.head.c.id == 1)).one()
+    if key is None and seq > 1:
+        last_mac = conn.execute(sa.select(t.events.c.mac).where(t.events.c.seq == seq - 1)).scalar_one_or_none()
+        if last_mac:
+            raise ChainKeyMissing(
+                "the registry's event chain is keyed but this process has no chain key: set CHURN_CHAIN_KEY "
+                "(deployment.chain_key) to the deployment's key before changing the registry"
+            )
     row = {
         "seq": seq,
         "at": event_at(),
@@ -32,8 +54,10 @@ def append_event(
         "reason": reason,
         "run_id": run_id,
         "prev_hash": prev,
+        "facts": facts_text(facts or {}),
     }
     row["hash"] = event_hash(row)
+    row["mac"] = event_mac(key, row["hash"]) if key else None
     conn.execute(t.events.insert().values(**row))
     conn.execute(t.head.update().where(t.head.c.id == 1).values(hash=row["hash"]))
     return row
@@ -41,17 +65,19 @@ def append_event(
 
 def upgrade_events(engine: sa.Engine, t: Tables) -> None:
     """Start the chain: the head row on a new database; on one from before the chain, the hash columns, then every
-    existing event chained in id order (what the chain can vouch for starts at this upgrade)."""
+    existing event chained in id order (what the chain can vouch for starts at this upgrade); on one from before
+    facts, the facts and MAC columns."""
     import sqlalchemy as sa
 
-    from lib.governance import GENESIS, event_hash
+    from lib.chain import GENESIS, event_hash
 
     columns = {c["name"] for c in sa.inspect(engine).get_columns("registry_events", schema=t.events.schema)}
     with engine.begin() as conn:
-        if "hash" not in columns:
-            table = engine.dialect.identifier_preparer.format_table(t.events)
-            for ddl in ("seq INTEGER", "prev_hash VARCHAR(64)", "hash VARCHAR(64)"):
-                conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {ddl}"))  # noqa: S608 (fixed column names, quoted table)
+        table = engine.dialect.identifier_preparer.format_table(t.events)
+        added = [ddl for ddl in ("seq INTEGER", "prev_hash VARCHAR(64)", "hash VARCHAR(64)", "facts TEXT", "mac VARCHAR(64)")
+                 if ddl.split()[0] not in columns]
+        for ddl in added:
+            conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {ddl}"))  # noqa: S608 (fixed column names, quoted table)
         if conn.execute(sa.select(t.head.c.id)).first() is not None:
             return
         prev, seq = GENESIS, 0
@@ -66,6 +92,39 @@ def upgrade_events(engine: sa.Engine, t: Tables) -> None:
                 conn.execute(t.head.insert().values(id=1, seq=seq, hash=prev))
         except sa.exc.IntegrityError:
             pass  # another process started the chain at the same moment
+
+
+def attest_tables(engine: sa.Engine, t: Tables, key: str | None) -> list[dict[str, Any]]:
+    """Bring the tables under the chain: once, on a registry whose events predate facts (an older release), one
+    `tables_attested` event records the champion, every version's digests, the keys and the erased hashes as they
+    are now; from it on the chain proves them. With a chain key set on a chain that has no keyed event yet, one
+    `chain_keyed` event starts the keyed part. Nothing on a new registry: its first event carries facts."""
+    import sqlalchemy as sa
+
+    from lib.chain import ATTESTED, CHAMPION, KEYED, attestation
+
+    events = t.events
+    with engine.connect() as conn:
+        legacy = conn.execute(sa.select(events.c.seq).where(events.c.facts.is_(None)).limit(1)).first() is not None
+        attested = conn.execute(sa.select(events.c.seq).where(events.c.action == ATTESTED).limit(1)).first() is not None
+        head = conn.execute(sa.select(t.head.c.seq).where(t.head.c.id == 1)).scalar_one()
+        last_mac = conn.execute(sa.select(events.c.mac).where(events.c.seq == head)).scalar_one_or_none() if head else None
+        ever_keyed = conn.execute(sa.select(events.c.seq).where(events.c.mac.is_not(None)).limit(1)).first() is not None
+    if legacy and not attested:
+        with engine.begin() as conn:
+            conn.execute(t.head.update().where(t.head.c.id == 1).values(seq=t.head.c.seq))  # the write lock, then re-check
+            if conn.execute(sa.select(events.c.seq).where(events.c.action == ATTESTED).limit(1)).first() is None:
+                versions = [dict(r) for r in conn.execute(sa.select(t.versions)).mappings()]
+                keys = [dict(r) for r in conn.execute(sa.select(t.api_keys)).mappings()]
+                erased = set(conn.execute(sa.select(t.erased.c.id_sha256)).scalars())
+                champion = next((v["version"] for v in versions if v["status"] == CHAMPION), None)
+                facts = attestation(champion, versions, keys, erased)
+                return [append_event(conn, t, ATTESTED, None, None, "registry upgrade", "tables brought under the chain", None, facts, key)]
+        return []
+    if key and head and not last_mac and not ever_keyed:
+        with engine.begin() as conn:
+            return [append_event(conn, t, KEYED, None, None, "registry", "events from here on carry a MAC under the chain key", None, {}, key)]
+    return []
 
 
 def guards(engine: sa.Engine, t: Tables) -> None:

@@ -24,7 +24,7 @@ class ApiKeys(RegistryBase):
             raise RegistryError("a key name is 1 to 64 letters, digits, dots, dashes or underscores")
         chosen = check_scopes(scopes)
         keys, key = self._t.api_keys, new_key()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             active = keys.c.revoked_at.is_(None) & (keys.c.name == name)
             if conn.execute(sa.select(keys.c.key_id).where(active)).first() is not None:
                 raise RegistryError(f"an active key named {name!r} exists; revoke it first (churn apikey revoke {name})")
@@ -39,18 +39,21 @@ class ApiKeys(RegistryBase):
                     created_by=actor[:200],
                 )
             )
-            self._event(conn, "apikey_created", None, None, actor, f"key {name} ({key.key_id}) scopes {','.join(chosen)}", None)
+            facts = {"key_id": key.key_id, "name": name, "scopes": list(chosen), "salt": key.salt, "digest": key.digest}
+            self._event(conn, "apikey_created", None, None, actor, f"key {name} ({key.key_id}) scopes {','.join(chosen)}", None, facts)
         return key.token
 
     def revoke_api_key(self, name: str, *, actor: str) -> int:
         """Revoke every active key named `name`; returns how many."""
+        import sqlalchemy as sa
+
         keys = self._t.api_keys
-        with self.engine.begin() as conn:
-            revoked = conn.execute(
-                keys.update().where((keys.c.name == name) & keys.c.revoked_at.is_(None)).values(revoked_at=dt.datetime.now(dt.UTC))
-            ).rowcount
+        with self._write() as conn:
+            active = (keys.c.name == name) & keys.c.revoked_at.is_(None)
+            ids = sorted(conn.execute(sa.select(keys.c.key_id).where(active)).scalars())
+            revoked = conn.execute(keys.update().where(active).values(revoked_at=dt.datetime.now(dt.UTC))).rowcount
             if revoked:
-                self._event(conn, "apikey_revoked", None, None, actor, f"key {name} ({revoked} revoked)", None)
+                self._event(conn, "apikey_revoked", None, None, actor, f"key {name} ({revoked} revoked)", None, {"key_ids": ids})
         return revoked
 
     def api_keys(self, *, active_only: bool = True) -> list[dict[str, Any]]:

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from resources.registry.audit import Audit
+from resources.registry.trust import Trust
 from resources.registry.records import ModelVersion, RegistryError, dump
 from resources.registry.tables import CHAMPION
+from lib.chain import CHAMPION_CHANGES
 
-CHAMPION_CHANGES = ("promoted", "rolled_back", "auto_rolled_back", "auto_promoted")
 POLICY_ACTOR = "rollout policy"
 
 
-class Rollout(Audit):
+class Rollout(Trust):
     """Challengers in shadow and the rollout policy's own promotions and rollbacks."""
 
     def set_challenger(self, version: str, *, actor: str, reason: str) -> ModelVersion:
@@ -31,14 +31,14 @@ class Rollout(Audit):
             raise RegistryError(f"{version} is the champion; a challenger is another version")
         if not model.onnx_sha256:
             raise RegistryError(f"{version} has no ONNX artifact: export it before it can be scored in shadow")
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._event(conn, "challenger_set", version, None, actor, reason, None)
         return model
 
     def clear_challenger(self, version: str, *, actor: str, reason: str) -> None:
         if not actor.strip() or not reason.strip():
             raise RegistryError("clearing a challenger needs an actor and a reason")
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._event(conn, "challenger_cleared", version, None, actor, reason, None)
 
     def _history(self) -> list[dict[str, Any]]:

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-CANDIDATE, CHAMPION, ARCHIVED = "candidate", "champion", "archived"
+from lib.chain import ARCHIVED, CANDIDATE, CHAMPION
+
+__all__ = ["ARCHIVED", "CANDIDATE", "CHAMPION", "Tables", "build_tables"]
 
 
 class Tables(NamedTuple):
@@ -85,6 +87,9 @@ def _events(md: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("seq", sa.Integer, unique=True),
         sa.Column("prev_hash", sa.String(64)),
         sa.Column("hash", sa.String(64)),
+        # What the event proves (lib/chain.py: digests, key facts, an erased id's hash) and its MAC under the chain key.
+        sa.Column("facts", sa.Text),
+        sa.Column("mac", sa.String(64)),
     )
     # One row: the newest event's position and hash. Every append updates it first, which takes
     # a write lock in every database, so two writers cannot both extend the chain from the same event.

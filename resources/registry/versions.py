@@ -39,7 +39,7 @@ class Versions(RegistryBase):
 
         versions = self._t.versions
         now = dt.datetime.now(dt.UTC)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             existing = conn.execute(sa.select(versions.c.version).where(versions.c.version == version)).first()
             if existing is None:
                 conn.execute(
@@ -60,7 +60,8 @@ class Versions(RegistryBase):
                         reference_sha256=reference_sha256,
                     )
                 )
-                self._event(conn, "registered", version, None, "pipeline", f"{kind} model trained", run_id)
+                facts = {"kind": kind, "artifact_sha256": artifact_sha256, "reference_sha256": reference_sha256}
+                self._event(conn, "registered", version, None, "pipeline", f"{kind} model trained", run_id, facts)
             else:
                 self._event(conn, "retrained", version, None, "pipeline", "the same artifact was trained again", run_id)
         return self.get(version)
@@ -70,7 +71,7 @@ class Versions(RegistryBase):
         import sqlalchemy as sa
 
         versions = self._t.versions
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             row = conn.execute(sa.select(versions.c.onnx_sha256).where(versions.c.version == version)).first()
             if row is None:
                 raise RegistryError(f"cannot attach ONNX to unknown version {version!r}; register the model first")
@@ -80,13 +81,13 @@ class Versions(RegistryBase):
                     .where(versions.c.version == version)
                     .values(onnx_uri=onnx_uri, onnx_sha256=onnx_sha256, parity=None, parity_passed=None)
                 )
-                self._event(conn, "exported", version, None, "pipeline", f"ONNX artifact {onnx_sha256[:12]}", run_id)
+                self._event(conn, "exported", version, None, "pipeline", f"ONNX artifact {onnx_sha256[:12]}", run_id, {"onnx_sha256": onnx_sha256})
         return self.get(version)
 
     def record_parity(self, version: str, onnx_sha256: str, passed: bool, report: dict[str, Any], run_id: str) -> None:
         """Store the parity verdict for one ONNX artifact (ignored if the version has since been re-exported)."""
         versions = self._t.versions
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             updated = conn.execute(
                 versions.update()
                 .where((versions.c.version == version) & (versions.c.onnx_sha256 == onnx_sha256))
@@ -94,7 +95,8 @@ class Versions(RegistryBase):
             ).rowcount
             if not updated:
                 raise RegistryError(f"version {version!r} has no ONNX artifact {onnx_sha256[:12]} to record parity for")
-            self._event(conn, "parity_passed" if passed else "parity_failed", version, None, "pipeline", dump(report), run_id)
+            action = "parity_passed" if passed else "parity_failed"
+            self._event(conn, action, version, None, "pipeline", dump(report), run_id, {"onnx_sha256": onnx_sha256})
 
     def promote(self, version: str, *, actor: str, reason: str, run_id: str | None, action: str = "promoted") -> ModelVersion:
         """Make `version` the champion and archive the previous one, in one transaction."""
@@ -103,7 +105,7 @@ class Versions(RegistryBase):
         versions = self._t.versions
         if not reason.strip() or not actor.strip():
             raise RegistryError("a promotion needs an actor and a reason")
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             # The head row's lock first: promotions (and rollbacks) queue up in every database, so two racing
             # ones cannot both read "no champion" (MariaDB has no partial unique index to stop the second).
             head = self._t.head
@@ -130,7 +132,7 @@ class Versions(RegistryBase):
 
     def keep(self, champion: str | None, *, reason: str, run_id: str | None, candidate: str | None = None) -> None:
         """Record a promotion decision that kept the current champion."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._event(conn, "kept", candidate, champion, "pipeline", reason, run_id)
 
     # --- reads ------------------------------------------------------------------
