@@ -118,6 +118,23 @@ def _find_non_finite(value: Any, path: str) -> tuple[str, str] | None:
     return None
 
 
+def is_json_content_type(header: str | None) -> bool:
+    """Whether a Content-Type names JSON: `application/json`, any case, optionally with parameters (`; charset=utf-8`).
+
+    A charset other than UTF-8 is refused too: the body is read as UTF-8 only.
+    """
+    if not header:
+        return False
+    media, _, params = header.partition(";")
+    if media.strip().lower() != "application/json":
+        return False
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return False
+    return True
+
+
 def request_id(given: str | None, make: Any) -> str:
     """The caller's X-Request-ID if it is 1-64 characters of [A-Za-z0-9._-], else a fresh one from `make()`."""
     return given if given and REQUEST_ID.match(given) else make()

@@ -41,6 +41,11 @@ def production_problems(value: Settings) -> list[str]:
         problems.append(
             "deployment.code_version (CHURN_CODE_VERSION) is not set: build the image with --build-arg CHURN_CODE_VERSION=$(git rev-parse HEAD)"
         )
+    if value.deployment.erasure_key is None:
+        problems.append(
+            "deployment.erasure_key (CHURN_ERASURE_KEY) is not set: without it the hash kept of an erased customer id can be "
+            "reversed by trying every id; set a random secret (openssl rand -hex 32) in the churn-secrets secret"
+        )
     if not value.deployment.service.require_api_key:
         problems.append(
             "deployment.service.require_api_key (CHURN_SERVICE_REQUIRE_API_KEY) is false: the scoring service would answer anyone "

@@ -7,7 +7,13 @@ place for loading and the problem's own knobs.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# What the scoring service accepts as a customer id by default: ASCII letters and digits first, then also
+# _ . : - (zero-padded, numeric, UUID and prefixed ids), 1 to 64 characters. Nothing a log, a shell or SQL reads specially.
+SERVICE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
 
 
 class Kubernetes(BaseModel):
@@ -16,7 +22,7 @@ class Kubernetes(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     gpu_count: int = Field(
-        default=1, ge=1, description="GPUs of the torch step (the GPU step needs a GPU; train with device=cpu to do without)."
+        default=1, ge=1, le=16, description="GPUs of the torch step (the GPU step needs a GPU; train with device=cpu to do without)."
     )
     gpu_resource: str = Field(default="nvidia.com/gpu", min_length=1, description="Extended resource name of a GPU.")
     gpu_node_selector: dict[str, str] = Field(
@@ -32,8 +38,8 @@ class Kubernetes(BaseModel):
     cpu_memory: str = Field(default="4Gi", description="Memory request of every other step.")
     cpu_limit_cpu: str = Field(default="2", description="CPU limit of every other step.")
     cpu_limit_memory: str = Field(default="8Gi", description="Memory limit of every other step.")
-    run_as_user: int = Field(default=10001, ge=1, description="Pod uid and gid (the image's non-root user).")
-    max_concurrent: int = Field(default=4, ge=1, description="Step pods of one run at a time.")
+    run_as_user: int = Field(default=10001, ge=1, le=2**31 - 1, description="Pod uid and gid (the image's non-root user).")
+    max_concurrent: int = Field(default=4, ge=1, le=1000, description="Step pods of one run at a time.")
 
 
 class Service(BaseModel):
@@ -41,21 +47,42 @@ class Service(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_batch: int = Field(default=1_000, ge=1, description="Most customer ids in one request.")
-    max_body_bytes: int = Field(default=256_000, ge=1, description="Largest request body.")
-    reload_seconds: float = Field(default=2.0, gt=0, description="How often the service reloads the champion and the API keys.")
+    max_batch: int = Field(default=1_000, ge=1, le=100_000, description="Most customer ids in one request.")
+    max_body_bytes: int = Field(default=256_000, ge=1, le=64 * 2**20, description="Largest request body (at most 64 MiB).")
+    reload_seconds: float = Field(
+        default=2.0, gt=0, le=3600, allow_inf_nan=False, description="How often the service reloads the champion and the API keys."
+    )
     require_api_key: bool = Field(
         default=True, description="Every endpoint but /health and /ready needs a key (churn apikey create); false only on a trusted laptop."
     )
-    rate_per_second: float = Field(default=100.0, gt=0, description="Requests per second one API key may make (token bucket).")
-    rate_burst: int = Field(default=200, ge=1, description="Requests one API key may make at once before the rate applies.")
-    store_timeout_seconds: float = Field(default=1.0, gt=0, description="Longest wait for the online store before a request gets 503.")
+    rate_per_second: float = Field(
+        default=100.0, gt=0, le=1e6, allow_inf_nan=False, description="Requests per second one API key may make (token bucket)."
+    )
+    rate_burst: int = Field(default=200, ge=1, le=1_000_000, description="Requests one API key may make at once before the rate applies.")
+    store_timeout_seconds: float = Field(
+        default=1.0, gt=0, le=60, allow_inf_nan=False, description="Longest wait for the online store before a request gets 503."
+    )
     record_predictions: bool = Field(
         default=True, description="Append every online prediction to prediction_log in the registry's database."
     )
     prediction_retention_days: int | None = Field(
-        default=400, ge=1, description="Prediction records older than this many days are deleted; none: kept forever."
+        default=400, ge=1, le=36_500, description="Prediction records older than this many days are deleted; none: kept forever."
     )
+    customer_id_pattern: str = Field(
+        default=SERVICE_ID_PATTERN,
+        max_length=500,
+        description="A regular expression every requested customer id must match whole (besides the data contract's own rule); "
+        "422 otherwise. Widen it when your ids hold other characters.",
+    )
+
+    @field_validator("customer_id_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"is not a regular expression ({exc})") from None
+        return value
 
 
 class Rollout(BaseModel):

@@ -106,7 +106,18 @@ class Deployment(BaseModel):
     demo_customers: int = Field(default=5000, ge=1, description="Customers `churn demo` generates.")
     erasure_key: SecretStr | None = Field(
         default=None,
-        description="Secret keying the hash the registry keeps of an erased customer id (secret); none: a plain sha256.",
+        description="Secret keying the hash the registry keeps of an erased customer id (secret; required on Kubernetes); "
+        "none: a key generated on first use in <data_dir>/secrets/erasure.key.",
+    )
+    chain_key: SecretStr | None = Field(
+        default=None,
+        description="Secret keying the registry's event chain (an HMAC on every event, so an event appended without it is "
+        "found; secret); none: an unkeyed chain.",
+    )
+    chain_anchor: str | None = Field(
+        default=None,
+        description="Folder or object-store URL outside the registry database where each event's hash is kept (use a bucket "
+        "with object lock); none: no anchor.",
     )
     retention_days: int | None = Field(
         default=None,
@@ -146,6 +157,7 @@ SECRETS = (
     "deployment.feast_redis_url",
     "deployment.feast_registry_url",
     "deployment.erasure_key",
+    "deployment.chain_key",
 )
 
 
@@ -273,6 +285,8 @@ ENV: dict[str, str] = {
     "CHURN_DEMO_CUSTOMERS": "deployment.demo_customers",
     "CHURN_RETENTION_DAYS": "deployment.retention_days",
     "CHURN_ERASURE_KEY": "deployment.erasure_key",
+    "CHURN_CHAIN_KEY": "deployment.chain_key",
+    "CHURN_CHAIN_ANCHOR": "deployment.chain_anchor",
     "CHURN_K8S_GPU_COUNT": "deployment.k8s.gpu_count",
     "CHURN_K8S_GPU_RESOURCE": "deployment.k8s.gpu_resource",
     "CHURN_K8S_GPU_NODE_SELECTOR": "deployment.k8s.gpu_node_selector",

@@ -55,9 +55,29 @@ def load_champion(version: ModelVersion, artifacts: ArtifactStore) -> Champion:
     return Champion(version, load_onnx(version, artifacts), time.time())
 
 
+def trusted_champion(registry: ModelRegistry, who: str) -> ModelVersion | None:
+    """The registry's champion as far as its hash chain proves it; a run fails (and the failure sensor alerts) when the
+    tables disagree with the chain: a champion switched or a digest swapped behind the chain's back is never scored."""
+    from resources.registry import ChainMismatch
+
+    try:
+        return registry.trusted_champion()
+    except ChainMismatch as exc:
+        raise dg.Failure(f"{who}: {exc}", metadata={"chain_problems": "\n".join(exc.problems)}) from None
+
+
+def trusted_challengers(registry: ModelRegistry, who: str) -> list[ModelVersion]:
+    from resources.registry import ChainMismatch
+
+    try:
+        return registry.trusted_challengers()
+    except ChainMismatch as exc:
+        raise dg.Failure(f"{who}: a challenger: {exc}", metadata={"chain_problems": "\n".join(exc.problems)}) from None
+
+
 def current_champion(registry: ModelRegistry, artifacts: ArtifactStore, who: str) -> Champion:
-    """The current champion, loaded; a run that needs one fails clearly when there is none."""
-    version = registry.champion()
+    """The current champion, checked against the chain and loaded; a run that needs one fails clearly when there is none."""
+    version = trusted_champion(registry, who)
     if version is None:
         raise dg.Failure(f"{who}: the model registry has no champion yet; materialize training_job (it ends with champion_model) first")
     return load_champion(version, artifacts)

@@ -39,6 +39,7 @@ __all__ = [
     "TYPE_ERRORS",
     "build_artifacts",
     "build_feature_store",
+    "build_notifier",
     "build_registry",
     "build_resources",
     "data_dir",
@@ -93,6 +94,19 @@ def build_registry(resolve_env: bool = False, settings: Settings | None = None) 
         db_schema=deployment.registry_schema,
         code_version=deployment.code_version,
         erasure_key=_secret(settings, "deployment.erasure_key", resolve_env),
+        # Local runs only (production settings require the secret): a key of their own, generated on first use.
+        erasure_key_file=str(deployment.data_path / "secrets" / "erasure.key") if deployment.mode == "local" else None,
+        chain_key=_secret(settings, "deployment.chain_key", resolve_env),
+        chain_anchor=deployment.chain_anchor,
+    )
+
+
+def build_notifier(settings: Settings, resolve_env: bool = False) -> FailureNotifier:
+    """Where alerts are recorded and posted; `resolve_env=True` for processes outside Dagster (the scoring service)."""
+    return FailureNotifier(
+        record_root=settings.deployment.artifacts,
+        webhook_url=_secret(settings, "deployment.failure_webhook_url", resolve_env),
+        ui_url=settings.deployment.ui_url,
     )
 
 
@@ -138,9 +152,5 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
         "policy": RetrainPolicy(
             cooldown_hours=settings.retrain_cooldown_hours,
         ),
-        "notifier": FailureNotifier(
-            record_root=settings.deployment.artifacts,
-            webhook_url=_secret(settings, "deployment.failure_webhook_url", resolve_env=False),
-            ui_url=settings.deployment.ui_url,
-        ),
+        "notifier": build_notifier(settings),
     }

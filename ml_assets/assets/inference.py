@@ -8,7 +8,7 @@ from pydantic import Field
 from lib.export import score_frame
 from lib.frames import split_by_day
 from lib.rollout import CANARY_ARM, CHAMPION_ARM, arm_of
-from ml_assets.champion import Champion, current_champion, load_champion
+from ml_assets.champion import Champion, current_champion, load_champion, trusted_challengers
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
 from ml_assets.run_config import default_of
@@ -99,7 +99,7 @@ def batch_predictions(
     too, into `shadow_scores`, never served.
     """
     champion = current_champion(registry, artifacts, "batch_predictions")
-    challengers = [load_champion(v, artifacts) for v in registry.challengers()] if config.shadow or config.canary_share else []
+    challengers = [load_champion(v, artifacts) for v in trusted_challengers(registry, "batch_predictions")] if config.shadow or config.canary_share else []
     canary = challengers[0] if challengers and config.canary_share > 0 else None
     entities = customer_features.select("customer_id", "snapshot_date", pl.col("feature_timestamp").alias("event_timestamp"))
     arms: dict[str, str] = {}

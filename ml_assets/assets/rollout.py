@@ -10,6 +10,7 @@ from pydantic import Field
 
 from lib.features import churn_labels
 from lib.rollout import Comparison, Matured, RolloutPolicy, Verdict, compare, matured, rollout_verdict
+from ml_assets.champion import trusted_champion
 from ml_assets.partitions import daily_partitions, partition_days
 from ml_assets.run_config import default_of
 from resources import FailureNotifier, Lake, ModelRegistry
@@ -71,7 +72,7 @@ def rollout_evaluation(
     """
     rows: list[dict[str, Any]] = []
     for day in partition_days(context):
-        champion = registry.champion()
+        champion = trusted_champion(registry, "rollout_evaluation")
         if champion is None:
             raise dg.Failure("rollout_evaluation: the registry has no champion; materialize training_job first")
         evaluated = _evaluate(day, champion, config, lake)

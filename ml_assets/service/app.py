@@ -46,7 +46,7 @@ from ml_assets.service.holder import ChampionHolder
 from ml_assets.service.logs import install_json_logging
 from ml_assets.service.metrics import Metrics
 from ml_assets.service.recorder import PredictionRecorder
-from ml_assets.service.schemas import PredictResponse, predict_request, validation_detail
+from ml_assets.service.schemas import PredictResponse, id_rule, predict_request, validation_detail
 from ml_assets.service.scoring import answers, record_rows, shadow_rows
 
 log = logging.getLogger("churn.service")
@@ -58,6 +58,7 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "no valid API key"},
     403: {"description": "the key lacks the predict scope"},
     413: {"description": "more ids than the batch limit, or an oversize body"},
+    415: {"description": "the body is not sent as Content-Type: application/json"},
     422: {"description": "a malformed body: names the field, never echoes the input"},
     429: {"description": "the key's rate limit; Retry-After says when to try again"},
     503: {"description": "no champion yet, or the online store is down or too slow"},
@@ -122,13 +123,21 @@ def _lifespan(holder: ChampionHolder, recorder: PredictionRecorder | None, setti
 
 
 def create_app(
-    registry: Any = None, artifacts: Any = None, feature_store: Any = None, settings: Settings | None = None, rollout: Rollout | None = None
+    registry: Any = None,
+    artifacts: Any = None,
+    feature_store: Any = None,
+    settings: Settings | None = None,
+    rollout: Rollout | None = None,
+    notifier: Any = None,
+    contract_pattern: str | None = None,
 ) -> FastAPI:
     """The app; resources default to the project's configuration (the same environment the code location reads)."""
     if registry is None or artifacts is None or feature_store is None:
-        from resources import build_artifacts, build_feature_store, build_registry
+        from resources import build_artifacts, build_feature_store, build_notifier, build_registry
 
         loaded = load_settings()
+        notifier = notifier or build_notifier(loaded, resolve_env=True)
+        contract_pattern = contract_pattern or loaded.source.customer_id_pattern
         registry = registry or build_registry(resolve_env=True, settings=loaded)
         artifacts = artifacts or build_artifacts(loaded)
         feature_store = feature_store or build_feature_store(resolve_env=True, settings=loaded)
@@ -138,7 +147,7 @@ def create_app(
         loaded = load_settings()
         settings, rollout = settings or loaded.deployment.service, rollout or loaded.rollout
     install_json_logging()
-    holder = ChampionHolder(registry, artifacts)
+    holder = ChampionHolder(registry, artifacts, notifier)
     metrics = Metrics(holder)
     recorder = PredictionRecorder(registry, metrics, settings.prediction_retention_days) if settings.record_predictions else None
     app = FastAPI(
@@ -159,7 +168,7 @@ def create_app(
 
     online = OnlineReader(feature_store, settings.store_timeout_seconds)
     _probe_routes(app, holder, metrics, online)
-    _predict_route(app, holder, metrics, recorder, online, settings, rollout)
+    _predict_route(app, holder, metrics, recorder, online, settings, rollout, contract_pattern)
     return app
 
 
@@ -199,8 +208,9 @@ def _predict_route(
     online: OnlineReader,
     settings: Settings,
     rollout: Rollout,
+    contract_pattern: str | None,
 ) -> None:
-    request_model: type[BaseModel] = predict_request(settings.max_batch)
+    request_model: type[BaseModel] = predict_request(settings.max_batch, id_rule(settings.customer_id_pattern, contract_pattern))
     body = {"requestBody": {"required": True, "content": {"application/json": {"schema": request_model.model_json_schema()}}}}
 
     @app.post("/predict", response_model=PredictResponse, openapi_extra=body, responses=PREDICT_RESPONSES)
@@ -220,9 +230,13 @@ def _predict_route(
         if model is None:
             return error(503, "no champion model yet: run training_job so the registry has one", rid)
         request.state.model_version = model.version
-        unique = list(dict.fromkeys(ids))
+        # An erased customer is unknown here: not looked up, not scored, not recorded (only the count, in the metrics).
+        erased = {c for c, gone in zip(ids, holder.registry.is_erased(ids, holder.erased), strict=True) if gone}
+        if erased:
+            metrics.scored.labels(result="erased").inc(len(erased))
+        unique = [c for c in dict.fromkeys(ids) if c not in erased]
         try:
-            served = await online(unique)
+            served = await online(unique) if unique else {}
         except Exception as exc:  # noqa: BLE001
             metrics.store_errors.inc()
             log.error("request_id=%s online store read failed (%s)", rid, type(exc).__name__)
@@ -234,7 +248,7 @@ def _predict_route(
         metrics.scored.labels(result="not_found").inc(sum(1 for p in out if p.status == 404))
         if recorder is not None:
             key_name = request.scope["state"].get("key_name")
-            recorder.add(record_rows(out, rid, key_name, model.version))
+            recorder.add(record_rows([p for p in out if p.customer_id not in erased], rid, key_name, model.version))
             if rollout.shadow and challengers:
                 # Scored on the recorder's thread after the answer: recorded, never returned, never in the response's time.
                 recorder.add(lambda: shadow_rows(challengers, unique, served, rid, key_name))

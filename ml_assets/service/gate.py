@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Response
 from fastapi.responses import JSONResponse
 
-from lib.access import BodyError, TokenBucket, parse_json_body, request_id, required_scope, retry_after_header
+from lib.access import (
+    BodyError,
+    TokenBucket,
+    is_json_content_type,
+    parse_json_body,
+    request_id,
+    required_scope,
+    retry_after_header,
+)
 from lib.governance import key_matches, parse_token
 from lib.settings import Service
 
@@ -125,6 +133,9 @@ class Gate:
                     {"retry-after": retry_after_header(wait)},
                 )
         if scope["method"] in ("POST", "PUT", "PATCH"):
+            if scope["path"] == "/predict" and not is_json_content_type(headers.get("content-type")):
+                self.metrics.refused.labels(reason="415").inc()
+                return error(415, "send the body as JSON with Content-Type: application/json", rid)
             limit = self.settings.max_body_bytes
             length = headers.get("content-length", "")
             if length.isdigit() and int(length) > limit:

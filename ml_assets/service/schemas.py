@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from lib.contract import customer_id_ok
+from lib.sections import SERVICE_ID_PATTERN
 
 
-# The data contract's default customer-id rule (lib/contract.py): printable, 1 to 64
-# characters, no leading or trailing white space. An id the pipeline accepts can be scored.
-def customer_id(value: str) -> str:
-    if not customer_id_ok(None)(value):
-        raise ValueError("a customer id is printable text of 1 to 64 characters without leading or trailing white space")
-    return value
+def id_rule(service_pattern: str = SERVICE_ID_PATTERN, contract_pattern: str | None = None) -> Callable[[str], str]:
+    """What a requested id must be: what ingestion accepts (the data contract's rule: the configured
+    `source.customer_id_pattern`, else printable text of 1 to 64 characters without surrounding white space) and,
+    on top, the service's own pattern (`deployment.service.customer_id_pattern`). The 422 names the rule, never the value."""
+    contract_ok = customer_id_ok(contract_pattern)
+    service = re.compile(service_pattern)
+    rule = f"a customer id must match {service_pattern}" + (f" and {contract_pattern}" if contract_pattern else "")
+
+    def check(value: str) -> str:
+        if not (contract_ok(value) and service.fullmatch(value)):
+            raise ValueError(rule)
+        return value
+
+    return check
 
 
-def predict_request(max_batch: int) -> type[BaseModel]:
+def predict_request(max_batch: int, check: Callable[[str], str] | None = None) -> type[BaseModel]:
+    rule = check or id_rule()
+
     class PredictRequest(BaseModel):
         # Unknown fields are refused (422): a caller cannot smuggle feature values in.
         model_config = ConfigDict(extra="forbid")
-        customer_ids: list[Annotated[str, StringConstraints(max_length=64), AfterValidator(customer_id)]] = Field(
+        customer_ids: list[Annotated[str, StringConstraints(max_length=64), AfterValidator(rule)]] = Field(
             min_length=1, max_length=max_batch, description=f"Customer ids to score (1 to {max_batch})."
         )
 

@@ -107,11 +107,23 @@ def test_errors_are_clear_and_per_item_where_they_can_be(e2e: PipelineRun, live:
         assert bad.status_code == 422 and field in bad.text, body
     injected = httpx.post(f"{live}/predict", json={"customer_ids": [known], "features": {"recency_days": 0}})
     assert injected.status_code == 422 and "features" in injected.text  # callers cannot supply feature values
-    # Any id the data contract accepts can be asked for; a lookup is by key, so SQL-looking text is just an unknown id.
-    sql_looking = httpx.post(f"{live}/predict", json={"customer_ids": ["x' OR 1=1 --"]})
-    assert sql_looking.status_code == 200 and sql_looking.json()["predictions"][0]["status"] == 404
-    for malformed in ("C00000001\n", " C1", "", "C" * 65, "C1\x00"):
-        assert httpx.post(f"{live}/predict", json={"customer_ids": [malformed]}).status_code == 422, repr(malformed)
+    # Ids follow the documented pattern ([A-Za-z0-9][A-Za-z0-9_.:-]{0,63}) and the data contract's rule: 422 naming the
+    # rule, never the value. Numeric, zero-padded and UUID ids pass; an unknown one is a 404 on its item.
+    for malformed in ("C00000001\n", " C1", "", "C" * 65, "C1\x00", "x' OR 1=1 --", "Müller", "C1;DROP", "-C1", "C 1"):
+        refused = httpx.post(f"{live}/predict", json={"customer_ids": ["C00000001", malformed]})
+        assert refused.status_code == 422, repr(malformed)
+        assert refused.json()["detail"][0]["loc"][-1] == "1", refused.text
+        assert len(malformed) < 4 or malformed not in refused.text  # nothing echoed
+    ok = httpx.post(f"{live}/predict", json={"customer_ids": ["00042", "0b6f3c1e-8d1a-4f4e-9c55-0a4f2d9e7b11", "shop:42"]})
+    assert ok.status_code == 200 and [p["status"] for p in ok.json()["predictions"]] == [404, 404, 404]
+    # JSON only, said so: a body sent as text, form data or without a Content-Type is a 415 before it is read.
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"):
+        headers = {"content-type": content_type} if content_type else {}
+        sent = httpx.post(f"{live}/predict", content=b'{"customer_ids": ["C00000001"]}', headers=headers)
+        assert sent.status_code == 415 and "application/json" in sent.json()["detail"], content_type
+    assert httpx.post(
+        f"{live}/predict", content=b'{"customer_ids": ["C00000001"]}', headers={"content-type": "Application/JSON; charset=UTF-8"}
+    ).status_code == 200
     oversize = httpx.post(f"{live}/predict", json={"customer_ids": [f"C{i:08d}" for i in range(1001)]})
     assert oversize.status_code == 413 and oversize.json()["limit"] == 1000
     huge = httpx.post(

@@ -213,6 +213,7 @@ PRODUCTION_ENV = {
     "CHURN_LAKE_ROOT": "s3://churn-lake/lake",
     "CHURN_ARTIFACT_ROOT": "s3://churn-lake/artifacts",
     "CHURN_CODE_VERSION": "0123456789ab",
+    "CHURN_ERASURE_KEY": "a-random-erasure-secret-of-the-deployment",
     "CHURN_SETTINGS_FILE": "none",
 }
 
@@ -234,7 +235,8 @@ def test_local_mode_does_not_import_dagster_k8s_and_kubernetes_mode_uses_the_k8s
 
 
 @pytest.mark.parametrize(
-    "missing", ["CHURN_WAREHOUSE_URL", "CHURN_REGISTRY_URL", "CHURN_FEAST_REDIS_URL", "CHURN_LAKE_ROOT", "CHURN_CODE_VERSION"]
+    "missing",
+    ["CHURN_WAREHOUSE_URL", "CHURN_REGISTRY_URL", "CHURN_FEAST_REDIS_URL", "CHURN_LAKE_ROOT", "CHURN_CODE_VERSION", "CHURN_ERASURE_KEY"],
 )
 def test_kubernetes_mode_fails_closed_naming_each_missing_setting(missing: str) -> None:
     """No embedded default in a cluster: a missing secret key must not turn into a pod-local SQLite file."""

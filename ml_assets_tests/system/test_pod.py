@@ -116,6 +116,7 @@ def _pod_env(s3: S3Server, schema: str, project: str) -> dict[str, str]:
         "CHURN_REGISTRY_SCHEMA": schema,
         "CHURN_FEAST_REGISTRY_URL": PG_URL,
         "CHURN_FEAST_REDIS_URL": "127.0.0.1:6379",
+        "CHURN_ERASURE_KEY": "the-pod-test-erasure-secret",
         "CHURN_FEAST_PROJECT": project,
         **s3.env(),
         # The problem's settings (a config map in a real deployment): a short history so the test stays quick.
