@@ -27,7 +27,7 @@ class Audit(Versions):
         """Every problem found: breaks in the event chain (and, under the chain key, events without a valid MAC), tables
         that disagree with what the chain proves, a chain that disagrees with its anchor outside the database, and
         artifacts whose bytes do not match the registry's sha256 (or cannot be read). Empty: the history is intact,
-        the tables are what it says, and every recorded artifact is what was registered."""
+        the tables are what it says, and every recorded artifact is what was registered (artifacts None: not read)."""
         from lib.chain import anchor_problems, check_chain
         from resources.registry.anchor import read_anchors
 
@@ -36,7 +36,7 @@ class Audit(Versions):
         problems += self.table_problems()
         if self.chain_anchor:
             problems += anchor_problems(events, read_anchors(self.chain_anchor))
-        for v in self.versions():
+        for v in self.versions() if artifacts is not None else []:
             for label, uri, sha in (
                 ("native", v.artifact_uri, v.artifact_sha256),
                 ("onnx", v.onnx_uri, v.onnx_sha256),

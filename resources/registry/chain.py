@@ -38,8 +38,7 @@ def append_event(
     conn.execute(t.head.update().where(t.head.c.id == 1).values(seq=t.head.c.seq + 1))
     seq, prev = conn.execute(sa.select(t.head.c.seq, t.head.c.hash).where(t.head.c.id == 1)).one()
     if key is None and seq > 1:
-        last_mac = conn.execute(sa.select(t.events.c.mac).where(t.events.c.seq == seq - 1)).scalar_one_or_none()
-        if last_mac:
+        if conn.execute(sa.select(t.events.c.seq).where(t.events.c.mac.is_not(None)).limit(1)).first() is not None:
             raise ChainKeyMissing(
                 "the registry's event chain is keyed but this process has no chain key: set CHURN_CHAIN_KEY "
                 "(deployment.chain_key) to the deployment's key before changing the registry"
