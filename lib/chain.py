@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -203,9 +203,7 @@ def _apply(out: ChainState, action: str, version: str | None, facts: dict[str, A
             out.versions[version] = replace(out.versions[version], status=CHAMPION)
         out.champion = version
     elif action == "apikey_created" and facts:
-        out.keys[facts["key_id"]] = KeyFacts(
-            facts["key_id"], facts["name"], tuple(facts["scopes"]), facts["salt"], facts["digest"]
-        )
+        out.keys[facts["key_id"]] = KeyFacts(facts["key_id"], facts["name"], tuple(facts["scopes"]), facts["salt"], facts["digest"])
     elif action == "apikey_revoked":
         for key_id in facts.get("key_ids", []):
             if key_id in out.keys:
@@ -214,7 +212,9 @@ def _apply(out: ChainState, action: str, version: str | None, facts: dict[str, A
         out.erased.add(facts["id_hash"])
 
 
-def attestation(champion: str | None, versions: Iterable[Mapping[str, Any]], keys: Iterable[Mapping[str, Any]], erased: Iterable[str]) -> dict[str, Any]:
+def attestation(
+    champion: str | None, versions: Iterable[Mapping[str, Any]], keys: Iterable[Mapping[str, Any]], erased: Iterable[str]
+) -> dict[str, Any]:
     """The facts of a `tables_attested` event: the tables as they are at the upgrade, from then on under the chain."""
     return {
         "champion": champion,
@@ -300,7 +300,7 @@ def table_problems(
     return list(dict.fromkeys(problems))
 
 
-def anchor_problems(events: list[Mapping[str, Any]], anchors: list[Mapping[str, Any]]) -> list[str]:
+def anchor_problems(events: Sequence[Mapping[str, Any]], anchors: Sequence[Mapping[str, Any]]) -> list[str]:
     """How the chain disagrees with the anchors kept outside the database: an anchored event missing or different
     (the tail was cut, or rewritten with new hashes), or events after the newest anchor (appended without going
     through the registry, or by a process that could not reach the anchor)."""

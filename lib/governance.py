@@ -15,6 +15,7 @@ import secrets
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
 # --- API keys -------------------------------------------------------------------------------
 
 SCOPES = ("predict", "metrics")

@@ -99,7 +99,11 @@ def batch_predictions(
     too, into `shadow_scores`, never served.
     """
     champion = current_champion(registry, artifacts, "batch_predictions")
-    challengers = [load_champion(v, artifacts) for v in trusted_challengers(registry, "batch_predictions")] if config.shadow or config.canary_share else []
+    challengers = (
+        [load_champion(v, artifacts) for v in trusted_challengers(registry, "batch_predictions")]
+        if config.shadow or config.canary_share
+        else []
+    )
     canary = challengers[0] if challengers and config.canary_share > 0 else None
     entities = customer_features.select("customer_id", "snapshot_date", pl.col("feature_timestamp").alias("event_timestamp"))
     arms: dict[str, str] = {}

@@ -121,9 +121,12 @@ def test_errors_are_clear_and_per_item_where_they_can_be(e2e: PipelineRun, live:
         headers = {"content-type": content_type} if content_type else {}
         sent = httpx.post(f"{live}/predict", content=b'{"customer_ids": ["C00000001"]}', headers=headers)
         assert sent.status_code == 415 and "application/json" in sent.json()["detail"], content_type
-    assert httpx.post(
-        f"{live}/predict", content=b'{"customer_ids": ["C00000001"]}', headers={"content-type": "Application/JSON; charset=UTF-8"}
-    ).status_code == 200
+    assert (
+        httpx.post(
+            f"{live}/predict", content=b'{"customer_ids": ["C00000001"]}', headers={"content-type": "Application/JSON; charset=UTF-8"}
+        ).status_code
+        == 200
+    )
     oversize = httpx.post(f"{live}/predict", json={"customer_ids": [f"C{i:08d}" for i in range(1001)]})
     assert oversize.status_code == 413 and oversize.json()["limit"] == 1000
     huge = httpx.post(

@@ -257,6 +257,62 @@ def test_every_prediction_is_recorded_with_key_and_model(e2e: PipelineRun, serve
         assert row["churn_probability"] == p["churn_probability"]
 
 
+def test_an_erased_customer_is_neither_scored_nor_recorded_again(e2e: PipelineRun, server: Server) -> None:
+    """After `churn erase`, a request naming the id gets the unknown-customer answer and leaves no trace of the id."""
+    gone, kept = _known(e2e, 2)
+    server.registry.record_erasure(gone, actor="test", reason="asked to be forgotten", removed={})
+    time.sleep(1.0)  # the service reloads erased ids with the champion (0.3 s here)
+    r = httpx.post(
+        f"{server.url}/predict", json={"customer_ids": [gone, kept]}, headers={**server.auth("scorer"), "x-request-id": "after-erase"}
+    )
+    assert r.status_code == 200
+    assert [(p["customer_id"], p["status"]) for p in r.json()["predictions"]] == [(gone, 404), (kept, 200)]
+    assert r.json()["predictions"][0]["error"] == "unknown customer: no features in the online store"
+    deadline = time.time() + 5
+    while not [p for p in server.registry.predictions(limit=5000) if p["request_id"] == "after-erase"]:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    time.sleep(0.5)  # shadow rows are written after the served ones
+    assert server.registry.predictions(customer_id=gone) == []
+    assert gone not in "".join(server.log_lines())
+
+
+def test_what_the_chain_does_not_prove_is_refused_and_alerted(e2e: PipelineRun, server: Server) -> None:
+    """Runs last against this server: a key inserted and a champion switched in the tables, behind the chain's back."""
+    import datetime as dt
+
+    from lib.governance import new_key
+
+    registry, body = server.registry, {"customer_ids": _known(e2e, 1)}
+    serving = httpx.post(f"{server.url}/predict", json=body, headers=server.auth("scorer")).json()["model_version"]
+    forged = new_key()
+    with registry.engine.begin() as conn:
+        conn.execute(
+            registry._t.api_keys.insert().values(
+                key_id=forged.key_id,
+                name="mallory",
+                scopes="predict,metrics",
+                salt=forged.salt,
+                digest=forged.digest,
+                created_at=dt.datetime.now(dt.UTC),
+                created_by="os:dba",
+            )
+        )
+        other = next(v.version for v in registry.versions() if v.version != serving and v.onnx_sha256)
+        versions = registry._t.versions
+        conn.execute(versions.update().where(versions.c.version == serving).values(status="archived"))
+        conn.execute(versions.update().where(versions.c.version == other).values(status="champion"))
+    time.sleep(1.5)
+    assert httpx.post(f"{server.url}/predict", json=body, headers={"authorization": f"Bearer {forged.token}"}).status_code == 401
+    r = httpx.post(f"{server.url}/predict", json=body, headers=server.auth("scorer"))
+    assert r.status_code == 200 and r.json()["model_version"] == serving, "the switched champion must not be served"
+    alerts = list((Path(e2e.resources["artifacts"].root) / "alerts" / "chain_mismatch").glob("*.json"))
+    texts = [json.loads(a.read_text()) for a in alerts]
+    assert any(f"api_keys row {forged.key_id} (mallory) is not in the chain" in " ".join(t["problems"]) for t in texts), texts
+    assert any(f"the champion is {other} in model_versions, {serving} in the chain" in " ".join(t["problems"]) for t in texts), texts
+    assert any("disagrees with its hash chain" in line for line in server.log_lines())
+
+
 def test_a_clean_shutdown_loses_no_prediction_record(e2e: PipelineRun, tmp_path: Path) -> None:
     from resources import ModelRegistry
 

@@ -73,8 +73,11 @@ def upgrade_events(engine: sa.Engine, t: Tables) -> None:
     columns = {c["name"] for c in sa.inspect(engine).get_columns("registry_events", schema=t.events.schema)}
     with engine.begin() as conn:
         table = engine.dialect.identifier_preparer.format_table(t.events)
-        added = [ddl for ddl in ("seq INTEGER", "prev_hash VARCHAR(64)", "hash VARCHAR(64)", "facts TEXT", "mac VARCHAR(64)")
-                 if ddl.split()[0] not in columns]
+        added = [
+            ddl
+            for ddl in ("seq INTEGER", "prev_hash VARCHAR(64)", "hash VARCHAR(64)", "facts TEXT", "mac VARCHAR(64)")
+            if ddl.split()[0] not in columns
+        ]
         for ddl in added:
             conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {ddl}"))  # noqa: S608 (fixed column names, quoted table)
         if conn.execute(sa.select(t.head.c.id)).first() is not None:
@@ -122,7 +125,9 @@ def attest_tables(engine: sa.Engine, t: Tables, key: str | None) -> list[dict[st
         return []
     if key and head and not last_mac and not ever_keyed:
         with engine.begin() as conn:
-            return [append_event(conn, t, KEYED, None, None, "registry", "events from here on carry a MAC under the chain key", None, {}, key)]
+            return [
+                append_event(conn, t, KEYED, None, None, "registry", "events from here on carry a MAC under the chain key", None, {}, key)
+            ]
     return []
 
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from resources.registry.trust import Trust
+from lib.chain import CHAMPION_CHANGES
+from resources.registry.audit import Audit
 from resources.registry.records import ModelVersion, RegistryError, dump
 from resources.registry.tables import CHAMPION
-from lib.chain import CHAMPION_CHANGES
 
 POLICY_ACTOR = "rollout policy"
 
 
-class Rollout(Trust):
+class Rollout(Audit):
     """Challengers in shadow and the rollout policy's own promotions and rollbacks."""
 
     def set_challenger(self, version: str, *, actor: str, reason: str) -> ModelVersion:

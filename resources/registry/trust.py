@@ -16,8 +16,9 @@ from typing import Any
 
 from pydantic import PrivateAttr
 
-from resources.registry.audit import Audit
+from resources.registry.keys import ApiKeys
 from resources.registry.records import ModelVersion, RegistryError, to_version
+from resources.registry.rollout import Rollout
 from resources.registry.tables import CHAMPION
 
 
@@ -30,7 +31,7 @@ class ChainMismatch(RegistryError):
         super().__init__(f"the model registry disagrees with its hash chain, refusing to use it: {shown}. Run `churn registry verify`")
 
 
-class Trust(Audit):
+class Trust(Rollout, ApiKeys):
     """The champion, versions, keys and erased ids, each checked against the chain before use."""
 
     _state: Any = PrivateAttr(default=None)

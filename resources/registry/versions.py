@@ -81,7 +81,9 @@ class Versions(RegistryBase):
                     .where(versions.c.version == version)
                     .values(onnx_uri=onnx_uri, onnx_sha256=onnx_sha256, parity=None, parity_passed=None)
                 )
-                self._event(conn, "exported", version, None, "pipeline", f"ONNX artifact {onnx_sha256[:12]}", run_id, {"onnx_sha256": onnx_sha256})
+                self._event(
+                    conn, "exported", version, None, "pipeline", f"ONNX artifact {onnx_sha256[:12]}", run_id, {"onnx_sha256": onnx_sha256}
+                )
         return self.get(version)
 
     def record_parity(self, version: str, onnx_sha256: str, passed: bool, report: dict[str, Any], run_id: str) -> None:
