@@ -88,15 +88,31 @@ def parse_timestamp_text(text: str) -> dt.datetime | None:
         if hours > 23 or minutes > 59:
             return None
         offset = dt.timedelta(hours=hours, minutes=minutes) * (1 if tz[0] == "+" else -1)
-        moment = moment - offset
+        try:
+            moment = moment - offset
+        except OverflowError:  # 0001-01-01 00:30+01:00 is before year 1 in UTC
+            return None
     return moment
+
+
+# Values a database holds as a timestamp or date that no day of any calendar can: PostgreSQL's infinities, years
+# before 1 (year 0 in ISO, BC dates) and after 9999. Set aside as ts_out_of_range rather than "unreadable".
+_OUT_OF_RANGE = re.compile(r"\s*(?:[+-]?infinity|[+-]?[0-9]{5,}-.*|[+-][0-9]{4}-.*|0000-(?:0[1-9]|1[0-2])-.*|.*\bBC)\s*", re.IGNORECASE)
+
+
+def out_of_range(value: object) -> bool:
+    """Whether a timestamp value is a real instant or date outside years 1..9999 (or infinite), not malformed text."""
+    return isinstance(value, str) and _OUT_OF_RANGE.fullmatch(value) is not None
 
 
 def to_utc_naive(value: object) -> object:
     """One source timestamp value (datetime, date or text) as naive UTC, or REJECT."""
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
-            return value.astimezone(dt.UTC).replace(tzinfo=None)
+            try:
+                return value.astimezone(dt.UTC).replace(tzinfo=None)
+            except OverflowError:
+                return REJECT
         return value
     if isinstance(value, dt.date):
         return dt.datetime.combine(value, dt.time())
@@ -104,6 +120,21 @@ def to_utc_naive(value: object) -> object:
         parsed = parse_timestamp_text(value.strip())
         return REJECT if parsed is None else parsed
     return REJECT  # numbers (epoch seconds or milliseconds?), bytes: ambiguous, never guessed
+
+
+def unplaceable_reason(value: object, calendar_start: dt.date, calendar_end: dt.date) -> str | None:
+    """Why a source timestamp value belongs to no day of the calendar [calendar_start, calendar_end); None if it does."""
+    if value is None:
+        return "ts_missing"
+    moment = to_utc_naive(value)
+    if moment is REJECT:
+        return "ts_out_of_range" if out_of_range(value) else "ts_unreadable"
+    day = cast(dt.datetime, moment).date()
+    if day < calendar_start:
+        return "ts_before_calendar"
+    if day >= calendar_end:
+        return "ts_after_calendar"
+    return None  # an edge row that belongs to a day of the calendar
 
 
 def timestamps_fast(values: list[object]) -> pl.Series | None:
@@ -181,7 +212,8 @@ def integer_converter(dtype: pl.DataType) -> Callable[[object], object]:
 
 
 def to_text(value: object) -> object:
-    """Text columns: text as is; integers and UUIDs as their usual text (numeric customer ids); bytes only if UTF-8."""
+    """Text columns: text as is; integers and UUIDs as their usual text (numeric customer ids). Binary values (a BLOB
+    in a text column, undecodable bytes) are type errors: the bytes that happen to spell an id are not that id."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -191,11 +223,6 @@ def to_text(value: object) -> object:
     if isinstance(value, float | decimal.Decimal):
         # A numeric id column read as float or NUMERIC: 1234.0 is customer 1234; 12.5 is not an id.
         return str(int(value)) if math.isfinite(value) and value == int(value) else REJECT
-    if isinstance(value, bytes | bytearray | memoryview):
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            return REJECT
     return REJECT
 
 

@@ -147,6 +147,10 @@ CASES = [
     Case("empty timestamp", insert(_row(ts="")), unplaceable="ts_unreadable"),
     Case("zero date", insert(_row(ts="0000-00-00")), unplaceable="ts_unreadable"),
     Case("null timestamp", insert(_row(ts=None)), unplaceable="ts_missing"),
+    Case("infinity", insert(_row(ts="infinity")), unplaceable="ts_out_of_range"),
+    Case("-infinity", insert(_row(ts="-infinity")), unplaceable="ts_out_of_range"),
+    Case("year 0", insert(_row(ts="0000-01-01 00:00:00")), unplaceable="ts_out_of_range"),
+    Case("year 10000", insert(_row(ts="10000-01-01 00:00:00")), unplaceable="ts_out_of_range"),
     Case("1970", insert(_row(ts="1970-01-01 00:00:00")), unplaceable="ts_before_calendar"),
     Case("9999", insert(_row(ts="9999-12-31 23:59:59")), unplaceable="ts_after_calendar"),
     Case("unknown channel (open vocabulary)", insert(_row(channel="carrier pigeon")), valid=True),
@@ -166,6 +170,9 @@ CASES = [
         warehouse={"customer_id_pattern": r"C[0-9]{8}"},
     ),
     Case("non-UTF-8 customer id", raw_bytes_customer, rule="values_have_expected_types"),
+    # The bytes spell a valid id, but a binary value is not text: a type error, never read as that customer.
+    Case("BLOB customer id", insert(_row(customer_id=b"C00000042")), rule="values_have_expected_types"),
+    Case("BLOB channel", insert(_row(channel=b"web")), rule="values_have_expected_types"),
     Case(
         "missing required column",
         ddl(

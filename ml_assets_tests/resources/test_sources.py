@@ -194,6 +194,50 @@ def test_a_value_that_does_not_fit_never_fails_the_run(url: str, tmp_path: Path)
         engine.dispose()
 
 
+OUT_OF_RANGE = [
+    ("postgres-timestamp", PG_URL, "timestamp", ["infinity", "-infinity", "0001-01-01 00:00:00 BC", "10000-01-01 00:00:00"]),
+    ("postgres-timestamptz", PG_URL, "timestamptz", ["infinity", "-infinity", "0044-03-15 12:00:00+00 BC", "12000-06-01 00:00:00+00"]),
+    ("postgres-date", PG_URL, "date", ["infinity", "-infinity", "0001-01-01 BC", "10000-01-01"]),
+    ("mariadb-datetime", MARIADB_URL, "datetime(6)", ["0000-01-01 00:00:00"]),
+    ("mariadb-text", MARIADB_URL, "varchar(40)", ["infinity", "-infinity", "0000-01-01 00:00:00", "10000-01-01 00:00:00"]),
+    ("sqlite-text", "sqlite", "text", ["infinity", "-infinity", "0000-01-01 00:00:00", "10000-01-01 00:00:00"]),
+]
+
+
+@pytest.mark.parametrize(("name", "url", "ddl", "values"), OUT_OF_RANGE, ids=[c[0] for c in OUT_OF_RANGE])
+def test_an_out_of_range_timestamp_is_set_aside_and_never_fails_the_run(
+    name: str, url: str, ddl: str, values: list[str], tmp_path: Path
+) -> None:
+    """Infinity, years before 1 and after 9999 (what each database can hold) are set aside as ts_out_of_range; the run
+    succeeds, the good row is validated and every source row is accounted for."""
+    from ml_assets.definitions import ALL_ASSETS
+
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}" if url == "sqlite" else url
+    table = f"tx_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"create table {table} (transaction_id bigint, customer_id varchar(64), ts {ddl}, amount double precision)"))
+        conn.execute(sa.text(f"insert into {table} values (1, 'good', '2025-01-10 10:00:00', 5.0)"))  # noqa: S608 (the test's own table name)
+        for i, value in enumerate(values):
+            conn.execute(sa.text(f"insert into {table} values (:i, :c, :t, 5.0)"), {"i": i + 2, "c": f"far{i}", "t": value})  # noqa: S608 (the test's own table name; values bound)
+    try:
+        res = resources_for(tmp_path, url, table=table)
+        result = dg.materialize(ALL_ASSETS, selection=KEYS, partition_key=DAY.isoformat(), resources=res)
+        assert result.success
+        lake = res["lake"]
+        assert lake.read_partitions(dg.AssetKey("validated_transactions"), [DAY.isoformat()])["customer_id"].to_list() == ["good"]
+        aside = lake.read_single(dg.AssetKey("unplaceable_transactions")).sort("transaction_id")
+        assert aside["unplaceable_reason"].to_list() == ["ts_out_of_range"] * len(values), aside
+        assert aside["customer_id"].to_list() == [f"far{i}" for i in range(len(values))]
+        assert all(aside["ts"].str.len_chars() > 0)  # the original value, as the database writes it
+        checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+        assert checks["source_rows_accounted"].passed
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"drop table {table}"))
+        engine.dispose()
+
+
 def test_a_further_categorical_column_reaches_the_lake_and_the_features(tmp_path: Path) -> None:
     from lib.datagen import RetailConfig, generate_retail
     from lib.features import feature_columns, snapshots_features

@@ -34,7 +34,9 @@ class Profiler(SourceReader):
                 for column in columns:
                     t = sa.table(self.table, sa.column(column["name"]), schema=self.db_schema)
                     c = t.c[column["name"]]
-                    values = conn.execute(sa.select(c).where(c.is_not(None)).distinct().limit(samples)).scalars().all()
+                    # PostgreSQL's own text of each value: its driver cannot read every timestamp a column may hold (infinity).
+                    shown = sa.cast(c, sa.Text) if backend == "postgresql" else c
+                    values = conn.execute(sa.select(shown).where(c.is_not(None)).distinct().limit(samples)).scalars().all()
                     out.append(
                         {
                             "name": column["name"],
@@ -56,7 +58,12 @@ class Profiler(SourceReader):
         source = source or self.inspect_source()
         t, ts = self._ts()
         kind = source.time_kind
-        readable = ts.like(ISO_LIKE) if kind == TEXT else ts.is_not(None)
+        # Typed values within years 1..9999 only: PostgreSQL's infinities and BC dates are no day (and unreadable to its driver).
+        readable = (
+            ts.like(ISO_LIKE)
+            if kind == TEXT
+            else (ts >= self._bound(kind, dt.date(1, 1, 2))) & (ts < self._bound(kind, dt.date(9999, 12, 31)))
+        )
         column = self._text(ts) if kind == TEXT else ts
         with self.connect() as conn:
             rows = int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())

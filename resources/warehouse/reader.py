@@ -31,6 +31,7 @@ from lib.contract import (
     original_text,
     text_day,
     to_utc_naive,
+    unplaceable_reason,
 )
 from lib.expectations import RawContract
 from lib.features import check_channels, extra_name
@@ -309,13 +310,21 @@ class SourceReader(dg.ConfigurableResource):
         t = sa.table(self.table, *[sa.column(n) for n in dict.fromkeys([*names, ts_name])], schema=self.db_schema)
         return t, t.c[ts_name]
 
-    def _select(self, source: SourceColumns) -> tuple[list[str], sa.TableClause, sa.ColumnClause, sa.Select]:
-        """Every column the source has, labelled with its lake name: (names, table, ts column, SELECT without a WHERE)."""
+    def _select(self, source: SourceColumns, as_text: bool = False) -> tuple[list[str], sa.TableClause, sa.ColumnClause, sa.Select]:
+        """Every column the source has, labelled with its lake name: (names, table, ts column, SELECT without a WHERE).
+
+        `as_text`: a PostgreSQL timestamp or date is fetched as its text, because the driver cannot turn
+        `infinity`, BC dates or years past 9999 into Python values and would fail the whole read.
+        """
         import sqlalchemy as sa
 
         wanted = [*(n for n in RAW_COLUMNS if n not in source.missing_optional), *self.extra_columns]
         t, ts = self._ts(wanted)
-        return wanted, t, ts, sa.select(*[t.c[self.source_column(n)].label(n) for n in wanted])
+        text_ts = as_text and source.time_kind != TEXT and self.engine.dialect.name == "postgresql"
+        columns = [
+            (sa.cast(t.c[self.source_column(n)], sa.Text) if n == "ts" and text_ts else t.c[self.source_column(n)]).label(n) for n in wanted
+        ]
+        return wanted, t, ts, sa.select(*columns)
 
     def _bound(self, kind: str, day: dt.date) -> sa.BindParameter:
         """A day boundary as a bound parameter of the column's own type: compared as instants or dates, never as strings."""
@@ -409,14 +418,15 @@ class SourceReader(dg.ConfigurableResource):
 
         Reasons: ``ts_missing`` (null), ``ts_unreadable`` (not one of the accepted
         forms: an epoch number, '2025/01/08', '', '0000-00-00', bytes),
-        ``ts_before_calendar`` (before the partitions start) and
-        ``ts_after_calendar`` (beyond tomorrow). Every value is kept as text
+        ``ts_out_of_range`` (a timestamp the database holds that no calendar can:
+        infinity, a year before 1 or after 9999), ``ts_before_calendar`` (before
+        the partitions start) and ``ts_after_calendar`` (beyond tomorrow). Every value is kept as text
         (bytes as hex), so nothing about the row is lost.
         """
         import sqlalchemy as sa
 
         source = source or self.inspect_source()
-        wanted, t, ts, select = self._select(source)
+        wanted, t, ts, select = self._select(source, as_text=True)
         kind = source.time_kind
         lo, hi = self._bound(kind, calendar_start), self._bound(kind, calendar_end)
         if kind == TEXT:
@@ -431,20 +441,10 @@ class SourceReader(dg.ConfigurableResource):
         ts_index = wanted.index("ts")
         kept, reasons = [], []
         for row in rows:
-            value = row[ts_index]
-            moment = None if value is None else to_utc_naive(value)
-            if value is None:
-                reason = "ts_missing"
-            elif moment is REJECT:
-                reason = "ts_unreadable"
-            elif cast(dt.datetime, moment).date() < calendar_start:
-                reason = "ts_before_calendar"
-            elif cast(dt.datetime, moment).date() >= calendar_end:
-                reason = "ts_after_calendar"
-            else:
-                continue  # an edge row that belongs to a day of the calendar
-            kept.append(row)
-            reasons.append(reason)
+            reason = unplaceable_reason(row[ts_index], calendar_start, calendar_end)
+            if reason is not None:
+                kept.append(row)
+                reasons.append(reason)
         data = {n: [None if r[i] is None else original_text(r[i]) for r in kept] for i, n in enumerate(wanted)}
         frame = pl.DataFrame(data, schema={n: pl.String for n in wanted})
         return frame.with_columns(pl.Series("unplaceable_reason", reasons, dtype=pl.String))
@@ -460,8 +460,14 @@ class SourceReader(dg.ConfigurableResource):
         id_col = t.c[self.source_column("transaction_id")]
         kind = source.time_kind
         # Text: fetch up to the day itself and decide on the parsed instant (an offset can move a row across midnight).
-        limit = self._text(ts) < self._bound(TEXT, before + dt.timedelta(days=1)) if kind == TEXT else ts < self._bound(kind, before)
-        stmt = sa.select(id_col, ts).where(limit, id_col.in_(sa.bindparam("ids", expanding=True)))
+        if kind == TEXT:
+            limit = self._text(ts) < self._bound(TEXT, before + dt.timedelta(days=1))
+        else:
+            # From year 1 on: a typed value before it (-infinity, a BC date) is no day's, and no driver can read it.
+            limit = sa.and_(ts >= self._bound(kind, dt.date(1, 1, 2)), ts < self._bound(kind, before))
+        # PostgreSQL's typed values as text, parsed here: its driver cannot read every value the column may hold.
+        fetched = sa.cast(ts, sa.Text) if kind != TEXT and self.engine.dialect.name == "postgresql" else ts
+        stmt = sa.select(id_col, fetched).where(limit, id_col.in_(sa.bindparam("ids", expanding=True)))
         cutoff = dt.datetime.combine(before, dt.time())
         found: set[int] = set()
         with self.connect() as conn:
