@@ -7,6 +7,8 @@ names them differently maps their names onto these with
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 
 # name -> (polars dtype, required, description). The contract is minimal: who
@@ -37,3 +39,18 @@ DEFAULT_TABLE = "transactions"
 CHANNELS = ("web", "mobile", "store")
 CATEGORIES = ("grocery", "electronics", "apparel", "home", "beauty", "sports")
 PAYMENT_METHODS = ("card", "wallet", "cash")
+
+
+# Letters, digits, underscore and $ (PostgreSQL allows it), not starting with a
+# digit, at most 63 characters (PostgreSQL's limit): what unquoted SQL accepts.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+
+
+def check_identifier(name: str, what: str) -> str:
+    """Reject a table, schema or column name that is not a plain SQL identifier."""
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise ValueError(
+            f"{what} {name!r} is not a plain SQL identifier (letters, digits, _ or $, not starting with a digit, at most 63 characters); "
+            "rename it, or expose the table through a view whose columns have plain names"
+        )
+    return name

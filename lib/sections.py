@@ -1,4 +1,4 @@
-"""Self-contained sections of the settings: Kubernetes placement, the service's limits, the rollout policy.
+"""Self-contained sections of the settings: the source table, Kubernetes placement, the service's limits, the rollout policy.
 
 Part of the one settings object (`lib/settings.py` composes and re-exports
 them, and alone reads the environment); kept here so that module stays the
@@ -11,9 +11,64 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lib.schema import check_identifier
+
 # What the scoring service accepts as a customer id by default: ASCII letters and digits first, then also
 # _ . : - (zero-padded, numeric, UUID and prefixed ids), 1 to 64 characters. Nothing a log, a shell or SQL reads specially.
 SERVICE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the source; None: the embedded SQLite demo warehouse. With a password, set CHURN_WAREHOUSE_URL instead.",
+    )
+    table: str = Field(default="transactions", description="The transactions table.")
+    db_schema: str | None = Field(default=None, description="Schema holding the table (PostgreSQL), if not the default.")
+    columns: dict[str, str] = Field(default_factory=dict, description="Canonical column -> your column, for the names that differ.")
+    customer_id_pattern: str | None = Field(default=None, description="A regular expression the whole customer id must match.")
+    closed_vocabularies: dict[str, list[str]] = Field(
+        default_factory=dict, description="Categorical columns whose values must be in a set."
+    )
+    categoricals: list[str] = Field(
+        default_factory=list, description="Further categorical columns of your table, by name: each gives the feature n_<name>_values."
+    )
+    channels: list[str] = Field(
+        default_factory=lambda: ["web", "mobile", "store"],
+        min_length=1,
+        description="The channel vocabulary for features: the first is the reference, every other value gets a '<value>_share' feature.",
+    )
+
+    @field_validator("table", "db_schema")
+    @classmethod
+    def _plain_identifier(cls, value: str | None) -> str | None:
+        return None if value is None else check_identifier(value, "the name")
+
+    @field_validator("columns")
+    @classmethod
+    def _canonical_to_plain(cls, value: dict[str, str]) -> dict[str, str]:
+        from lib.schema import RAW_COLUMNS
+
+        unknown = sorted(set(value) - set(RAW_COLUMNS))
+        if unknown:
+            raise ValueError(f"maps unknown canonical column(s) {unknown}; canonical columns are {list(RAW_COLUMNS)}")
+        for canonical, column in value.items():
+            check_identifier(column, f"the column for {canonical!r}")
+        return value
+
+    @field_validator("customer_id_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value:
+            if len(value) > 500:
+                raise ValueError("is longer than 500 characters")
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"is not a regular expression ({exc})") from None
+        return value
 
 
 class Kubernetes(BaseModel):

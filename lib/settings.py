@@ -32,7 +32,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from lib.sections import Kubernetes, Rollout, Service
+from lib.sections import Kubernetes, Rollout, Service, Source
+from lib.settings_file import SettingsFileError, read_settings_file, shown
 
 DEFAULT_FILE = "churn.yaml"
 FILE_ENV = "CHURN_SETTINGS_FILE"
@@ -40,30 +41,6 @@ FILE_ENV = "CHURN_SETTINGS_FILE"
 
 class SettingsError(ValueError):
     """The settings file or an environment variable holds a value the pipeline cannot use; the message names it and the fix."""
-
-
-class Source(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: str | None = Field(
-        default=None,
-        description="SQLAlchemy URL of the source; None: the embedded SQLite demo warehouse. With a password, set CHURN_WAREHOUSE_URL instead.",
-    )
-    table: str = Field(default="transactions", description="The transactions table.")
-    db_schema: str | None = Field(default=None, description="Schema holding the table (PostgreSQL), if not the default.")
-    columns: dict[str, str] = Field(default_factory=dict, description="Canonical column -> your column, for the names that differ.")
-    customer_id_pattern: str | None = Field(default=None, description="A regular expression the whole customer id must match.")
-    closed_vocabularies: dict[str, list[str]] = Field(
-        default_factory=dict, description="Categorical columns whose values must be in a set."
-    )
-    categoricals: list[str] = Field(
-        default_factory=list, description="Further categorical columns of your table, by name: each gives the feature n_<name>_values."
-    )
-    channels: list[str] = Field(
-        default_factory=lambda: ["web", "mobile", "store"],
-        min_length=1,
-        description="The channel vocabulary for features: the first is the reference, every other value gets a '<value>_share' feature.",
-    )
 
 
 class Deployment(BaseModel):
@@ -103,7 +80,7 @@ class Deployment(BaseModel):
     feast_registry_url: SecretStr | None = Field(
         default=None, description="SQLAlchemy URL of a Feast SQL registry (secret); none: a file in data_dir."
     )
-    demo_customers: int = Field(default=5000, ge=1, description="Customers `churn demo` generates.")
+    demo_customers: int = Field(default=5000, ge=1, le=10_000_000, description="Customers `churn demo` generates.")
     erasure_key: SecretStr | None = Field(
         default=None,
         description="Secret keying the hash the registry keeps of an erased customer id (secret; required on Kubernetes); "
@@ -122,6 +99,7 @@ class Deployment(BaseModel):
     retention_days: int | None = Field(
         default=None,
         ge=1,
+        le=36_500,
         description="`churn retention` deletes raw, validated and quarantined partitions older than this many days; none: kept.",
     )
     k8s: Kubernetes = Field(default_factory=Kubernetes)
@@ -172,20 +150,26 @@ class Settings(BaseModel):
     # The variables that set a value (filled by load_settings): a URL that came
     # from the environment reaches Dagster as dg.EnvVar, never as a literal.
     environment: frozenset[str] = Field(default_factory=frozenset, exclude=True, repr=False)
-    partitions_start: dt.date = Field(default=dt.date(2024, 7, 1), description="First day of transaction history (the partition calendar).")
+    partitions_start: dt.date = Field(
+        default=dt.date(2024, 7, 1),
+        ge=dt.date(1970, 1, 1),
+        le=dt.date(2199, 12, 31),
+        description="First day of transaction history (the partition calendar).",
+    )
     label_horizon_days: int = Field(
         default=30, ge=1, le=180, description="A customer has churned when they buy nothing for this many days."
     )
-    min_history_days: int = Field(default=180, ge=0, description="Training snapshots need this many days of history before them.")
+    min_history_days: int = Field(default=180, ge=0, le=3650, description="Training snapshots need this many days of history before them.")
     population_days: int | None = Field(
         default=None,
         ge=1,
+        le=36_500,
         description="Score every customer with a purchase in this many days before the snapshot; none (the default) means all of history.",
     )
     backtest_cutoffs: int = Field(
         default=3, ge=1, le=12, description="Out-of-time backtest: cutoffs each model is trained before and scored at."
     )
-    backtest_every_days: int = Field(default=28, ge=1, description="Out-of-time backtest: days between two cutoffs.")
+    backtest_every_days: int = Field(default=28, ge=1, le=365, description="Out-of-time backtest: days between two cutoffs.")
     baseline_margin: float = Field(
         default=0.002,
         ge=0.0,
@@ -198,6 +182,7 @@ class Settings(BaseModel):
     min_rejected_rows: int = Field(
         default=5,
         ge=1,
+        le=1_000_000_000,
         description="A day is blocked only when at least this many rows are quarantined (one bad row never blocks a small day).",
     )
     min_roc_auc: float = Field(default=0.7, ge=0.0, le=1.0, description="A model below this test ROC-AUC fails its training run.")
@@ -208,9 +193,11 @@ class Settings(BaseModel):
         description="Share of drifted features (ageing features excluded) that makes a day a drift event.",
     )
     drift_reference_lag_days: int = Field(
-        default=28, ge=1, description="Drift compares a day's customers with the same population this many days earlier."
+        default=28, ge=1, le=365, description="Drift compares a day's customers with the same population this many days earlier."
     )
-    retrain_cooldown_hours: float = Field(default=24.0, ge=0.0, description="At most one drift-triggered retraining per this many hours.")
+    retrain_cooldown_hours: float = Field(
+        default=24.0, ge=0.0, le=8760.0, description="At most one drift-triggered retraining per this many hours."
+    )
 
     @field_validator("population_days", mode="before")
     @classmethod
@@ -345,15 +332,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if path is None:
         pass
     elif path.exists():
-        import yaml
-
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"settings file {path} is not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise SettingsError(f"settings file {path} must hold a mapping of settings, not {type(loaded).__name__}")
-        data = loaded or {}
+            data = read_settings_file(path)
+        except SettingsFileError as exc:
+            raise SettingsError(str(exc)) from None
         in_file = [dotted for dotted in SECRETS if _dig(data, dotted) is not None]
         if in_file or "environment" in data:
             raise SettingsError(
@@ -380,7 +362,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             except json.JSONDecodeError as exc:
                 example = {"CHURN_COLUMN_MAP": {"ts": "created_at"}, "CHURN_CLOSED_VOCABULARIES": {"channel": ["web", "store"]}}.get(var)
                 example = example or _dig(Settings().model_dump(mode="json"), dotted)
-                raise SettingsError(f"{var} is not valid JSON ({exc}); expected e.g. {json.dumps(example)}") from exc
+                raise SettingsError(f"{var} is not valid JSON ({exc}); expected e.g. {json.dumps(example)}") from None
         target = data
         *parents, leaf = dotted.split(".")
         for part in parents:
@@ -396,9 +378,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         for error in exc.errors():
             dotted = ".".join(str(p) for p in error["loc"])
             where = f"environment variable {origin[dotted]}" if dotted in origin else f"{dotted!r} in {path}"
-            shown = "(hidden)" if dotted in SECRETS else repr(error.get("input"))
-            problems.append(f"{where}: {error['msg']} (got {shown})")
-        raise SettingsError("invalid settings: " + "; ".join(problems)) from exc
+            value = "(hidden)" if dotted in SECRETS else shown(error.get("input"))
+            problems.append(f"{where}: {str(error['msg'])[:300]} (got {value})")
+        raise SettingsError("invalid settings: " + "; ".join(problems[:20])) from None
     from lib.production import production_problems
 
     if loaded.deployment.mode == "kubernetes" and (problems := production_problems(loaded)):

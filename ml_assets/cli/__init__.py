@@ -20,14 +20,35 @@ import what they need when they run, so `churn --help` loads no ML library.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ml_assets.cli import data, init, privacy, registry, run, scenario
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="churn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="on a refusal, show the traceback as well as the message")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (data, run, init, registry, privacy, scenario):
         module.register(sub)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as exc:
+        # A refusal (settings, source, registry) is one clear line and exit status 2; anything else is a bug: traceback.
+        if args.debug or not isinstance(exc, _refusals()):
+            raise
+        print(f"churn {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _refusals() -> tuple[type[BaseException], ...]:
+    """The errors that are refusals with a message for the user (imported only once one was raised)."""
+    from lib.settings import SettingsError
+
+    try:
+        from resources import FeatureStoreError, RegistryError, SourceSchemaError, SourceUnavailableError
+        from resources.registry.chain import ChainKeyMissing
+    except ImportError:  # a broken install: show what went wrong, whole
+        return (SettingsError,)
+    return (SettingsError, RegistryError, ChainKeyMissing, SourceSchemaError, SourceUnavailableError, FeatureStoreError)

@@ -34,14 +34,21 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _fixed_mapping(args: argparse.Namespace) -> dict[str, str]:
-    from lib.schema import RAW_COLUMNS
+    from lib.schema import RAW_COLUMNS, check_identifier
 
     fixed = {}
     for item in args.map:
         canonical, _, column = item.partition("=")
         if canonical not in RAW_COLUMNS or not column:
             raise InitError(f"--map {item!r}: expected CANONICAL=COLUMN with CANONICAL one of {list(RAW_COLUMNS)}")
-        fixed[canonical] = column
+        if canonical in fixed:
+            raise InitError(f"--map names {canonical!r} twice ({fixed[canonical]!r} and {column!r})")
+        try:
+            fixed[canonical] = check_identifier(column, f"--map {canonical}: column")
+        except ValueError as exc:
+            raise InitError(str(exc)) from None
+    if len(set(fixed.values())) != len(fixed):
+        raise InitError(f"--map gives one column two meanings: {fixed}")
     return fixed
 
 
@@ -50,7 +57,7 @@ def _propose_mapping(args: argparse.Namespace, fixed: dict[str, str]) -> tuple[A
     import sqlalchemy as sa
 
     from lib.contract import preview_text, propose_mapping
-    from lib.schema import RAW_COLUMNS
+    from lib.schema import RAW_COLUMNS, check_identifier
     from resources import SourceSchemaError, SqlWarehouse
 
     try:
@@ -67,6 +74,11 @@ def _propose_mapping(args: argparse.Namespace, fixed: dict[str, str]) -> tuple[A
     missing = [n for n, (_, required, _) in RAW_COLUMNS.items() if required and n not in mapping]
     if missing:
         raise InitError(f"no column found for {missing}; name it with --map, e.g. --map ts=purchase_date")
+    for canonical, column in mapping.items():
+        try:
+            check_identifier(column, f"the column proposed for {canonical!r}:")
+        except ValueError as exc:
+            raise InitError(str(exc)) from None
     wh = probe.model_copy(update={"column_map": mapping})
     if "transaction_id" in mapping and "transaction_id" not in fixed and not wh.is_unique("transaction_id"):
         print(f"  {mapping['transaction_id']!r} repeats values: not a transaction id (rows get a derived identity instead)")
@@ -78,6 +90,7 @@ def _propose_mapping(args: argparse.Namespace, fixed: dict[str, str]) -> tuple[A
 def _proposed_settings(args: argparse.Namespace, wh: Any, mapping: dict[str, str]) -> tuple[Any, dt.date]:
     """The settings for this table: mapping, calendar from its time range, channel vocabulary, the given thresholds."""
     import sqlalchemy as sa
+    from pydantic import ValidationError
 
     from lib.schema import RAW_COLUMNS
     from lib.settings import Settings, Source
@@ -119,6 +132,8 @@ def _proposed_settings(args: argparse.Namespace, wh: Any, mapping: dict[str, str
             max_rejected_share=args.max_rejected_share,
             min_roc_auc=args.min_roc_auc,
         )
+    except ValidationError as exc:
+        raise InitError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     except ValueError as exc:
         raise InitError(str(exc)) from None
     return proposed, start

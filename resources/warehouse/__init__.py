@@ -9,9 +9,9 @@ bound parameters, never formatted into SQL text.
 
 from __future__ import annotations
 
+from lib.schema import check_identifier
 from resources.warehouse.conversion import TYPE_ERRORS
 from resources.warehouse.demo import DemoWriter, write_frame
-from resources.warehouse.dialects import check_identifier
 from resources.warehouse.profile import Profiler
 from resources.warehouse.reader import ROW_DAY, DayRead, SourceColumns, SourceSchemaError, SourceUnavailableError
 

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from lib.schema import RAW_COLUMNS
-from resources.warehouse.dialects import check_identifier
+from lib.schema import RAW_COLUMNS, check_identifier
 from resources.warehouse.reader import SourceReader
 
 if TYPE_CHECKING:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -114,17 +113,3 @@ def _utc_session(dbapi_connection: Any, _record: object) -> None:
 
 def _lenient_sqlite_text(dbapi_connection: object, _record: object) -> None:
     dbapi_connection.text_factory = _sqlite_text  # type: ignore[attr-defined]
-
-
-# Letters, digits, underscore and $ (PostgreSQL allows it), not starting with a
-# digit, at most 63 characters (PostgreSQL's limit): what unquoted SQL accepts.
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
-
-
-def check_identifier(name: str, what: str) -> str:
-    """Reject a table, schema or column name that is not a plain SQL identifier."""
-    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
-        raise ValueError(
-            f"{what} {name!r} is not a plain SQL identifier (letters, digits, _ or $, not starting with a digit, at most 63 characters)"
-        )
-    return name

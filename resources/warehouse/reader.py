@@ -35,7 +35,7 @@ from lib.contract import (
 )
 from lib.expectations import RawContract
 from lib.features import check_channels, extra_name
-from lib.schema import DEFAULT_TABLE, RAW_COLUMNS, RAW_SCHEMA
+from lib.schema import DEFAULT_TABLE, RAW_COLUMNS, RAW_SCHEMA, check_identifier
 from resources.warehouse.conversion import TYPE_ERRORS, _convert
 from resources.warehouse.dialects import (
     _EXPECTED_FAMILY,
@@ -48,7 +48,6 @@ from resources.warehouse.dialects import (
     _sa_types,
     _time_kind,
     _utc_session,
-    check_identifier,
 )
 
 if TYPE_CHECKING:
