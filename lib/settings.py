@@ -295,6 +295,7 @@ ENV: dict[str, str] = {
     "CHURN_SERVICE_STORE_TIMEOUT_SECONDS": "deployment.service.store_timeout_seconds",
     "CHURN_SERVICE_RECORD_PREDICTIONS": "deployment.service.record_predictions",
     "CHURN_SERVICE_PREDICTION_RETENTION_DAYS": "deployment.service.prediction_retention_days",
+    "CHURN_SERVICE_CUSTOMER_ID_PATTERN": "deployment.service.customer_id_pattern",
 }
 VARIABLE = {dotted: var for var, dotted in ENV.items()}
 _JSON_ENV = (
