@@ -174,3 +174,23 @@ def test_a_keyed_erasure_hash_cannot_be_tested_without_the_key_and_old_plain_one
     frame = pl.DataFrame({"customer_id": ["1001", "1002", "1003", " 1002 "]})
     assert keyed.erased_rows(frame).to_list() == [True, True, False, True]
     assert plain.erased_rows(frame).to_list() == [True, False, False, False]  # without the key the keyed one is unknown
+
+
+def test_a_local_erasure_key_is_generated_by_the_first_erasure_and_used_from_then_on(tmp_path: Path) -> None:
+    """Without CHURN_ERASURE_KEY (local runs) no plain hash is kept: the first erasure makes an owner-only key file."""
+    import os
+
+    from lib.governance import id_hash
+
+    key_file = tmp_path / "secrets" / "erasure.key"
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    registry = ModelRegistry(url=url, erasure_key_file=str(key_file))
+    assert registry.is_erased(["1002"]) == [False] and not key_file.exists()  # reading never makes a key
+    digest = registry.record_erasure("1002", actor="test", reason="asked", removed={})
+    key = key_file.read_text().strip()
+    assert os.stat(key_file).st_mode & 0o777 == 0o600 and len(key) == 64
+    assert digest == id_hash("1002", key) != id_hash("1002") and registry.erasure_scheme == "hmac-sha256"
+    # Another process of the same deployment finds the same key; an erasure recorded plain before a key is still refused.
+    other = ModelRegistry(url=url, erasure_key_file=str(key_file))
+    ModelRegistry(url=url).record_erasure("7", actor="test", reason="before the key", removed={})
+    assert other.is_erased(["1002", "7", "1003"]) == [True, True, False]

@@ -72,19 +72,27 @@ class RegistryBase(dg.ConfigurableResource):
     )
 
     _engine: Any = PrivateAttr(default=None)
+    _local_key: Any = PrivateAttr(default=None)  # the local key file's content, once it exists
 
     @cached_property
     def _t(self) -> Tables:
         return build_tables(self.db_schema)
 
-    @cached_property
+    @property
     def _erasure_key(self) -> str | None:
-        """The key erased ids are hashed under: the secret when set, else the local key file (generated on first use)."""
+        """The key erased ids are hashed under: the secret when set, else the local key file once an erasure made it."""
         if self.erasure_key:
             return self.erasure_key
-        if not self.erasure_key_file:
-            return None
-        return local_key(self.erasure_key_file)
+        if self._local_key is None and self.erasure_key_file and os.path.exists(self.erasure_key_file):
+            self._local_key = local_key(self.erasure_key_file)
+        return self._local_key
+
+    def _erasure_key_for_writing(self) -> str | None:
+        """The key a new erasure is recorded under: the local key file is generated here, on the first erasure."""
+        if self.erasure_key or not self.erasure_key_file:
+            return self.erasure_key
+        self._local_key = local_key(self.erasure_key_file)
+        return self._local_key
 
     @property
     def engine(self) -> sa.Engine:

@@ -23,7 +23,7 @@ class Erasures(RegistryBase):
 
         if not reason.strip():
             raise RegistryError("an erasure needs a reason (--reason), recorded in the registry")
-        digest, t = id_hash(customer_id, self._erasure_key), self._t
+        digest, t = id_hash(customer_id, self._erasure_key_for_writing()), self._t
         with self._write() as conn:
             removed = {
                 **removed,
