@@ -72,12 +72,23 @@ def _verify_registry(registry: Any) -> int:
         return 1
     seq, digest = head or (0, "-")
     print(
-        f"registry verify: OK: {len(events)} events chained unbroken (head {seq}, sha256 {digest}); "
-        f"every artifact of {len(versions)} versions matches its registered sha256"
+        f"registry verify: OK: {len(events)} events chained unbroken (head {seq}, sha256 {digest}); the champion, "
+        f"{len(versions)} versions, the API keys and the erasures agree with the chain; every artifact matches its sha256"
     )
-    print(
-        "keep the head hash somewhere else (a ticket, a log): a later verify that ends at a different hash for the same event means history was rewritten"
-    )
+    keyed = [e["seq"] for e in events if e.get("mac")]
+    if registry.chain_key:
+        print(f"chain key: every event from {keyed[0] if keyed else '-'} on carries a valid MAC")
+    elif keyed:
+        print("the chain is keyed but CHURN_CHAIN_KEY is not set here: the MACs were not checked")
+    else:
+        print("unkeyed chain: set CHURN_CHAIN_KEY so that an event appended without the key is found (docs/security.md)")
+    if registry.chain_anchor:
+        print(f"anchor: the chain agrees with the anchor at {registry.chain_anchor}")
+    else:
+        print(
+            "no anchor (CHURN_CHAIN_ANCHOR): keep the head hash somewhere else; a later verify that ends at a different hash "
+            "for the same event means history was rewritten"
+        )
     return 0
 
 

@@ -173,9 +173,19 @@ def test_apikey_and_registry_verify_commands(tmp_path: Path) -> None:
     model = register_stored(registry, ArtifactStore(root=str(tmp_path / "data" / "artifacts")), "lgbm-000000000009", b"tree 1")
     ok = churn("registry", "verify")
     assert ok.returncode == 0 and "OK" in ok.stdout and "events chained unbroken" in ok.stdout, ok.stdout + ok.stderr
+    assert "unkeyed chain: set CHURN_CHAIN_KEY" in ok.stdout
+    # With the chain key and an anchor (set from here on): one chain_keyed event, and verify says what it checked.
+    env.update(CHURN_CHAIN_KEY="the-deployment's-chain-key", CHURN_CHAIN_ANCHOR=str(tmp_path / "anchor"))
+    keyed = churn("registry", "verify")
+    assert keyed.returncode == 0 and "carries a valid MAC" in keyed.stdout and "agrees with the anchor" in keyed.stdout, keyed.stdout
     Path(model.uri).write_bytes(b"tree 2")
     bad = churn("registry", "verify")
     assert bad.returncode == 1 and "FAILED: lgbm-000000000009 native artifact" in bad.stdout
+    # A key row inserted behind the chain's back is named by verify.
+    with registry.engine.begin() as conn:
+        conn.execute(registry._t.api_keys.update().values(revoked_at=None))
+    revived = churn("registry", "verify")
+    assert revived.returncode == 1 and "active in the table, revoked in the chain" in revived.stdout, revived.stdout
 
 
 def test_retention_lists_then_deletes_old_transaction_partitions_and_prediction_records(tmp_path: Path) -> None:
