@@ -64,5 +64,7 @@ class Erasures(RegistryBase):
         from lib.governance import id_hashes
 
         known = self.erased_hashes() if erased is None else erased
+        if not known:
+            return [False] * len(customer_ids)
         key = self._erasure_key
-        return [any(h in known for h in id_hashes(c, key)) for c in customer_ids] if known else [False] * len(customer_ids)
+        return [any(h in known for h in id_hashes(c, key)) for c in customer_ids]
