@@ -62,3 +62,21 @@ def test_erasure_and_retention_on_an_s3_lake(s3: S3Server) -> None:
     ]
     expire_lake(lake.root, 30, today, apply=True)
     assert sorted(s3.keys(bucket)) == ["lake/customer_features/2026-05-30.parquet", "lake/raw_transactions/2026-05-30.parquet"]
+
+
+def test_the_registry_chain_is_anchored_in_a_bucket(s3: S3Server, tmp_path) -> None:
+    """The anchor on object storage: one object per event, never overwritten, read back by verify."""
+    from ml_assets_tests.conftest import register_version
+    from resources import ModelRegistry
+
+    bucket = s3.bucket()
+    anchor = f"s3://{bucket}/registry-anchor"
+    registry = ModelRegistry(url=f"sqlite:///{tmp_path / 'registry.sqlite'}", chain_anchor=anchor)
+    register_version(registry, "lgbm-000000000001")
+    registry.promote("lgbm-000000000001", actor="test", reason="first", run_id="r")
+    events, _ = registry.chain()
+    assert sorted(s3.keys(bucket)) == [f"registry-anchor/{e['seq']:012d}.json" for e in events]
+    assert registry.verify(None) == []
+    # A chain rebuilt behind the registry's back cannot overwrite what the bucket holds.
+    s3.put(bucket, "registry-anchor/000000000001.json", b'{"seq": 1, "hash": "' + b"f" * 64 + b'"}')
+    assert any("event 1: its hash differs from the anchor" in p for p in registry.verify(None))

@@ -20,13 +20,32 @@ def _name(seq: int) -> str:
 
 
 def write_anchors(root: str, rows: list[dict[str, Any]]) -> None:
+    """One object per event; an existing anchor is never overwritten (it is the evidence a later verify compares with).
+
+    On an object store each anchor is one PUT (atomic there, and object lock protects exactly that object); a
+    local folder gets a temporary file renamed into place.
+    """
+    import logging
+
     from upath import UPath
 
     from resources.lake import Lake
 
+    folder = UPath(root)
+    local = folder.protocol in ("", "file", "local")
     for row in rows:
-        body = {"seq": row["seq"], "hash": row["hash"], "mac": row.get("mac"), "action": row["action"]}
-        Lake.write_bytes(UPath(root) / _name(row["seq"]), json.dumps(body, sort_keys=True).encode())
+        path = folder / _name(row["seq"])
+        body = json.dumps({"seq": row["seq"], "hash": row["hash"], "mac": row.get("mac"), "action": row["action"]}, sort_keys=True)
+        if path.exists():
+            if json.loads(path.read_bytes()).get("hash") != row["hash"]:
+                logging.getLogger(__name__).error(
+                    "chain anchor %s already holds another hash for event %s: kept as it is (churn registry verify)", root, row["seq"]
+                )
+            continue
+        if local:
+            Lake.write_bytes(path, body.encode())
+        else:
+            path.write_bytes(body.encode())
 
 
 def read_anchors(root: str) -> list[dict[str, Any]]:
@@ -34,6 +53,7 @@ def read_anchors(root: str) -> list[dict[str, Any]]:
     from upath import UPath
 
     folder = UPath(root)
+    folder.fs.invalidate_cache()  # an object store's listing and ETags as they are now, not as this process last saw them
     if not folder.exists():
         return []
     anchors = []
