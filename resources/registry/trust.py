@@ -12,7 +12,9 @@ verified model and keys, reports not ready when it has none, and alerts.
 from __future__ import annotations
 
 import threading
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import PrivateAttr
 
@@ -20,6 +22,21 @@ from resources.registry.keys import ApiKeys
 from resources.registry.records import ModelVersion, RegistryError, to_version
 from resources.registry.rollout import Rollout
 from resources.registry.tables import CHAMPION
+
+T = TypeVar("T")
+
+
+# A change commits its table rows and its event together, but a reader takes the chain and the table in two reads:
+# a disagreement is looked at again after this pause before it is called tampering.
+SETTLE_SECONDS = 0.05
+
+
+def _settled(attempt: Callable[[], T]) -> T:
+    try:
+        return attempt()
+    except ChainMismatch:
+        time.sleep(SETTLE_SECONDS)
+        return attempt()
 
 
 class ChainMismatch(RegistryError):
@@ -62,33 +79,46 @@ class Trust(Rollout, ApiKeys):
 
     def trusted(self, version: ModelVersion) -> ModelVersion:
         """`version` as the table has it, after checking its status and digests against the chain."""
+        return _settled(lambda: self._trusted_once(version.version))
+
+    def _trusted_once(self, version: str) -> ModelVersion:
         from lib.chain import version_problems
 
         state = self.chain_state()
-        if not state.attested:
-            return version
         with self.engine.connect() as conn:
-            row = self._row(conn, version.version)
-        problems = version_problems(state, None if row is None else dict(row._mapping), version.version)
+            row = self._row(conn, version)
+        if row is None:
+            raise RegistryError(f"unknown model version {version!r}")
+        problems = version_problems(state, dict(row._mapping), version) if state.attested else []
         if problems:
             raise ChainMismatch(problems)
         return to_version(row)
 
     def trusted_champion(self) -> ModelVersion | None:
         """The champion, only when the table's champion is the chain's and its row agrees with the chain."""
+        return _settled(self._trusted_champion_once)
+
+    def _trusted_champion_once(self) -> ModelVersion | None:
         state = self.chain_state()
         table = self.champion()
         if state.attested and (table.version if table else None) != state.champion:
             raise ChainMismatch(
                 [f"the champion is {table.version if table else 'none'} in model_versions, {state.champion or 'none'} in the chain"]
             )
-        return self.trusted(table) if table else None
+        return self._trusted_once(table.version) if table else None
 
     def trusted_challengers(self) -> list[ModelVersion]:
         return [self.trusted(v) for v in self.challengers()]
 
     def trusted_api_keys(self) -> tuple[list[dict[str, Any]], list[str]]:
         """(the active keys the chain created and has not revoked, the problems of every other active row)."""
+        good, problems = self._keys_once()
+        if problems:  # a key created or revoked between the two reads is not tampering: look again once
+            time.sleep(SETTLE_SECONDS)
+            good, problems = self._keys_once()
+        return good, problems
+
+    def _keys_once(self) -> tuple[list[dict[str, Any]], list[str]]:
         from lib.chain import key_problems
 
         state = self.chain_state()
