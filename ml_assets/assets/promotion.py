@@ -10,7 +10,7 @@ from lib.governance import run_identity
 from lib.promotion import GATE_METRICS, BestBaseline, decide, eligibility
 from lib.records import BaselineRecord, ChampionDecision, ModelRecord
 from lib.training import feature_matrix
-from ml_assets.champion import load_onnx
+from ml_assets.champion import load_onnx, trusted_champion
 from ml_assets.metadata import markdown_table
 from ml_assets.run_config import default_of
 from resources import ArtifactStore, FailureNotifier, ModelRegistry
@@ -91,12 +91,13 @@ def champion_model(
 
     test = training_set.filter(pl.col("split") == "test")
     features = lgbm_onnx.features
-    learned = [registry.get(r.model_version) for r in (lgbm_onnx, torch_onnx)]
-    fallback = registry.get(bgnbd_onnx.model_version)
+    # Every version as far as the registry's hash chain proves it: a digest swapped behind its back fails the run here.
+    learned = [_trusted(registry, r.model_version) for r in (lgbm_onnx, torch_onnx)]
+    fallback = _trusted(registry, bgnbd_onnx.model_version)
     candidates = [*learned, fallback]
     gate = eligibility(learned, fallback, BestBaseline(baseline_model.best, baseline_model.best_backtest_roc_auc), config.baseline_margin)
     refused = gate.refused
-    current = registry.champion()
+    current = trusted_champion(registry, "champion_model")
     if refused:
         key = ",".join(sorted(refused))
         notifier.alert("gate", key, f"churn: the promotion gate refused {key}: {refused}", {"refused": refused}, context.run.run_id)
@@ -196,7 +197,7 @@ def _rollback(
         raise dg.Failure("champion_model rollback needs `requested_by` and `reason` in the run config; they are recorded in the registry")
     previous = registry.champion()
     try:
-        target = registry.get(config.rollback_to or "")
+        target = registry.trusted(registry.get(config.rollback_to or ""))
         # The artifact must still be there and intact before it is made champion.
         artifacts.get(target.onnx_uri or "", target.onnx_sha256 or "")
         registry.promote(
@@ -212,6 +213,15 @@ def _rollback(
     reason = f"rolled back to {target.version} by {config.requested_by}: {config.reason}"
     context.log.warning(f"champion_model: {reason}")
     return _output(context, champion, "rolled_back", reason, previous.version if previous else None, registry, {})
+
+
+def _trusted(registry: ModelRegistry, version: str) -> ModelVersion:
+    from resources.registry import ChainMismatch
+
+    try:
+        return registry.trusted(registry.get(version))
+    except ChainMismatch as exc:
+        raise dg.Failure(f"champion_model: {exc}", metadata={"chain_problems": "\n".join(exc.problems)}) from None
 
 
 def _output(
