@@ -7,6 +7,7 @@ import sys
 
 from benchmarks import (
     bench_backfill,
+    bench_chain,
     bench_drift,
     bench_erasure,
     bench_feast,
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_feast,
         bench_service,
         bench_erasure,
+        bench_chain,
         bench_backfill,
         bench_pipeline,
     ):

@@ -40,6 +40,7 @@ def test_quick_benchmarks_print_their_tables() -> None:
         "Feast point-in-time retrieval",
         "Online scoring service",
         "Erasure of one customer",
+        "The registry's hash chain",
     ):
         assert title in out.stdout
     assert "(skipped: benchmarks.bench_backfill)" in out.stdout and "(skipped: benchmarks.bench_pipeline)" in out.stdout
