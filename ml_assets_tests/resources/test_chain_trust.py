@@ -193,3 +193,67 @@ def test_the_first_event_of_a_new_chain_starts_at_genesis(registry: ModelRegistr
     register_version(registry, "lgbm-000000000001")
     first = registry.chain()[0][0]
     assert first["prev_hash"] == GENESIS and first["facts"] and '"artifact_sha256"' in first["facts"]
+
+
+def test_an_older_registry_is_attested_once_then_checked(registry: ModelRegistry) -> None:
+    """A registry an older release wrote (events without hashes or facts, 300 versions: an attestation over 64 kB, past
+    MariaDB's TEXT) is chained and attested on first use; from then on the tables are checked against the chain."""
+    import datetime as dt
+
+    from resources.registry.tables import build_tables
+
+    if registry.url.startswith("sqlite:///"):
+        Path(registry.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(registry.url)
+    md = sa.MetaData(schema=registry.db_schema)
+    old_events = sa.Table(
+        "registry_events",
+        md,
+        sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("action", sa.String(32), nullable=False),
+        sa.Column("version", sa.String(64)),
+        sa.Column("previous_champion", sa.String(64)),
+        sa.Column("actor", sa.String(200), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("run_id", sa.String(64)),
+    )
+    versions = build_tables(registry.db_schema).versions
+    old_events.create(engine)
+    versions.create(engine)
+    now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    with engine.begin() as conn:
+        for i in range(300):
+            version = f"lgbm-{i:012d}"
+            conn.execute(
+                versions.insert().values(
+                    version=version,
+                    kind="lgbm",
+                    status="champion" if i == 299 else "archived" if i % 7 == 0 else "candidate",
+                    created_at=now,
+                    run_id=f"r{i}",
+                    code_version="old",
+                    data_window="{}",
+                    features="[]",
+                    params="{}",
+                    metrics="{}",
+                    artifact_uri=f"/a/{i}.txt",
+                    artifact_sha256=f"{i:064x}",
+                    onnx_uri=f"/a/{i}.onnx",
+                    onnx_sha256=f"{i + 1:064x}",
+                    parity="{}",
+                    parity_passed=True,
+                )
+            )
+            conn.execute(
+                old_events.insert().values(at=now, action="registered", version=version, actor="pipeline", reason="old", run_id=f"r{i}")
+            )
+    engine.dispose()
+    assert registry.trusted_champion().version == "lgbm-000000000299"
+    events, _ = registry.chain()
+    assert events[-1]["action"] == "tables_attested" and len(events[-1]["facts"]) > 65_535
+    assert registry.verify(None) == [] and registry.table_problems() == []
+    versions_t = registry._t.versions
+    with registry.engine.begin() as conn:
+        conn.execute(versions_t.update().where(versions_t.c.version == "lgbm-000000000003").values(artifact_sha256="e" * 64))
+    assert any("lgbm-000000000003: artifact_sha256" in p for p in registry.verify(None))

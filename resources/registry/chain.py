@@ -73,11 +73,9 @@ def upgrade_events(engine: sa.Engine, t: Tables) -> None:
     columns = {c["name"] for c in sa.inspect(engine).get_columns("registry_events", schema=t.events.schema)}
     with engine.begin() as conn:
         table = engine.dialect.identifier_preparer.format_table(t.events)
-        added = [
-            ddl
-            for ddl in ("seq INTEGER", "prev_hash VARCHAR(64)", "hash VARCHAR(64)", "facts TEXT", "mac VARCHAR(64)")
-            if ddl.split()[0] not in columns
-        ]
+        long_text = "LONGTEXT" if engine.dialect.name in ("mysql", "mariadb") else "TEXT"
+        wanted = ("seq INTEGER", "prev_hash VARCHAR(64)", "hash VARCHAR(64)", f"facts {long_text}", "mac VARCHAR(64)")
+        added = [ddl for ddl in wanted if ddl.split()[0] not in columns]
         for ddl in added:
             conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {ddl}"))  # noqa: S608 (fixed column names, quoted table)
         if conn.execute(sa.select(t.head.c.id)).first() is not None:

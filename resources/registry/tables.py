@@ -71,6 +71,7 @@ def _versions(md: sa.MetaData) -> sa.Table:
 def _events(md: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     """The audit trail and its head (the newest event's position and hash)."""
     import sqlalchemy as sa
+    from sqlalchemy.dialects import mysql
 
     events = sa.Table(
         "registry_events",
@@ -88,7 +89,8 @@ def _events(md: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("prev_hash", sa.String(64)),
         sa.Column("hash", sa.String(64)),
         # What the event proves (lib/chain.py: digests, key facts, an erased id's hash) and its MAC under the chain key.
-        sa.Column("facts", sa.Text),
+        # LONGTEXT on MariaDB/MySQL, whose TEXT stops at 64 kB: an upgrade's attestation lists every version and key.
+        sa.Column("facts", sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")),
         sa.Column("mac", sa.String(64)),
     )
     # One row: the newest event's position and hash. Every append updates it first, which takes
