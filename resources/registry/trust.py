@@ -21,7 +21,6 @@ from pydantic import PrivateAttr
 from resources.registry.keys import ApiKeys
 from resources.registry.records import ModelVersion, RegistryError, to_version
 from resources.registry.rollout import Rollout
-from resources.registry.tables import CHAMPION
 
 T = TypeVar("T")
 
@@ -158,4 +157,4 @@ class Trust(Rollout, ApiKeys):
         return table_problems(state, versions, keys, erased)
 
 
-__all__ = ["CHAMPION", "ChainMismatch", "Trust"]
+__all__ = ["ChainMismatch", "Trust"]
