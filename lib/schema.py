@@ -54,3 +54,15 @@ def check_identifier(name: str, what: str) -> str:
             "rename it, or expose the table through a view whose columns have plain names"
         )
     return name
+
+
+def check_column_map(value: dict[str, str]) -> dict[str, str]:
+    """A column map (canonical column -> the user's column): known canonical names, plain column names, one meaning each."""
+    unknown = sorted(set(value) - set(RAW_COLUMNS))
+    if unknown:
+        raise ValueError(f"maps unknown canonical column(s) {unknown}; canonical columns are {list(RAW_COLUMNS)}")
+    for canonical, column in value.items():
+        check_identifier(column, f"the column for {canonical!r}")
+    if len(set(value.values())) != len(value):
+        raise ValueError(f"maps two canonical columns to the same source column: {value}")
+    return value

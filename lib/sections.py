@@ -11,7 +11,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lib.schema import check_identifier
+from lib.schema import check_column_map, check_identifier
 
 # What the scoring service accepts as a customer id by default: ASCII letters and digits first, then also
 # _ . : - (zero-padded, numeric, UUID and prefixed ids), 1 to 64 characters. Nothing a log, a shell or SQL reads specially.
@@ -49,14 +49,7 @@ class Source(BaseModel):
     @field_validator("columns")
     @classmethod
     def _canonical_to_plain(cls, value: dict[str, str]) -> dict[str, str]:
-        from lib.schema import RAW_COLUMNS
-
-        unknown = sorted(set(value) - set(RAW_COLUMNS))
-        if unknown:
-            raise ValueError(f"maps unknown canonical column(s) {unknown}; canonical columns are {list(RAW_COLUMNS)}")
-        for canonical, column in value.items():
-            check_identifier(column, f"the column for {canonical!r}")
-        return value
+        return check_column_map(value)
 
     @field_validator("customer_id_pattern")
     @classmethod

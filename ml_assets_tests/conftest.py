@@ -156,6 +156,42 @@ def register_version(registry, version: str, kind: str | None = None, roc_auc: f
         registry.record_parity(version, version.ljust(64, "0"), parity, {"max_abs_diff": 1e-7}, f"run-{version}")
 
 
+def drop_event_guards(registry) -> None:
+    """What someone with the database owner's rights can do: drop the append-only triggers of the events table."""
+    import sqlalchemy as sa
+
+    with registry.engine.begin() as conn:
+        if registry.engine.dialect.name in ("sqlite", "mysql", "mariadb"):
+            conn.execute(sa.text("DROP TRIGGER registry_events_no_update"))
+            conn.execute(sa.text("DROP TRIGGER registry_events_no_delete"))
+        else:
+            table = registry.engine.dialect.identifier_preparer.format_table(registry._t.events)
+            conn.execute(sa.text(f"DROP TRIGGER registry_events_no_change ON {table}"))
+
+
+def insert_key_behind_the_chain(registry, name: str = "mallory"):
+    """An API key row written straight into the table, as a database writer could; returns the NewKey (its token works
+    against the row, so only the chain can tell it was never created)."""
+    import datetime as dt
+
+    from lib.governance import new_key
+
+    forged = new_key()
+    with registry.engine.begin() as conn:
+        conn.execute(
+            registry._t.api_keys.insert().values(
+                key_id=forged.key_id,
+                name=name,
+                scopes="predict,metrics",
+                salt=forged.salt,
+                digest=forged.digest,
+                created_at=dt.datetime.now(dt.UTC),
+                created_by="os:dba",
+            )
+        )
+    return forged
+
+
 def register_stored(registry, store, version: str, native: bytes = b"native model", onnx: bytes | None = None):
     """A version whose native (and, given `onnx`, ONNX) artifact really is in `store`; returns the native ArtifactRef."""
     ref = store.put("models/lgbm", native, ".txt")

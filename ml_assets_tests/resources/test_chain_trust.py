@@ -9,8 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from lib.chain import GENESIS, event_hash, facts_text
-from lib.governance import new_key
-from ml_assets_tests.conftest import register_version
+from ml_assets_tests.conftest import drop_event_guards, insert_key_behind_the_chain, register_version
 from resources import ModelRegistry
 from resources.registry import ChainMismatch
 from resources.registry.chain import ChainKeyMissing
@@ -32,16 +31,6 @@ def _history(registry: ModelRegistry) -> None:
     register_version(registry, "lgbm-000000000001")
     register_version(registry, "torch-000000000002", kind="torch")
     registry.promote("lgbm-000000000001", actor="pipeline", reason="first", run_id="r1")
-
-
-def _no_triggers(registry: ModelRegistry) -> None:
-    with registry.engine.begin() as conn:
-        if registry.engine.dialect.name in ("sqlite", "mysql", "mariadb"):
-            conn.execute(sa.text("DROP TRIGGER registry_events_no_update"))
-            conn.execute(sa.text("DROP TRIGGER registry_events_no_delete"))
-        else:
-            table = registry.engine.dialect.identifier_preparer.format_table(registry._t.events)
-            conn.execute(sa.text(f"DROP TRIGGER registry_events_no_change ON {table}"))
 
 
 def _forge(registry: ModelRegistry, action: str, version: str | None, facts: dict | None = None) -> None:
@@ -100,23 +89,10 @@ def test_a_swapped_artifact_digest_is_refused(registry: ModelRegistry) -> None:
 
 
 def test_a_key_inserted_in_the_table_is_not_trusted(registry: ModelRegistry) -> None:
-    import datetime as dt
 
     _history(registry)
     registry.create_api_key("partner", ["predict"], actor="test")
-    forged = new_key()
-    with registry.engine.begin() as conn:
-        conn.execute(
-            registry._t.api_keys.insert().values(
-                key_id=forged.key_id,
-                name="mallory",
-                scopes="predict,metrics",
-                salt=forged.salt,
-                digest=forged.digest,
-                created_at=dt.datetime.now(dt.UTC),
-                created_by="os:admin",
-            )
-        )
+    forged = insert_key_behind_the_chain(registry)
     good, problems = registry.trusted_api_keys()
     assert [k["name"] for k in good] == ["partner"]
     assert problems == [f"api_keys row {forged.key_id} (mallory) is not in the chain: inserted behind its back"]
@@ -171,7 +147,7 @@ def test_the_outside_anchor_finds_a_cut_tail(registry: ModelRegistry, tmp_path: 
     events, head = anchored.chain()
     assert anchored.verify(None) == [] and len(list((tmp_path / "anchor").iterdir())) == len(events)
     # Cut the last promotion and move the head back to the genuine event before it: hashes and key cannot tell.
-    _no_triggers(registry)
+    drop_event_guards(registry)
     t = registry._t
     with registry.engine.begin() as conn:
         conn.execute(t.events.delete().where(t.events.c.seq == head[0]))

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from lib.chain import GENESIS, check_chain, event_hash
 from lib.governance import key_matches, parse_token
-from ml_assets_tests.conftest import register_stored, register_version
+from ml_assets_tests.conftest import drop_event_guards, register_stored, register_version
 from resources import ArtifactStore, ModelRegistry, RegistryError
 
 
@@ -25,17 +25,6 @@ def _history(registry: ModelRegistry) -> None:
     register_version(registry, "torch-000000000002", kind="torch")
     registry.promote("lgbm-000000000001", actor="pipeline", reason="first", run_id="r1")
     registry.promote("torch-000000000002", actor="pipeline", reason="better", run_id="r2")
-
-
-def _no_triggers(registry: ModelRegistry) -> None:
-    """What someone with the database owner's rights can do: drop the guard, then rewrite."""
-    with registry.engine.begin() as conn:
-        if registry.engine.dialect.name in ("sqlite", "mysql", "mariadb"):
-            conn.execute(sa.text("DROP TRIGGER registry_events_no_update"))
-            conn.execute(sa.text("DROP TRIGGER registry_events_no_delete"))
-        else:
-            table = registry.engine.dialect.identifier_preparer.format_table(registry._t.events)
-            conn.execute(sa.text(f"DROP TRIGGER registry_events_no_change ON {table}"))
 
 
 def test_every_event_is_chained_to_the_one_before(registry: ModelRegistry) -> None:
@@ -61,7 +50,7 @@ def test_the_database_refuses_to_change_or_remove_an_event(registry: ModelRegist
 @pytest.mark.parametrize("tamper", ["rewrite", "delete", "truncate_tail"])
 def test_verify_finds_a_rewritten_removed_or_truncated_event(registry: ModelRegistry, tamper: str) -> None:
     _history(registry)
-    _no_triggers(registry)
+    drop_event_guards(registry)
     events, head = registry.chain()
     t = registry._t.events
     with registry.engine.begin() as conn:

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ml_assets_tests.conftest import E2E_DRIFT_DAYS, PipelineRun, feature_store_for
+from ml_assets_tests.conftest import E2E_DRIFT_DAYS, PipelineRun, feature_store_for, insert_key_behind_the_chain
 from ml_assets_tests.service.test_service import _free_port, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
@@ -279,25 +279,10 @@ def test_an_erased_customer_is_neither_scored_nor_recorded_again(e2e: PipelineRu
 
 def test_what_the_chain_does_not_prove_is_refused_and_alerted(e2e: PipelineRun, server: Server) -> None:
     """Runs last against this server: a key inserted and a champion switched in the tables, behind the chain's back."""
-    import datetime as dt
-
-    from lib.governance import new_key
-
     registry, body = server.registry, {"customer_ids": _known(e2e, 1)}
     serving = httpx.post(f"{server.url}/predict", json=body, headers=server.auth("scorer")).json()["model_version"]
-    forged = new_key()
+    forged = insert_key_behind_the_chain(registry)
     with registry.engine.begin() as conn:
-        conn.execute(
-            registry._t.api_keys.insert().values(
-                key_id=forged.key_id,
-                name="mallory",
-                scopes="predict,metrics",
-                salt=forged.salt,
-                digest=forged.digest,
-                created_at=dt.datetime.now(dt.UTC),
-                created_by="os:dba",
-            )
-        )
         other = next(v.version for v in registry.versions() if v.version != serving and v.onnx_sha256)
         versions = registry._t.versions
         conn.execute(versions.update().where(versions.c.version == serving).values(status="archived"))

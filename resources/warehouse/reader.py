@@ -35,7 +35,7 @@ from lib.contract import (
 )
 from lib.expectations import RawContract
 from lib.features import check_channels, extra_name
-from lib.schema import DEFAULT_TABLE, RAW_COLUMNS, RAW_SCHEMA, check_identifier
+from lib.schema import DEFAULT_TABLE, RAW_COLUMNS, RAW_SCHEMA, check_column_map, check_identifier
 from resources.warehouse.conversion import TYPE_ERRORS, _convert
 from resources.warehouse.dialects import (
     _EXPECTED_FAMILY,
@@ -136,14 +136,7 @@ class SourceReader(dg.ConfigurableResource):
     @field_validator("column_map")
     @classmethod
     def _known_columns(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(value) - set(RAW_COLUMNS))
-        if unknown:
-            raise ValueError(f"column_map maps unknown canonical column(s) {unknown}; canonical columns are {list(RAW_COLUMNS)}")
-        for canonical, source in value.items():
-            check_identifier(source, f"column for {canonical!r}")
-        if len(set(value.values())) != len(value):
-            raise ValueError(f"column_map maps two canonical columns to the same source column: {value}")
-        return value
+        return check_column_map(value)
 
     @field_validator("customer_id_pattern")
     @classmethod
