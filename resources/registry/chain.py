@@ -108,7 +108,6 @@ def attest_tables(engine: sa.Engine, t: Tables, key: str | None) -> list[dict[st
         legacy = conn.execute(sa.select(events.c.seq).where(events.c.facts.is_(None)).limit(1)).first() is not None
         attested = conn.execute(sa.select(events.c.seq).where(events.c.action == ATTESTED).limit(1)).first() is not None
         head = conn.execute(sa.select(t.head.c.seq).where(t.head.c.id == 1)).scalar_one()
-        last_mac = conn.execute(sa.select(events.c.mac).where(events.c.seq == head)).scalar_one_or_none() if head else None
         ever_keyed = conn.execute(sa.select(events.c.seq).where(events.c.mac.is_not(None)).limit(1)).first() is not None
     if legacy and not attested:
         with engine.begin() as conn:
@@ -121,7 +120,7 @@ def attest_tables(engine: sa.Engine, t: Tables, key: str | None) -> list[dict[st
                 facts = attestation(champion, versions, keys, erased)
                 return [append_event(conn, t, ATTESTED, None, None, "registry upgrade", "tables brought under the chain", None, facts, key)]
         return []
-    if key and head and not last_mac and not ever_keyed:
+    if key and head and not ever_keyed:
         with engine.begin() as conn:
             return [
                 append_event(conn, t, KEYED, None, None, "registry", "events from here on carry a MAC under the chain key", None, {}, key)
