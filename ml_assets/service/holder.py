@@ -32,6 +32,7 @@ class ChampionHolder:
         self.notifier = notifier
         # Erased ids' hashes, reloaded with the champion: such ids are neither scored nor recorded.
         self.erased: set[str] = set()
+        self._logged: set[tuple[str, ...]] = set()
         self.current: Champion | None = None
         # The challengers scored in shadow (the first serves the canary share), swapped as one tuple like the champion.
         self.challengers: tuple[Champion, ...] = ()
@@ -48,15 +49,10 @@ class ChampionHolder:
         serving (none at start: /ready says not ready), and it is alerted.
         """
         from ml_assets.champion import load_champion
-        from resources.registry import ChainMismatch
 
         with self._load_lock:
-            try:
-                good, problems = self.registry.trusted_api_keys()
-                self.erased = self.registry.erased_hashes()
-            except ChainMismatch as exc:
-                self._alert(exc.problems)
-                raise
+            good, problems = self._checked(self.registry.trusted_api_keys)
+            self.erased = self.registry.erased_hashes()
             if problems:
                 self._alert(problems)
             self.keys = {k["key_id"]: Key(k["key_id"], k["name"], frozenset(k["scopes"].split(",")), k["salt"], k["digest"]) for k in good}
@@ -65,11 +61,7 @@ class ChampionHolder:
                 self._refresh_challengers(load_champion)
             except Exception as exc:  # noqa: BLE001 (a challenger that cannot be loaded never stops the champion)
                 log.error("challenger reload failed, keeping %s: %s", [c.version for c in self.challengers] or "none", type(exc).__name__)
-            try:
-                champion = self.registry.trusted_champion()
-            except ChainMismatch as exc:
-                self._alert(exc.problems)
-                raise
+            champion = self._checked(self.registry.trusted_champion)
             if champion is None or (self.current is not None and self.current.version == champion.version):
                 return self.current
             # Verified before a byte is parsed: a tampered or partial artifact raises and the old model stays.
@@ -78,7 +70,22 @@ class ChampionHolder:
             log.info("champion loaded: %s (%s), replacing %s", loaded.version, loaded.kind, previous.version if previous else "none")
             return loaded
 
+    def _checked(self, read: Any) -> Any:
+        """A trusted registry read; a disagreement with the chain is alerted, then raised (the caller keeps what it has)."""
+        from resources.registry import ChainMismatch
+
+        try:
+            return read()
+        except ChainMismatch as exc:
+            self._alert(exc.problems)
+            raise
+
     def _alert(self, problems: list[str]) -> None:
+        # Each set of problems logged once, not at every reload; the notifier records and posts each set once.
+        seen = tuple(sorted(problems))
+        if seen in self._logged:
+            return
+        self._logged.add(seen)
         log.error("the registry disagrees with its hash chain; refused: %s", "; ".join(problems[:5]))
         if self.notifier is not None:
             try:
