@@ -28,7 +28,9 @@ def baseline_model(
     `bgnbd`: the BG/NBD model (Fader, Hardie and Lee, 2005), fitted at each
     cutoff on the customers' (purchase days, last purchase, age) as of that day
     (no label is used, so fitting on the cutoff's own customers is fair) and
-    scored as P(no purchase in the horizon). The promotion gate refuses a
+    ranked the strongest of its standard ways on these cutoffs (fewest expected
+    purchases in the horizon, lowest P(alive), or highest P(no purchase in the
+    horizon); `bgnbd_ranking` names it). The promotion gate refuses a
     candidate whose backtest ROC-AUC does not beat the best of them by
     `baseline_margin`.
 
@@ -37,12 +39,12 @@ def baseline_model(
     others, it becomes champion when no learned model beats the baselines, so
     scoring always has the best model there is and never a worse one.
     """
-    from lib.backtest import baseline_scorers, comparison_table, run_backtest
+    from lib.backtest import baseline_backtests, comparison_table
     from lib.baselines import bgnbd_inputs, fit_bgnbd
 
     folds = backtest_folds(training_set)
     horizon = label_horizon(training_set)
-    results = [run_backtest(name, training_set, folds, scorer) for name, scorer in baseline_scorers(horizon).items()]
+    results, rankings = baseline_backtests(training_set, folds, horizon)
     scored = [r for r in results if r.folds]
     best = max(scored, key=lambda r: r.roc_auc) if scored else None
     fits = _fits_by_cutoff(training_set, folds)
@@ -77,6 +79,8 @@ def baseline_model(
             **{f"bgnbd_{k}": v for k, v in evaluation.items() if k.startswith("test_")},
             **{f"{r.name}_backtest_roc_auc": r.roc_auc for r in scored},
             **{f"{r.name}_backtest_pr_auc": r.pr_auc for r in scored},
+            "bgnbd_ranking": bgnbd.variant,
+            "bgnbd_rankings_backtest_roc_auc": dg.MetadataValue.json({k: round(v, 4) for k, v in rankings.items()}),
             "best_baseline": best.name if best else "none",
             "best_backtest_roc_auc": best.roc_auc if best else float("nan"),
             "backtest": dg.MetadataValue.md(markdown_table(comparison_table(results)) if scored else "_no cutoff with matured labels_"),
@@ -86,7 +90,7 @@ def baseline_model(
     )
     return BaselineRecord(
         cutoffs=tuple(f.cutoff.isoformat() for f in folds),
-        baselines={r.name: {**r.metrics(), "folds": r.folds} for r in results},
+        baselines={r.name: {**r.metrics(), "folds": r.folds, **({"ranking": r.variant} if r.variant else {})} for r in results},
         best=best.name if best else None,
         best_backtest_roc_auc=best.roc_auc if best else None,
         # The BG/NBD model version, exported to ONNX by bgnbd_onnx like the learned models.

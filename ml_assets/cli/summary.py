@@ -88,7 +88,8 @@ def _model_lines(md: Materializations, registry: Any, end: dt.date) -> list[str]
     if base:
         lines.append(
             f"{'baseline_model':28s} backtest ROC-AUC recency {base['recency_backtest_roc_auc'].value:.3f}, "
-            f"BG/NBD {base['bgnbd_backtest_roc_auc'].value:.3f} (out of time, {base['horizon_days'].value}-day horizon)"
+            f"BG/NBD {base['bgnbd_backtest_roc_auc'].value:.3f} ranked by {base['bgnbd_ranking'].value if 'bgnbd_ranking' in base else '?'} "
+            f"(out of time, {base['horizon_days'].value}-day horizon)"
             if "bgnbd_backtest_roc_auc" in base
             else f"{'baseline_model':28s} no backtest cutoff with matured labels"
         )
@@ -113,7 +114,22 @@ def _model_lines(md: Materializations, registry: Any, end: dt.date) -> list[str]
         )
     champion = md.latest("champion_model")
     lines.append(f"{'champion_model':28s} {champion['champion_version'].value}: {champion['decision'].value}, {champion['reason'].value}")
+    lines.append(_champion_line(registry.get(champion["champion_version"].value)))
     return lines
+
+
+def _champion_line(version: Any) -> str:
+    """The figures of the model that scores (not of this run's candidates, which may have been refused)."""
+    if version is None:
+        return f"{'scoring with':28s} no champion"
+    m = version.metrics
+    figures = f"backtest ROC-AUC {m['backtest_roc_auc']:.3f}" if "backtest_roc_auc" in m else "no backtest figure"
+    if "test_roc_auc" in m:
+        figures += f", test split ROC-AUC {m['test_roc_auc']:.3f}"
+    if "backtest_margin_vs_bgnbd" in m:
+        low, high = m.get("backtest_margin_vs_bgnbd_low", float("nan")), m.get("backtest_margin_vs_bgnbd_high", float("nan"))
+        figures += f", margin over BG/NBD {m['backtest_margin_vs_bgnbd']:+.4f} [{low:+.4f}, {high:+.4f}] (95 %, backtest)"
+    return f"{'scoring with':28s} {version.version} ({version.kind}, trained in run {str(version.run_id)[:8]}): {figures}"
 
 
 def _scoring_lines(md: Materializations, score_from: dt.date, end: dt.date, drift_note: str) -> list[str]:
