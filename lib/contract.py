@@ -291,7 +291,7 @@ NAME_HINTS: dict[str, tuple[str, ...]] = {
     ),
     "ts": ("ts", "timestamp", "purchase_date", "purchased_at", "order_date", "created_at", "datetime", "date", "time", "day"),
     "amount": ("amount", "total", "revenue", "sales", "spend", "value", "price", "paid", "net", "gross"),
-    "quantity": ("quantity", "qty", "units", "items", "count"),
+    "quantity": ("quantity", "qty", "units", "items", "count", "pieces", "pcs", "number_of", "num_", "copies"),
     "channel": ("channel", "source", "medium"),
     "category": ("category", "department", "segment", "product_group"),
     "payment_method": ("payment_method", "payment", "tender", "pay_method"),
@@ -350,4 +350,24 @@ def propose_mapping(columns: list[dict[str, object]], fixed: dict[str, str] | No
         if best is not None:
             mapping[canonical] = best[1]
             taken.add(best[1])
+    if "quantity" not in mapping and (count := _count_like([c for c in columns if str(c["name"]) not in taken])):
+        mapping["quantity"] = count
     return mapping
+
+
+# Names of integer columns that hold codes, not counts.
+_NOT_A_COUNT = re.compile(r"(^|_)(id|no|nr|key|code|zip|postcode|year|month|day|week|hour|store|shop|sku|ean|upc)$|^id_", re.IGNORECASE)
+
+
+def _count_like(columns: list[dict[str, object]]) -> str | None:
+    """The one integer column whose name is not a code's and whose sample values are small non-negative counts
+    (a count of items the name hints did not catch, e.g. `cds`); None when there is none or more than one."""
+    found = []
+    for column in columns:
+        name = str(column["name"])
+        if str(column["family"]) != "integer" or _NOT_A_COUNT.search(name):
+            continue
+        samples = [str(v) for v in cast("list[object]", column.get("samples", []))]
+        if samples and all(v.isdigit() and int(v) <= 10_000 for v in samples) and any(int(v) > 0 for v in samples):
+            found.append(name)
+    return found[0] if len(found) == 1 else None

@@ -52,6 +52,8 @@ class RawContract:
     customer_id_pattern: str | None = None
     # Categorical columns whose values must be in the given set (rows outside are quarantined); others are open.
     closed_vocabularies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # A zero amount (free items, promotions): "keep" as a purchase with no spend, or "quarantine" it (source.zero_amount).
+    zero_amount: str = "keep"
 
     def customer_id_rule(self) -> str:
         return (
@@ -75,8 +77,11 @@ def _expect(kind: str, **kwargs: Any) -> Callable[[Any], Any]:
     return lambda gxe: getattr(gxe, kind)(**kwargs)
 
 
-def _amount_specs() -> list[tuple[str, str, Callable[[Any], Any]]]:
-    """The amount's rules: present, finite, positive, plausible."""
+def _amount_specs(zero_amount: str = "keep") -> list[tuple[str, str, Callable[[Any], Any]]]:
+    """The amount's rules: present, finite, positive (or zero, kept as a purchase without spend), plausible.
+
+    The rule keeps its name `amount_positive` under either setting, so quarantine catalogs stay comparable."""
+    keep = zero_amount == "keep"
     return [
         # pandas shows both null and NaN as NaN: the helper keeps them apart.
         ("amount_not_null", "amount is present", lambda gxe: gxe.ExpectColumnValuesToBeInSet(column="__amount_null", value_set=[False])),
@@ -87,8 +92,8 @@ def _amount_specs() -> list[tuple[str, str, Callable[[Any], Any]]]:
         ),
         (
             "amount_positive",
-            "amount > 0",
-            lambda gxe: gxe.ExpectColumnValuesToBeBetween(column="__amount_finite_value", min_value=0, strict_min=True),
+            "amount >= 0 (zero kept: source.zero_amount keep)" if keep else "amount > 0 (source.zero_amount quarantine)",
+            lambda gxe: gxe.ExpectColumnValuesToBeBetween(column="__amount_finite_value", min_value=0, strict_min=not keep),
         ),
         (
             "amount_plausible",
@@ -108,7 +113,7 @@ def raw_rule_specs(contract: RawContract) -> list[tuple[str, str, Callable[[Any]
         for name in ("transaction_id", "customer_id", "ts", "quantity", "channel", "category")
         if name in present and not (name == "transaction_id" and contract.derived_ids)
     ]
-    specs += _amount_specs()
+    specs += _amount_specs(contract.zero_amount)
     if "quantity" in present:
         specs.append(
             (

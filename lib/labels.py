@@ -52,13 +52,27 @@ def plan_labels(
     """The labelled snapshot days; raises `LabelError` naming the days and settings when there are too few."""
     plan = plan_snapshots(available, horizon_days, every_days, max_snapshots, valid_fraction, min_history_days)
     if len(plan.train_dates) < 1 or len(plan.valid_dates) < 1:
-        span = f"{available[0]}..{available[-1]}" if available else "none"
-        raise LabelError(
-            f"training_set: not enough labelled snapshots (train {len(plan.train_dates)}, held out {len(plan.valid_dates)}). "
-            f"customer_features partitions materialized: {len(available)} ({span}). A snapshot needs {min_history_days} days "
-            f"of history before it and its partition + {horizon_days} days materialized; materialize more customer_features days."
-        )
+        raise LabelError(_too_few(available, plan, horizon_days, every_days, max_snapshots, valid_fraction, min_history_days))
     return LabelPlan(horizon_days, plan)
+
+
+def _too_few(
+    available: list[dt.date], plan: SplitPlan, horizon_days: int, every_days: int, max_snapshots: int, valid_fraction: float, history: int
+) -> str:
+    """The real cause: the calendar is too short for the settings (with the smallest change that works), or days are missing."""
+    from lib.feasibility import Plan, days_between, refusal
+
+    if available and available == days_between(available[0], available[-1]):
+        settings = Plan(horizon_days, history, every_days, max_snapshots, valid_fraction)
+        why = refusal(available[0], available[-1], settings, "training_set")
+        if why:
+            return why
+    span = f"{available[0]}..{available[-1]}" if available else "none"
+    return (
+        f"training_set: not enough labelled snapshots (train {len(plan.train_dates)}, held out {len(plan.valid_dates)}): "
+        f"{len(available)} customer_features days are materialized ({span}) with days missing between them; a snapshot needs "
+        f"{history} days of history before it and its day + {horizon_days} days materialized: materialize the missing days."
+    )
 
 
 def label_snapshots(plan: LabelPlan, by_day: Mapping[dt.date, pl.DataFrame], empty: pl.DataFrame) -> pl.DataFrame:

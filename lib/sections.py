@@ -8,6 +8,7 @@ place for loading and the problem's own knobs.
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -29,6 +30,11 @@ class Source(BaseModel):
     db_schema: str | None = Field(default=None, description="Schema holding the table (PostgreSQL), if not the default.")
     columns: dict[str, str] = Field(default_factory=dict, description="Canonical column -> your column, for the names that differ.")
     customer_id_pattern: str | None = Field(default=None, description="A regular expression the whole customer id must match.")
+    zero_amount: Literal["keep", "quarantine"] = Field(
+        default="keep",
+        description="A row with amount exactly 0 (free items, promotions, zero-priced returns): keep it as a purchase with no "
+        "spend (it counts as a visit), or quarantine it with reason amount_positive.",
+    )
     closed_vocabularies: dict[str, list[str]] = Field(
         default_factory=dict, description="Categorical columns whose values must be in a set."
     )

@@ -228,6 +228,7 @@ ENV: dict[str, str] = {
     "CHURN_SOURCE_SCHEMA": "source.db_schema",
     "CHURN_COLUMN_MAP": "source.columns",
     "CHURN_CUSTOMER_ID_PATTERN": "source.customer_id_pattern",
+    "CHURN_ZERO_AMOUNT": "source.zero_amount",
     "CHURN_CLOSED_VOCABULARIES": "source.closed_vocabularies",
     "CHURN_CHANNELS": "source.channels",
     "CHURN_CATEGORICALS": "source.categoricals",
@@ -424,11 +425,18 @@ def settings() -> Settings:
     return load_settings()
 
 
-def to_yaml(value: Settings, comments: Mapping[str, str] | None = None) -> str:
-    """The settings as the YAML file `churn init` writes (only what differs from the defaults, plus the essentials)."""
+def to_yaml(value: Settings, comments: Mapping[str, str] | None = None, omit: tuple[str, ...] = ()) -> str:
+    """The settings as the YAML file `churn init` writes; ``omit``: dotted names left out (a setting for a column the
+    table does not have, which would only mislead the reader)."""
     import yaml
 
     data = value.model_dump(mode="json", exclude_none=True)
+    for dotted in omit:
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     header = "".join(f"# {line}\n" for line in (comments or {}).get("header", "").splitlines())
     return header + text

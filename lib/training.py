@@ -57,6 +57,10 @@ def plan_snapshots(
     valid = picked[-n_valid:]
     gap_end = valid[0] - dt.timedelta(days=horizon_days)
     train = [d for d in picked[:-n_valid] if d <= gap_end]
+    if not train:
+        # A horizon longer than the picked weeks leaves them all in the gap: train on the grid days before it instead.
+        grid = [d for d in usable if (newest - d).days % every_days == 0]
+        train = [d for d in grid if d <= gap_end][-max(1, max_snapshots - n_valid) :]
     return SplitPlan(train, valid, [d for d in picked[:-n_valid] if d > gap_end])
 
 

@@ -79,6 +79,7 @@ def build_warehouse(settings: Settings | None = None) -> SqlWarehouse:
         db_schema=source.db_schema,
         column_map=source.columns,
         customer_id_pattern=source.customer_id_pattern,
+        zero_amount=source.zero_amount,
         closed_vocabularies=source.closed_vocabularies,
         channels=source.channels,
         categoricals=source.categoricals,

@@ -12,9 +12,10 @@ from ml_assets.champion import Champion, current_champion, load_champion, truste
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
 from ml_assets.run_config import default_of
-from resources import ArtifactStore, FeatureStoreResource, ModelRegistry
+from resources import ArtifactStore, FeatureStoreResource, Lake, ModelRegistry
 
 BATCH, SHADOW = dg.AssetKey("batch_predictions"), dg.AssetKey("shadow_scores")
+QUARANTINED, UNSCORED = dg.AssetKey("quarantined_transactions"), dg.AssetKey("unscored_customers")
 
 
 def prediction_descriptions(horizon_days: int | None) -> dict[str, str]:
@@ -84,6 +85,7 @@ def batch_predictions(
     artifacts: ArtifactStore,
     registry: ModelRegistry,
     feature_store: FeatureStoreResource,
+    lake: Lake,
 ):
     """Churn probability for every customer on this day, scored by the champion model's ONNX artifact in onnxruntime.
 
@@ -96,7 +98,9 @@ def batch_predictions(
     scored feature values are read through the Feast feature service
     `churn_model` (offline, at each snapshot's timestamp): the same definition
     the models were trained on. Each active challenger scores every customer
-    too, into `shadow_scores`, never served.
+    too, into `shadow_scores`, never served. Known customers without a score
+    (every source row of theirs quarantined so far) are listed per day with
+    the reason (`unscored_customers` in the metadata, the list in the lake).
     """
     champion = current_champion(registry, artifacts, "batch_predictions")
     challengers = (
@@ -135,8 +139,52 @@ def batch_predictions(
         )
     )
     _day_metadata(context, frame, scores_frame, champion, [c.version for c in challengers], canary)
+    _list_unscored(context, lake, customer_features)
     yield dg.Output(frame, output_name="batch_predictions")
     yield dg.Output(scores_frame, output_name="shadow_scores")
+
+
+def _list_unscored(context: dg.AssetExecutionContext, lake: Lake, customer_features: pl.DataFrame) -> None:
+    """Per scored day: the known customers with no score (all their rows quarantined), counted and written beside the scores."""
+    import datetime as dt
+
+    from lib.unscored import unscored_customers
+
+    days = partition_days(context)
+    last = max(days)
+    parts = []
+    for key in lake.existing_partitions(QUARANTINED):
+        day = dt.date.fromisoformat(key)
+        if day <= last:
+            part = lake.read_partitions(QUARANTINED, [key], columns=None)
+            if part.height and "customer_id" in part.columns:
+                parts.append(part.select("customer_id", "rejected_reasons").with_columns(pl.lit(day).alias("day")))
+    quarantined = (
+        pl.concat(parts, how="vertical_relaxed")
+        if parts
+        else pl.DataFrame(schema={"customer_id": pl.String, "rejected_reasons": pl.String, "day": pl.Date})
+    )
+    by_day = split_by_day(customer_features.select("customer_id", "snapshot_date"), "snapshot_date")
+    for day in days:
+        scored = by_day.get(day, customer_features.clear().select("customer_id", "snapshot_date"))["customer_id"]
+        unscored = unscored_customers(quarantined, scored, day)
+        path = lake.path_for(UNSCORED, day.isoformat(), ".parquet")
+        lake.write_parquet(path, unscored)
+        if unscored.height:
+            context.log.warning(
+                f"batch_predictions {day}: {unscored.height} known customers have no score: every row of theirs was quarantined ({path})"
+            )
+        context.add_asset_metadata(
+            {
+                "unscored_customers": unscored.height,
+                "unscored_by_reason": dg.MetadataValue.json(
+                    {r: int(n) for r, n in unscored.group_by("reason").len().sort("reason").iter_rows()}
+                ),
+                "unscored_path": str(path),
+            },
+            asset_key=BATCH,
+            partition_key=day.isoformat(),
+        )
 
 
 def _scorable(challengers: list[Champion], features: pl.DataFrame) -> list[Champion]:

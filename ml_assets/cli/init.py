@@ -25,7 +25,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             raise InitError(f"{out} exists; pass --force to replace it (or --out for another file)")
         wh, mapping = _propose_mapping(args, _fixed_mapping(args))
         proposed, start = _proposed_settings(args, wh, mapping)
-        _write(out, proposed, args)
+        _write(out, proposed, args, () if "channel" in mapping else ("source.channels",))
     except InitError as exc:
         print(f"churn init: {exc}", file=sys.stderr)
         return 2
@@ -113,8 +113,9 @@ def _proposed_settings(args: argparse.Namespace, wh: Any, mapping: dict[str, str
         print("the URL carries a password: it is not written to the file; export CHURN_WAREHOUSE_URL before running the pipeline")
         url = None
     start = args.partitions_start or first
-    if start is None:
+    if start is None or last is None:
         raise InitError("no readable timestamp in the table; pass --partitions-start YYYY-MM-DD")
+    calendar = _calendar(args, start, last)
     try:
         proposed = Settings(
             source=Source(
@@ -128,7 +129,8 @@ def _proposed_settings(args: argparse.Namespace, wh: Any, mapping: dict[str, str
             ),
             partitions_start=start,
             label_horizon_days=args.horizon_days,
-            min_history_days=args.min_history_days if args.min_history_days is not None else Settings().min_history_days,
+            min_history_days=calendar.min_history_days,
+            backtest_every_days=calendar.backtest_every_days,
             max_rejected_share=args.max_rejected_share,
             min_roc_auc=args.min_roc_auc,
         )
@@ -139,14 +141,49 @@ def _proposed_settings(args: argparse.Namespace, wh: Any, mapping: dict[str, str
     return proposed, start
 
 
-def _write(out: Path, proposed: Any, args: argparse.Namespace) -> None:
+def _calendar(args: argparse.Namespace, start: dt.date, last: dt.date) -> Any:
+    """min_history_days and the backtest spacing that leave this span enough labelled snapshots for the horizon asked
+    (or the user's --min-history-days, checked); refuses a horizon the span cannot label."""
+    from lib.feasibility import Plan, days_needed, largest_horizon, propose, refusal
+    from lib.settings import Settings
+
+    score_days = args.score_days
+    train_last = last - dt.timedelta(days=score_days)
+    span = (last - start).days + 1
+    print(
+        f"span: {start}..{last} ({span} days); `churn run` scores the last {score_days} and trains on the {max(span - score_days, 0)} before"
+    )
+    if args.min_history_days is not None:
+        plan = Plan(horizon_days=args.horizon_days, min_history_days=args.min_history_days)
+        if why := refusal(start, train_last, plan, f"--min-history-days {args.min_history_days}"):
+            raise InitError(why)
+        print(f"min_history_days {args.min_history_days} (given)")
+        return plan
+    defaults = Settings()
+    proposal = propose(start, last, args.horizon_days, score_days, Plan(args.horizon_days, defaults.min_history_days))
+    if proposal is None:
+        horizon = largest_horizon(start, train_last, Plan(args.horizon_days, 0))
+        needed = (days_needed(Plan(args.horizon_days, 0)) or 3650) + score_days
+        raise InitError(
+            f"--horizon-days {args.horizon_days}: the table's {span} days cannot label it (a label needs the horizon to pass inside "
+            f"the days before the {score_days} scored ones, twice: train and held out). "
+            + (f"The longest horizon this span labels is {horizon} days; " if horizon else "")
+            + f"a {args.horizon_days}-day horizon needs at least {needed} days of data."
+        )
+    print(
+        f"proposed min_history_days {proposal.plan.min_history_days}, backtest_every_days {proposal.plan.backtest_every_days}: {proposal.why}"
+    )
+    return proposal.plan
+
+
+def _write(out: Path, proposed: Any, args: argparse.Namespace, omit: tuple[str, ...] = ()) -> None:
     from lib.settings import SettingsError, load_settings, to_yaml
 
     header = (
         f"Written by `churn init` on {dt.date.today()} from table {args.table!r}.\n"
         "Environment variables override these values (see docs/data-contract.md); keep passwords in CHURN_WAREHOUSE_URL."
     )
-    text = to_yaml(proposed, {"header": header})
+    text = to_yaml(proposed, {"header": header}, omit)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     try:
@@ -168,7 +205,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     init.add_argument("--horizon-days", type=int, default=30, help="churned = no purchase for this many days (the label horizon)")
     init.add_argument(
-        "--min-history-days", type=int, default=None, help="training snapshots need this much history before them (default 180)"
+        "--min-history-days",
+        type=int,
+        default=None,
+        help="training snapshots need this much history before them (default: the most, up to 180, the table's span allows)",
+    )
+    init.add_argument(
+        "--score-days", type=int, default=30, help="the days `churn run` will score (default 30): training reads the days before them"
     )
     init.add_argument(
         "--max-rejected-share", type=float, default=0.05, help="largest share of a day's rows the quarantine may take, in [0, 1]"

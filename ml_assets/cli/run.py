@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import sys
 import time
+from typing import Any
 
 from ml_assets.cli.common import DEMO_DRIFT, DEMO_END, DEMO_SCORE_FROM, DEMO_START, date_arg
 from ml_assets.cli.data import seed_warehouse
@@ -42,15 +43,56 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The whole graph on the configured source, as the schedules and the drift sensor would run it, in one process."""
+    from lib.feasibility import plan_of, refusal
     from lib.settings import settings
 
-    start = args.start or settings().partitions_start
-    end = args.end or (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
+    loaded = settings()
+    start = args.start or loaded.partitions_start
+    try:
+        end = _end_day(args.end, loaded)
+    except RunRefused as exc:
+        print(f"churn run: {exc}", file=sys.stderr)
+        return 2
     score_from = end - dt.timedelta(days=args.score_days - 1)
     if score_from <= start:
         print(f"churn run: --score-days {args.score_days} leaves no history before {score_from} (calendar starts {start})", file=sys.stderr)
         return 2
+    # Before anything is ingested: a calendar that cannot give a training set fails now, not after the features.
+    why = refusal(start, score_from - dt.timedelta(days=1), plan_of(loaded), "churn run")
+    if why:
+        print(why, file=sys.stderr)
+        return 2
+    print(f"churn run: {start}..{end}, training on the days before {score_from}, scoring {score_from}..{end}")
     return run_pipeline(start, end, score_from, args.log_level)
+
+
+class RunRefused(Exception):
+    """A calendar `churn run` will not work through (printed as one line, exit status 2)."""
+
+
+# How far past the source's last day an --end may reach before the run is refused: a few quiet days are normal.
+MAX_DAYS_PAST_SOURCE = 7
+
+
+def _end_day(asked: dt.date | None, loaded: Any) -> dt.date:
+    """The last day to run: the source's last day (not after yesterday) by default; an --end far past it is refused."""
+    from resources import SourceSchemaError, build_warehouse
+
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    try:
+        _, _, last = build_warehouse(loaded).time_range()
+    except (SourceSchemaError, ValueError, ConnectionError) as exc:
+        raise RunRefused(f"cannot read the source's time range: {exc}") from None
+    if last is None:
+        raise RunRefused("the source has no readable timestamp: nothing to run (check source.columns.ts)")
+    if asked is None:
+        return min(last, yesterday)
+    if (asked - last).days > MAX_DAYS_PAST_SOURCE:
+        raise RunRefused(
+            f"--end {asked} is {(asked - last).days} days after the source's last day {last}: every day after it would be empty "
+            f"and the days before it would not be scored. Pass --end {last} (or leave --end out: it defaults to the source's last day)."
+        )
+    return asked
 
 
 def run_pipeline(start: dt.date, end: dt.date, score_from: dt.date, log_level: str, drift_note: str = "") -> int:
@@ -124,7 +166,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run", help="run the whole graph on the source the settings file describes (ingest, train, score, drift, closed loop)"
     )
     run.add_argument("--start", type=date_arg, default=None, help="first day to ingest (default: partitions_start)")
-    run.add_argument("--end", type=date_arg, default=None, help="last day (default: yesterday, UTC)")
+    run.add_argument("--end", type=date_arg, default=None, help="last day (default: the source's last day, at most yesterday UTC)")
     run.add_argument(
         "--score-days", type=int, default=30, help="score and watch the last this many days; train on the snapshots before them"
     )

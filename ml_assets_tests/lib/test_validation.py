@@ -29,7 +29,6 @@ CASES = [
     ({"quantity": None}, "quantity_not_null"),
     ({"amount": float("nan")}, "amount_finite"),
     ({"amount": float("inf")}, "amount_finite"),
-    ({"amount": 0.0}, "amount_positive"),
     ({"amount": -3.0}, "amount_positive"),
     ({"amount": 5e9}, "amount_plausible"),
     ({"quantity": 0}, "quantity_in_range"),
@@ -132,3 +131,16 @@ def test_a_log_without_optional_columns_has_no_rules_for_them() -> None:
     frame = pl.DataFrame([plain, plain], schema=RAW_SCHEMA).with_columns(pl.Series("transaction_id", [11, 12]))
     result = quarantine(frame, [DAY], set(), NOW, contract)
     assert result.valid.height == 2 and result.rejected.is_empty()
+
+
+@pytest.mark.parametrize("setting", ["keep", "quarantine"])
+def test_a_zero_amount_is_kept_or_quarantined_as_the_setting_says(setting: str) -> None:
+    """Free items and promotions: by default a purchase with no spend; quarantined only when the user asks."""
+    from dataclasses import replace
+
+    valid, rejected = _run([{**GOOD, "transaction_id": 2}, {**GOOD, "amount": 0.0}], contract=replace(CLOSED, zero_amount=setting))
+    if setting == "keep":
+        assert sorted(valid["transaction_id"].to_list()) == [1, 2] and rejected.is_empty()
+        assert valid.filter(pl.col("transaction_id") == 1)["amount"].to_list() == [0.0]
+    else:
+        assert valid["transaction_id"].to_list() == [2] and rejected["rejected_reasons"].to_list() == ["amount_positive"]

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import dagster as dg
 import polars as pl
@@ -98,6 +98,9 @@ class SourceReader(dg.ConfigurableResource):
         description="Canonical column name -> column name in your table, for the columns whose names differ.",
     )
 
+    zero_amount: Literal["keep", "quarantine"] = Field(
+        default="keep", description="A zero amount: kept as a purchase without spend (keep) or quarantined (source.zero_amount)."
+    )
     customer_id_pattern: str | None = Field(
         default=None,
         description="A regular expression the whole customer id must match (CHURN_CUSTOMER_ID_PATTERN). "
@@ -184,6 +187,7 @@ class SourceReader(dg.ConfigurableResource):
             derived_ids="transaction_id" not in present,
             customer_id_pattern=self.customer_id_pattern,
             closed_vocabularies={k: tuple(v) for k, v in self.closed_vocabularies.items()},
+            zero_amount=self.zero_amount,
         )
 
     def source_column(self, canonical: str) -> str:
