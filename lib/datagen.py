@@ -249,6 +249,9 @@ class RetailConfig:
     dropout_b: float = 1.5
     spend_loyalty: float = 1.0
     fade_days: float | None = 240.0
+    # Customers are acquired uniformly over this many days from the start (None: the whole span); a short window
+    # gives one ageing cohort, as a log cut from one campaign or a shop's first months.
+    acquisition_days: float | None = None
     drift_date: dt.date | None = None
     drift_rate_factor: float = 1.8
     drift_amount_factor: float = 1.7
@@ -264,7 +267,7 @@ def generate_retail(cfg: RetailConfig) -> pl.DataFrame:
         raise ValueError(f"end {cfg.end} is before start {cfg.start}")
     rng = np.random.default_rng(cfg.seed)
     n, horizon = cfg.customers, float(cfg.days)
-    first = rng.uniform(0.0, horizon, n)
+    first = rng.uniform(0.0, min(cfg.acquisition_days or horizon, horizon), n)
     rate = rng.gamma(cfg.rate_shape, cfg.rate_scale, n)
     typical = np.exp(rng.normal(np.log(30.0), 0.8, n))
     dropout = np.clip(rng.beta(cfg.dropout_a, cfg.dropout_b, n) * (typical / 30.0) ** -cfg.spend_loyalty, 0.0, 1.0)
