@@ -66,7 +66,7 @@ def test_a_one_year_log_runs_on_the_settings_churn_init_writes(tmp_path: Path, m
     refused = _churn(env, "init", "--url", url, "--table", "purchases", "--horizon-days", "200", "--out", str(tmp_path / "x.yaml"))
     assert refused.returncode == 2 and "cannot label it" in refused.stderr and "longest horizon this span labels is" in refused.stderr
 
-    init = _churn(env, "init", "--url", url, "--table", "purchases", "--horizon-days", "90", "--min-roc-auc", "0.6")
+    init = _churn(env, "init", "--url", url, "--table", "purchases", "--horizon-days", "90", "--min-roc-auc", "0.6", "--score-days", "7")
     assert init.returncode == 0, init.stderr
     written = (tmp_path / "churn.yaml").read_text()
     assert "quantity: cds" in written and "channels" not in written
@@ -74,15 +74,15 @@ def test_a_one_year_log_runs_on_the_settings_churn_init_writes(tmp_path: Path, m
 
     # The default 180 days of history cannot work on this span: refused in the first second, with what would.
     tight = {**env, "CHURN_MIN_HISTORY_DAYS": "180"}
-    infeasible = _churn(tight, "run")
+    infeasible = _churn(tight, "run", "--score-days", "7")
     assert infeasible.returncode == 2 and "cannot give a training set" in infeasible.stderr
     assert "CHURN_MIN_HISTORY_DAYS=" in infeasible.stderr and not (data / "lake").exists()
     far = _churn(env, "run", "--end", "2026-01-31")
     assert far.returncode == 2 and "after the source's last day 2024-12-31" in far.stderr
 
-    run = _churn(env, "run")
+    run = _churn(env, "run", "--score-days", "7")
     assert run.returncode == 0, f"{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
-    assert "scoring 2024-12-02..2024-12-31" in run.stdout and "scoring with" in run.stdout
+    assert "scoring 2024-12-25..2024-12-31" in run.stdout and "scoring with" in run.stdout
 
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.DagsterInstance.get() as instance:
