@@ -70,11 +70,12 @@ def _secret(settings: Settings, dotted: str, resolve_env: bool) -> str | dg.EnvV
     return plain if resolve_env or var not in settings.environment else dg.EnvVar(var)
 
 
-def build_warehouse(settings: Settings | None = None) -> SqlWarehouse:
+def build_warehouse(settings: Settings | None = None, resolve_env: bool = False) -> SqlWarehouse:
+    """The source as a resource; ``resolve_env``: the URL's value itself (for the CLI, which uses it outside a run)."""
     settings = settings or load_settings()
     source = settings.source
     return SqlWarehouse(
-        url=_secret(settings, "source.url", resolve_env=False) or default_warehouse_url(settings),
+        url=_secret(settings, "source.url", resolve_env=resolve_env) or default_warehouse_url(settings),
         table=source.table,
         db_schema=source.db_schema,
         column_map=source.columns,

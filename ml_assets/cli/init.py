@@ -143,37 +143,45 @@ def _proposed_settings(args: argparse.Namespace, wh: Any, mapping: dict[str, str
 
 def _calendar(args: argparse.Namespace, start: dt.date, last: dt.date) -> Any:
     """min_history_days and the backtest spacing that leave this span enough labelled snapshots for the horizon asked
-    (or the user's --min-history-days, checked); refuses a horizon the span cannot label."""
+    (or the user's --min-history-days, checked); refuses a horizon the span cannot label even with one scored day."""
     from lib.feasibility import Plan, days_needed, largest_horizon, propose, refusal
     from lib.settings import Settings
 
-    score_days = args.score_days
-    train_last = last - dt.timedelta(days=score_days)
     span = (last - start).days + 1
-    print(
-        f"span: {start}..{last} ({span} days); `churn run` scores the last {score_days} and trains on the {max(span - score_days, 0)} before"
-    )
+    print(f"span: {start}..{last} ({span} days); `churn run` scores the last {args.score_days} and trains on the days before")
+    # The most scored days (up to --score-days) that still leave a training set, with the proposal for them.
+    for score_days in range(args.score_days, 0, -1):
+        train_last = last - dt.timedelta(days=score_days)
+        if args.min_history_days is not None:
+            plan = Plan(horizon_days=args.horizon_days, min_history_days=args.min_history_days)
+            if refusal(start, train_last, plan, "") is None:
+                _fewer_scored(args.score_days, score_days)
+                print(f"min_history_days {args.min_history_days} (given)")
+                return plan
+            continue
+        proposal = propose(start, last, args.horizon_days, score_days, Plan(args.horizon_days, Settings().min_history_days))
+        if proposal is not None:
+            _fewer_scored(args.score_days, score_days)
+            plan = proposal.plan
+            print(f"proposed min_history_days {plan.min_history_days}, backtest_every_days {plan.backtest_every_days}: {proposal.why}")
+            return plan
+    train_last = last - dt.timedelta(days=1)
     if args.min_history_days is not None:
         plan = Plan(horizon_days=args.horizon_days, min_history_days=args.min_history_days)
-        if why := refusal(start, train_last, plan, f"--min-history-days {args.min_history_days}"):
-            raise InitError(why)
-        print(f"min_history_days {args.min_history_days} (given)")
-        return plan
-    defaults = Settings()
-    proposal = propose(start, last, args.horizon_days, score_days, Plan(args.horizon_days, defaults.min_history_days))
-    if proposal is None:
-        horizon = largest_horizon(start, train_last, Plan(args.horizon_days, 0))
-        needed = (days_needed(Plan(args.horizon_days, 0)) or 3650) + score_days
-        raise InitError(
-            f"--horizon-days {args.horizon_days}: the table's {span} days cannot label it (a label needs the horizon to pass inside "
-            f"the days before the {score_days} scored ones, twice: train and held out). "
-            + (f"The longest horizon this span labels is {horizon} days; " if horizon else "")
-            + f"a {args.horizon_days}-day horizon needs at least {needed} days of data."
-        )
-    print(
-        f"proposed min_history_days {proposal.plan.min_history_days}, backtest_every_days {proposal.plan.backtest_every_days}: {proposal.why}"
+        raise InitError(refusal(start, train_last, plan, f"--min-history-days {args.min_history_days}") or "no training set")
+    horizon = largest_horizon(start, train_last, Plan(args.horizon_days, 0))
+    needed = (days_needed(Plan(args.horizon_days, 0)) or 3650) + 1
+    raise InitError(
+        f"--horizon-days {args.horizon_days}: the table's {span} days cannot label it (a label needs the horizon to pass inside "
+        "the days before the scored ones, twice: train and held out). "
+        + (f"The longest horizon this span labels is {horizon} days; " if horizon else "")
+        + f"a {args.horizon_days}-day horizon needs at least {needed} days of data."
     )
-    return proposal.plan
+
+
+def _fewer_scored(asked: int, fits: int) -> None:
+    if fits < asked:
+        print(f"note: with {asked} scored days no training set is left; run `churn run --score-days {fits}` (or fewer)")
 
 
 def _write(out: Path, proposed: Any, args: argparse.Namespace, omit: tuple[str, ...] = ()) -> None:

@@ -80,9 +80,12 @@ def _end_day(asked: dt.date | None, loaded: Any) -> dt.date:
 
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     try:
-        _, _, last = build_warehouse(loaded).time_range()
+        _, _, last = build_warehouse(loaded, resolve_env=True).time_range()
     except (SourceSchemaError, ValueError, ConnectionError) as exc:
-        raise RunRefused(f"cannot read the source's time range: {exc}") from None
+        if asked is not None:
+            print(f"churn run: could not read the source's time range ({exc}); running to --end {asked} as given", file=sys.stderr)
+            return asked
+        raise RunRefused(f"cannot read the source's time range: {exc}; pass --end YYYY-MM-DD") from None
     if last is None:
         raise RunRefused("the source has no readable timestamp: nothing to run (check source.columns.ts)")
     if asked is None:

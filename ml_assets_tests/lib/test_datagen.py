@@ -79,12 +79,13 @@ def test_customers_about_to_churn_slow_down() -> None:
 
 def test_injected_bad_rows_each_break_one_rule() -> None:
     from lib.datagen import DEFECTS, inject_bad_rows
-    from lib.expectations import quarantine
+    from lib.expectations import RawContract, quarantine
 
     good = generate_transactions(GeneratorConfig(start=START, end=START, customers=300))
     mixed = inject_bad_rows(good, 14, seed=1)
     assert mixed.height == good.height + 14 and mixed["transaction_id"].is_unique().all()
-    result = quarantine(mixed, [START], set(), dt.datetime(2030, 1, 1))
+    # The zero-amount defect is a defect only where the user asks for it (source.zero_amount: quarantine).
+    result = quarantine(mixed, [START], set(), dt.datetime(2030, 1, 1), RawContract(zero_amount="quarantine"))
     assert result.rejected.height == 14 and result.valid.height == good.height
     assert len(DEFECTS) == 7
     assert set(result.rejected["rejected_reasons"]) == {

@@ -35,8 +35,16 @@ def _labels(plan: LabelPlan) -> pl.DataFrame:
 
 
 def test_too_few_days_names_the_days_the_history_and_the_horizon() -> None:
-    with pytest.raises(LabelError, match=r"materialized: 30 \(2025-01-01\.\.2025-01-30\).*60 days of history.*\+ 14 days"):
+    # A calendar too short for the settings: the real cause and the smallest change that works (checked to work).
+    with pytest.raises(
+        LabelError,
+        match=r"2025-01-01\.\.2025-01-30 \(30 days\) cannot give a training set.*min_history_days 60.*CHURN_MIN_HISTORY_DAYS=1\b",
+    ):
         plan_labels(DAYS[:30], HORIZON, 7, 26, 0.25, 60)
+    assert plan_labels(DAYS[:30], HORIZON, 7, 26, 0.25, 1).snapshots.train_dates
+    # Days missing between materialized ones: that is the cause named.
+    with pytest.raises(LabelError, match=r"days missing between them.*materialize the missing days"):
+        plan_labels([*DAYS[:5], *DAYS[20:30]], HORIZON, 7, 26, 0.25, 60)
 
 
 def test_labels_are_who_bought_nothing_within_the_horizon_and_splits_do_not_overlap() -> None:

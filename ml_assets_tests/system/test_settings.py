@@ -113,12 +113,15 @@ def test_churn_init_writes_a_settings_file_the_pipeline_reads(tmp_path: Path, ca
     # An order-lines log: the order number repeats, so it is not a transaction id.
     write_frame(url, "orders", log.with_columns((pl.int_range(pl.len()) // 2).alias("transaction_id")))
     out = tmp_path / "churn.yaml"
-    assert churn(["init", "--url", url, "--table", "orders", "--out", str(out), "--horizon-days", "60"]) == 0
+    # Four months cannot label a 60-day horizon twice (train and held out): refused, naming the longest that works.
+    assert churn(["init", "--url", url, "--table", "orders", "--out", str(out), "--horizon-days", "60"]) == 2
+    assert "longest horizon this span labels is" in capsys.readouterr().err
+    assert churn(["init", "--url", url, "--table", "orders", "--out", str(out), "--horizon-days", "45"]) == 0
     printed = capsys.readouterr().out
     assert "'transaction_id' repeats values" in printed and "purchase_date" in printed
     loaded = load_settings({"CHURN_SETTINGS_FILE": str(out)})
     assert loaded.source.columns == {"customer_id": "customer_no", "ts": "purchase_date"}
-    assert loaded.partitions_start == log["purchase_date"].min() and loaded.label_horizon_days == 60
+    assert loaded.partitions_start == log["purchase_date"].min() and loaded.label_horizon_days == 45
     # A further categorical column is named, not guessed.
     extra = tmp_path / "extra.yaml"
     assert churn(["init", "--url", url, "--table", "orders", "--out", str(extra), "--categorical", "quantity"]) == 0
@@ -137,7 +140,7 @@ def test_churn_init_never_writes_a_password(tmp_path: Path, pg_schema: str, caps
     log = generate_retail(RetailConfig(start=dt.date(2024, 3, 1), end=dt.date(2024, 4, 30), customers=100))
     write_frame(secret, "purchases", log, db_schema=pg_schema)
     out = tmp_path / "churn.yaml"
-    assert churn(["init", "--url", secret, "--table", "purchases", "--schema", pg_schema, "--out", str(out)]) == 0
+    assert churn(["init", "--url", secret, "--table", "purchases", "--schema", pg_schema, "--out", str(out), "--horizon-days", "14"]) == 0
     assert "hunter2" not in out.read_text() and "hunter2" not in capsys.readouterr().out
     assert load_settings({"CHURN_SETTINGS_FILE": str(out)}).source.url is None
 
