@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from lib.drift import DriftResult, compute_drift, judged, sample_rows
+from lib.drift import DriftResult, active_customers, compute_drift, judged, sample_rows
 from lib.export import onnx_churn_probability
 from lib.features import WINDOW_DAYS
 from lib.frames import split_by_day
@@ -71,7 +71,11 @@ def drift_report(
     same champion: a change in behaviour shows within days and stops counting
     once the reference has caught up with it, while the ageing of a
     whole-history population (more dormant customers every day) does not
-    count. Features that move by construction as customers and the log age
+    count. A column counts as drifted when its distance reaches the threshold
+    and a permutation test says the day's number of customers could not give
+    it by chance (tails capped at the reference's 1st/99th percentiles first;
+    lib/drift.py); `drift_reason` says per day why it did or did not count.
+    Features that move by construction as customers and the log age
     are scored but never counted in the drift share, and no verdict is given
     while the reference day's windows are still filling. Until the lagged day
     exists, the champion's own training sample is the reference. Slow decay of quality is caught by matured
@@ -97,7 +101,7 @@ def drift_report(
         key = day.isoformat()
         if day not in features_by_day or day not in scores_by_day:
             raise dg.Failure(f"drift_report {key}: no scored customers on this day; there is nothing to compare")
-        part = _active(features_by_day[day].join(scores_by_day[day], on=keys, how="inner"))
+        part = active_customers(features_by_day[day].join(scores_by_day[day], on=keys, how="inner"))
         current = sample_rows(
             part.select(*features, pl.col("churn_probability").alias("prediction")).to_pandas(), config.max_current_rows, seed=13
         )
@@ -119,10 +123,8 @@ def drift_report(
             **performance,
         }
         context.add_asset_metadata(metadata, partition_key=key)
-        if result.dataset_drift:
-            context.log.warning(
-                f"drift_report {key}: dataset drift, {len(result.drifted_columns)} columns drifted: {result.drifted_columns}"
-            )
+        # The reason names only column names and figures: no client value reaches the log.
+        (context.log.warning if result.dataset_drift else context.log.info)(f"drift_report {key}: {result.reason}")
     return pl.DataFrame(
         rows, schema={"snapshot_date": pl.Date, "column": pl.String, "drift_score": pl.Float64, "drifted": pl.Boolean}, orient="row"
     )
@@ -156,7 +158,7 @@ class _References:
         frame, name = self.training, f"training sample of {self.champion.version}"
         if lagged in self.existing:
             frame, name = self.lake.read_partitions(CUSTOMER_FEATURES, [lagged], columns=features), f"active customers on {lagged}"
-        ref = sample_rows(_active(frame).select(features).to_pandas(), self.config.max_reference_rows, seed=11)
+        ref = sample_rows(active_customers(frame).select(features).to_pandas(), self.config.max_reference_rows, seed=11)
         ref["prediction"] = onnx_churn_probability(self.champion.session, ref[features].to_numpy())
         return ref, name
 
@@ -170,6 +172,9 @@ def _verdict_metadata(result: DriftResult, drift_share_threshold: float) -> dict
         "drifted_columns": dg.MetadataValue.json(result.drifted_columns),
         "ageing_drifted_columns": dg.MetadataValue.json(result.ageing_drifted),
         "drift_status": "judged" if result.judged else f"warming up: the {WINDOW_DAYS}-day windows of the reference day are not full yet",
+        "drift_reason": result.reason,
+        "chance_columns": dg.MetadataValue.json(result.chance_columns),
+        "column_p_values": dg.MetadataValue.json({c: round(v, 4) for c, v in result.p_values.items()}),
         "n_drifted_columns": len(result.drifted_columns),
         "prediction_drift_score": float(result.prediction_score or 0.0),
         "prediction_drift": result.prediction_drift,
@@ -210,13 +215,3 @@ def matured_performance(
 
 def _file_url(uri: str) -> str:
     return uri if "://" in uri else f"file://{uri}"
-
-
-def _active(frame: pl.DataFrame) -> pl.DataFrame:
-    """Customers with a purchase inside the windows: the population whose behaviour drift is about.
-
-    Dormant customers' features only age; counting them would make the
-    drift of a whole-history population a measure of how many customers
-    have gone quiet, which the churn score itself reports.
-    """
-    return frame.filter(pl.col("recency_days") <= WINDOW_DAYS) if "recency_days" in frame.columns else frame

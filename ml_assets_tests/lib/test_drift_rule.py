@@ -1,16 +1,27 @@
-"""The drift rule on generated populations: quiet on a stationary one that ages, an event soon after a planted shift."""
+"""The drift rule on generated populations: quiet on a stationary one that ages and on one ageing cohort, an event soon
+after a planted shift in either."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
 
-from lib.datagen import GeneratorConfig, generate_transactions
-from lib.drift import compute_drift, judged, sample_rows
-from lib.features import FEATURE_COLUMNS, WINDOW_DAYS, snapshots_features
-from ml_assets.assets.monitoring import _active
+from lib.datagen import GeneratorConfig, RetailConfig, generate_retail, generate_transactions, retail_as_transactions
+from lib.drift import (
+    SIGNIFICANCE,
+    DriftResult,
+    active_customers,
+    compute_drift,
+    judged,
+    normed_wasserstein,
+    permutation_p_value,
+    sample_rows,
+)
+from lib.features import FEATURE_COLUMNS, WINDOW_DAYS, feature_columns, snapshots_features
 
 START = dt.date(2025, 1, 1)
 LAG = 28
@@ -25,8 +36,8 @@ def _verdicts(drift_date: dt.date | None, days: list[dt.date]) -> dict[dt.date, 
     out = {}
     for day in days:
         ref_day = day - dt.timedelta(days=LAG)
-        ref = _active(features.filter(pl.col("snapshot_date") == ref_day)).select(columns).to_pandas()
-        cur = _active(features.filter(pl.col("snapshot_date") == day)).select(columns).to_pandas()
+        ref = active_customers(features.filter(pl.col("snapshot_date") == ref_day)).select(columns).to_pandas()
+        cur = active_customers(features.filter(pl.col("snapshot_date") == day)).select(columns).to_pandas()
         r = compute_drift(
             sample_rows(ref, 5_000, 11), sample_rows(cur, 5_000, 13), columns, 0.1, SHARE, judged(START, ref_day, WINDOW_DAYS)
         )
@@ -54,3 +65,71 @@ def test_a_planted_shift_is_an_event_within_two_weeks() -> None:
     assert first is not None and (first - shift).days <= 14, verdicts
     # Larger baskets and a move to mobile are what drifted, not the ageing features.
     assert {"avg_basket", "mobile_share"} & set(verdicts[days[-1]][2]), verdicts[days[-1]]
+
+
+# --- one ageing cohort, as a log cut from a shop's first months (lib.datagen.RetailConfig) ---------------------
+
+COHORT_START = dt.date(2024, 1, 1)
+
+
+def _cohort_verdicts(drift_date: dt.date | None, days: list[dt.date]) -> dict[dt.date, DriftResult]:
+    """Every customer acquired in the first 12 weeks, buying about every 14 days with interest that fades with age:
+    the whole population ages together and its active part shrinks every day."""
+    log = generate_retail(
+        RetailConfig(
+            start=COHORT_START, end=max(days), customers=10_000, seed=3, acquisition_days=84, rate_scale=0.1, drift_date=drift_date
+        )
+    )
+    tx = retail_as_transactions(log)
+    columns = list(feature_columns(tx.columns, channels=()))
+    needed = sorted({*days, *(d - dt.timedelta(days=LAG) for d in days)})
+    by_day = {
+        d: f for (d,), f in snapshots_features(tx, needed, tuple(columns), channels=()).partition_by("snapshot_date", as_dict=True).items()
+    }
+    out = {}
+    for day in days:
+        ref_day = day - dt.timedelta(days=LAG)
+        ref = active_customers(by_day[ref_day]).select(columns).to_pandas()
+        cur = active_customers(by_day[day]).select(columns).to_pandas()
+        out[day] = compute_drift(
+            sample_rows(ref, 5_000, 11), sample_rows(cur, 5_000, 13), columns, 0.1, SHARE, judged(COHORT_START, ref_day, WINDOW_DAYS)
+        )
+    return out
+
+
+@pytest.mark.slow
+def test_an_ageing_single_cohort_raises_no_event() -> None:
+    # Nine and ten months in: the cohort's active part has shrunk to ~1,400 customers and keeps shrinking.
+    days = [COHORT_START + dt.timedelta(days=i) for i in range(260, 305, 6)]
+    verdicts = _cohort_verdicts(None, days)
+    assert all(r.judged for r in verdicts.values())
+    assert not any(r.dataset_drift for r in verdicts.values()), {d: r.reason for d, r in verdicts.items()}
+    assert all(r.reason.startswith("not counted: ") for r in verdicts.values())
+
+
+@pytest.mark.slow
+def test_a_planted_change_in_an_ageing_cohort_is_an_event_within_two_weeks() -> None:
+    change = COHORT_START + dt.timedelta(days=278)
+    days = [change + dt.timedelta(days=i) for i in (-6, 4, 8, 11, 14)]
+    verdicts = _cohort_verdicts(change, days)
+    assert not verdicts[days[0]].dataset_drift, verdicts[days[0]].reason
+    first = min((d for d in days[1:] if verdicts[d].dataset_drift), default=None)
+    assert first is not None and (first - change).days <= 14, {d: r.reason for d, r in verdicts.items()}
+    assert verdicts[first].reason.startswith("counted: ") and "spend_7d" in verdicts[first].drifted_columns
+
+
+def test_a_few_outsized_orders_or_a_small_sample_are_not_drift() -> None:
+    """Tails are capped at the reference's percentiles, and a distance that sampling alone gives is not counted."""
+    rng = np.random.default_rng(0)
+    base = pd.DataFrame({"spend_30d": rng.gamma(2.0, 30.0, 400), "tx_count_30d": rng.poisson(1.0, 400).astype(float)})
+    same = pd.DataFrame({"spend_30d": rng.gamma(2.0, 30.0, 400), "tx_count_30d": rng.poisson(1.0, 400).astype(float)})
+    same.loc[:3, "spend_30d"] = 60_000.0  # four huge orders
+    quiet = compute_drift(base, same, ["spend_30d", "tx_count_30d"], 0.1, SHARE)
+    assert quiet.drifted_columns == [] and not quiet.dataset_drift, (quiet.column_scores, quiet.p_values)
+    moved = same.assign(spend_30d=same["spend_30d"] * 1.5)
+    shifted = compute_drift(base, moved, ["spend_30d", "tx_count_30d"], 0.1, SHARE)
+    assert shifted.drifted_columns == ["spend_30d"] and shifted.p_values["spend_30d"] < SIGNIFICANCE
+    assert "counted: 1 of 2 features drifted" in shifted.reason
+    # The p-value is a share of random splits: two identical samples are never significant.
+    a = rng.normal(size=300)
+    assert permutation_p_value(a, a.copy(), normed_wasserstein(a, a), seed=1) == 1.0
