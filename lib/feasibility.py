@@ -179,3 +179,32 @@ def _with(plan: Plan, **changes: int) -> Plan:
     from dataclasses import replace
 
     return replace(plan, **changes)
+
+
+def table_shape(first: dt.date, last: dt.date, days_with_rows: int, customers_by_month: dict[str, int]) -> list[str]:
+    """What `churn init` says about a table's shape: how many days carry rows, and when customers first bought.
+
+    A log whose customers mostly arrived in its first three months is one
+    ageing cohort: its active population shrinks every day, which is worth
+    knowing before reading the drift reports and the baselines' margins.
+    """
+    span = (last - first).days + 1
+    lines = [f"days with rows: {days_with_rows:,} of {span:,} ({days_with_rows / span:.0%})"]
+    total = sum(customers_by_month.values())
+    if not total:
+        return lines
+    months = list(customers_by_month)
+    shown = [f"{m} {customers_by_month[m] / total:.0%}" for m in months[:12]]
+    if len(months) > 12:
+        shown.append(f"later {sum(customers_by_month[m] for m in months[12:]) / total:.0%}")
+    shares = ", ".join(shown)
+    lines.append(f"customers by month of first purchase ({total:,}): {shares}")
+    # The calendar months the span's first 90 days touch (a month with no new customer still counts).
+    third = (first + dt.timedelta(days=89)).isoformat()[:7]
+    early = sum(n for m, n in customers_by_month.items() if m <= third) / total
+    if span > 183 and early >= 0.8:
+        lines.append(
+            f"one acquisition cohort: {early:.0%} of customers first bought in the first three months; "
+            "its active population shrinks as it ages (see docs/model-quality.md, Drift)"
+        )
+    return lines

@@ -105,6 +105,11 @@ def _proposed_settings(args: argparse.Namespace, wh: Any, mapping: dict[str, str
     for canonical, (_, required, _) in RAW_COLUMNS.items():
         print(f"  {canonical:16s} <- {mapping.get(canonical, '(absent)' if not required else '?')}")
     print(f"\n{rows:,} rows; timestamps ({source.time_kind}) from {first} to {last} (UTC days)")
+    if first is not None and last is not None:
+        from lib.feasibility import table_shape
+
+        for line in table_shape(first, last, *wh.activity(source)):
+            print(line)
     channels = wh.top_values("channel") if "channel" in mapping else []
     if channels:
         print(f"channel vocabulary (most frequent first; the first is the reference of the share features): {channels}")

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 import sqlalchemy as sa
 
@@ -90,6 +91,11 @@ def test_a_plain_purchase_log_runs_end_to_end_with_only_churn_init(backend: str,
         )
         assert "customer_id      <- customer_no" in init and "ts               <- purchase_date" in init
         assert "channel          <- (absent)" in init
+        # The table's shape, counted by the database itself (no date: not a day; 1970 and the others are).
+        days = log["purchase_date"].unique().to_list()
+        assert f"days with rows: {len({*days, dt.date(1970, 1, 1), dt.date(2025, 3, 3)}):,} of " in init
+        firsts = log.group_by("customer_no").agg(first=pl.col("purchase_date").min())
+        assert f"customers by month of first purchase ({firsts.height + 2:,}): 1970-01 0%, 2025-02 " in init
         summary = _churn(env, "run", "--end", END.isoformat(), "--score-days", "3")
         assert "unplaceable_transactions" in summary and "FAILED" not in summary
 

@@ -11,7 +11,7 @@ from lib.contract import (
     original_text,
     to_utc_naive,
 )
-from resources.warehouse.dialects import TEXT, _family
+from resources.warehouse.dialects import DATE, TEXT, _family
 from resources.warehouse.reader import SourceColumns, SourceReader, SourceSchemaError
 
 if TYPE_CHECKING:
@@ -58,12 +58,7 @@ class Profiler(SourceReader):
         source = source or self.inspect_source()
         t, ts = self._ts()
         kind = source.time_kind
-        # Typed values within years 1..9999 only: PostgreSQL's infinities and BC dates are no day (and unreadable to its driver).
-        readable = (
-            ts.like(ISO_LIKE)
-            if kind == TEXT
-            else (ts >= self._bound(kind, dt.date(1, 1, 2))) & (ts < self._bound(kind, dt.date(9999, 12, 31)))
-        )
+        readable = self._readable(kind, ts)
         column = self._text(ts) if kind == TEXT else ts
         with self.connect() as conn:
             rows = int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
@@ -88,6 +83,37 @@ class Profiler(SourceReader):
                 )
         first, last = (None if v is None else to_utc_naive(v) for v in (low, high))
         return rows, (first.date() if isinstance(first, dt.datetime) else None), (last.date() if isinstance(last, dt.datetime) else None)
+
+    def _readable(self, kind: str, ts: Any) -> Any:
+        """Rows whose time is a day: ISO-looking text, or typed values within years 1..9999 (PostgreSQL's
+        infinities and BC dates are no day, and unreadable to its driver)."""
+        if kind == TEXT:
+            return ts.like(ISO_LIKE)
+        return (ts >= self._bound(kind, dt.date(1, 1, 2))) & (ts < self._bound(kind, dt.date(9999, 12, 31)))
+
+    def activity(self, source: SourceColumns | None = None) -> tuple[int, dict[str, int]]:
+        """(days with at least one row, customers by month of their first row 'YYYY-MM'): the table's shape, for `churn init`.
+
+        Days of text timestamps are their leading 'YYYY-MM-DD' (an offset may move a row by a day: a
+        description, not the pipeline's UTC days). Two aggregate queries; nothing per row leaves the database.
+        """
+        import sqlalchemy as sa
+
+        source = source or self.inspect_source()
+        kind = source.time_kind
+        t, ts = self._ts(["customer_id"])
+        day = sa.func.substr(ts, 1, 10) if kind == TEXT else ts if kind == DATE else sa.cast(ts, sa.Date)
+        readable = self._readable(kind, ts)
+        customer = t.c[self.source_column("customer_id")]
+        firsts = sa.select(sa.func.min(day).label("first")).where(readable, customer.is_not(None)).group_by(customer).subquery()
+        with self.connect() as conn:
+            days = int(conn.execute(sa.select(sa.func.count(sa.distinct(day))).where(readable)).scalar_one())
+            by_day = conn.execute(sa.select(firsts.c.first, sa.func.count()).group_by(firsts.c.first)).all()
+        months: dict[str, int] = {}
+        for first, n in by_day:
+            month = (first.isoformat() if isinstance(first, dt.date) else str(first))[:7]
+            months[month] = months.get(month, 0) + int(n)
+        return days, dict(sorted(months.items()))
 
     def top_values(self, canonical: str, limit: int = 5) -> list[str]:
         """The most frequent non-null values of a column, most frequent first (a proposed vocabulary)."""
