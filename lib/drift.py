@@ -159,16 +159,26 @@ def permutation_p_value(reference: np.ndarray, current: np.ndarray, observed: fl
 
     Under no change the two samples are exchangeable, so this is the chance of
     a distance at least this large from sampling alone; (hits + 1) / (n + 1)
-    keeps it a valid p-value with a finite number of splits.
+    keeps it a valid p-value with a finite number of splits. All splits at
+    once: on the sorted pooled values, W1 is the sum over gaps of
+    |F_ref - F_cur| times the gap, and each split's two CDFs are running
+    counts of its labels (10,000 customers, 199 splits: milliseconds).
     """
     import numpy as np
 
+    pooled = np.sort(np.concatenate([reference, current]).astype(float))
+    n, total = len(reference), len(reference) + len(current)
+    if n == 0 or n == total:
+        return 1.0
     rng = np.random.default_rng(seed)
-    pooled = np.concatenate([reference, current]).astype(float)
-    n, hits = len(reference), 0
-    for _ in range(permutations):
-        rng.shuffle(pooled)
-        hits += normed_wasserstein(pooled[:n], pooled[n:]) >= observed
+    labels = rng.permuted(np.tile(np.arange(total) < n, (permutations, 1)), axis=1)
+    in_ref = np.cumsum(labels[:, :-1], axis=1, dtype=np.int32)
+    cdf_gap = np.abs(in_ref / n - (np.arange(1, total) - in_ref) / (total - n))
+    w1 = cdf_gap @ np.diff(pooled)
+    mean = labels @ pooled / n
+    std = np.sqrt(np.maximum(labels @ (pooled**2) / n - mean**2, 0.0))
+    # The observed score went through evidently; a relative tolerance keeps the split equal to it counted as reaching it.
+    hits = int(np.sum(w1 / np.maximum(std, 0.001) >= observed * (1.0 - 1e-9)))
     return (hits + 1) / (permutations + 1)
 
 
