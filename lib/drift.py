@@ -49,7 +49,8 @@ class DriftResult:
     column_scores: dict[str, float]
     threshold: float
     drift_share_threshold: float
-    html: bytes
+    # evidently's HTML report; None when the day's report was not rendered (see ``compute_drift``).
+    html: bytes | None
     # False while the windows are still filling (see ``judged``): scores are reported, no verdict is given.
     judged: bool = True
     # Permutation p-value of every column at or over the threshold (the others were not tested).
@@ -191,6 +192,24 @@ def judged(first_history_day: dt.date | None, reference_day: dt.date, window_day
     return first_history_day is not None and (reference_day - first_history_day).days + 1 >= window_days
 
 
+def finite(values: pd.Series) -> np.ndarray:
+    """A column's finite values as float64: what evidently compares (missing and infinite values are left out)."""
+    import numpy as np
+
+    array = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    return array[np.isfinite(array)]
+
+
+def column_scores(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str]) -> dict[str, float]:
+    """Each column's normed Wasserstein distance, exactly as evidently's ``wasserstein`` method computes it
+    (``test_drift_rule.py`` holds the two equal), without building a report."""
+    scores = {}
+    for c in columns:
+        ref, cur = finite(reference[c]), finite(current[c])
+        scores[c] = normed_wasserstein(ref, cur) if len(ref) and len(cur) else 0.0
+    return scores
+
+
 def compute_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -198,35 +217,39 @@ def compute_drift(
     threshold: float = 0.1,
     drift_share_threshold: float = 0.5,
     is_judged: bool = True,
+    render: bool = True,
 ) -> DriftResult:
-    """Per-column drift of ``current`` against ``reference`` (tails capped, see ``cap_tails``) plus the HTML report,
-    with a permutation p-value for every column at or over the threshold."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
+    """Per-column drift of ``current`` against ``reference`` (tails capped, see ``cap_tails``), with a permutation
+    p-value for every column at or over the threshold, and evidently's HTML report when ``render``.
 
+    The verdict never needs the report: building it is most of a day's drift
+    time and 5 MB a day, so the asset renders it only where someone will read it.
+    """
     if current.empty:
         raise ValueError("the current data is empty: there is nothing to compare with the reference")
     reference, current = cap_tails(reference, current, columns)
+    scores = column_scores(reference, current, columns)
+    p_values = {
+        c: permutation_p_value(finite(reference[c]), finite(current[c]), scores[c], seed=i)
+        for i, c in enumerate(columns)
+        if scores[c] >= threshold
+    }
+    html = render_report(reference, current, columns, threshold, drift_share_threshold) if render else None
+    return DriftResult(scores, threshold, drift_share_threshold, html, is_judged, p_values)
+
+
+def render_report(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], threshold: float, drift_share_threshold: float
+) -> bytes:
+    """evidently's data drift report of the two (already capped) samples as one standalone HTML page."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
     definition = DataDefinition(numerical_columns=columns)
     ref = Dataset.from_pandas(reference[columns], data_definition=definition)
     cur = Dataset.from_pandas(current[columns], data_definition=definition)
     report = Report([DataDriftPreset(columns=columns, method=DRIFT_METHOD, threshold=threshold, drift_share=drift_share_threshold)])
-    snapshot = report.run(current_data=cur, reference_data=ref)
-    scores: dict[str, float] = {}
-    for metric in snapshot.dict()["metrics"]:
-        cfg = metric.get("config", {})
-        if cfg.get("type", "").endswith("ValueDrift"):
-            scores[cfg["column"]] = float(metric["value"])
-    missing = set(columns) - set(scores)
-    if missing:
-        raise RuntimeError(f"evidently returned no drift score for {sorted(missing)}")
-    p_values = {
-        c: permutation_p_value(reference[c].to_numpy(), current[c].to_numpy(), scores[c], seed=i)
-        for i, c in enumerate(columns)
-        if scores[c] >= threshold
-    }
-    html = snapshot.get_html_str(as_iframe=False).encode()
-    return DriftResult(scores, threshold, drift_share_threshold, html, is_judged, p_values)
+    return report.run(current_data=cur, reference_data=ref).get_html_str(as_iframe=False).encode()
 
 
 def same_cause(previous_columns: list[str], previous_share: float, columns: list[str], share: float) -> bool:

@@ -53,6 +53,14 @@ class ArtifactStore(dg.ConfigurableResource):
         _atomic_write(path, data)
         return ArtifactRef(str(path), hashlib.sha256(data).hexdigest(), len(data))
 
+    def remove_named(self, namespace: str, name: str) -> bool:
+        """Remove a named file (a report that no longer matches its day's verdict); whether there was one."""
+        path = UPath(self.root) / namespace / name
+        if not path.exists():
+            return False
+        path.unlink()
+        return True
+
     def get(self, uri: str, sha256: str) -> bytes:
         """Read an artifact and verify it before returning a byte of it."""
         try:

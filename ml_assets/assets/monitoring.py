@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from lib.drift import DriftResult, active_customers, compute_drift, judged, sample_rows
+from lib.drift import DriftResult, active_customers, cap_tails, compute_drift, judged, render_report, sample_rows
 from lib.export import onnx_churn_probability
 from lib.features import WINDOW_DAYS
 from lib.frames import split_by_day
@@ -34,6 +34,11 @@ class DriftConfig(dg.Config):
     )
     max_reference_rows: int = Field(default=5_000, description="Rows (seeded sample) of the reference.")
     max_current_rows: int = Field(default=5_000, description="Rows sampled (seeded) from the day's features.")
+    render_every_day: bool = Field(
+        default=False,
+        description="Render evidently's HTML report for every day; by default only for drift events and the run's last day "
+        "(`churn report drift DAY` renders any other day on demand).",
+    )
     max_roc_auc_drop: float = Field(
         default=0.05, description="Performance drift when matured ROC-AUC falls this far below the scoring model's backtest ROC-AUC."
     )
@@ -63,8 +68,9 @@ def drift_report(
     distance: how far the distributions are apart in reference standard
     deviations) and whether it crossed the threshold; `prediction` is the churn
     score itself. The metadata carries the share of drifted features, the
-    dataset-level verdict (plotted across days in the UI) and a link to the full
-    evidently HTML report.
+    dataset-level verdict (plotted across days in the UI) and, for drift
+    events and the run's last day, a link to the full evidently HTML report
+    (`churn report drift DAY` renders any other day; `render_every_day`).
 
     Compared are the day's active customers (a purchase within the windows)
     and the active customers `reference_lag_days` (28) earlier, scored by the
@@ -97,7 +103,8 @@ def drift_report(
     features_by_day = split_by_day(customer_features, "snapshot_date")
     scores_by_day = split_by_day(batch_predictions.select(*keys, "churn_probability"), "snapshot_date")
     rows = []
-    for day in partition_days(context):
+    days = partition_days(context)
+    for day in days:
         key = day.isoformat()
         if day not in features_by_day or day not in scores_by_day:
             raise dg.Failure(f"drift_report {key}: no scored customers on this day; there is nothing to compare")
@@ -107,16 +114,15 @@ def drift_report(
         )
         ref_frame, reference_name = references.for_day(day)
         verdict = judged(first_day, day - dt.timedelta(days=config.reference_lag_days), WINDOW_DAYS)
-        result = compute_drift(ref_frame, current, columns, config.column_threshold, config.drift_share_threshold, verdict)
-        report = artifacts.put_named("drift_reports", f"{key}.html", result.html)
+        result = compute_drift(ref_frame, current, columns, config.column_threshold, config.drift_share_threshold, verdict, render=False)
+        report = _report(artifacts, key, result, ref_frame, current, columns, config.render_every_day or day == days[-1])
         # Labels need every customer scored that day, not only the active ones.
         performance = matured_performance(day, features_by_day[day], champion.horizon_days, config.max_roc_auc_drop, lake, registry)
-        rows += [(day, c, result.column_scores[c], result.column_scores[c] >= config.column_threshold) for c in columns]
+        rows += [(day, c, result.column_scores[c], result.drifted(c)) for c in columns]
         metadata = {
             **_verdict_metadata(result, config.drift_share_threshold),
             "reference": reference_name,
-            "report_path": dg.MetadataValue.path(report.uri),
-            "report_url": dg.MetadataValue.url(_file_url(report.uri)),
+            **report,
             "current_rows": len(current),
             "reference_rows": len(ref_frame),
             "model_version": champion.version,
@@ -128,6 +134,28 @@ def drift_report(
     return pl.DataFrame(
         rows, schema={"snapshot_date": pl.Date, "column": pl.String, "drift_score": pl.Float64, "drifted": pl.Boolean}, orient="row"
     )
+
+
+def _report(
+    artifacts: ArtifactStore, key: str, result: DriftResult, reference: Any, current: Any, columns: list[str], wanted: bool
+) -> dict[str, Any]:
+    """evidently's HTML report for a drift event or a day someone asked for; other days only say how to get one.
+
+    Building the report is most of a day's drift work and 5 MB a day; the
+    verdict and every score are in the table and metadata either way. A report
+    from an earlier run that no longer matches the day's verdict is removed.
+    """
+    if not (wanted or result.dataset_drift):
+        artifacts.remove_named("drift_reports", f"{key}.html")
+        return {"report": f"not rendered (no drift event); `churn report drift {key}` renders it"}
+    html = render_report(*cap_tails(reference, current, columns), columns, result.threshold, result.drift_share_threshold)
+    report = artifacts.put_named("drift_reports", f"{key}.html", html)
+    return {
+        "report": "rendered",
+        "report_path": dg.MetadataValue.path(report.uri),
+        "report_url": dg.MetadataValue.url(_file_url(report.uri)),
+        "report_bytes": report.size_bytes,
+    }
 
 
 def _check_scored(customer_features: pl.DataFrame, batch_predictions: pl.DataFrame, keys: list[str]) -> None:

@@ -12,6 +12,7 @@ churn retention [--apply]
 churn artifacts sweep [--older-than-hours 24] [--apply]
 churn challenger [set|clear VERSION --by NAME --reason TEXT]
 churn scenario rollback
+churn report drift DAY
 
 One module per group of commands, each with its `register(sub)`; the commands
 import what they need when they run, so `churn --help` loads no ML library.
@@ -22,14 +23,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ml_assets.cli import data, init, privacy, registry, run, scenario
+from ml_assets.cli import data, init, privacy, registry, report, run, scenario
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="churn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="on a refusal, show the traceback as well as the message")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (data, run, init, registry, privacy, scenario):
+    for module in (data, run, init, registry, privacy, scenario, report):
         module.register(sub)
     args = parser.parse_args(argv)
     try:

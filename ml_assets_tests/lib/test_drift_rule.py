@@ -15,6 +15,7 @@ from lib.drift import (
     SIGNIFICANCE,
     DriftResult,
     active_customers,
+    column_scores,
     compute_drift,
     judged,
     normed_wasserstein,
@@ -133,3 +134,36 @@ def test_a_few_outsized_orders_or_a_small_sample_are_not_drift() -> None:
     # The p-value is a share of random splits: two identical samples are never significant.
     a = rng.normal(size=300)
     assert permutation_p_value(a, a.copy(), normed_wasserstein(a, a), seed=1) == 1.0
+
+
+def test_the_scores_equal_evidently_s_own_and_the_report_is_rendered_only_when_asked() -> None:
+    """The verdict is computed without building evidently's report; the figures must be evidently's to the last bit."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    rng = np.random.default_rng(1)
+    columns = ["spend", "count", "score", "constant"]
+    ref = pd.DataFrame(
+        {"spend": rng.gamma(2, 1, 900), "count": rng.poisson(1, 900).astype(float), "score": rng.normal(size=900), "constant": 0.0}
+    )
+    cur = pd.DataFrame(
+        {"spend": rng.gamma(2, 1.3, 700), "count": rng.poisson(1.2, 700).astype(float), "score": rng.normal(size=700), "constant": 1.0}
+    )
+    ref.loc[:30, "score"], cur.loc[:10, "spend"] = np.nan, np.inf  # missing and infinite values are left out by both
+    definition = DataDefinition(numerical_columns=columns)
+    snapshot = Report([DataDriftPreset(columns=columns, method="wasserstein", threshold=0.1)]).run(
+        current_data=Dataset.from_pandas(cur, data_definition=definition),
+        reference_data=Dataset.from_pandas(ref, data_definition=definition),
+    )
+    theirs = {
+        m["config"]["column"]: float(m["value"]) for m in snapshot.dict()["metrics"] if m["config"].get("type", "").endswith("ValueDrift")
+    }
+    assert column_scores(ref, cur, columns) == theirs
+    quiet = compute_drift(ref, cur, columns, 0.1, SHARE, render=False)
+    rendered = compute_drift(ref, cur, columns, 0.1, SHARE)
+    assert quiet.html is None and rendered.html is not None and rendered.html.lstrip().lower().startswith(b"<")
+    assert (quiet.column_scores, quiet.p_values, quiet.drifted_columns) == (
+        rendered.column_scores,
+        rendered.p_values,
+        rendered.drifted_columns,
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import polars as pl
 import pytest
 
 from lib.features import cutoff_for
-from ml_assets_tests.conftest import E2E_DRIFT_DAYS, E2E_END, E2E_QUIET_DAYS, E2E_START, PipelineRun
+from ml_assets_tests.conftest import E2E_DRIFT_DAYS, E2E_END, E2E_QUIET_DAYS, E2E_START, PipelineRun, copy_pipeline_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
@@ -182,6 +184,33 @@ def test_drift_is_found_after_the_shift_and_not_before(e2e: PipelineRun) -> None
     assert not any(m["prediction_drift"] for m in quiet)
     table = e2e.read("drift_report", list(E2E_DRIFT_DAYS))
     assert table.filter(pl.col("column") == "spend_30d")["drifted"].all()
+
+
+def test_the_html_report_is_rendered_for_events_and_the_run_s_last_day_and_on_demand(e2e: PipelineRun, tmp_path: Path) -> None:
+    # A quiet day that is not the run's last has its verdict and scores, and no 5 MB page nobody opens.
+    first, last = (e2e.metadata("drift_report", d) for d in E2E_QUIET_DAYS)
+    reports = e2e.root / "artifacts" / "drift_reports"
+    assert first["report"] == f"not rendered (no drift event); `churn report drift {E2E_QUIET_DAYS[0]}` renders it"
+    assert "report_path" not in first and not (reports / f"{E2E_QUIET_DAYS[0]}.html").exists()
+    assert last["report"] == "rendered" and Path(last["report_path"]).is_file() and last["report_bytes"] > 10_000
+
+    env, data, _ = copy_pipeline_env(e2e, tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "ml_assets.cli", "report", "drift", E2E_QUIET_DAYS[0].isoformat()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    html = data / "artifacts" / "drift_reports" / f"{E2E_QUIET_DAYS[0]}.html"
+    assert f"drift report for {E2E_QUIET_DAYS[0]}: {html}" in done.stdout and html.read_bytes().lstrip().lower().startswith(b"<")
+    # The same seeded samples, so the same verdict as the day's first run.
+    assert first["drift_reason"] in done.stdout
+    assert pl.read_parquet(data / "lake" / "drift_report" / f"{E2E_QUIET_DAYS[0]}.parquet").equals(
+        e2e.read("drift_report", [E2E_QUIET_DAYS[0]])
+    )
 
 
 def test_stage_runs_report_their_checks(e2e: PipelineRun) -> None:
