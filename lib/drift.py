@@ -252,6 +252,15 @@ def render_report(
     return report.run(current_data=cur, reference_data=ref).get_html_str(as_iframe=False).encode()
 
 
+def report_placement(event: bool, asked: bool, latest: bool) -> str | None:
+    """Where a day's HTML report goes: ``kept`` (a drift event, or a day someone asked for), ``latest`` (the newest
+    day, replaced by the next one, so the freshest picture is one click away), or None (not rendered: the verdict
+    and scores are in the table and metadata, and the report can be asked for)."""
+    if event or asked:
+        return "kept"
+    return "latest" if latest else None
+
+
 def same_cause(previous_columns: list[str], previous_share: float, columns: list[str], share: float) -> bool:
     """Whether a drift event repeats the one the last drift-triggered retraining already answered.
 

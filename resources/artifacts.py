@@ -53,6 +53,13 @@ class ArtifactStore(dg.ConfigurableResource):
         _atomic_write(path, data)
         return ArtifactRef(str(path), hashlib.sha256(data).hexdigest(), len(data))
 
+    def list_named(self, namespace: str) -> list[str]:
+        """The names of the files directly under a namespace (reports), sorted; none when it does not exist."""
+        path = UPath(self.root) / namespace
+        if not path.exists():
+            return []
+        return sorted(p.name for p in path.iterdir() if p.is_file())
+
     def remove_named(self, namespace: str, name: str) -> bool:
         """Remove a named file (a report that no longer matches its day's verdict); whether there was one."""
         path = UPath(self.root) / namespace / name

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from lib.drift import DriftResult, active_customers, cap_tails, compute_drift, judged, render_report, sample_rows
+from lib.drift import DriftResult, active_customers, cap_tails, compute_drift, judged, render_report, report_placement, sample_rows
 from lib.export import onnx_churn_probability
 from lib.features import WINDOW_DAYS
 from lib.frames import split_by_day
@@ -19,6 +19,8 @@ from resources import ArtifactStore, Lake, ModelRegistry
 from resources.registry import ModelVersion, RegistryError
 
 CUSTOMER_FEATURES = dg.AssetKey("customer_features")
+# Where the HTML reports go: drift events and asked-for days by day; the latest quiet day alone in its own folder.
+REPORTS, LATEST_REPORT = "drift_reports", "drift_reports/latest"
 
 
 class DriftConfig(dg.Config):
@@ -104,6 +106,7 @@ def drift_report(
     scores_by_day = split_by_day(batch_predictions.select(*keys, "churn_probability"), "snapshot_date")
     rows = []
     days = partition_days(context)
+    reported = lake.existing_partitions(dg.AssetKey("drift_report"))
     for day in days:
         key = day.isoformat()
         if day not in features_by_day or day not in scores_by_day:
@@ -115,7 +118,8 @@ def drift_report(
         ref_frame, reference_name = references.for_day(day)
         verdict = judged(first_day, day - dt.timedelta(days=config.reference_lag_days), WINDOW_DAYS)
         result = compute_drift(ref_frame, current, columns, config.column_threshold, config.drift_share_threshold, verdict, render=False)
-        report = _report(artifacts, key, result, ref_frame, current, columns, config.render_every_day or day == days[-1])
+        latest = day == days[-1] and key >= max(reported, default="")
+        report = _report(artifacts, key, result, ref_frame, current, columns, config.render_every_day, latest)
         # Labels need every customer scored that day, not only the active ones.
         performance = matured_performance(day, features_by_day[day], champion.horizon_days, config.max_roc_auc_drop, lake, registry)
         rows += [(day, c, result.column_scores[c], result.drifted(c)) for c in columns]
@@ -137,21 +141,28 @@ def drift_report(
 
 
 def _report(
-    artifacts: ArtifactStore, key: str, result: DriftResult, reference: Any, current: Any, columns: list[str], wanted: bool
+    artifacts: ArtifactStore, key: str, result: DriftResult, reference: Any, current: Any, columns: list[str], asked: bool, latest: bool
 ) -> dict[str, Any]:
-    """evidently's HTML report for a drift event or a day someone asked for; other days only say how to get one.
+    """evidently's HTML report where someone will read it (lib.drift.report_placement); other days say how to get one.
 
     Building the report is most of a day's drift work and 5 MB a day; the
-    verdict and every score are in the table and metadata either way. A report
-    from an earlier run that no longer matches the day's verdict is removed.
+    verdict and every score are in the table and metadata either way. A
+    report of an earlier run that no longer matches the day's verdict is
+    removed, and the latest quiet day's report replaces the one before it.
     """
-    if not (wanted or result.dataset_drift):
-        artifacts.remove_named("drift_reports", f"{key}.html")
+    placement = report_placement(result.dataset_drift, asked, latest)
+    if placement != "kept":
+        artifacts.remove_named(REPORTS, f"{key}.html")
+    if placement is None:
         return {"report": f"not rendered (no drift event); `churn report drift {key}` renders it"}
+    if placement == "latest":
+        for name in artifacts.list_named(LATEST_REPORT):
+            artifacts.remove_named(LATEST_REPORT, name)
     html = render_report(*cap_tails(reference, current, columns), columns, result.threshold, result.drift_share_threshold)
-    report = artifacts.put_named("drift_reports", f"{key}.html", html)
+    report = artifacts.put_named(REPORTS if placement == "kept" else LATEST_REPORT, f"{key}.html", html)
+    why = "the latest day; replaced by the next" if placement == "latest" else "drift event" if result.dataset_drift else "asked"
     return {
-        "report": "rendered",
+        "report": f"rendered ({why})",
         "report_path": dg.MetadataValue.path(report.uri),
         "report_url": dg.MetadataValue.url(_file_url(report.uri)),
         "report_bytes": report.size_bytes,

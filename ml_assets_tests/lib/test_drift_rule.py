@@ -20,6 +20,7 @@ from lib.drift import (
     judged,
     normed_wasserstein,
     permutation_p_value,
+    report_placement,
     sample_rows,
 )
 from lib.features import FEATURE_COLUMNS, WINDOW_DAYS, feature_columns, snapshots_features
@@ -167,3 +168,10 @@ def test_the_scores_equal_evidently_s_own_and_the_report_is_rendered_only_when_a
         rendered.p_values,
         rendered.drifted_columns,
     )
+
+
+def test_a_report_is_kept_for_events_and_asked_days_and_the_latest_quiet_day_only_until_the_next() -> None:
+    assert report_placement(event=True, asked=False, latest=False) == "kept"
+    assert report_placement(event=False, asked=True, latest=True) == "kept"
+    assert report_placement(event=False, asked=False, latest=True) == "latest"
+    assert report_placement(event=False, asked=False, latest=False) is None

@@ -43,6 +43,14 @@ def test_lake_and_artifacts_round_trip_on_s3(s3: S3Server) -> None:
     s3.put(bucket, ref.uri.split(f"s3://{bucket}/", 1)[1], b"planted")
     with pytest.raises(ArtifactIntegrityError, match="refusing to load it"):
         store.get(ref.uri, ref.sha256)
+    # Named reports: written, listed and removed on the bucket as on a disk (the latest quiet day's folder).
+    assert store.list_named("drift_reports/latest") == []
+    store.put_named("drift_reports/latest", "2025-01-02.html", b"<html>")
+    assert store.list_named("drift_reports/latest") == ["2025-01-02.html"]
+    assert store.remove_named("drift_reports/latest", "2025-01-02.html") and not store.remove_named(
+        "drift_reports/latest", "2025-01-02.html"
+    )
+    assert store.list_named("drift_reports/latest") == []
 
 
 def test_erasure_and_retention_on_an_s3_lake(s3: S3Server) -> None:

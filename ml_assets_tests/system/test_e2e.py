@@ -192,7 +192,10 @@ def test_the_html_report_is_rendered_for_events_and_the_run_s_last_day_and_on_de
     reports = e2e.root / "artifacts" / "drift_reports"
     assert first["report"] == f"not rendered (no drift event); `churn report drift {E2E_QUIET_DAYS[0]}` renders it"
     assert "report_path" not in first and not (reports / f"{E2E_QUIET_DAYS[0]}.html").exists()
-    assert last["report"] == "rendered" and Path(last["report_path"]).is_file() and last["report_bytes"] > 10_000
+    # The run's last day is the newest: its report is one click away, in a folder only the newest quiet day keeps.
+    assert last["report"] == "rendered (the latest day; replaced by the next)" and last["report_bytes"] > 10_000
+    assert Path(last["report_path"]) == reports / "latest" / f"{E2E_QUIET_DAYS[1]}.html" and Path(last["report_path"]).is_file()
+    assert all(e2e.metadata("drift_report", d)["report"] == "rendered (drift event)" for d in E2E_DRIFT_DAYS)
 
     env, data, _ = copy_pipeline_env(e2e, tmp_path)
     done = subprocess.run(
