@@ -66,32 +66,20 @@ def drift_report(
 ) -> pl.DataFrame:
     """How far this day's customers and churn scores have moved from the same population a few weeks earlier.
 
-    One row per monitored column with its drift score (normed Wasserstein
-    distance: how far the distributions are apart in reference standard
-    deviations) and whether it crossed the threshold; `prediction` is the churn
-    score itself. The metadata carries the share of drifted features, the
-    dataset-level verdict (plotted across days in the UI) and, for drift
-    events and the run's last day, a link to the full evidently HTML report
-    (`churn report drift DAY` renders any other day; `render_every_day`).
-
-    Compared are the day's active customers (a purchase within the windows)
-    and the active customers `reference_lag_days` (28) earlier, scored by the
-    same champion: a change in behaviour shows within days and stops counting
-    once the reference has caught up with it, while the ageing of a
-    whole-history population (more dormant customers every day) does not
-    count. A column counts as drifted when its distance reaches the threshold
-    and a permutation test says the day's number of customers could not give
-    it by chance (tails capped at the reference's 1st/99th percentiles first;
-    lib/drift.py); `drift_reason` says per day why it did or did not count.
-    Features that move by construction as customers and the log age
-    are scored but never counted in the drift share, and no verdict is given
-    while the reference day's windows are still filling. Until the lagged day
-    exists, the champion's own training sample is the reference. Slow decay of quality is caught by matured
-    performance, below. Once a day's scores are
-    a label horizon old, their outcomes are known: the metadata then also
-    carries ROC-AUC and calibration error of the scores made that earlier day
-    against the scoring model's test figures (performance drift). The
-    horizon is the champion's own, as its registry version records it.
+    One row per monitored column: its drift score (normed Wasserstein distance,
+    in reference standard deviations) and whether it drifted; `prediction` is
+    the churn score. Compared are the day's active customers and the active
+    customers `reference_lag_days` (28) earlier, scored by the same champion
+    (its training sample until that day exists), so the ageing of a
+    whole-history population does not count. A column drifts when its distance
+    reaches the threshold and a permutation test says sampling alone could not
+    give it (tails capped first; lib/drift.py); ageing features are scored but
+    not counted, and no verdict is given while the windows fill. The metadata
+    carries the share, the verdict, `drift_reason` (why the day did or did not
+    count) and, for drift events and the newest day, evidently's HTML report
+    (`churn report drift DAY` for any other). Once scores are a horizon old
+    (the champion's own), matured ROC-AUC and calibration against the scoring
+    model's figures are added (performance drift).
     """
     champion = current_champion(registry, artifacts, "drift_report")
     features = list(champion.features)
