@@ -178,7 +178,7 @@ def permutation_p_value(reference: np.ndarray, current: np.ndarray, observed: fl
     w1 = cdf_gap @ np.diff(pooled)
     mean = labels @ pooled / n
     std = np.sqrt(np.maximum(labels @ (pooled**2) / n - mean**2, 0.0))
-    # The observed score went through evidently; a relative tolerance keeps the split equal to it counted as reaching it.
+    # The observed score was summed in another order (scipy); a relative tolerance keeps a split equal to it counted.
     hits = int(np.sum(w1 / np.maximum(std, 0.001) >= observed * (1.0 - 1e-9)))
     return (hits + 1) / (permutations + 1)
 
@@ -227,12 +227,10 @@ def compute_drift(
     """
     if current.empty:
         raise ValueError("the current data is empty: there is nothing to compare with the reference")
-    reference, current = cap_tails(reference, current, columns)
-    scores = column_scores(reference, current, columns)
+    ref, cur = cap_tails(reference, current, columns)
+    scores = column_scores(ref, cur, columns)
     p_values = {
-        c: permutation_p_value(finite(reference[c]), finite(current[c]), scores[c], seed=i)
-        for i, c in enumerate(columns)
-        if scores[c] >= threshold
+        c: permutation_p_value(finite(ref[c]), finite(cur[c]), scores[c], seed=i) for i, c in enumerate(columns) if scores[c] >= threshold
     }
     html = render_report(reference, current, columns, threshold, drift_share_threshold) if render else None
     return DriftResult(scores, threshold, drift_share_threshold, html, is_judged, p_values)
@@ -241,10 +239,11 @@ def compute_drift(
 def render_report(
     reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], threshold: float, drift_share_threshold: float
 ) -> bytes:
-    """evidently's data drift report of the two (already capped) samples as one standalone HTML page."""
+    """evidently's data drift report of the two samples, tails capped as for the verdict, as one standalone HTML page."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
+    reference, current = cap_tails(reference, current, columns)
     definition = DataDefinition(numerical_columns=columns)
     ref = Dataset.from_pandas(reference[columns], data_definition=definition)
     cur = Dataset.from_pandas(current[columns], data_definition=definition)

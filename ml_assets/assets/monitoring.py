@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from lib.drift import DriftResult, active_customers, cap_tails, compute_drift, judged, render_report, report_placement, sample_rows
+from lib.drift import DriftResult, active_customers, compute_drift, judged, render_report, report_placement, sample_rows
 from lib.export import onnx_churn_probability
 from lib.features import WINDOW_DAYS
 from lib.frames import split_by_day
@@ -146,7 +146,7 @@ def _report(
     if placement == "latest":
         for name in artifacts.list_named(LATEST_REPORT):
             artifacts.remove_named(LATEST_REPORT, name)
-    html = render_report(*cap_tails(reference, current, columns), columns, result.threshold, result.drift_share_threshold)
+    html = render_report(reference, current, columns, result.threshold, result.drift_share_threshold)
     report = artifacts.put_named(REPORTS if placement == "kept" else LATEST_REPORT, f"{key}.html", html)
     why = "the latest day; replaced by the next" if placement == "latest" else "drift event" if result.dataset_drift else "asked"
     return {
