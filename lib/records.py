@@ -37,7 +37,7 @@ class ModelRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model_version: str
-    kind: Literal["lightgbm", "torch", "bgnbd"]
+    kind: Literal["lightgbm", "torch", "bgnbd", "stack"]
     format: str
     artifact: Artifact
     features: tuple[str, ...]

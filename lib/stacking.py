@@ -8,17 +8,26 @@ customers: +0.0011 to +0.0052; CDNOW: +0.0128 to +0.0134; benchmarks/RESULTS.md,
 2026-12-05). Unlike a rank blend it scores one customer at a time from closed
 forms, so the stack is one ONNX graph: the learned model's graph and BG/NBD's
 (`lib.baselines.bgnbd_to_onnx`) side by side on the same input, and three
-weights. Not wired into the training graph yet: these are the parts, with
-their parity proven in `ml_assets_tests/lib/test_stacking.py`.
+weights.
+
+The stacked model is a candidate like the others (`stacked_model`,
+`stacked_onnx`): its artifact is one JSON document holding the LightGBM text,
+BG/NBD's parameters and the weights (`pack`), so one sha256 covers all three;
+its backtest refits all three parts at every cutoff (`stack_scorer`).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+    import polars as pl
+
+    from lib.baselines import BgNbd
 
 # Probabilities are clipped this far from 0 and 1 before their logit: a tree model's 0.9999999 stays finite.
 EPS = 1e-7
@@ -64,6 +73,117 @@ def fit_stack(y: np.ndarray, model_logit: np.ndarray, bgnbd_logit: np.ndarray) -
         if np.max(np.abs(step)) < 1e-10:
             break
     return Stack(float(w[0]), float(w[1]), float(w[2]))
+
+
+# The learned part of a stack at one cutoff: (fit rows, valid rows) -> a function from a feature matrix to raw logits.
+LearnedLogit = Callable[["pl.DataFrame", "pl.DataFrame"], Callable[["np.ndarray"], "np.ndarray"]]
+
+ARTIFACT_FORMAT = "churn-stack/1"
+
+
+def bgnbd_logit(model: BgNbd, features: tuple[str, ...] | list[str], horizon_days: float, x: np.ndarray) -> np.ndarray:
+    """``logit`` of BG/NBD's P(no purchase in the horizon) for a float32 model-input matrix (the stack's second input)."""
+    from lib.baselines import bgnbd_matrix_scores
+
+    return logit(bgnbd_matrix_scores(model, features, float(horizon_days), x))
+
+
+def fit_stack_or_alone(y: np.ndarray, model_logit: np.ndarray, bgnbd_logit_: np.ndarray) -> tuple[Stack, str]:
+    """The fitted weights, or the learned model alone (weights 1, 0, 0) when the rows cannot fit them (one class
+    only, or weights that do not converge to finite values), with the reason."""
+    import numpy as np
+
+    try:
+        stack = fit_stack(y, model_logit, bgnbd_logit_)
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        return Stack(1.0, 0.0, 0.0), f"weights not fitted ({exc}); the learned model alone"
+    if not all(np.isfinite(v) for v in stack.as_dict().values()):
+        return Stack(1.0, 0.0, 0.0), "weights did not converge; the learned model alone"
+    return stack, "weights fitted on the validation split"
+
+
+def stack_scorer(learned: LearnedLogit, horizon_days: int) -> Callable[[pl.DataFrame, pl.DataFrame, pl.DataFrame], np.ndarray]:
+    """A backtest scorer that builds the whole stack from what the cutoff knew: the learned model on the fit rows,
+    BG/NBD on the fit rows' newest snapshot (as `baseline_model` fits it on the training set's newest), the weights
+    on the valid rows; then scores the cutoff's customers."""
+    import polars as pl
+
+    from lib.baselines import bgnbd_inputs, fit_bgnbd
+    from lib.features import model_features
+    from lib.training import feature_matrix
+
+    def score(fit: pl.DataFrame, valid: pl.DataFrame, scored: pl.DataFrame) -> np.ndarray:
+        raw = learned(fit, valid)
+        bgnbd = fit_bgnbd(*bgnbd_inputs(fit.filter(pl.col("snapshot_date") == fit["snapshot_date"].max())))
+        features = model_features(fit)
+
+        def parts(rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+            x = feature_matrix(rows, features)
+            return raw(x), bgnbd_logit(bgnbd, features, horizon_days, x)
+
+        stack, _ = fit_stack_or_alone(valid["churned"].to_numpy(), *parts(valid))
+        return stack_probability(stack, *parts(scored))
+
+    return score
+
+
+def pack(model_text: str, bgnbd: dict[str, Any], stack: Stack, horizon_days: int, features: tuple[str, ...], parts: dict[str, str]) -> bytes:
+    """The stacked model's artifact: everything its native scores need, in one document under one sha256.
+    ``parts`` names the registry versions the LightGBM and BG/NBD parts came from (lineage only)."""
+    document = {
+        "format": ARTIFACT_FORMAT,
+        "features": list(features),
+        "horizon_days": int(horizon_days),
+        "weights": stack.as_dict(),
+        "bgnbd": bgnbd,
+        "lightgbm": model_text,
+        "parts": parts,
+    }
+    return json.dumps(document, sort_keys=True).encode()
+
+
+@dataclass(frozen=True)
+class StackArtifact:
+    model_text: str
+    bgnbd: BgNbd
+    stack: Stack
+    horizon_days: int
+    features: tuple[str, ...]
+
+
+def unpack(data: bytes) -> StackArtifact:
+    from lib.baselines import bgnbd_from_dict
+
+    document = json.loads(data)
+    if document.get("format") != ARTIFACT_FORMAT:
+        raise ValueError(f"not a stacked model artifact (format {document.get('format')!r}, expected {ARTIFACT_FORMAT!r})")
+    return StackArtifact(
+        model_text=document["lightgbm"],
+        bgnbd=bgnbd_from_dict(document["bgnbd"]),
+        stack=Stack(**{k: float(v) for k, v in document["weights"].items()}),
+        horizon_days=int(document["horizon_days"]),
+        features=tuple(document["features"]),
+    )
+
+
+def native_stack_scores(data: bytes, x: np.ndarray) -> np.ndarray:
+    """P(churn) of a packed stack from LightGBM and the BG/NBD formula in their own code: what its ONNX graph must match."""
+    from lib.training import load_booster
+
+    art = unpack(data)
+    raw = load_booster(art.model_text).predict(x, raw_score=True)
+    return stack_probability(art.stack, raw, bgnbd_logit(art.bgnbd, art.features, art.horizon_days, x))
+
+
+def packed_to_onnx(data: bytes) -> bytes:
+    """The packed stack as one ONNX graph (``stack_to_onnx`` of its two parts' graphs)."""
+    from lib.baselines import bgnbd_to_onnx
+    from lib.export import lgbm_to_onnx
+
+    art = unpack(data)
+    return stack_to_onnx(
+        lgbm_to_onnx(art.model_text, len(art.features)), bgnbd_to_onnx(art.bgnbd, art.features, float(art.horizon_days)), art.stack
+    )
 
 
 def stack_probability(stack: Stack, model_logit: np.ndarray, bgnbd_logit: np.ndarray) -> np.ndarray:

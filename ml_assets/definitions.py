@@ -10,7 +10,16 @@ import dagster as dg
 
 from lib.settings import Settings, settings
 from ml_assets.assets.baselines import baseline_model
-from ml_assets.assets.export import bgnbd_onnx, bgnbd_onnx_parity, lgbm_onnx, lgbm_onnx_parity, torch_onnx, torch_onnx_parity
+from ml_assets.assets.export import (
+    bgnbd_onnx,
+    bgnbd_onnx_parity,
+    lgbm_onnx,
+    lgbm_onnx_parity,
+    stacked_onnx,
+    stacked_onnx_parity,
+    torch_onnx,
+    torch_onnx_parity,
+)
 from ml_assets.assets.feature_store import feature_definitions, online_features
 from ml_assets.assets.features import customer_features
 from ml_assets.assets.inference import batch_predictions
@@ -19,6 +28,7 @@ from ml_assets.assets.models import lgbm_model, torch_model
 from ml_assets.assets.monitoring import drift_report
 from ml_assets.assets.promotion import champion_model
 from ml_assets.assets.rollout import rollout_evaluation
+from ml_assets.assets.stacked import stacked_model
 from ml_assets.assets.training_set import training_set
 from ml_assets.assets.validation import validated_transactions
 from ml_assets.jobs import build_jobs
@@ -36,15 +46,17 @@ ALL_ASSETS = [
     baseline_model,
     lgbm_model,
     torch_model,
+    stacked_model,
     lgbm_onnx,
     torch_onnx,
+    stacked_onnx,
     bgnbd_onnx,
     champion_model,
     batch_predictions,
     rollout_evaluation,
     drift_report,
 ]
-ALL_CHECKS = [lgbm_onnx_parity, torch_onnx_parity, bgnbd_onnx_parity]
+ALL_CHECKS = [lgbm_onnx_parity, torch_onnx_parity, stacked_onnx_parity, bgnbd_onnx_parity]
 
 
 def build_executor(settings: Settings) -> dg.ExecutorDefinition:

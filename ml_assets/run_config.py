@@ -39,6 +39,7 @@ SETTING_OF_FIELD: dict[str, dict[str, str]] = {
     },
     "lgbm_model": {"min_roc_auc": "min_roc_auc"},
     "torch_model": {"min_roc_auc": "min_roc_auc"},
+    "stacked_model": {"min_roc_auc": "min_roc_auc"},
     "champion_model": {"baseline_margin": "baseline_margin"},
     "batch_predictions": {"shadow": "rollout.shadow", "canary_share": "rollout.canary_share"},
     "rollout_evaluation": {

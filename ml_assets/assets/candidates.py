@@ -10,6 +10,7 @@ import polars as pl
 
 from lib.backtest import backtest_folds, label_horizon
 from lib.features import model_features
+from lib.records import ModelRecord
 from ml_assets.metadata import figure_markdown, markdown_table
 from resources import ArtifactStore, ModelRegistry
 
@@ -106,3 +107,16 @@ def evaluate(name: str, test: pl.DataFrame, scores: Any, floor: float) -> tuple[
     metadata["test_rows"] = evaluation.rows
     metadata.update({key: figure_markdown(fig, caption) for key, (caption, fig) in evaluation.figures.items()})
     return metrics, metadata
+
+
+def native_artifact(record: ModelRecord, registry: ModelRegistry, artifacts: ArtifactStore) -> bytes:
+    """The native model the record names, located and checked by the registry (the authority), not by the lake record:
+    a record that disagrees with its registry version is refused."""
+    version = registry.get(record.model_version)
+    if (version.artifact_uri, version.artifact_sha256) != (record.artifact.uri, record.artifact.sha256):
+        raise dg.Failure(
+            f"{record.model_version}: the lake record points at {record.artifact.uri} ({record.artifact.sha256[:12]}), the registry at "
+            f"{version.artifact_uri} ({version.artifact_sha256[:12]}); the record was changed after training. Retrain, or check who "
+            "can write the lake."
+        )
+    return artifacts.get(version.artifact_uri, version.artifact_sha256)

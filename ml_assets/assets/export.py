@@ -7,6 +7,7 @@ import polars as pl
 
 from lib.records import Artifact, BaselineRecord, ModelRecord
 from lib.training import feature_matrix
+from ml_assets.assets.candidates import native_artifact
 from ml_assets.metadata import markdown_table
 from resources import ArtifactStore, ModelRegistry
 
@@ -17,20 +18,8 @@ from resources import ArtifactStore, ModelRegistry
 # PyTorch: both run the same float32 network; kernels differ in summation
 # order, measured below 1e-7 on the demo.
 # BG/NBD: computed in double inside the graph, rounded to float32 at the end (measured 3e-8 on the golden set).
-PARITY_TOLERANCE = {"lightgbm": 1e-6, "torch": 1e-6, "bgnbd": 1e-6}
-
-
-def native_artifact(record: ModelRecord, registry: ModelRegistry, artifacts: ArtifactStore) -> bytes:
-    """The native model the record names, located and checked by the registry (the authority), not by the lake record:
-    a record that disagrees with its registry version is refused."""
-    version = registry.get(record.model_version)
-    if (version.artifact_uri, version.artifact_sha256) != (record.artifact.uri, record.artifact.sha256):
-        raise dg.Failure(
-            f"{record.model_version}: the lake record points at {record.artifact.uri} ({record.artifact.sha256[:12]}), the registry at "
-            f"{version.artifact_uri} ({version.artifact_sha256[:12]}); the record was changed after training. Retrain, or check who "
-            "can write the lake."
-        )
-    return artifacts.get(version.artifact_uri, version.artifact_sha256)
+# Stack: LightGBM's raw score (float32 sums of leaves, as above) and BG/NBD in double, combined in double.
+PARITY_TOLERANCE = {"lightgbm": 1e-6, "torch": 1e-6, "bgnbd": 1e-6, "stack": 1e-6}
 
 
 def _onnx_metadata(record: ModelRecord, ref: Any, onnx_bytes: bytes) -> dict[str, Any]:
@@ -124,6 +113,22 @@ def bgnbd_onnx(
     return _store(context, baseline_model, graph, artifacts, registry)
 
 
+@dg.asset(group_name="export", kinds={"onnx"}, owners=["team:ml-platform"])
+def stacked_onnx(
+    context: dg.AssetExecutionContext, stacked_model: ModelRecord, artifacts: ArtifactStore, registry: ModelRegistry
+) -> ModelRecord:
+    """The stacked model as one ONNX graph: LightGBM's graph and BG/NBD's side by side on the same input, their logits
+    combined in double by the fitted weights, the same outputs as every model (`lib/stacking.py`).
+
+    Checked like the others: `onnx.checker`, a fresh onnxruntime session, and
+    a parity check against the native stack (LightGBM and the BG/NBD formula
+    in their own code).
+    """
+    from lib.stacking import packed_to_onnx
+
+    return _store(context, stacked_model, packed_to_onnx(native_artifact(stacked_model, registry, artifacts)), artifacts, registry)
+
+
 def native_scores(
     kind: str, data: bytes, architecture: dict[str, Any] | None, x: Any, features: tuple[str, ...] = (), horizon_days: int | None = None
 ) -> Any:
@@ -144,6 +149,10 @@ def native_scores(
         if horizon_days is None:
             raise ValueError("a BG/NBD score needs the label horizon its model version records")
         return bgnbd_matrix_scores(bgnbd_from_dict(json.loads(data)), features, float(horizon_days), x)
+    if kind == "stack":
+        from lib.stacking import native_stack_scores
+
+        return native_stack_scores(data, x)
     raise ValueError(f"unknown model kind {kind!r}")
 
 
@@ -223,4 +232,7 @@ torch_onnx_parity = parity_check_for(
 )
 bgnbd_onnx_parity = parity_check_for(
     bgnbd_onnx, "onnxruntime reproduces the BG/NBD formula on the fixed golden set and every held-out row."
+)
+stacked_onnx_parity = parity_check_for(
+    stacked_onnx, "onnxruntime reproduces the native stack (LightGBM and the BG/NBD formula) on the fixed golden set and every held-out row."
 )

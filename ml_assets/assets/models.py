@@ -137,7 +137,14 @@ def lgbm_model(
         features=model_features(training_set),
         horizon_days=label_horizon(training_set),
         metrics=metrics,
-        details={"best_iteration": model.best_iteration, "params": model.params},
+        # The rounds settings travel with the record: the stacked model's backtest retrains these parameters at each cutoff.
+        details={
+            "best_iteration": model.best_iteration,
+            "params": model.params,
+            "chosen": chosen,
+            "num_boost_round": config.num_boost_round,
+            "early_stopping_rounds": config.early_stopping_rounds,
+        },
     )
 
 

@@ -60,6 +60,7 @@ def champion_model(
     config: ChampionConfig,
     lgbm_onnx: ModelRecord,
     torch_onnx: ModelRecord,
+    stacked_onnx: ModelRecord,
     bgnbd_onnx: ModelRecord,
     baseline_model: BaselineRecord,
     training_set: pl.DataFrame,
@@ -69,7 +70,8 @@ def champion_model(
 ) -> ChampionDecision:
     """The model that batch scoring and serving use now: the registry's champion.
 
-    A learned candidate is eligible only with a passed ONNX parity check and
+    A learned candidate (LightGBM, the PyTorch network, LightGBM stacked with
+    BG/NBD) is eligible only with a passed ONNX parity check and
     an out-of-time backtest ROC-AUC that beats the best baseline (recency or
     BG/NBD, on the same cutoffs) by `baseline_margin`: a model that loses to
     a classical baseline is never promoted. When none is eligible, the BG/NBD
@@ -92,7 +94,7 @@ def champion_model(
     test = training_set.filter(pl.col("split") == "test")
     features = lgbm_onnx.features
     # Every version as far as the registry's hash chain proves it: a digest swapped behind its back fails the run here.
-    learned = [_trusted(registry, r.model_version) for r in (lgbm_onnx, torch_onnx)]
+    learned = [_trusted(registry, r.model_version) for r in (lgbm_onnx, torch_onnx, stacked_onnx)]
     fallback = _trusted(registry, bgnbd_onnx.model_version)
     candidates = [*learned, fallback]
     gate = eligibility(learned, fallback, BestBaseline(baseline_model.best, baseline_model.best_backtest_roc_auc), config.baseline_margin)

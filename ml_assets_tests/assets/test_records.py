@@ -9,7 +9,7 @@ import pytest
 
 from lib import records
 from lib.records import Artifact, BaselineRecord, ModelRecord
-from ml_assets.assets.export import native_artifact
+from ml_assets.assets.candidates import native_artifact
 from resources import ArtifactStore, Lake, ModelRegistry
 
 

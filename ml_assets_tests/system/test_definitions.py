@@ -23,10 +23,12 @@ EXPECTED_DEPS = {
     "baseline_model": {"training_set"},
     "lgbm_model": {"training_set"},
     "torch_model": {"training_set"},
+    "stacked_model": {"training_set", "lgbm_model", "baseline_model"},
     "lgbm_onnx": {"lgbm_model"},
     "torch_onnx": {"torch_model"},
+    "stacked_onnx": {"stacked_model"},
     "bgnbd_onnx": {"baseline_model"},
-    "champion_model": {"lgbm_onnx", "torch_onnx", "bgnbd_onnx", "baseline_model", "training_set"},
+    "champion_model": {"lgbm_onnx", "torch_onnx", "stacked_onnx", "bgnbd_onnx", "baseline_model", "training_set"},
     "batch_predictions": {"customer_features", "champion_model", "online_features"},
     "shadow_scores": {"customer_features", "champion_model", "online_features"},
     "rollout_evaluation": {"shadow_scores", "customer_features", "champion_model"},
@@ -102,8 +104,10 @@ def test_the_three_stages_cover_the_graph_once_and_make_the_jobs() -> None:
 def test_onnx_parity_checks_block_promotion() -> None:
     graph = defs.resolve_asset_graph()
     checks = {k.name: k for k in graph.asset_check_keys}
-    assert {"lgbm_onnx_parity", "torch_onnx_parity", "bgnbd_onnx_parity"} <= set(checks)
-    for name, asset in (("lgbm_onnx_parity", "lgbm_onnx"), ("torch_onnx_parity", "torch_onnx"), ("bgnbd_onnx_parity", "bgnbd_onnx")):
+    pairs = {"lgbm_onnx_parity": "lgbm_onnx", "torch_onnx_parity": "torch_onnx", "stacked_onnx_parity": "stacked_onnx"}
+    pairs["bgnbd_onnx_parity"] = "bgnbd_onnx"
+    assert set(pairs) <= set(checks)
+    for name, asset in pairs.items():
         assert checks[name].asset_key == dg.AssetKey(asset)
         assert graph.get_check_spec(checks[name]).blocking, name
 
@@ -131,6 +135,8 @@ def test_only_the_torch_step_asks_for_a_gpu() -> None:
         "torch_model",
         "lgbm_onnx",
         "torch_onnx",
+        "stacked_model",
+        "stacked_onnx",
         "champion_model",
     }
 

@@ -1,0 +1,117 @@
+"""The stacked candidate: the chosen LightGBM and the fitted BG/NBD, combined by weights fitted out of time."""
+
+import json
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from lib.backtest import label_horizon
+from lib.features import model_features
+from lib.records import Artifact, BaselineRecord, ModelRecord
+from lib.training import feature_matrix
+from ml_assets.assets.candidates import backtest_figures, evaluate, native_artifact, splits, store_and_register
+from ml_assets.run_config import default_of
+from resources import ArtifactStore, ModelRegistry
+
+
+class StackConfig(dg.Config):
+    min_roc_auc: float = Field(
+        default=default_of("stacked_model", "min_roc_auc"), description="Fail the run when test ROC-AUC is below this floor (min_roc_auc)."
+    )
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"lightgbm", "scipy"},
+    owners=["team:data-science"],
+    tags={"ml/compute": "cpu"},
+)
+def stacked_model(
+    context: dg.AssetExecutionContext,
+    config: StackConfig,
+    training_set: pl.DataFrame,
+    lgbm_model: ModelRecord,
+    baseline_model: BaselineRecord,
+    artifacts: ArtifactStore,
+    registry: ModelRegistry,
+) -> ModelRecord:
+    """LightGBM stacked with BG/NBD: P(churn) = sigmoid(w_m * LightGBM's logit + w_b * logit(BG/NBD's P(no purchase)) + c).
+
+    Where the learned model alone is weakest (short logs, most customers
+    buying once, one ageing cohort) BG/NBD's closed form knows what a few
+    thousand customers cannot teach the trees; the weights, fitted on the
+    validation split (the newest snapshots, after the trees' training rows),
+    say how much each adds to the other. The parts are the versions this run
+    registered (`lgbm_model`'s trees, `baseline_model`'s BG/NBD parameters),
+    read back through the registry and verified by sha256; the artifact packs
+    all three in one JSON document under one sha256 (`lib/stacking.py`).
+
+    The headline backtest refits every part at each cutoff from what that
+    cutoff knew (the chosen LightGBM parameters, BG/NBD on the newest training
+    snapshot, the weights on the fold's validation rows), so the gate judges
+    the stack exactly as it judges the others, against the same baselines.
+    """
+    from lib.baselines import bgnbd_from_dict
+    from lib.stacking import bgnbd_logit, fit_stack_or_alone, pack, stack_probability, stack_scorer
+    from lib.training import load_booster, train_lgbm
+
+    features = model_features(training_set)
+    if tuple(lgbm_model.features) != features or tuple(baseline_model.features) != features:
+        raise dg.Failure("stacked_model: the LightGBM and BG/NBD versions were trained on other features than this training set; retrain")
+    horizon = label_horizon(training_set)
+    model_text = native_artifact(lgbm_model, registry, artifacts).decode()
+    bgnbd_params = json.loads(native_artifact(baseline_model, registry, artifacts))
+    booster, bgnbd = load_booster(model_text), bgnbd_from_dict(bgnbd_params)
+    _, valid, test = splits(training_set)
+
+    def parts(rows: pl.DataFrame) -> tuple[Any, Any]:
+        x = feature_matrix(rows, features)
+        return booster.predict(x, raw_score=True), bgnbd_logit(bgnbd, features, horizon, x)
+
+    stack, how = fit_stack_or_alone(valid["churned"].to_numpy(), *parts(valid))
+    if stack.bgnbd_weight == 0.0:
+        context.log.warning(f"stacked_model: {how}")
+    metrics, evaluation = evaluate("stacked_model", test, stack_probability(stack, *parts(test)), config.min_roc_auc)
+
+    details = lgbm_model.details
+    chosen, rounds, patience = details.get("chosen"), details.get("num_boost_round"), details.get("early_stopping_rounds")
+    if not chosen or not rounds or not patience:
+        raise dg.Failure(f"stacked_model: {lgbm_model.model_version} does not record its chosen parameters; rematerialize lgbm_model")
+
+    def learned(fit: pl.DataFrame, fold_valid: pl.DataFrame) -> Any:
+        # The chosen LightGBM parameters, retrained on what each cutoff knew; its raw score (the logit).
+        fold = load_booster(train_lgbm(fit, fold_valid, {}, int(rounds), int(patience), [dict(chosen)]).model_text)
+        return lambda x: fold.predict(x, raw_score=True)
+
+    backtest, backtest_md = backtest_figures("stacked_model", training_set, stack_scorer(learned, horizon))
+    metrics = {**backtest, **metrics}
+    component = {"lightgbm": lgbm_model.model_version, "bgnbd": baseline_model.model_version}
+    data = pack(model_text, bgnbd_params, stack, horizon, features, component)
+    params = {**stack.as_dict(), **{f"{k}_version": v for k, v in component.items()}}
+    ref, version = store_and_register(context, "stack", "stack", data, ".json", training_set, params, metrics, artifacts, registry)
+    context.add_output_metadata(
+        {
+            "model_version": version,
+            "artifact_uri": dg.MetadataValue.path(ref.uri),
+            "sha256": ref.sha256,
+            "weights": dg.MetadataValue.json(stack.as_dict()),
+            "weights_fitted": how,
+            "lightgbm_version": lgbm_model.model_version,
+            "bgnbd_version": baseline_model.model_version,
+            "valid_rows": valid.height,
+            **backtest_md,
+            **evaluation,
+        }
+    )
+    return ModelRecord(
+        model_version=version,
+        kind="stack",
+        format="churn-stack-json",
+        artifact=Artifact(**ref.as_dict()),
+        features=features,
+        horizon_days=horizon,
+        metrics=metrics,
+        details={"weights": stack.as_dict(), "weights_fitted": how, "parts": component},
+    )
