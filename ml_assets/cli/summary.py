@@ -93,8 +93,10 @@ def _model_lines(md: Materializations, registry: Any, end: dt.date) -> list[str]
             if "bgnbd_backtest_roc_auc" in base
             else f"{'baseline_model':28s} no backtest cutoff with matured labels"
         )
-    for key in ("lgbm_model", "torch_model"):
+    for key in ("lgbm_model", "torch_model", "stacked_model"):
         model = md.latest(key)
+        if model is None:
+            continue  # a run from before the stack existed
         version = registry.get(model["model_version"].value)
         parity = version.parity or {}
         worst = max((v["max_abs_diff"] for v in parity.values() if isinstance(v, dict)), default=float("nan"))
