@@ -1,4 +1,4 @@
-"""Data and prediction drift with evidently (framework-free).
+"""Data and prediction drift: the verdict (framework-free; the report a person opens is ``lib.drift_report``).
 
 Every numeric column is compared with the normed Wasserstein distance (the
 distance between the two distributions in units of the reference's standard
@@ -49,8 +49,6 @@ class DriftResult:
     column_scores: dict[str, float]
     threshold: float
     drift_share_threshold: float
-    # evidently's HTML report; None when the day's report was not rendered (see ``compute_drift``).
-    html: bytes | None
     # False while the windows are still filling (see ``judged``): scores are reported, no verdict is given.
     judged: bool = True
     # Permutation p-value of every column at or over the threshold (the others were not tested).
@@ -217,13 +215,13 @@ def compute_drift(
     threshold: float = 0.1,
     drift_share_threshold: float = 0.5,
     is_judged: bool = True,
-    render: bool = True,
 ) -> DriftResult:
     """Per-column drift of ``current`` against ``reference`` (tails capped, see ``cap_tails``), with a permutation
-    p-value for every column at or over the threshold, and evidently's HTML report when ``render``.
+    p-value for every column at or over the threshold.
 
-    The verdict never needs the report: building it is most of a day's drift
-    time and 5 MB a day, so the asset renders it only where someone will read it.
+    The verdict never needs evidently's report: building it was most of a day's
+    drift time, so the asset renders one (``lib.drift_report``) only where
+    someone will read it.
     """
     if current.empty:
         raise ValueError("the current data is empty: there is nothing to compare with the reference")
@@ -232,32 +230,7 @@ def compute_drift(
     p_values = {
         c: permutation_p_value(finite(ref[c]), finite(cur[c]), scores[c], seed=i) for i, c in enumerate(columns) if scores[c] >= threshold
     }
-    html = render_report(reference, current, columns, threshold, drift_share_threshold) if render else None
-    return DriftResult(scores, threshold, drift_share_threshold, html, is_judged, p_values)
-
-
-def render_report(
-    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], threshold: float, drift_share_threshold: float
-) -> bytes:
-    """evidently's data drift report of the two samples, tails capped as for the verdict, as one standalone HTML page."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
-
-    reference, current = cap_tails(reference, current, columns)
-    definition = DataDefinition(numerical_columns=columns)
-    ref = Dataset.from_pandas(reference[columns], data_definition=definition)
-    cur = Dataset.from_pandas(current[columns], data_definition=definition)
-    report = Report([DataDriftPreset(columns=columns, method=DRIFT_METHOD, threshold=threshold, drift_share=drift_share_threshold)])
-    return report.run(current_data=cur, reference_data=ref).get_html_str(as_iframe=False).encode()
-
-
-def report_placement(event: bool, asked: bool, latest: bool) -> str | None:
-    """Where a day's HTML report goes: ``kept`` (a drift event, or a day someone asked for), ``latest`` (the newest
-    day, replaced by the next one, so the freshest picture is one click away), or None (not rendered: the verdict
-    and scores are in the table and metadata, and the report can be asked for)."""
-    if event or asked:
-        return "kept"
-    return "latest" if latest else None
+    return DriftResult(scores, threshold, drift_share_threshold, is_judged, p_values)
 
 
 def same_cause(previous_columns: list[str], previous_share: float, columns: list[str], share: float) -> bool:

@@ -127,7 +127,9 @@ def stack_scorer(learned: LearnedLogit, horizon_days: int) -> Callable[[pl.DataF
     return score
 
 
-def pack(model_text: str, bgnbd: dict[str, Any], stack: Stack, horizon_days: int, features: tuple[str, ...], parts: dict[str, str]) -> bytes:
+def pack(
+    model_text: str, bgnbd: dict[str, Any], stack: Stack, horizon_days: int, features: tuple[str, ...], parts: dict[str, str]
+) -> bytes:
     """The stacked model's artifact: everything its native scores need, in one document under one sha256.
     ``parts`` names the registry versions the LightGBM and BG/NBD parts came from (lineage only)."""
     document = {
@@ -168,10 +170,12 @@ def unpack(data: bytes) -> StackArtifact:
 
 def native_stack_scores(data: bytes, x: np.ndarray) -> np.ndarray:
     """P(churn) of a packed stack from LightGBM and the BG/NBD formula in their own code: what its ONNX graph must match."""
+    import numpy as np
+
     from lib.training import load_booster
 
     art = unpack(data)
-    raw = load_booster(art.model_text).predict(x, raw_score=True)
+    raw = np.asarray(load_booster(art.model_text).predict(x, raw_score=True), dtype=np.float64)
     return stack_probability(art.stack, raw, bgnbd_logit(art.bgnbd, art.features, art.horizon_days, x))
 
 

@@ -234,5 +234,6 @@ bgnbd_onnx_parity = parity_check_for(
     bgnbd_onnx, "onnxruntime reproduces the BG/NBD formula on the fixed golden set and every held-out row."
 )
 stacked_onnx_parity = parity_check_for(
-    stacked_onnx, "onnxruntime reproduces the native stack (LightGBM and the BG/NBD formula) on the fixed golden set and every held-out row."
+    stacked_onnx,
+    "onnxruntime reproduces the native stack (LightGBM and the BG/NBD formula) on the fixed golden set and every held-out row.",
 )

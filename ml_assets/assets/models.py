@@ -138,13 +138,7 @@ def lgbm_model(
         horizon_days=label_horizon(training_set),
         metrics=metrics,
         # The rounds settings travel with the record: the stacked model's backtest retrains these parameters at each cutoff.
-        details={
-            "best_iteration": model.best_iteration,
-            "params": model.params,
-            "chosen": chosen,
-            "num_boost_round": config.num_boost_round,
-            "early_stopping_rounds": config.early_stopping_rounds,
-        },
+        details={"best_iteration": model.best_iteration, "params": model.params, "chosen": chosen, **_rounds(config)},
     )
 
 
@@ -236,6 +230,10 @@ def torch_model(
         metrics=metrics,
         details={"device": net.device, "best_epoch": net.best_epoch},
     )
+
+
+def _rounds(config: LgbmConfig) -> dict[str, int]:
+    return {"num_boost_round": config.num_boost_round, "early_stopping_rounds": config.early_stopping_rounds}
 
 
 def _importance(model_text: str) -> dict[str, float]:

@@ -8,7 +8,8 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from lib.drift import DriftResult, active_customers, compute_drift, judged, render_report, report_placement, sample_rows
+from lib.drift import DriftResult, active_customers, compute_drift, judged, sample_rows
+from lib.drift_report import LIB_DIR, lib_files, render_report, report_placement
 from lib.export import onnx_churn_probability
 from lib.features import WINDOW_DAYS
 from lib.frames import split_by_day
@@ -105,9 +106,9 @@ def drift_report(
         )
         ref_frame, reference_name = references.for_day(day)
         verdict = judged(first_day, day - dt.timedelta(days=config.reference_lag_days), WINDOW_DAYS)
-        result = compute_drift(ref_frame, current, columns, config.column_threshold, config.drift_share_threshold, verdict, render=False)
+        result = compute_drift(ref_frame, current, columns, config.column_threshold, config.drift_share_threshold, verdict)
         latest = day == days[-1] and key >= max(reported, default="")
-        report = _report(artifacts, key, result, ref_frame, current, columns, config.render_every_day, latest)
+        report = _report(artifacts, key, result, ref_frame, current, config.render_every_day, latest)
         # Labels need every customer scored that day, not only the active ones.
         performance = matured_performance(day, features_by_day[day], champion.horizon_days, config.max_roc_auc_drop, lake, registry)
         rows += [(day, c, result.column_scores[c], result.drifted(c)) for c in columns]
@@ -129,14 +130,15 @@ def drift_report(
 
 
 def _report(
-    artifacts: ArtifactStore, key: str, result: DriftResult, reference: Any, current: Any, columns: list[str], asked: bool, latest: bool
+    artifacts: ArtifactStore, key: str, result: DriftResult, reference: Any, current: Any, asked: bool, latest: bool
 ) -> dict[str, Any]:
-    """evidently's HTML report where someone will read it (lib.drift.report_placement); other days say how to get one.
+    """The day's HTML report where someone will read it (lib.drift_report.report_placement); other days say how to get one.
 
-    Building the report is most of a day's drift work and 5 MB a day; the
-    verdict and every score are in the table and metadata either way. A
-    report of an earlier run that no longer matches the day's verdict is
-    removed, and the latest quiet day's report replaces the one before it.
+    Building a report is most of a day's drift work; the verdict and every
+    score are in the table and metadata either way. A report of an earlier
+    run that no longer matches the day's verdict is removed, and the latest
+    quiet day's report replaces the one before it. evidently's bundle and
+    font are stored once, under `drift_reports/_lib/`, for every report.
     """
     placement = report_placement(result.dataset_drift, asked, latest)
     if placement != "kept":
@@ -146,7 +148,12 @@ def _report(
     if placement == "latest":
         for name in artifacts.list_named(LATEST_REPORT):
             artifacts.remove_named(LATEST_REPORT, name)
-    html = render_report(reference, current, columns, result.threshold, result.drift_share_threshold)
+    stored = set(artifacts.list_named(f"{REPORTS}/{LIB_DIR}"))
+    for name, data in lib_files().items():
+        if name not in stored:
+            artifacts.put_named(f"{REPORTS}/{LIB_DIR}", name, data)
+    prefix = f"{LIB_DIR}/" if placement == "kept" else f"../{LIB_DIR}/"
+    html = render_report(reference, current, result, key, prefix)
     report = artifacts.put_named(REPORTS if placement == "kept" else LATEST_REPORT, f"{key}.html", html)
     why = "the latest day; replaced by the next" if placement == "latest" else "drift event" if result.dataset_drift else "asked"
     return {

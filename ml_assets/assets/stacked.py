@@ -55,7 +55,7 @@ def stacked_model(
     """
     from lib.baselines import bgnbd_from_dict
     from lib.stacking import bgnbd_logit, fit_stack_or_alone, pack, stack_probability, stack_scorer
-    from lib.training import load_booster, train_lgbm
+    from lib.training import load_booster
 
     features = model_features(training_set)
     if tuple(lgbm_model.features) != features or tuple(baseline_model.features) != features:
@@ -75,17 +75,7 @@ def stacked_model(
         context.log.warning(f"stacked_model: {how}")
     metrics, evaluation = evaluate("stacked_model", test, stack_probability(stack, *parts(test)), config.min_roc_auc)
 
-    details = lgbm_model.details
-    chosen, rounds, patience = details.get("chosen"), details.get("num_boost_round"), details.get("early_stopping_rounds")
-    if not chosen or not rounds or not patience:
-        raise dg.Failure(f"stacked_model: {lgbm_model.model_version} does not record its chosen parameters; rematerialize lgbm_model")
-
-    def learned(fit: pl.DataFrame, fold_valid: pl.DataFrame) -> Any:
-        # The chosen LightGBM parameters, retrained on what each cutoff knew; its raw score (the logit).
-        fold = load_booster(train_lgbm(fit, fold_valid, {}, int(rounds), int(patience), [dict(chosen)]).model_text)
-        return lambda x: fold.predict(x, raw_score=True)
-
-    backtest, backtest_md = backtest_figures("stacked_model", training_set, stack_scorer(learned, horizon))
+    backtest, backtest_md = backtest_figures("stacked_model", training_set, stack_scorer(_fold_learner(lgbm_model), horizon))
     metrics = {**backtest, **metrics}
     component = {"lightgbm": lgbm_model.model_version, "bgnbd": baseline_model.model_version}
     data = pack(model_text, bgnbd_params, stack, horizon, features, component)
@@ -115,3 +105,19 @@ def stacked_model(
         metrics=metrics,
         details={"weights": stack.as_dict(), "weights_fitted": how, "parts": component},
     )
+
+
+def _fold_learner(lgbm_model: ModelRecord) -> Any:
+    """The chosen LightGBM parameters, retrained on what each backtest cutoff knew; its raw score (the logit)."""
+    from lib.training import load_booster, train_lgbm
+
+    details = lgbm_model.details
+    chosen, rounds, patience = details.get("chosen"), details.get("num_boost_round"), details.get("early_stopping_rounds")
+    if not chosen or not rounds or not patience:
+        raise dg.Failure(f"stacked_model: {lgbm_model.model_version} does not record its chosen parameters; rematerialize lgbm_model")
+
+    def learned(fit: pl.DataFrame, valid: pl.DataFrame) -> Any:
+        fold = load_booster(train_lgbm(fit, valid, {}, int(rounds), int(patience), [dict(chosen)]).model_text)
+        return lambda x: fold.predict(x, raw_score=True)
+
+    return learned

@@ -121,7 +121,7 @@ def run_pipeline(start: dt.date, end: dt.date, score_from: dt.date, log_level: s
     stages = [
         ("2/5 ingest, validate, features", lambda: materialize_range(INGEST_TO_FEATURES, start, end, instance, log_level=log_level)),
         (
-            "3/5 training set, LightGBM + PyTorch, ONNX + parity checks, champion",
+            "3/5 training set, LightGBM + PyTorch + their stack with BG/NBD, ONNX + parity checks, champion",
             lambda: materialize_unpartitioned(TRAINING, instance, train_until, log_level=log_level),
         ),
         (

@@ -1,0 +1,55 @@
+"""The drift report a person opens: the verdict on every column, plots where they matter, evidently's bundle once."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from lib.drift import compute_drift
+from lib.drift_report import FONT, bundle_name, detail_columns, lib_files, render_report, report_placement
+
+
+def _samples(shifted: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    rng = np.random.default_rng(4)
+    columns = [f"feature_{i}" for i in range(8)] + ["prediction"]
+    ref = pd.DataFrame({c: rng.gamma(2.0, 1.0, 3_000) for c in columns})
+    cur = pd.DataFrame({c: rng.gamma(2.0, 1.0, 3_000) * shifted.get(c, 1.0) for c in columns})
+    return ref, cur, columns
+
+
+def test_an_event_report_states_the_verdict_on_every_column_and_plots_only_those_that_reached_the_threshold() -> None:
+    ref, cur, columns = _samples({"feature_1": 1.6, "feature_2": 1.5, "feature_5": 1.4})
+    result = compute_drift(ref, cur, columns, 0.1, 0.25)
+    assert result.dataset_drift and detail_columns(result) == sorted(result.drifted_columns, key=lambda c: -result.column_scores[c])
+    page = render_report(ref, cur, result, "2025-06-07", "_lib/").decode()
+    # The verdict, first thing on the page, with every column; the reason as the asset states it (escaped).
+    verdict = page[page.index("<body>") : page.index("</table>")]
+    assert "Drift on 2025-06-07: drift event" in verdict and "3 of 8 features drifted" in verdict
+    assert all(f"<td>{c}</td>" in verdict for c in columns)
+    # evidently's bundle and font are referenced, not inlined; its plots cover the three drifted columns only.
+    assert f'<script src="_lib/{bundle_name()}"></script>' in page and f"url(_lib/{FONT})" in page
+    assert len(page) < 600_000 and len(page) < len(lib_files()[bundle_name()]) / 5
+    # evidently's plot data sits in the page head, before the body that opens with the verdict.
+    plotted = set(re.findall(r"feature_\d", page[: page.index("<body>")]))
+    assert plotted == {"feature_1", "feature_2", "feature_5"}
+
+
+def test_a_quiet_report_plots_the_closest_columns_and_escapes_what_it_prints() -> None:
+    ref, cur, columns = _samples({})
+    ref, cur = ref.rename(columns={"feature_0": "<b>odd</b>"}), cur.rename(columns={"feature_0": "<b>odd</b>"})
+    columns = ["<b>odd</b>", *columns[1:]]
+    result = compute_drift(ref, cur, columns, 0.1, 0.25)
+    assert not result.dataset_drift and len(detail_columns(result)) == 3
+    page = render_report(ref, cur, result, "2025-06-08", "../_lib/").decode()
+    verdict = page[page.index("<body>") : page.index("</table>")]
+    assert "no drift event" in verdict and "&lt;b&gt;odd&lt;/b&gt;" in verdict and "<b>odd</b>" not in verdict
+    assert f'<script src="../_lib/{bundle_name()}"></script>' in page
+
+
+def test_a_report_is_kept_for_events_and_asked_days_and_the_latest_quiet_day_only_until_the_next() -> None:
+    assert report_placement(event=True, asked=False, latest=False) == "kept"
+    assert report_placement(event=False, asked=True, latest=True) == "kept"
+    assert report_placement(event=False, asked=False, latest=True) == "latest"
+    assert report_placement(event=False, asked=False, latest=False) is None
