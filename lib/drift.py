@@ -159,23 +159,30 @@ def permutation_p_value(reference: np.ndarray, current: np.ndarray, observed: fl
     Under no change the two samples are exchangeable, so this is the chance of
     a distance at least this large from sampling alone; (hits + 1) / (n + 1)
     keeps it a valid p-value with a finite number of splits. All splits at
-    once: on the sorted pooled values, W1 is the sum over gaps of
-    |F_ref - F_cur| times the gap, and each split's two CDFs are running
-    counts of its labels (10,000 customers, 199 splits: milliseconds).
+    once, on the pooled sample's distinct values: customers with the same
+    value are interchangeable, so a split is fully described by how many of
+    each value go to the reference side, which is one draw of a multivariate
+    hypergeometric (numpy draws all splits in one call). W1 is then the sum
+    over the gaps between distinct values of |F_ref - F_cur| times the gap.
+    Count features have a few dozen distinct values, so their tests cost
+    well under a millisecond; a continuous column costs about 20 ms at 10,000
+    customers.
     """
     import numpy as np
 
-    pooled = np.sort(np.concatenate([reference, current]).astype(float))
+    values, sizes = np.unique(np.concatenate([reference, current]).astype(float), return_counts=True)
     n, total = len(reference), len(reference) + len(current)
     if n == 0 or n == total:
         return 1.0
     rng = np.random.default_rng(seed)
-    labels = rng.permuted(np.tile(np.arange(total) < n, (permutations, 1)), axis=1)
-    in_ref = np.cumsum(labels[:, :-1], axis=1, dtype=np.int32)
-    cdf_gap = np.abs(in_ref / n - (np.arange(1, total) - in_ref) / (total - n))
-    w1 = cdf_gap @ np.diff(pooled)
-    mean = labels @ pooled / n
-    std = np.sqrt(np.maximum(labels @ (pooled**2) / n - mean**2, 0.0))
+    # numpy's two algorithms: per value ("marginals") for few distinct values, per customer ("count") for many.
+    counts = rng.multivariate_hypergeometric(sizes, n, size=permutations, method="marginals" if len(sizes) < 2_000 else "count")
+    in_ref = np.cumsum(counts[:, :-1], axis=1)
+    below = np.cumsum(sizes[:-1])
+    cdf_gap = np.abs(in_ref * (1.0 / n + 1.0 / (total - n)) - below / (total - n))
+    w1 = cdf_gap @ np.diff(values)
+    mean = counts @ values / n
+    std = np.sqrt(np.maximum(counts @ (values**2) / n - mean**2, 0.0))
     # The observed score was summed in another order (scipy); a relative tolerance keeps a split equal to it counted.
     hits = int(np.sum(w1 / np.maximum(std, 0.001) >= observed * (1.0 - 1e-9)))
     return (hits + 1) / (permutations + 1)

@@ -136,6 +136,22 @@ def test_a_few_outsized_orders_or_a_small_sample_are_not_drift() -> None:
     assert permutation_p_value(a, a.copy(), normed_wasserstein(a, a), seed=1) == 1.0
 
 
+@pytest.mark.parametrize("values", ["ties", "distinct"])
+def test_the_permutation_p_value_matches_every_split_enumerated(values: str) -> None:
+    """Splits drawn per distinct value (a multivariate hypergeometric) must give the p-value of all splits of the customers."""
+    from itertools import combinations
+
+    rng = np.random.default_rng(2)
+    pooled = rng.poisson(1.5, 12).astype(float) if values == "ties" else rng.gamma(2.0, 1.0, 12)
+    ref, cur = pooled[:6] + (0.0 if values == "ties" else 0.5), pooled[6:]
+    both = np.concatenate([ref, cur])
+    observed = normed_wasserstein(ref, cur)
+    splits = [np.isin(np.arange(12), chosen) for chosen in combinations(range(12), 6)]
+    exact = np.mean([normed_wasserstein(both[s], both[~s]) >= observed * (1.0 - 1e-9) for s in splits])
+    estimate = permutation_p_value(ref, cur, observed, seed=3, permutations=20_000)
+    assert 0.0 < exact < 1.0 and abs(estimate - exact) < 0.015, (estimate, exact)
+
+
 def test_the_scores_equal_evidently_s_own() -> None:
     """The verdict is computed without building evidently's report; the figures must be evidently's to the last bit."""
     from evidently import DataDefinition, Dataset, Report
