@@ -15,7 +15,7 @@ A report now holds:
 - a reference to evidently's bundle and font stored once beside the reports
   (``lib_files``; evidently's own "folder" layout), not a copy in every page.
 
-On the demo's days that is 0.2 to 0.5 MB a report (benchmarks/RESULTS.md).
+On the demo's days that is 0.18 to 0.54 MB a report (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
