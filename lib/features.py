@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import polars as pl
 
@@ -186,16 +186,18 @@ def fold_snapshots(
     channels: tuple[str, ...] = DEFAULT_CHANNELS,
     extras: tuple[str, ...] = (),
     population_days: int | None = None,
+    on_day: Callable[[int, int], None] | None = None,
 ) -> tuple[list[pl.DataFrame], pl.DataFrame]:
     """Snapshot days from ``state`` (the history up to the day before the first one) and ``transactions``
     (every day from the first to the last, and the ``WINDOW_DAYS`` before each): one frame per day, and the state after the last.
 
-    Each day costs that day's transactions, its window and one pass over the customers.
+    Each day costs that day's transactions, its window and one pass over the customers. ``on_day(days done, feature
+    rows so far)`` is called after each day (progress lines, ``lib.progress.Ticker``).
     """
     state = empty_state(channels) if state is None else state
     days = sorted(snapshot_dates)
     tx = transactions.with_columns(pl.col("ts").cast(pl.Datetime("us")))
-    frames = []
+    frames, rows = [], 0
     folded = cutoff_for(days[0] - _DAY)
     for day in days:
         cutoff = cutoff_for(day)
@@ -204,6 +206,9 @@ def fold_snapshots(
         folded = cutoff
         window = tx.filter((pl.col("ts") < cutoff) & (pl.col("ts") >= cutoff - dt.timedelta(days=WINDOW_DAYS)))
         frames.append(features_from_state(state, window, day, columns, channels, extras, population_days))
+        rows += frames[-1].height
+        if on_day is not None:
+            on_day(len(frames), rows)
     return frames, state
 
 

@@ -10,6 +10,7 @@ from lib.expectations import outcome_table, validate_features
 from lib.features import WINDOW_DAYS, cutoff_for, feature_columns, fold_snapshots
 from lib.frames import split_by_day
 from lib.history import empty_state, fits, state_from_history
+from lib.progress import Ticker
 from lib.schema import RAW_COLUMNS
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
@@ -120,8 +121,16 @@ def customer_features(
         validated_transactions = validated_transactions.with_columns(pl.lit(None, dtype=pl.String).alias(e) for e in missing)
     columns = feature_columns((n for n in RAW_COLUMNS if n not in source.missing_optional), channels, extras)
     state, state_from = _state_before(days[0], lake, channels)
+    ticker = Ticker("customer_features", len(days), context.log.info)
     frames, state = fold_snapshots(
-        state, validated_transactions, days, columns=columns, channels=channels, extras=extras, population_days=config.population_days
+        state,
+        validated_transactions,
+        days,
+        columns=columns,
+        channels=channels,
+        extras=extras,
+        population_days=config.population_days,
+        on_day=ticker.tick,
     )
     frame = pl.concat(frames, how="vertical")
     _keep_state(lake, days[-1], state)

@@ -13,6 +13,7 @@ from lib.drift_report import LIB_DIR, lib_files, render_report, report_placement
 from lib.export import onnx_churn_probability
 from lib.features import WINDOW_DAYS
 from lib.frames import split_by_day
+from lib.progress import Ticker
 from ml_assets.champion import Champion, current_champion
 from ml_assets.partitions import daily_partitions, partition_days
 from ml_assets.run_config import default_of
@@ -96,7 +97,9 @@ def drift_report(
     rows = []
     days = partition_days(context)
     reported = lake.existing_partitions(dg.AssetKey("drift_report"))
-    for day in days:
+    ticker = Ticker("drift_report", len(days), context.log.info)
+    for done, day in enumerate(days):
+        ticker.tick(done)
         key = day.isoformat()
         if day not in features_by_day or day not in scores_by_day:
             raise dg.Failure(f"drift_report {key}: no scored customers on this day; there is nothing to compare")

@@ -9,6 +9,7 @@ import polars as pl
 from pydantic import Field
 
 from lib.features import churn_labels
+from lib.progress import Ticker
 from lib.rollout import Comparison, Matured, RolloutPolicy, Verdict, compare, matured, rollout_verdict
 from ml_assets.champion import trusted_champion
 from ml_assets.partitions import daily_partitions, partition_days
@@ -71,7 +72,10 @@ def rollout_evaluation(
     an alert; scoring uses the new champion from the next partition.
     """
     rows: list[dict[str, Any]] = []
-    for day in partition_days(context):
+    days = partition_days(context)
+    ticker = Ticker("rollout_evaluation", len(days), context.log.info)
+    for done, day in enumerate(days, start=1):
+        ticker.tick(done - 1)
         champion = trusted_champion(registry, "rollout_evaluation")
         if champion is None:
             raise dg.Failure("rollout_evaluation: the registry has no champion; materialize training_job first")

@@ -105,6 +105,7 @@ def run_pipeline(start: dt.date, end: dt.date, score_from: dt.date, log_level: s
     """
     import dagster as dg
 
+    from ml_assets.cli.progress import watching
     from ml_assets.cli.summary import summarize
     from ml_assets.pipeline import (
         INGEST_TO_FEATURES,
@@ -130,15 +131,17 @@ def run_pipeline(start: dt.date, end: dt.date, score_from: dt.date, log_level: s
         ),
     ]
     for title, run in stages:
-        print(f"== {title}")
+        print(f"== {title}", flush=True)
         t0 = time.perf_counter()
-        result = run()
+        with watching(instance):
+            result = run()
         print(f"   {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s (run {result.run_id})")
         if not result.success:
             return 1
-    print("== 5/5 drift sensor: one evaluation, and the retraining run it requests")
+    print("== 5/5 drift sensor: one evaluation, and the retraining run it requests", flush=True)
     t0 = time.perf_counter()
-    sensor, retrain = run_drift_sensor_once(instance, log_level=log_level)
+    with watching(instance):
+        sensor, retrain = run_drift_sensor_once(instance, log_level=log_level)
     if retrain is None:
         loop = f"no retraining requested: {sensor.skip_reason.skip_message if sensor.skip_reason else 'no request'}"
     else:
