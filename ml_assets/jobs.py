@@ -22,7 +22,7 @@ SCORING = dg.AssetSelection.assets("online_features") | dg.AssetSelection.groups
 TRAINING = dg.AssetSelection.groups("training", "export", "registry") | dg.AssetSelection.assets("feature_definitions")
 # The ops of each job whose config a setting decides (ml_assets/run_config.py); tests check them against the selections.
 DAILY_OPS = ("validated_transactions", "customer_features", "batch_predictions", "rollout_evaluation", "drift_report")
-TRAINING_OPS = ("training_set", "lgbm_model", "torch_model", "champion_model")
+TRAINING_OPS = ("training_set", "lgbm_model", "torch_model", "stacked_model", "champion_model")
 
 # With run monitoring on (dagster.yaml, Helm values) a run past this is canceled and its
 # pool slots freed. One day takes about a minute at the demo size and a 30-day range at

@@ -21,6 +21,7 @@ def test_every_listed_field_exists_on_its_ops_config_with_the_settings_built_in_
     from ml_assets.assets.monitoring import DriftConfig
     from ml_assets.assets.promotion import ChampionConfig
     from ml_assets.assets.rollout import RolloutConfig
+    from ml_assets.assets.stacked import StackConfig
     from ml_assets.assets.training_set import TrainingSetConfig
     from ml_assets.assets.validation import ValidationConfig
     from ml_assets.governance.retention import RetentionConfig
@@ -31,6 +32,7 @@ def test_every_listed_field_exists_on_its_ops_config_with_the_settings_built_in_
         "training_set": TrainingSetConfig,
         "lgbm_model": LgbmConfig,
         "torch_model": TorchConfig,
+        "stacked_model": StackConfig,
         "champion_model": ChampionConfig,
         "drift_report": DriftConfig,
         "batch_predictions": ScoringConfig,

@@ -86,10 +86,7 @@ def test_the_weights_fall_back_to_the_learned_model_alone_when_the_rows_cannot_f
 
 @pytest.mark.slow
 def test_the_packed_artifact_scores_natively_and_as_one_graph_alike_and_refuses_other_documents() -> None:
-    cfg = RetailConfig(start=dt.date(2024, 1, 1), end=dt.date(2025, 3, 31), customers=1_500, seed=9, acquisition_days=60.0)
-    tx = retail_as_transactions(generate_retail(cfg))
-    days = weekly_snapshots(cfg.start, cfg.end - dt.timedelta(days=HORIZON), 10, 90)
-    frame = labelled_snapshots(tx, days, HORIZON, feature_columns({"quantity"}))
+    frame, days = _one_cohort(customers=1_500, seed=9, snapshots=10)
     features = model_features(frame)
     train, valid = frame.filter(pl.col("snapshot_date") < days[-2]), frame.filter(pl.col("snapshot_date") >= days[-2])
     model = train_lgbm(train, valid, {"learning_rate": 0.1}, 100, 10, [{"num_leaves": 7, "min_data_in_leaf": 50}])
@@ -112,10 +109,7 @@ def test_the_packed_artifact_scores_natively_and_as_one_graph_alike_and_refuses_
 def test_the_stack_backtest_refits_every_part_at_each_cutoff_and_beats_bgnbd_on_one_cohort() -> None:
     from lib.backtest import baseline_backtests, plan_backtest, run_backtest
 
-    cfg = RetailConfig(start=dt.date(2024, 1, 1), end=dt.date(2025, 3, 31), customers=4_000, seed=11, acquisition_days=60.0)
-    tx = retail_as_transactions(generate_retail(cfg))
-    days = weekly_snapshots(cfg.start, cfg.end - dt.timedelta(days=HORIZON), 26, 90)
-    frame = labelled_snapshots(tx, days, HORIZON, feature_columns({"quantity"}))
+    frame, days = _one_cohort(customers=4_000, seed=11, snapshots=26)
     folds = plan_backtest(days, HORIZON, 3, 28)
     fits: list[int] = []
 
@@ -129,3 +123,10 @@ def test_the_stack_backtest_refits_every_part_at_each_cutoff_and_beats_bgnbd_on_
     assert len(fits) == len(folds) == len(stacked.folds) == 3  # one learned model per cutoff, each on what it knew
     # Measured +0.0084 here (4,000 customers); benchmarks/RESULTS.md has the margin per profile at size.
     assert stacked.roc_auc > bgnbd.roc_auc + 0.005
+
+
+def _one_cohort(customers: int, seed: int, snapshots: int) -> tuple[pl.DataFrame, list[dt.date]]:
+    """Labelled weekly snapshots of one cohort acquired over two months and watched for fifteen."""
+    cfg = RetailConfig(start=dt.date(2024, 1, 1), end=dt.date(2025, 3, 31), customers=customers, seed=seed, acquisition_days=60.0)
+    days = weekly_snapshots(cfg.start, cfg.end - dt.timedelta(days=HORIZON), snapshots, 90)
+    return labelled_snapshots(retail_as_transactions(generate_retail(cfg)), days, HORIZON, feature_columns({"quantity"})), days

@@ -32,7 +32,7 @@ def test_drift_triggers_one_retraining_run_whose_champion_decision_is_recorded(t
 
         # Both models retrained on the newer snapshots, registered by that run, parity-checked.
         new = [v for v in registry.versions() if v.run_id == training.run_id]
-        assert {v.kind for v in new} == {"lightgbm", "torch", "bgnbd"} and all(v.parity_passed for v in new)
+        assert {v.kind for v in new} == {"lightgbm", "torch", "stack", "bgnbd"} and all(v.parity_passed for v in new)
         assert {v.version for v in new}.isdisjoint(versions_before)
         decision = next(e for e in registry.events() if e["action"] in ("promoted", "kept") and e["run_id"] == training.run_id)
         md = {
