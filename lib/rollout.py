@@ -67,6 +67,58 @@ def outcome_metrics(y: np.ndarray, scores: np.ndarray, budget: float, bins: int 
     return {"roc_auc": float(auc), "log_loss": float(loss), "ece": ece, "precision_at_budget": precision_at_budget(y, s, budget)}
 
 
+class WeightedMetrics:
+    """``outcome_metrics`` of bootstrap draws given as multiplicities (how often each customer was drawn).
+
+    The scores are sorted and grouped by value once; a draw then costs a few
+    weighted sums (O(n)) instead of a sort, and a rollout evaluation runs
+    hundreds of draws a day. ROC-AUC (ties count half), log loss and calibration
+    error equal ``outcome_metrics`` of the resampled rows; precision at the
+    budget counts the customers tied at the budget's edge by their share
+    instead of by the draw's order.
+    """
+
+    def __init__(self, y: np.ndarray, scores: np.ndarray, budget: float, bins: int = 10) -> None:
+        import numpy as np
+
+        s = np.asarray(scores, dtype=np.float64)
+        self.order = np.argsort(s, kind="stable")
+        self.y, self.s = np.asarray(y, dtype=np.float64)[self.order], s[self.order]
+        self.group = np.concatenate([[0], np.cumsum(np.diff(self.s) != 0)]).astype(np.int64)
+        self.groups = int(self.group[-1]) + 1 if len(s) else 0
+        clipped = np.clip(self.s, 1e-7, 1 - 1e-7)
+        self.loss = -(self.y * np.log(clipped) + (1 - self.y) * np.log(1 - clipped))
+        self.bin = np.clip(np.digitize(self.s, np.linspace(0.0, 1.0, bins + 1)[1:-1]), 0, bins - 1)
+        self.bins, self.budget = bins, budget
+
+    def __call__(self, counts: np.ndarray) -> dict[str, float]:
+        import numpy as np
+
+        w = np.asarray(counts, dtype=np.float64)[self.order]
+        n = w.sum()
+        positive = np.bincount(self.group, weights=w * self.y, minlength=self.groups)
+        total = np.bincount(self.group, weights=w, minlength=self.groups)
+        negative = total - positive
+        below = np.cumsum(negative) - negative
+        auc = float((positive * (below + 0.5 * negative)).sum() / (positive.sum() * negative.sum()))
+        rows = np.bincount(self.bin, weights=w, minlength=self.bins)
+        gap = np.abs(
+            np.bincount(self.bin, weights=w * self.s, minlength=self.bins) - np.bincount(self.bin, weights=w * self.y, minlength=self.bins)
+        )
+        k = max(1, int(round(n * self.budget)))
+        top_total, top_positive = total[::-1], positive[::-1]
+        reached = np.cumsum(top_total)
+        edge = int(np.searchsorted(reached, k))
+        taken = k - (reached[edge] - top_total[edge])
+        hits = top_positive[:edge].sum() + taken * top_positive[edge] / top_total[edge]
+        return {
+            "roc_auc": auc,
+            "log_loss": float((w * self.loss).sum() / n),
+            "ece": float(gap.sum() / rows.sum()),
+            "precision_at_budget": float(hits / k),
+        }
+
+
 @dataclass(frozen=True)
 class Interval:
     estimate: float
@@ -123,9 +175,11 @@ def compare(
     y = np.asarray(y, dtype=np.int8)
     a, b = np.asarray(champion_scores, float), np.asarray(challenger_scores, float)
     base, other = outcome_metrics(y, a, budget), outcome_metrics(y, b, budget)
+    wa, wb = WeightedMetrics(y, a, budget), WeightedMetrics(y, b, budget)
     diffs: dict[str, list[float]] = {m: [] for m in METRICS}
     for idx in _resamples(y, resamples, seed):
-        ma, mb = outcome_metrics(y[idx], a[idx], budget), outcome_metrics(y[idx], b[idx], budget)
+        counts = np.bincount(idx, minlength=len(y))
+        ma, mb = wa(counts), wb(counts)
         for m in METRICS:
             diffs[m].append(mb[m] - ma[m])
     return Comparison(
@@ -203,7 +257,8 @@ def matured(
 
     y = np.asarray(y, dtype=np.int8)
     s = np.asarray(scores, float)
-    draws = [outcome_metrics(y[idx], s[idx], 0.1)["roc_auc"] for idx in _resamples(y, resamples, seed)]
+    weighted = WeightedMetrics(y, s, 0.1)
+    draws = [weighted(np.bincount(idx, minlength=len(y)))["roc_auc"] for idx in _resamples(y, resamples, seed)]
     interval = _interval(outcome_metrics(y, s, 0.1)["roc_auc"], draws, confidence)
     return Matured(champion, interval, days, len(y), confidence)
 

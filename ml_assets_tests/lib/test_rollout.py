@@ -94,3 +94,20 @@ def test_an_interval_without_resamples_never_acts() -> None:
     nan = float("nan")
     verdict = rollout_verdict(Matured("a", Interval(0.4, nan, nan), 1, 3, 0.95), [], "b", set(), {"b"}, POLICY)
     assert verdict.action == "none"
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_a_bootstrap_draw_as_multiplicities_gives_the_metrics_of_the_resampled_rows(ties: bool) -> None:
+    from lib.rollout import WeightedMetrics
+
+    y, good, _, _ = _world()
+    scores = np.round(good, 2) if ties else good  # rounded: many customers share a score, as tree models give
+    weighted = WeightedMetrics(y, scores, 0.1)
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        idx = rng.integers(0, len(y), len(y))
+        mine, reference = weighted(np.bincount(idx, minlength=len(y))), outcome_metrics(y[idx], scores[idx], 0.1)
+        for name in ("roc_auc", "log_loss", "ece"):
+            assert mine[name] == pytest.approx(reference[name], abs=1e-12), name
+        # At the budget's edge, tied customers count by their share rather than by the draw's order.
+        assert mine["precision_at_budget"] == pytest.approx(reference["precision_at_budget"], abs=0.0 if not ties else 0.02)
