@@ -40,7 +40,7 @@ class DriftConfig(dg.Config):
     max_current_rows: int = Field(default=5_000, description="Rows sampled (seeded) from the day's features.")
     render_every_day: bool = Field(
         default=False,
-        description="Render evidently's HTML report for every day; by default only for drift events and the run's last day "
+        description="Render the HTML drift report for every day; by default only for drift events and the run's last day "
         "(`churn report drift DAY` renders any other day on demand).",
     )
     max_roc_auc_drop: float = Field(
@@ -78,7 +78,7 @@ def drift_report(
     give it (tails capped first; lib/drift.py); ageing features are scored but
     not counted, and no verdict is given while the windows fill. The metadata
     carries the share, the verdict, `drift_reason` (why the day did or did not
-    count) and, for drift events and the newest day, evidently's HTML report
+    count) and, for drift events and the newest day, an HTML report (lib/drift_report.py)
     (`churn report drift DAY` for any other). Once scores are a horizon old
     (the champion's own), matured ROC-AUC and calibration against the scoring
     model's figures are added (performance drift).
