@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -196,6 +197,11 @@ def test_the_html_report_is_rendered_for_events_and_the_run_s_last_day_and_on_de
     assert last["report"] == "rendered (the latest day; replaced by the next)" and last["report_bytes"] > 10_000
     assert Path(last["report_path"]) == reports / "latest" / f"{E2E_QUIET_DAYS[1]}.html" and Path(last["report_path"]).is_file()
     assert all(e2e.metadata("drift_report", d)["report"] == "rendered (drift event)" for d in E2E_DRIFT_DAYS)
+    # Every page finds evidently's bundle and font where it says they are (stored once, beside the reports).
+    for page in [Path(last["report_path"]), *(Path(e2e.metadata("drift_report", d)["report_path"]) for d in E2E_DRIFT_DAYS)]:
+        sources = re.findall(r'<script src="([^"]+)"></script>|url\(([^)]+\.woff2)\)', page.read_text())
+        assert len(sources) == 2 and all((page.parent / (js or font)).is_file() for js, font in sources), (page, sources)
+        assert page.stat().st_size < 1_000_000  # the verdict and a few plots, not evidently's whole page
 
     env, data, _ = copy_pipeline_env(e2e, tmp_path)
     done = subprocess.run(
