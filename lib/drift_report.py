@@ -20,6 +20,7 @@ On the demo's days that is 0.18 to 0.54 MB a report (benchmarks/RESULTS.md).
 
 from __future__ import annotations
 
+import functools
 import html
 from typing import TYPE_CHECKING
 
@@ -35,8 +36,10 @@ FONT = "material-ui-icons.woff2"
 QUIET_DETAIL = 3
 
 
+@functools.cache
 def lib_files() -> dict[str, bytes]:
-    """evidently's JavaScript bundle (named by its version) and icon font, as its package ships them."""
+    """evidently's JavaScript bundle (named by its version) and icon font, as its package ships them (read once per
+    process: every report of a run needs them to find and replace the inlined copies)."""
     from pathlib import Path
 
     import evidently

@@ -110,21 +110,32 @@ def stack_scorer(learned: LearnedLogit, horizon_days: int) -> Callable[[pl.DataF
 
     from lib.baselines import bgnbd_inputs, fit_bgnbd
     from lib.features import model_features
-    from lib.training import feature_matrix
 
     def score(fit: pl.DataFrame, valid: pl.DataFrame, scored: pl.DataFrame) -> np.ndarray:
-        raw = learned(fit, valid)
         bgnbd = fit_bgnbd(*bgnbd_inputs(fit.filter(pl.col("snapshot_date") == fit["snapshot_date"].max())))
-        features = model_features(fit)
-
-        def parts(rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-            x = feature_matrix(rows, features)
-            return raw(x), bgnbd_logit(bgnbd, features, horizon_days, x)
-
-        stack, _ = fit_stack_or_alone(valid["churned"].to_numpy(), *parts(valid))
-        return stack_probability(stack, *parts(scored))
+        return fit_and_score(learned(fit, valid), bgnbd, model_features(fit), horizon_days, valid, scored)[2]
 
     return score
+
+
+def fit_and_score(
+    raw: Callable[[np.ndarray], np.ndarray],
+    bgnbd: BgNbd,
+    features: tuple[str, ...],
+    horizon_days: int,
+    valid: pl.DataFrame,
+    scored: pl.DataFrame,
+) -> tuple[Stack, str, np.ndarray]:
+    """The weights fitted on ``valid``'s rows (``fit_stack_or_alone``, with its reason), then P(churn) of ``scored``'s
+    rows: the learned part's raw score (``raw`` of a feature matrix) and BG/NBD's logit side by side."""
+    from lib.training import feature_matrix
+
+    def parts(rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        x = feature_matrix(rows, features)
+        return raw(x), bgnbd_logit(bgnbd, features, horizon_days, x)
+
+    stack, why = fit_stack_or_alone(valid["churned"].to_numpy(), *parts(valid))
+    return stack, why, stack_probability(stack, *parts(scored))
 
 
 def pack(

@@ -74,8 +74,8 @@ def rollout_evaluation(
     rows: list[dict[str, Any]] = []
     days = partition_days(context)
     ticker = Ticker("rollout_evaluation", len(days), context.log.info)
-    for done, day in enumerate(days, start=1):
-        ticker.tick(done - 1)
+    for done, day in enumerate(days):
+        ticker.tick(done)
         champion = trusted_champion(registry, "rollout_evaluation")
         if champion is None:
             raise dg.Failure("rollout_evaluation: the registry has no champion; materialize training_job first")

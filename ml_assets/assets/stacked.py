@@ -10,7 +10,6 @@ from pydantic import Field
 from lib.backtest import label_horizon
 from lib.features import model_features
 from lib.records import Artifact, BaselineRecord, ModelRecord
-from lib.training import feature_matrix
 from ml_assets.assets.candidates import backtest_figures, evaluate, native_artifact, splits, store_and_register
 from ml_assets.run_config import default_of
 from resources import ArtifactStore, ModelRegistry
@@ -54,7 +53,7 @@ def stacked_model(
     the stack exactly as it judges the others, against the same baselines.
     """
     from lib.baselines import bgnbd_from_dict
-    from lib.stacking import bgnbd_logit, fit_stack_or_alone, pack, stack_probability, stack_scorer
+    from lib.stacking import fit_and_score, pack, stack_scorer
     from lib.training import load_booster
 
     features = model_features(training_set)
@@ -66,14 +65,10 @@ def stacked_model(
     booster, bgnbd = load_booster(model_text), bgnbd_from_dict(bgnbd_params)
     _, valid, test = splits(training_set)
 
-    def parts(rows: pl.DataFrame) -> tuple[Any, Any]:
-        x = feature_matrix(rows, features)
-        return booster.predict(x, raw_score=True), bgnbd_logit(bgnbd, features, horizon, x)
-
-    stack, how = fit_stack_or_alone(valid["churned"].to_numpy(), *parts(valid))
+    stack, how, scores = fit_and_score(lambda x: booster.predict(x, raw_score=True), bgnbd, features, horizon, valid, test)
     if stack.bgnbd_weight == 0.0:
         context.log.warning(f"stacked_model: {how}")
-    metrics, evaluation = evaluate("stacked_model", test, stack_probability(stack, *parts(test)), config.min_roc_auc)
+    metrics, evaluation = evaluate("stacked_model", test, scores, config.min_roc_auc)
 
     backtest, backtest_md = backtest_figures("stacked_model", training_set, stack_scorer(_fold_learner(lgbm_model), horizon))
     metrics = {**backtest, **metrics}
