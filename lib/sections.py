@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from lib.schema import check_column_map, check_identifier
 
@@ -181,3 +181,37 @@ class Rollout(BaseModel):
     confidence: float = Field(default=0.95, ge=0.5, lt=1.0, allow_inf_nan=False, description="Confidence of the bootstrap intervals.")
     auto_promote: bool = Field(default=True, description="Let the rollout policy promote a challenger on matured outcomes.")
     auto_rollback: bool = Field(default=True, description="Let the rollout policy roll a failing champion back by itself.")
+
+
+class Compute(BaseModel):
+    """Which engine runs the heavy stages: the day's features and the carried state, the training set's snapshots, batch scoring.
+
+    polars runs them in the step's process (one machine); spark runs them on a Spark cluster (Spark Connect,
+    a standalone master, YARN or Kubernetes) reading and writing the same lake, so everything downstream is unchanged.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    engine: Literal["polars", "spark"] = Field(
+        default="polars", description="polars: the heavy stages in the step's process; spark: on the Spark cluster below (needs the spark extra)."
+    )
+    spark_master: str = Field(
+        default="local[*]",
+        min_length=1,
+        description="Spark master URL when no Spark Connect endpoint is set: local[*], spark://host:7077, yarn or k8s://https://host:443.",
+    )
+    spark_remote: SecretStr | None = Field(
+        default=None,
+        description="Spark Connect endpoint, sc://host:15002 (it may carry a token: secret); set, it wins over spark_master.",
+    )
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="Further Spark configuration, e.g. {\"spark.executor.instances\": \"8\", \"spark.executor.memory\": \"8g\"}.",
+    )
+    @field_validator("spark_conf")
+    @classmethod
+    def _spark_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in value if not re.fullmatch(r"spark\.[A-Za-z0-9_.\-]+", k))
+        if bad:
+            raise ValueError(f"spark_conf keys must be Spark settings (spark.*), not {bad[:5]}")
+        return value

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from lib.sections import Kubernetes, Rollout, Service, Source
+from lib.sections import Compute, Kubernetes, Rollout, Service, Source
 from lib.settings_file import SettingsFileError, read_settings_file, shown
 
 DEFAULT_FILE = "churn.yaml"
@@ -136,6 +136,7 @@ SECRETS = (
     "deployment.feast_registry_url",
     "deployment.erasure_key",
     "deployment.chain_key",
+    "compute.spark_remote",
 )
 
 
@@ -147,6 +148,7 @@ class Settings(BaseModel):
     source: Source = Field(default_factory=Source)
     deployment: Deployment = Field(default_factory=Deployment)
     rollout: Rollout = Field(default_factory=Rollout)
+    compute: Compute = Field(default_factory=Compute)
     # The variables that set a value (filled by load_settings): a URL that came
     # from the environment reaches Dagster as dg.EnvVar, never as a literal.
     environment: frozenset[str] = Field(default_factory=frozenset, exclude=True, repr=False)
@@ -264,6 +266,10 @@ ENV: dict[str, str] = {
     "CHURN_ROLLOUT_CONFIDENCE": "rollout.confidence",
     "CHURN_ROLLOUT_AUTO_PROMOTE": "rollout.auto_promote",
     "CHURN_ROLLOUT_AUTO_ROLLBACK": "rollout.auto_rollback",
+    "CHURN_COMPUTE_ENGINE": "compute.engine",
+    "CHURN_SPARK_MASTER": "compute.spark_master",
+    "CHURN_SPARK_REMOTE": "compute.spark_remote",
+    "CHURN_SPARK_CONF": "compute.spark_conf",
     "CHURN_FEAST_REPO": "deployment.feast_repo",
     "CHURN_FEAST_PROJECT": "deployment.feast_project",
     "CHURN_FEAST_ONLINE_STORE": "deployment.feast_online_store",
@@ -306,6 +312,7 @@ _JSON_ENV = (
     "CHURN_CATEGORICALS",
     "CHURN_K8S_GPU_NODE_SELECTOR",
     "CHURN_K8S_GPU_TOLERATIONS",
+    "CHURN_SPARK_CONF",
 )
 
 

@@ -15,6 +15,7 @@ from resources.alerts import FailureNotifier, RetrainPolicy
 from resources.artifacts import ArtifactIntegrityError, ArtifactRef, ArtifactStore, SweptFile, registry_references, sweep
 from resources.feature_store import FeatureStoreError, FeatureStoreResource
 from resources.lake import Lake, LakeIOManager, MissingPartitionError
+from resources.compute import ComputeResource, SparkNotInstalledError
 from resources.registry import ModelRegistry, ModelVersion, RegistryError
 from resources.warehouse import TYPE_ERRORS, SourceSchemaError, SourceUnavailableError, SqlWarehouse
 
@@ -22,6 +23,7 @@ __all__ = [
     "ArtifactIntegrityError",
     "ArtifactRef",
     "ArtifactStore",
+    "ComputeResource",
     "FailureNotifier",
     "FeatureStoreError",
     "FeatureStoreResource",
@@ -33,11 +35,13 @@ __all__ = [
     "ModelVersion",
     "RegistryError",
     "SourceSchemaError",
+    "SparkNotInstalledError",
     "SourceUnavailableError",
     "SqlWarehouse",
     "SweptFile",
     "TYPE_ERRORS",
     "build_artifacts",
+    "build_compute",
     "build_feature_store",
     "build_notifier",
     "build_registry",
@@ -155,4 +159,16 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
             cooldown_hours=settings.retrain_cooldown_hours,
         ),
         "notifier": build_notifier(settings),
+        "compute": build_compute(settings),
     }
+
+
+def build_compute(settings: Settings, resolve_env: bool = False) -> ComputeResource:
+    """The engine of the heavy stages; the Spark Connect endpoint, when set, as an EnvVar (it may carry a token)."""
+    compute = settings.compute
+    return ComputeResource(
+        engine=compute.engine,
+        master=compute.spark_master,
+        remote=_secret(settings, "compute.spark_remote", resolve_env),
+        conf=dict(compute.spark_conf),
+    )
