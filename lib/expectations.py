@@ -217,12 +217,14 @@ def _context() -> gx.data_context.AbstractDataContext:
     return context
 
 
-def run_suite(frame: pd.DataFrame, suite_name: str, rules: Iterable[Rule], index_column: str | None = None) -> list[Outcome]:
-    """Validate a pandas frame against the rules, one GX validation for all of them."""
+def run_suite(frame: pd.DataFrame | Any, suite_name: str, rules: Iterable[Rule], index_column: str | None = None) -> list[Outcome]:
+    """Validate a pandas frame, or a Spark DataFrame in GX's Spark engine, against the rules, one GX validation for all of them."""
     import great_expectations as gx
 
     ctx = _context()
-    source = ctx.data_sources.add_or_update_pandas("churn")
+    # A Spark DataFrame is validated where it lives: GX runs the same expectations as Spark aggregations.
+    spark = hasattr(frame, "sparkSession")
+    source = ctx.data_sources.add_or_update_spark("churn_spark") if spark else ctx.data_sources.add_or_update_pandas("churn")
     asset_name = f"{suite_name}_frame"
     try:
         asset = source.get_asset(asset_name)
@@ -238,7 +240,8 @@ def run_suite(frame: pd.DataFrame, suite_name: str, rules: Iterable[Rule], index
         expectation = rule.expectation()
         expectation.meta = {"rule": rule.name, "description": rule.description}
         suite.add_expectation(expectation)
-    result_format: dict[str, Any] = {"result_format": "COMPLETE"}
+    # On Spark only the counts: COMPLETE would collect every unexpected value to the driver.
+    result_format: dict[str, Any] = {"result_format": "SUMMARY" if spark else "COMPLETE"}
     if index_column:
         result_format["unexpected_index_column_names"] = [index_column]
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})

@@ -1,12 +1,13 @@
 """Features: point-in-time customer snapshots, one row per active customer per day."""
 
 import datetime as dt
+from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from lib.expectations import outcome_table, validate_features
+from lib.expectations import Outcome, outcome_table, validate_features
 from lib.features import WINDOW_DAYS, cutoff_for, feature_columns, fold_snapshots
 from lib.frames import split_by_day
 from lib.history import empty_state, fits, state_from_history
@@ -15,7 +16,7 @@ from lib.schema import RAW_COLUMNS
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
 from ml_assets.run_config import default_of
-from resources import Lake, SqlWarehouse
+from resources import ComputeResource, Lake, SqlWarehouse
 
 VALIDATED = dg.AssetKey("validated_transactions")
 # The carried per-customer state, one parquet per day a run ended on (not an asset: an internal of customer_features).
@@ -73,7 +74,9 @@ class FeaturesConfig(dg.Config):
             # Older history arrives through the carried state.
             partition_mapping=dg.TimeWindowPartitionMapping(
                 start_offset=-(WINDOW_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
-            )
+            ),
+            # Read by the asset itself, from the lake: into polars here, or by Spark's executors (compute.engine).
+            dagster_type=dg.Nothing,
         )
     },
     group_name="features",
@@ -99,7 +102,7 @@ class FeaturesConfig(dg.Config):
     ],
 )
 def customer_features(
-    context: dg.AssetExecutionContext, config: FeaturesConfig, validated_transactions: pl.DataFrame, warehouse: SqlWarehouse, lake: Lake
+    context: dg.AssetExecutionContext, config: FeaturesConfig, warehouse: SqlWarehouse, lake: Lake, compute: ComputeResource
 ):
     """Who each customer is as of the end of the day: whole-history recency, age, purchases, spend and
     gaps between purchases (the quantities of BG/NBD), 7/30/90-day windows, trends, channel and weekday habits.
@@ -110,16 +113,24 @@ def customer_features(
     previous day's run, so a daily run reads one day plus the 90-day window,
     however long the history. Computed only from transactions up to the end
     of the snapshot day, so a snapshot never changes when later data arrives.
+    With `compute.engine: spark` the same features are computed on Spark.
     """
     days = partition_days(context)
     # Features that need an optional column (quantity, channel, category) exist only when the source has it.
     source = warehouse.inspect_source()
     channels, extras = tuple(warehouse.channels), tuple(warehouse.extra_columns)
+    columns = feature_columns((n for n in RAW_COLUMNS if n not in source.missing_optional), channels, extras)
+    window_days = context.asset_partition_keys_for_input("validated_transactions")
+    if compute.spark:
+        from ml_assets.assets.features_spark import spark_customer_features
+
+        yield from spark_customer_features(context, config, compute, lake, days, window_days, columns, channels, extras)
+        return
+    validated_transactions = lake.read_partitions(VALIDATED, window_days, needed_by=" (needed by customer_features)")
     # A further categorical column added later is absent from older partitions: null there, so no value.
     missing = [e for e in extras if e not in validated_transactions.columns]
     if missing:
         validated_transactions = validated_transactions.with_columns(pl.lit(None, dtype=pl.String).alias(e) for e in missing)
-    columns = feature_columns((n for n in RAW_COLUMNS if n not in source.missing_optional), channels, extras)
     state, state_from = _state_before(days[0], lake, channels)
     ticker = Ticker("customer_features", len(days), context.log.info)
     frames, state = fold_snapshots(
@@ -156,8 +167,13 @@ def customer_features(
         if part.is_empty():
             context.log.warning(f"customer_features {day}: no customer has a purchase before the end of this day")
     outcomes = validate_features(frame, columns) if frame.height else []
-    failed = [o for o in outcomes if not o.success]
     yield dg.Output(frame)
+    yield from check_results(dupes, outcomes)
+
+
+def check_results(dupes: int, outcomes: list[Outcome]) -> Iterator[dg.AssetCheckResult]:
+    """The stage's two blocking checks, whichever engine computed the figures."""
+    failed = [o for o in outcomes if not o.success]
     yield dg.AssetCheckResult(check_name="one_row_per_customer", passed=dupes == 0, metadata={"duplicate_rows": dupes})
     yield dg.AssetCheckResult(
         check_name="feature_expectations",

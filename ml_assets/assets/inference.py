@@ -1,6 +1,9 @@
 """Inference: daily churn scores for every customer, served by the champion (or, for the canary share, the challenger),
 and every active challenger's score beside them in shadow."""
 
+import datetime as dt
+from collections.abc import Callable
+
 import dagster as dg
 import polars as pl
 from pydantic import Field
@@ -12,10 +15,11 @@ from ml_assets.champion import Champion, current_champion, load_champion, truste
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
 from ml_assets.run_config import default_of
-from resources import ArtifactStore, FeatureStoreResource, Lake, ModelRegistry
+from resources import ArtifactStore, ComputeResource, FeatureStoreResource, Lake, ModelRegistry
 
 BATCH, SHADOW = dg.AssetKey("batch_predictions"), dg.AssetKey("shadow_scores")
 QUARANTINED, UNSCORED = dg.AssetKey("quarantined_transactions"), dg.AssetKey("unscored_customers")
+FEATURES = dg.AssetKey("customer_features")
 
 
 def prediction_descriptions(horizon_days: int | None) -> dict[str, str]:
@@ -76,16 +80,17 @@ class ScoringConfig(dg.Config):
     # skewed feature store stops the run before anything is scored.
     deps=["champion_model", "online_features"],
     # Only the keys: the feature values themselves come through Feast.
-    ins={"customer_features": dg.AssetIn(metadata={"columns": ["customer_id", "snapshot_date", "feature_timestamp"]})},
+    # Read by the asset from the lake: only the keys here, or the features themselves by Spark's executors (compute.engine).
+    ins={"customer_features": dg.AssetIn(dagster_type=dg.Nothing)},
 )
 def batch_predictions(
     context: dg.AssetExecutionContext,
     config: ScoringConfig,
-    customer_features: pl.DataFrame,
     artifacts: ArtifactStore,
     registry: ModelRegistry,
     feature_store: FeatureStoreResource,
     lake: Lake,
+    compute: ComputeResource,
 ):
     """Churn probability for every customer on this day, scored by the champion model's ONNX artifact in onnxruntime.
 
@@ -109,6 +114,15 @@ def batch_predictions(
         else []
     )
     canary = challengers[0] if challengers and config.canary_share > 0 else None
+    if compute.spark:
+        from ml_assets.assets.inference_spark import spark_batch_predictions
+
+        yield from spark_batch_predictions(context, compute, lake, artifacts, champion, challengers, canary, config.canary_share)
+        return
+    keys = context.asset_partition_keys_for_input("customer_features")
+    customer_features = lake.read_partitions(
+        FEATURES, keys, needed_by=" (needed by batch_predictions)", columns=["customer_id", "snapshot_date", "feature_timestamp"]
+    )
     entities = customer_features.select("customer_id", "snapshot_date", pl.col("feature_timestamp").alias("event_timestamp"))
     arms: dict[str, str] = {}
     served, shadow, missing = [], [], 0
@@ -138,16 +152,20 @@ def batch_predictions(
             "customer_id", "snapshot_date", "model_version", pl.lit("champion").alias("role"), "churn_probability"
         )
     )
-    _day_metadata(context, frame, scores_frame, champion, [c.version for c in challengers], canary)
-    _list_unscored(context, lake, customer_features)
+    day_metadata(context, frame, scores_frame, champion, [c.version for c in challengers], canary)
+    by_day = split_by_day(customer_features.select("customer_id", "snapshot_date"), "snapshot_date")
+    list_unscored(
+        context, lake, lambda day, ids: ids.filter(ids.is_in(by_day[day]["customer_id"].implode())) if day in by_day else ids.clear()
+    )
     yield dg.Output(frame, output_name="batch_predictions")
     yield dg.Output(scores_frame, output_name="shadow_scores")
 
 
-def _list_unscored(context: dg.AssetExecutionContext, lake: Lake, customer_features: pl.DataFrame) -> None:
-    """Per scored day: the known customers with no score (all their rows quarantined), counted and written beside the scores."""
-    import datetime as dt
+def list_unscored(context: dg.AssetExecutionContext, lake: Lake, scored_among: Callable[[dt.date, pl.Series], pl.Series]) -> None:
+    """Per scored day: the known customers with no score (all their rows quarantined), counted and written beside the scores.
 
+    ``scored_among(day, ids)``: which of ``ids`` (customers with a quarantined row) were scored on that day.
+    """
     from lib.unscored import unscored_customers
 
     days = partition_days(context)
@@ -164,10 +182,9 @@ def _list_unscored(context: dg.AssetExecutionContext, lake: Lake, customer_featu
         if parts
         else pl.DataFrame(schema={"customer_id": pl.String, "rejected_reasons": pl.String, "day": pl.Date})
     )
-    by_day = split_by_day(customer_features.select("customer_id", "snapshot_date"), "snapshot_date")
     for day in days:
-        scored = by_day.get(day, customer_features.clear().select("customer_id", "snapshot_date"))["customer_id"]
-        unscored = unscored_customers(quarantined, scored, day)
+        candidates = quarantined.filter(pl.col("day") <= day)["customer_id"].cast(pl.String).drop_nulls().unique()
+        unscored = unscored_customers(quarantined, scored_among(day, candidates), day)
         path = lake.path_for(UNSCORED, day.isoformat(), ".parquet")
         lake.write_parquet(path, unscored)
         if unscored.height:
@@ -222,7 +239,7 @@ def _empty(entities: pl.DataFrame, version: str) -> pl.DataFrame:
     )
 
 
-def _day_metadata(
+def day_metadata(
     context: dg.AssetExecutionContext,
     frame: pl.DataFrame,
     scores: pl.DataFrame,
