@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # everything the instance writes goes under .dagster/ (git-ignored).
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: setup browser policy demo test test-fast ui serve instance lint bench clean
+.PHONY: setup spark browser policy demo test test-fast ui serve instance lint bench clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The Spark engine's tests (test_spark.py): the spark extra in the same virtualenv and Java 17 for a local driver.
+# Neither is needed by `make demo` or the default engine.
+SPARK_STAMP := $(VENV)/.spark-stamp
+spark: $(SPARK_STAMP)
+$(SPARK_STAMP): $(STAMP)
+	@command -v java >/dev/null || { \
+		echo "installing Java 17 (openjdk-17-jre-headless) for Spark's local driver"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless; }
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
+	touch $(SPARK_STAMP)
 
 instance: setup
 	@mkdir -p .dagster
@@ -44,10 +55,10 @@ browser:
 		echo "installing chromium and chromium-driver for the UI tests"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
-test: setup browser policy
+test: setup spark browser policy
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
-test-fast: setup
+test-fast: setup spark
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow"
 
 ui: instance

@@ -10,6 +10,7 @@ out-of-time backtest scores), so no model re-reads a setting to agree with it.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -140,6 +141,26 @@ def finish_training_set(
         )
     cutoffs = [f.cutoff for f in plan_backtest(plan.labelled, plan.horizon_days, backtest_cutoffs, backtest_every_days)]
     return frame.with_columns(pl.col("snapshot_date").is_in(cutoffs).alias("backtest_cutoff"))
+
+
+SAMPLE_SALT = "churn-training-sample"
+
+
+def kept_customer(customer_id: str, share: float) -> bool:
+    """Whether a customer is in a sample of ``share`` of customers (a hash of the id: the same customers on every run)."""
+    digest = hashlib.sha256(f"{SAMPLE_SALT}:{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < share * 2**64
+
+
+def sample_customers(labels: pl.DataFrame, max_customers: int | None) -> tuple[pl.DataFrame, int]:
+    """At most ``max_customers`` customers' labelled snapshots (every snapshot of a kept customer), and how many there were."""
+    customers = labels["customer_id"].n_unique()
+    if max_customers is None or customers <= max_customers:
+        return labels, customers
+    share = max_customers / customers
+    ids = labels["customer_id"].unique()
+    kept = ids.filter(pl.Series([kept_customer(str(c), share) for c in ids.to_list()], dtype=pl.Boolean))
+    return labels.filter(pl.col("customer_id").is_in(kept.implode())), customers
 
 
 def split_stats(frame: pl.DataFrame) -> pl.DataFrame:

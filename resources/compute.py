@@ -10,6 +10,8 @@ polars engine, never imports it (the `spark` extra is optional).
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
@@ -73,8 +75,12 @@ class ComputeResource(dg.ConfigurableResource):
             builder = builder.remote(self.remote)
         else:
             builder = builder.master(self.master)
-            local = self.master.startswith("local")
-            for key, value in {**(LOCAL_DEFAULTS if local else {}), **self.conf}.items():
+            local = LOCAL_DEFAULTS if self.master.startswith("local") else {}
+            if local:
+                # On one machine the Python workers are this interpreter (its packages), not whichever python3 is first
+                # on PATH: pyspark reads only the variable for that.
+                os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            for key, value in {**local, **self.conf}.items():
                 builder = builder.config(key, value)
         for key, value in REQUIRED_CONF.items():
             builder = builder.config(key, value)

@@ -12,17 +12,19 @@ from lib.features import model_features
 from lib.frames import split_by_day
 from lib.labels import (
     LABEL_INPUTS,
+    LabelPlan,
     LabelError,
     finish_training_set,
     label_snapshots,
     missing_features,
+    sample_customers,
     plan_labels,
     shuffle_train_labels,
     split_stats,
 )
 from ml_assets.metadata import frame_metadata, markdown_table
 from ml_assets.run_config import default_of
-from resources import FeatureStoreResource, Lake
+from resources import ComputeResource, FeatureStoreResource, Lake
 
 CUSTOMER_FEATURES = dg.AssetKey("customer_features")
 
@@ -57,6 +59,12 @@ class TrainingSetConfig(dg.Config):
     latest_snapshot: str | None = Field(
         default=None, description="Ignore feature partitions after this day (YYYY-MM-DD); default: all materialized."
     )
+    max_customers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Train on at most this many customers' labelled snapshots, a stable hash sample of ids (every snapshot of a "
+        "kept customer); none: every customer. What bounds the models' single-node training when features run on Spark.",
+    )
     drill_shuffle_train_labels: bool = Field(
         default=False,
         description="Drills only (churn scenario rollback): shuffle the train split's labels, so the models learn nothing while "
@@ -71,7 +79,7 @@ class TrainingSetConfig(dg.Config):
     owners=["team:data-science"],
 )
 def training_set(
-    context: dg.AssetExecutionContext, config: TrainingSetConfig, lake: Lake, feature_store: FeatureStoreResource
+    context: dg.AssetExecutionContext, config: TrainingSetConfig, lake: Lake, feature_store: FeatureStoreResource, compute: ComputeResource
 ) -> pl.DataFrame:
     """Labelled customer snapshots the models learn from and are judged on.
 
@@ -100,17 +108,21 @@ def training_set(
         plan = plan_labels(
             available, config.horizon_days, config.snapshot_every_days, config.max_snapshots, config.valid_fraction, config.min_history_days
         )
-        needed = [d.isoformat() for d in plan.needed_days()]
-        # Only who was active when, and when they last bought: enough for labels. The model inputs come through Feast below.
-        frames = lake.read_partitions(CUSTOMER_FEATURES, needed, needed_by=" (needed by training_set)").select(*LABEL_INPUTS)
-        labels = label_snapshots(plan, split_by_day(frames, "snapshot_date"), frames.clear())
-        labels = labels.rename({"feature_timestamp": "event_timestamp"})
         started = time.perf_counter()
-        features = feature_store.historical(labels)
+        if compute.spark:
+            joined, columns, customers = _spark_rows(compute, lake, plan, config.max_customers)
+            labels = joined
+        else:
+            needed = [d.isoformat() for d in plan.needed_days()]
+            # Only who was active when, and when they last bought: enough for labels. The model inputs come through Feast below.
+            frames = lake.read_partitions(CUSTOMER_FEATURES, needed, needed_by=" (needed by training_set)").select(*LABEL_INPUTS)
+            labels = label_snapshots(plan, split_by_day(frames, "snapshot_date"), frames.clear())
+            labels, customers = sample_customers(labels.rename({"feature_timestamp": "event_timestamp"}), config.max_customers)
+            features = feature_store.historical(labels)
+            # The columns the feature service serves: the source's optional columns decide which exist.
+            columns = model_features(features)
+            joined = labels.join(features.select("customer_id", "event_timestamp", *columns), on=["customer_id", "event_timestamp"], how="left")
         feast_seconds = time.perf_counter() - started
-        # The columns the feature service serves: the source's optional columns decide which exist.
-        columns = model_features(features)
-        joined = labels.join(features.select("customer_id", "event_timestamp", *columns), on=["customer_id", "event_timestamp"], how="left")
         if why := missing_features(labels, joined, columns):
             raise LabelError(why)
         frame = finish_training_set(joined, columns, plan, config.test_share, config.backtest_cutoffs, config.backtest_every_days)
@@ -129,8 +141,44 @@ def training_set(
             "split_stats": dg.MetadataValue.md(markdown_table(split_stats(frame))),
             "churn_rate": float(frame["churned"].mean()),
             "horizon_days": config.horizon_days,
-            "features_from": f"Feast feature service churn_model ({feature_store.offline_store} offline store, point-in-time join)",
+            "features_from": (
+                f"customer_features day files on {compute.describe()} (the rows of Feast's point-in-time join at each snapshot's timestamp)"
+                if compute.spark
+                else f"Feast feature service churn_model ({feature_store.offline_store} offline store, point-in-time join)"
+            ),
             "feast_seconds": round(feast_seconds, 2),
+            "customers": customers,
+            "customers_trained_on": int(frame["customer_id"].n_unique()),
         }
     )
     return frame
+
+
+def _spark_rows(compute: ComputeResource, lake: Lake, plan: LabelPlan, max_customers: int | None) -> tuple[pl.DataFrame, tuple[str, ...], int]:
+    """The labelled snapshots with their features, computed on Spark (compute.engine: spark); only they reach the driver."""
+    from lib.spark.labels import collect_training_rows, labelled_snapshots
+
+    def day_path(day: dt.date):  # noqa: ANN202
+        return lake.path_for(CUSTOMER_FEATURES, day.isoformat(), ".parquet")
+
+    needed = plan.needed_days()
+    missing = [d.isoformat() for d in needed if not day_path(d).exists()]
+    if missing:
+        raise LabelError(
+            f"training_set: customer_features partition(s) {', '.join(missing[:5])} not found in the lake; materialize them first"
+        )
+    session = compute.session()
+    # The feature columns of the newest day: what the source's optional columns give (what the feature service serves).
+    columns = model_features(_schema_of(day_path(needed[-1])))
+    joined, customers = collect_training_rows(labelled_snapshots(session, plan, day_path, columns), max_customers)
+    return joined, columns, customers
+
+
+def _schema_of(path) -> pl.DataFrame:  # noqa: ANN001
+    """An empty frame with a day file's columns (read from its footer only)."""
+    import pyarrow.parquet as pq
+
+    with path.open("rb") as handle:
+        empty = pl.from_arrow(pq.ParquetFile(handle).schema_arrow.empty_table())
+    assert isinstance(empty, pl.DataFrame)
+    return empty

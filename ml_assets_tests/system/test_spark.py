@@ -59,32 +59,45 @@ def test_the_carried_state_and_every_feature_equal_the_polars_path(spark, channe
 
 
 @pytest.mark.xdist_group("e2e")
-def test_features_and_scores_on_spark_equal_the_polars_run(e2e: PipelineRun, tmp_path: Path) -> None:
-    """The end-to-end world: two days of features (the state rebuilt from a year of validated days) and their scores by
-    the champion and the challenger, recomputed on Spark over the polars run's own files, equal what polars wrote."""
+def test_the_whole_graph_runs_on_spark_and_equals_the_polars_run(e2e: PipelineRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end-to-end world on Spark over a copy of the polars run: two days of features (the state rebuilt from a year
+    of validated days), their scores by the champion and the challenger, then the training set.
+    Features, scores and the training set equal what the polars path wrote."""
     import dagster as dg
 
     from lib.settings import load_settings
-    from ml_assets.pipeline import SCORING, materialize_range
+    from ml_assets.pipeline import INGEST_TO_FEATURES, SCORING, materialize_range, materialize_unpartitioned, training_run_config
+    from ml_assets_tests.conftest import E2E_TRAIN_UNTIL
     from resources import build_resources
 
     env, data, home = copy_pipeline_env(e2e, tmp_path)
-    resources = build_resources(load_settings({**env, "CHURN_COMPUTE_ENGINE": "spark", "CHURN_SETTINGS_FILE": "none"}))
+    # As a deployment sets it: the environment, read by the settings, the resources built from them.
+    for name, value in {**env, "CHURN_COMPUTE_ENGINE": "spark", "CHURN_SETTINGS_FILE": "none"}.items():
+        if name.startswith("CHURN_"):
+            monkeypatch.setenv(name, value)
+    resources = build_resources(load_settings())
     assert resources["compute"].spark
     lake = resources["lake"]
     days = [d.isoformat() for d in E2E_DRIFT_DAYS]
     keys = ("customer_features", "batch_predictions", "shadow_scores")
     before = {k: lake.read_partitions(dg.AssetKey(k), days) for k in keys}
+    training_before = lake.read_single(dg.AssetKey("training_set"))
     for key in keys:
         for day in days:
             lake.path_for(dg.AssetKey(key), day, ".parquet").unlink()
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        features = materialize_range(["customer_features"], *E2E_DRIFT_DAYS, instance, resources, "CRITICAL")
+        # Ingest and validation again (single-node, per day), then the features on Spark.
+        features = materialize_range(INGEST_TO_FEATURES, *E2E_DRIFT_DAYS, instance, resources, "CRITICAL")
         assert features.success
-        checks = {c.check_name: c.passed for c in features.get_asset_check_evaluations()}
+        checks = {c.check_name: c.passed for c in features.get_asset_check_evaluations() if c.asset_key.path == ["customer_features"]}
         assert checks == {"one_row_per_customer": True, "feature_expectations": True}
         assert materialize_range(SCORING, *E2E_DRIFT_DAYS, instance, resources, "CRITICAL").success
         meta = instance.fetch_materializations(dg.AssetKey("customer_features"), limit=1).records[0].asset_materialization.metadata
+        config = {"ops": {"training_set": training_run_config(E2E_TRAIN_UNTIL)["ops"]["training_set"]}}
+        assert materialize_unpartitioned(["training_set"], instance, config, resources, "CRITICAL").success
+        training = instance.fetch_materializations(dg.AssetKey("training_set"), limit=1).records[0].asset_materialization.metadata
+    assert "Spark" in training["features_from"].value
+    same(training_before, lake.read_single(dg.AssetKey("training_set")), ("customer_id", "snapshot_date"))
     assert meta["state_from"].value.startswith("rebuilt from") and "Spark" in meta["engine"].value
     after = {k: lake.read_partitions(dg.AssetKey(k), days) for k in keys}
     same(before["customer_features"], after["customer_features"], ("customer_id", "snapshot_date"))
