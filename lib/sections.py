@@ -193,7 +193,8 @@ class Compute(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     engine: Literal["polars", "spark"] = Field(
-        default="polars", description="polars: the heavy stages in the step's process; spark: on the Spark cluster below (needs the spark extra)."
+        default="polars",
+        description="polars: the heavy stages in the step's process; spark: on the Spark cluster below (needs the spark extra).",
     )
     spark_master: str = Field(
         default="local[*]",
@@ -206,8 +207,9 @@ class Compute(BaseModel):
     )
     spark_conf: dict[str, str] = Field(
         default_factory=dict,
-        description="Further Spark configuration, e.g. {\"spark.executor.instances\": \"8\", \"spark.executor.memory\": \"8g\"}.",
+        description='Further Spark configuration, e.g. {"spark.executor.instances": "8", "spark.executor.memory": "8g"}.',
     )
+
     @field_validator("spark_conf")
     @classmethod
     def _spark_keys(cls, value: dict[str, str]) -> dict[str, str]:

@@ -13,9 +13,9 @@ import dagster as dg
 from lib.settings import VARIABLE, Settings, load_settings
 from resources.alerts import FailureNotifier, RetrainPolicy
 from resources.artifacts import ArtifactIntegrityError, ArtifactRef, ArtifactStore, SweptFile, registry_references, sweep
+from resources.compute import ComputeResource, SparkNotInstalledError
 from resources.feature_store import FeatureStoreError, FeatureStoreResource
 from resources.lake import Lake, LakeIOManager, MissingPartitionError
-from resources.compute import ComputeResource, SparkNotInstalledError
 from resources.registry import ModelRegistry, ModelVersion, RegistryError
 from resources.warehouse import TYPE_ERRORS, SourceSchemaError, SourceUnavailableError, SqlWarehouse
 

@@ -110,9 +110,7 @@ def merge_states(before: DataFrame, after: DataFrame) -> DataFrame:
         F.coalesce("last_ts_b", "last_ts").alias("last_ts"),
         *[(F.coalesce(F.col(c), F.lit(0.0)) + F.coalesce(F.col(f"{c}_b"), F.lit(0.0))).alias(c) for c in sums if c != "gap_sq"],
         (
-            F.coalesce(F.col("gap_sq"), F.lit(0.0))
-            + F.coalesce(F.col("gap_sq_b"), F.lit(0.0))
-            + F.when(both, bridge).otherwise(F.lit(0.0))
+            F.coalesce(F.col("gap_sq"), F.lit(0.0)) + F.coalesce(F.col("gap_sq_b"), F.lit(0.0)) + F.when(both, bridge).otherwise(F.lit(0.0))
         ).alias("gap_sq"),
         F.greatest("max_amount", "max_amount_b").alias("max_amount"),
     )

@@ -27,14 +27,17 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from upath import UPath
 
-def labelled_snapshots(
-    spark: SparkSession, plan: LabelPlan, day_path: Callable[[dt.date], UPath], columns: tuple[str, ...]
-) -> DataFrame:
+
+def labelled_snapshots(spark: SparkSession, plan: LabelPlan, day_path: Callable[[dt.date], UPath], columns: tuple[str, ...]) -> DataFrame:
     """One row per (customer, labelled snapshot): keys, ``columns``, event_timestamp, last_tx_ts, churned (int8), split."""
     days = read_days(spark, [day_path(d) for d in plan.needed_days()])
     splits = [
         (day, split)
-        for split, chosen in (("train", plan.snapshots.train_dates), ("gap", plan.snapshots.gap_dates), ("holdout", plan.snapshots.valid_dates))
+        for split, chosen in (
+            ("train", plan.snapshots.train_dates),
+            ("gap", plan.snapshots.gap_dates),
+            ("holdout", plan.snapshots.valid_dates),
+        )
         for day in chosen
     ]
     which = spark.createDataFrame(splits, "snapshot_date date, split string")
@@ -65,6 +68,5 @@ def collect_training_rows(labelled: DataFrame, max_customers: int | None = None)
         share = max_customers / customers
         keep = F.udf(lambda c: kept_customer(str(c), share), "boolean")
         labelled = labelled.filter(keep(F.col("customer_id")))
-    frame = pl.from_arrow(labelled.orderBy("snapshot_date", "customer_id").toArrow())
-    assert isinstance(frame, pl.DataFrame)
+    frame = pl.DataFrame(labelled.orderBy("snapshot_date", "customer_id").toArrow())
     return frame, customers

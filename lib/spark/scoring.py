@@ -11,6 +11,7 @@ the same scores.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,11 +88,15 @@ def score_features(
     served: customer_id, snapshot_date, churn_probability, model_version, arm (the champion's score, or in the
     canary arm the ``canary_index`` model's). shadow: every model's score, role champion or challenger.
     """
-    schema = ", ".join(["customer_id string", "snapshot_date date", *[f"{score_column(i)} double" for i in range(len(models))], "arm string"])
+    schema = ", ".join(
+        ["customer_id string", "snapshot_date date", *[f"{score_column(i)} double" for i in range(len(models))], "arm string"]
+    )
     needed = sorted({f for m in models for f in m.features})
     # Scored once, kept on the executors: the served and the shadow scores are both read from it.
     wide = (
-        features.select("customer_id", "snapshot_date", *needed).mapInArrow(_scorer(models, canary_index, canary_share), schema).localCheckpoint()
+        features.select("customer_id", "snapshot_date", *needed)
+        .mapInArrow(_scorer(models, canary_index, canary_share), schema)
+        .localCheckpoint()
     )
     champion = models[0]
     if canary_index is None:
@@ -111,15 +116,17 @@ def score_features(
             F.when(in_canary, F.lit(models[canary_index].version)).otherwise(F.lit(champion.version)).alias("model_version"),
             "arm",
         )
-    shadow = None
-    for i, model in enumerate(models):
-        part = wide.select(
-            "customer_id",
-            "snapshot_date",
-            F.lit(model.version).alias("model_version"),
-            F.lit("champion" if i == 0 else "challenger").alias("role"),
-            F.col(score_column(i)).alias("churn_probability"),
-        )
-        shadow = part if shadow is None else shadow.unionByName(part)
-    assert shadow is not None
+    shadow = functools.reduce(
+        lambda a, b: a.unionByName(b),
+        [
+            wide.select(
+                "customer_id",
+                "snapshot_date",
+                F.lit(model.version).alias("model_version"),
+                F.lit("champion" if i == 0 else "challenger").alias("role"),
+                F.col(score_column(i)).alias("churn_probability"),
+            )
+            for i, model in enumerate(models)
+        ],
+    )
     return served, shadow

@@ -82,7 +82,9 @@ def spark_customer_features(
         if not figures.rows:
             context.log.warning(f"customer_features {day}: no customer has a purchase before the end of this day")
     # The files are written: nothing for the IO manager to store.
-    yield dg.Output(None, metadata={"lake_path": dg.MetadataValue.path(str(lake.path_for(FEATURES, days[0].isoformat(), ".parquet").parent))})
+    yield dg.Output(
+        None, metadata={"lake_path": dg.MetadataValue.path(str(lake.path_for(FEATURES, days[0].isoformat(), ".parquet").parent))}
+    )
     yield from check_results(sum(f.duplicates for f in run.days.values()), run.outcomes)
 
 
@@ -104,4 +106,4 @@ def head_rows(path: Any, rows: int = 5) -> pl.DataFrame:
     with path.open("rb") as handle:
         reader = pq.ParquetFile(handle)
         batch = next(reader.iter_batches(batch_size=rows), None)
-        return pl.from_arrow(batch) if batch is not None else pl.from_arrow(reader.schema_arrow.empty_table())  # type: ignore[return-value]
+        return pl.DataFrame(batch if batch is not None else reader.schema_arrow.empty_table())

@@ -66,7 +66,9 @@ def spark_batch_predictions(
         raise dg.Failure(f"batch_predictions: the champion {champion.version} needs features the lake has not got: {unknown}")
     nulls = features.filter(F.greatest(*[F.col(f).isNull() for f in champion.features])).count()
     if nulls:
-        raise dg.Failure(f"batch_predictions: {nulls} feature rows have a null feature the champion needs; re-materialize customer_features")
+        raise dg.Failure(
+            f"batch_predictions: {nulls} feature rows have a null feature the champion needs; re-materialize customer_features"
+        )
     scorable = [c for c in challengers if all(f in features.columns for f in c.features)]
     models = [ship(champion, artifacts), *[ship(c, artifacts) for c in scorable]]
     canary_index = next((i for i, c in enumerate(scorable, start=1) if canary is not None and c.version == canary.version), None)

@@ -12,13 +12,13 @@ from lib.features import model_features
 from lib.frames import split_by_day
 from lib.labels import (
     LABEL_INPUTS,
-    LabelPlan,
     LabelError,
+    LabelPlan,
     finish_training_set,
     label_snapshots,
     missing_features,
-    sample_customers,
     plan_labels,
+    sample_customers,
     shuffle_train_labels,
     split_stats,
 )
@@ -121,7 +121,9 @@ def training_set(
             features = feature_store.historical(labels)
             # The columns the feature service serves: the source's optional columns decide which exist.
             columns = model_features(features)
-            joined = labels.join(features.select("customer_id", "event_timestamp", *columns), on=["customer_id", "event_timestamp"], how="left")
+            joined = labels.join(
+                features.select("customer_id", "event_timestamp", *columns), on=["customer_id", "event_timestamp"], how="left"
+            )
         feast_seconds = time.perf_counter() - started
         if why := missing_features(labels, joined, columns):
             raise LabelError(why)
@@ -154,7 +156,9 @@ def training_set(
     return frame
 
 
-def _spark_rows(compute: ComputeResource, lake: Lake, plan: LabelPlan, max_customers: int | None) -> tuple[pl.DataFrame, tuple[str, ...], int]:
+def _spark_rows(
+    compute: ComputeResource, lake: Lake, plan: LabelPlan, max_customers: int | None
+) -> tuple[pl.DataFrame, tuple[str, ...], int]:
     """The labelled snapshots with their features, computed on Spark (compute.engine: spark); only they reach the driver."""
     from lib.spark.labels import collect_training_rows, labelled_snapshots
 
@@ -179,6 +183,4 @@ def _schema_of(path) -> pl.DataFrame:  # noqa: ANN001
     import pyarrow.parquet as pq
 
     with path.open("rb") as handle:
-        empty = pl.from_arrow(pq.ParquetFile(handle).schema_arrow.empty_table())
-    assert isinstance(empty, pl.DataFrame)
-    return empty
+        return pl.DataFrame(pq.ParquetFile(handle).schema_arrow.empty_table())

@@ -34,7 +34,20 @@ EXPECTED_DEPS = {
     "rollout_evaluation": {"shadow_scores", "customer_features", "champion_model"},
     "drift_report": {"customer_features", "batch_predictions", "champion_model"},
 }
-HEAVY = ("torch", "lightgbm", "feast", "great_expectations", "evidently", "onnx", "onnxruntime", "sklearn", "matplotlib", "pandas")
+HEAVY = (
+    "torch",
+    "lightgbm",
+    "feast",
+    "great_expectations",
+    "evidently",
+    "onnx",
+    "onnxruntime",
+    "sklearn",
+    "matplotlib",
+    "pandas",
+    "pyspark",
+    "mlflow",
+)
 
 
 def test_graph_has_the_documented_assets_and_lineage() -> None:

@@ -190,7 +190,7 @@ def test_no_file_means_the_defaults_and_the_demo_never_touches_a_users_source(mo
 
 def test_the_settings_table_of_the_guide_is_the_settings_object() -> None:
     """The guides list every setting once, with its environment variable and its default: the problem in
-    docs/data-contract.md, the deployment section in docs/own-database.md."""
+    docs/data-contract.md, the deployment section in docs/own-database.md, the compute engine in docs/spark.md."""
     import json
     import re
     from pathlib import Path
@@ -200,7 +200,7 @@ def test_the_settings_table_of_the_guide_is_the_settings_object() -> None:
     docs = Path(__file__).resolve().parents[2] / "docs"
     found = [
         (m.group(1), (m.group(2), m.group(3)))
-        for name in ("data-contract.md", "own-database.md")
+        for name in ("data-contract.md", "own-database.md", "spark.md")
         for m in re.finditer(
             r"^\| `([a-z0-9_.]+)` \| `(CHURN_[A-Z0-9_]+)`(?: \(JSON\))? \| ([^|]+) \|", (docs / name).read_text(), re.MULTILINE
         )
@@ -257,5 +257,9 @@ def test_nothing_but_the_settings_module_reads_the_environment() -> None:
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") and getattr(node.value, "id", "") == "os":
                     readers.append(f"{path.relative_to(root)}:{path.read_text().splitlines()[node.lineno - 1].strip()}")
-    # The one exception sets CUDA's deterministic-kernel variable; it reads no setting.
-    assert readers == ['lib/torch_net.py:os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")'], readers
+    # The exceptions set a library's own variable and read no setting: CUDA's deterministic kernels, and the Python
+    # that a local Spark master's workers start (pyspark reads nothing else for it).
+    assert readers == [
+        'lib/torch_net.py:os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")',
+        'resources/compute.py:os.environ.setdefault("PYSPARK_PYTHON", sys.executable)',
+    ], readers

@@ -17,8 +17,6 @@ from lib.features import cutoff_for, feature_columns, fold_snapshots
 from lib.history import state_from_history
 from ml_assets_tests.conftest import E2E_DRIFT_DAYS, PipelineRun, copy_pipeline_env
 
-pytestmark = [pytest.mark.slow]
-
 
 def same(polars_frame: pl.DataFrame, spark_frame: pl.DataFrame, key: tuple[str, ...] = ("customer_id",)) -> None:
     """Integers, strings, dates and instants exactly; floats within 1e-9 (sums in another order)."""
@@ -33,6 +31,50 @@ def spark():
     return ComputeResource(engine="spark").session()
 
 
+def test_the_engine_is_a_setting_and_the_connect_endpoint_a_secret(tmp_path: Path) -> None:
+    import dagster as dg
+
+    from lib.settings import SettingsError, load_settings
+    from resources import build_resources
+
+    env = {
+        "CHURN_SETTINGS_FILE": "none",
+        "CHURN_DATA_DIR": str(tmp_path),
+        "CHURN_COMPUTE_ENGINE": "spark",
+        "CHURN_SPARK_REMOTE": "sc://spark-connect:15002/;token=hunter2",
+        "CHURN_SPARK_CONF": '{"spark.executor.instances": "4"}',
+    }
+    settings = load_settings(env)
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+    compute = build_resources(settings)["compute"]
+    # Inside Dagster the endpoint is an EnvVar, resolved at run time, never shown in the UI.
+    assert compute.spark and isinstance(compute.remote, dg.EnvVar) and compute.conf == {"spark.executor.instances": "4"}
+    assert "hunter2" not in compute.describe()
+    assert not build_resources(load_settings({"CHURN_SETTINGS_FILE": "none", "CHURN_DATA_DIR": str(tmp_path)}))["compute"].spark
+    with pytest.raises(SettingsError, match="CHURN_SPARK_CONF.*spark"):
+        load_settings({**env, "CHURN_SPARK_CONF": '{"executor.instances": "4"}'})
+    with pytest.raises(SettingsError, match="CHURN_COMPUTE_ENGINE"):
+        load_settings({**env, "CHURN_COMPUTE_ENGINE": "dask"})
+    secret_in_file = tmp_path / "churn.yaml"
+    secret_in_file.write_text("compute:\n  spark_remote: sc://spark-connect:15002/;token=hunter2\n")
+    with pytest.raises(SettingsError, match="compute.spark_remote.*CHURN_SPARK_REMOTE") as refused:
+        load_settings({"CHURN_SETTINGS_FILE": str(secret_in_file)})
+    assert "hunter2" not in str(refused.value)
+
+
+def test_a_training_sample_keeps_whole_customers_and_the_same_ones_every_time() -> None:
+    from lib.labels import sample_customers
+
+    labels = pl.DataFrame({"customer_id": [f"C{i % 500}" for i in range(2000)], "snapshot_date": [i // 500 for i in range(2000)]})
+    kept, customers = sample_customers(labels, 100)
+    assert customers == 500
+    assert 70 <= kept["customer_id"].n_unique() <= 130
+    # Every snapshot of a kept customer, none of the others'.
+    assert kept.group_by("customer_id").len()["len"].unique().to_list() == [4]
+    assert sample_customers(labels, 100)[0].equals(kept) and sample_customers(labels, 500)[0].equals(labels)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("channels", "drop", "population_days"),
     [(("web", "mobile", "store"), (), None), (("store", "web"), ("quantity", "category"), 60)],
@@ -49,7 +91,9 @@ def test_the_carried_state_and_every_feature_equal_the_polars_path(spark, channe
     days = [dt.date(2024, 6, 1), dt.date(2024, 6, 2), dt.date(2024, 6, 5)]
     columns = feature_columns(tx.columns, channels)
     first = cutoff_for(days[0] - dt.timedelta(days=1))
-    frames, state = fold_snapshots(state_from_history(tx.filter(pl.col("ts") < first), channels), tx, days, columns, channels, (), population_days)
+    frames, state = fold_snapshots(
+        state_from_history(tx.filter(pl.col("ts") < first), channels), tx, days, columns, channels, (), population_days
+    )
     stx = spark.createDataFrame(tx.to_pandas())
     start = sf.state_from_history(stx.filter(sf.F.col("ts") < sf.instant(first)), channels)
     sframes, sstate = sf.fold_snapshots(start, stx, days, columns, channels, (), population_days)
@@ -58,6 +102,7 @@ def test_the_carried_state_and_every_feature_equal_the_polars_path(spark, channe
     same(state, pl.from_arrow(sstate.toArrow()))  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("e2e")
 def test_the_whole_graph_runs_on_spark_and_equals_the_polars_run(e2e: PipelineRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The end-to-end world on Spark over a copy of the polars run: two days of features (the state rebuilt from a year
@@ -104,3 +149,24 @@ def test_the_whole_graph_runs_on_spark_and_equals_the_polars_run(e2e: PipelineRu
     assert after["shadow_scores"]["model_version"].n_unique() >= 2  # the champion and at least one challenger
     same(before["batch_predictions"], after["batch_predictions"], ("customer_id", "snapshot_date"))
     same(before["shadow_scores"], after["shadow_scores"], ("customer_id", "snapshot_date", "model_version"))
+
+
+def test_the_spark_values_are_the_deployment_of_values_yaml_plus_the_engine() -> None:
+    """Helm replaces lists: the overlay must repeat the user deployment whole (security contexts, volumes, secrets)."""
+    import yaml
+
+    from lib.settings import ENV, load_settings
+
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    base = yaml.safe_load((deploy / "helm" / "values.yaml").read_text())["dagster-user-deployments"]["deployments"]
+    spark = yaml.safe_load((deploy / "helm" / "values-spark.yaml").read_text())["dagster-user-deployments"]["deployments"]
+    assert len(base) == len(spark) == 1
+    added = spark[0]["env"][len(base[0]["env"]) :]
+    assert {**spark[0], "env": spark[0]["env"][: len(base[0]["env"])]} == base[0]
+    assert {e["name"] for e in added} <= set(ENV) and {"CHURN_COMPUTE_ENGINE"} <= {e["name"] for e in added}
+    settings = load_settings({"CHURN_SETTINGS_FILE": "none", **{e["name"]: e["value"] for e in added}})
+    assert settings.compute.engine == "spark" and settings.compute.spark_conf["spark.executor.instances"] == "8"
+    template = yaml.safe_load((deploy / "k8s" / "spark-executor-template.yaml").read_text())
+    container = template["spec"]["containers"][0]
+    assert template["spec"]["automountServiceAccountToken"] is False and template["spec"]["securityContext"]["runAsNonRoot"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] and container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
