@@ -167,6 +167,11 @@ def test_the_spark_values_are_the_deployment_of_values_yaml_plus_the_engine() ->
     settings = load_settings({"CHURN_SETTINGS_FILE": "none", **{e["name"]: e["value"] for e in added}})
     assert settings.compute.engine == "spark" and settings.compute.spark_conf["spark.executor.instances"] == "8"
     template = yaml.safe_load((deploy / "k8s" / "spark-executor-template.yaml").read_text())
+    import kubernetes_validate
+
+    from ml_assets_tests.system.test_k8s import K8S_VERSION
+
+    kubernetes_validate.validate(template, K8S_VERSION, strict=True)
     container = template["spec"]["containers"][0]
     assert template["spec"]["automountServiceAccountToken"] is False and template["spec"]["securityContext"]["runAsNonRoot"]
     assert container["securityContext"]["readOnlyRootFilesystem"] and container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
