@@ -68,7 +68,7 @@ ui: instance
 serve: setup
 	$(BIN)/uvicorn --factory ml_assets.service.app:create_app --host 127.0.0.1 --port 8000 --log-level info --no-access-log
 
-bench: setup
+bench: setup spark
 	$(BIN)/python -m benchmarks.run_all
 
 lint: setup

@@ -17,6 +17,7 @@ from benchmarks import (
     bench_quality,
     bench_scoring,
     bench_service,
+    bench_spark,
     bench_steps,
 )
 from benchmarks.common import machine
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_service,
         bench_erasure,
         bench_chain,
+        bench_spark,
         bench_backfill,
         bench_pipeline,
     ):

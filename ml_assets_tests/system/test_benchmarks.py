@@ -41,6 +41,7 @@ def test_quick_benchmarks_print_their_tables() -> None:
         "Online scoring service",
         "Erasure of one customer",
         "The registry's hash chain",
+        "local Spark beside polars",
     ):
         assert title in out.stdout
     assert "(skipped: benchmarks.bench_backfill)" in out.stdout and "(skipped: benchmarks.bench_pipeline)" in out.stdout
