@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import machine, run_python
+from benchmarks.common import machine
 
 END = dt.date(2025, 6, 30)
 START = END - dt.timedelta(days=364)
