@@ -36,9 +36,9 @@ def precision_at_budget(y: np.ndarray, scores: np.ndarray, budget: float) -> flo
     """Share of churners among the top ``budget`` share of customers by score: what a retention team contacting them finds."""
     import numpy as np
 
-    k = max(1, int(round(len(y) * budget)))
-    top = np.argsort(-scores, kind="stable")[:k]
-    return float(np.mean(y[top]))
+    from lib.business import top_k
+
+    return float(np.mean(y[top_k(scores, budget)]))
 
 
 def outcome_metrics(y: np.ndarray, scores: np.ndarray, budget: float, bins: int = 10) -> dict[str, float]:

@@ -40,7 +40,7 @@ SETTING_OF_FIELD: dict[str, dict[str, str]] = {
     "lgbm_model": {"min_roc_auc": "min_roc_auc"},
     "torch_model": {"min_roc_auc": "min_roc_auc"},
     "stacked_model": {"min_roc_auc": "min_roc_auc"},
-    "champion_model": {"baseline_margin": "baseline_margin"},
+    "champion_model": {"baseline_margin": "baseline_margin", "contact_budget": "rollout.contact_budget"},
     "batch_predictions": {"shadow": "rollout.shadow", "canary_share": "rollout.canary_share"},
     "rollout_evaluation": {
         "contact_budget": "rollout.contact_budget",
@@ -52,7 +52,11 @@ SETTING_OF_FIELD: dict[str, dict[str, str]] = {
         "auto_promote": "rollout.auto_promote",
         "auto_rollback": "rollout.auto_rollback",
     },
-    "drift_report": {"drift_share_threshold": "drift_share_threshold", "reference_lag_days": "drift_reference_lag_days"},
+    "drift_report": {
+        "drift_share_threshold": "drift_share_threshold",
+        "reference_lag_days": "drift_reference_lag_days",
+        "contact_budget": "rollout.contact_budget",
+    },
     "expire_retained_data": {
         "retention_days": "deployment.retention_days",
         "prediction_retention_days": "deployment.service.prediction_retention_days",

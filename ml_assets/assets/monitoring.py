@@ -15,9 +15,10 @@ from lib.features import WINDOW_DAYS
 from lib.frames import split_by_day
 from lib.progress import Ticker
 from ml_assets.champion import Champion, current_champion
+from ml_assets.metadata import markdown_table
 from ml_assets.partitions import daily_partitions, partition_days
 from ml_assets.run_config import default_of
-from resources import ArtifactStore, Lake, ModelRegistry
+from resources import ArtifactStore, Lake, MissingPartitionError, ModelRegistry
 from resources.registry import ModelVersion, RegistryError
 
 CUSTOMER_FEATURES = dg.AssetKey("customer_features")
@@ -45,6 +46,10 @@ class DriftConfig(dg.Config):
     )
     max_roc_auc_drop: float = Field(
         default=0.05, description="Performance drift when matured ROC-AUC falls this far below the scoring model's backtest ROC-AUC."
+    )
+    contact_budget: float = Field(
+        default=default_of("drift_report", "contact_budget"),
+        description="The business view: the top share of customers by score a retention team contacts (rollout.contact_budget).",
     )
 
 
@@ -81,7 +86,10 @@ def drift_report(
     count) and, for drift events and the newest day, an HTML report (lib/drift_report.py)
     (`churn report drift DAY` for any other). Once scores are a horizon old
     (the champion's own), matured ROC-AUC and calibration against the scoring
-    model's figures are added (performance drift).
+    model's figures are added (performance drift). The business view: each
+    day's contact list (the top `contact_budget` of customers by score) and
+    its expected revenue at risk; once matured, what that list caught
+    (precision, recall, lift, the churners' spend) with the gains and lift plot.
     """
     champion = current_champion(registry, artifacts, "drift_report")
     features = list(champion.features)
@@ -113,7 +121,10 @@ def drift_report(
         latest = day == days[-1] and key >= max(reported, default="")
         report = _report(artifacts, key, result, ref_frame, current, config.render_every_day, latest)
         # Labels need every customer scored that day, not only the active ones.
-        performance = matured_performance(day, features_by_day[day], champion.horizon_days, config.max_roc_auc_drop, lake, registry)
+        performance = matured_performance(
+            day, features_by_day[day], champion.horizon_days, config.max_roc_auc_drop, lake, registry, config.contact_budget
+        )
+        business = todays_list(features_by_day[day], scores_by_day[day], keys, config.contact_budget)
         rows += [(day, c, result.column_scores[c], result.drifted(c)) for c in columns]
         metadata = {
             **_verdict_metadata(result, config.drift_share_threshold),
@@ -122,6 +133,7 @@ def drift_report(
             "current_rows": len(current),
             "reference_rows": len(ref_frame),
             "model_version": champion.version,
+            **business,
             **performance,
         }
         context.add_asset_metadata(metadata, partition_key=key)
@@ -219,8 +231,56 @@ def _verdict_metadata(result: DriftResult, drift_share_threshold: float) -> dict
     }
 
 
+def todays_list(features: pl.DataFrame, scores: pl.DataFrame, keys: list[str], budget: float) -> dict[str, Any]:
+    """The day's contact list (every scored customer): its size and the expected revenue at risk on it (lib/business.py)."""
+    from lib.business import VALUE_COLUMN, business_view
+
+    if VALUE_COLUMN not in features.columns:
+        return {}
+    joined = scores.join(features.select(*keys, VALUE_COLUMN), on=keys, how="left")
+    view = business_view(joined["churn_probability"].to_numpy(), joined[VALUE_COLUMN].to_numpy(), budget)
+    if not view:
+        return {}
+    return {
+        "contact_budget": budget,
+        "contact_list_customers": int(view["contacted"]),
+        "expected_revenue_at_risk_top_k": round(view["expected_revenue_at_risk_top_k"], 2),
+        "expected_revenue_at_risk_value_ranked": round(view["expected_revenue_at_risk_value_ranked"], 2),
+        "expected_revenue_at_risk_all": round(view["expected_revenue_at_risk_all"], 2),
+    }
+
+
+def matured_business(scored: pl.DataFrame, today: pl.DataFrame, when: dt.date, lake: Lake, budget: float) -> dict[str, Any]:
+    """What the contact list of ``when`` caught once its outcomes matured: precision, recall (churn caught), lift, revenue,
+    and the cumulative gains and lift plot."""
+    from lib.business import VALUE_COLUMN, business_view, gains_figure, view_table
+    from lib.features import churn_labels
+    from ml_assets.metadata import figure_markdown
+
+    try:
+        spend = lake.read_partitions(dg.AssetKey("customer_features"), [when.isoformat()], columns=["customer_id", VALUE_COLUMN])
+    except MissingPartitionError:
+        return {"matured_business_view": f"_the features of {when} are no longer in the lake (retention); no business view_"}
+    labelled = churn_labels(scored, today.select("customer_id", "last_tx_ts"), when).join(spend, on="customer_id", how="left")
+    y, scores = labelled["churned"].to_numpy(), labelled["churn_probability"].to_numpy()
+    view = business_view(scores, labelled[VALUE_COLUMN].to_numpy(), budget, y)
+    title = f"scores of {when} with their matured outcomes ({len(y):,} customers), contact budget {budget:.0%}"
+    return {
+        **{f"matured_{k}": round(view[k], 5) for k in ("precision_at_budget", "recall_at_budget", "lift_at_budget")},
+        "matured_revenue_of_churners_caught": round(view["revenue_of_churners_caught"], 2),
+        "matured_business_view": dg.MetadataValue.md(markdown_table(pl.DataFrame(view_table(view)))),
+        "matured_gains_and_lift": figure_markdown(gains_figure(y, scores, budget, title), "cumulative gains and lift, matured"),
+    }
+
+
 def matured_performance(
-    day: dt.date, today: pl.DataFrame, horizon_days: int | None, max_roc_auc_drop: float, lake: Lake, registry: ModelRegistry
+    day: dt.date,
+    today: pl.DataFrame,
+    horizon_days: int | None,
+    max_roc_auc_drop: float,
+    lake: Lake,
+    registry: ModelRegistry,
+    budget: float | None = None,
 ) -> dict[str, Any]:
     """The verdict (lib/performance.py) on the scores made a horizon before ``day``, with the horizon of the model scoring now.
 
@@ -247,6 +307,8 @@ def matured_performance(
     kept = [m for v, m in models.items() if v not in other]
     promise = promised_roc_auc(kept[0].metrics) if len(kept) == 1 and kept[0] is not None else None
     verdict = performance_verdict(scored, today, when, promise, max_roc_auc_drop)
+    if budget is not None and verdict.get("performance_status") == "evaluated":
+        verdict.update(matured_business(scored, today, when, lake, budget))
     return {"label_horizon_days": horizon_days, **verdict}
 
 

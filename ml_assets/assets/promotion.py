@@ -31,6 +31,10 @@ class ChampionConfig(dg.Config):
         description="A candidate is eligible only if its out-of-time backtest ROC-AUC beats the best baseline (recency, BG/NBD) "
         "by at least this much (baseline_margin).",
     )
+    contact_budget: float = Field(
+        default=default_of("champion_model", "contact_budget"),
+        description="The business view on the test split: the top share of customers a retention team contacts (rollout.contact_budget).",
+    )
     rollback_to: str | None = Field(
         default=None,
         description="Rollback: make this earlier model version (e.g. lgbm-0123456789ab) champion again, skipping the gate. "
@@ -126,7 +130,40 @@ def champion_model(
             f"champion_model: the registry champion changed under this run (expected {winner}, found {champion and champion.version})"
         )
     rows, backtest = _tables(registry, evaluated, winner, previous, baseline_model, candidates)
-    return _output(context, champion, decision, reason, previous, registry, evaluated, comparison=rows, refused=refused, backtest=backtest)
+    business = _business(champion, test, artifacts, config.contact_budget)
+    return _output(
+        context,
+        champion,
+        decision,
+        reason,
+        previous,
+        registry,
+        evaluated,
+        comparison=rows,
+        refused=refused,
+        backtest=backtest,
+        extra=business,
+    )
+
+
+def _business(champion: ModelVersion, test: pl.DataFrame, artifacts: ArtifactStore, budget: float) -> dict[str, Any]:
+    """What contacting the champion's top `budget` of the test split's customers finds and is worth (lib/business.py)."""
+    from lib.business import VALUE_COLUMN, business_view, gains_figure, view_table
+    from ml_assets.metadata import figure_markdown
+
+    if test.is_empty() or VALUE_COLUMN not in test.columns:
+        return {"business_view_test_split": "_no test rows_"}
+    y = test["churned"].to_numpy()
+    scores = _score(champion, feature_matrix(test, tuple(champion.features)), artifacts)
+    view = business_view(scores, test[VALUE_COLUMN].to_numpy(), budget, y)
+    title = f"{champion.version} on the test split ({len(y):,} rows), contact budget {budget:.0%}"
+    return {
+        "business_view_test_split": dg.MetadataValue.md(markdown_table(pl.DataFrame(view_table(view)))),
+        "gains_and_lift_test_split": figure_markdown(gains_figure(y, scores, budget, title), "cumulative gains and lift"),
+        **{f"test_{k}": round(view[k], 5) for k in ("precision_at_budget", "recall_at_budget", "lift_at_budget")},
+        "test_expected_revenue_at_risk_top_k": round(view["expected_revenue_at_risk_top_k"], 2),
+        "test_expected_revenue_at_risk_value_ranked": round(view["expected_revenue_at_risk_value_ranked"], 2),
+    }
 
 
 def _evaluate_on_test(
@@ -237,6 +274,7 @@ def _output(
     comparison: list[dict[str, Any]] | None = None,
     refused: dict[str, str] | None = None,
     backtest: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> ChampionDecision:
     history = pl.DataFrame(
         [{k: e[k] for k in ("at", "action", "version", "previous_champion", "actor", "reason")} for e in registry.events(15)],
@@ -256,6 +294,7 @@ def _output(
             "refused_candidates": dg.MetadataValue.json(refused or {}),
             "champion_is_baseline": champion.kind == "bgnbd",
             "registry_events": dg.MetadataValue.md(markdown_table(history)),
+            **(extra or {}),
         }
     )
     return ChampionDecision(

@@ -250,3 +250,13 @@ def test_matured_scores_are_judged_against_the_scoring_models_test_figures(tmp_p
         assert md["matured_roc_auc"] == (0.0 if drifted else 1.0) and md["matured_churn_rate"] == 0.5
         assert md["scoring_model_backtest_roc_auc"] == 0.95 and md["performance_drift"] is drifted
         assert RetrainPolicy().is_event({"drift_share": 0.0, **md}) is drifted
+        # The business view of that day's list: the top half (budget 0.5) by score, their spend from that day's features.
+        spend = pl.DataFrame(
+            {"customer_id": ["C1", "C2", "C3", "C4"], "snapshot_date": [scored_day] * 4, "spend_90d": [10.0, 20.0, 30.0, 40.0]}
+        )
+        lake.write_parquet(lake.path_for(dg.AssetKey("customer_features"), scored_day.isoformat(), ".parquet"), spend)
+        md = matured_performance(today, buyers, horizon, config.max_roc_auc_drop, lake, registry, budget=0.5)
+        caught = 0.0 if drifted else 1.0  # the list is C1 and C3 (both churned) or C2 and C4 (neither)
+        assert md["matured_precision_at_budget"] == caught and md["matured_recall_at_budget"] == caught
+        assert md["matured_lift_at_budget"] == caught * 2 and md["matured_revenue_of_churners_caught"] == caught * 40.0
+        assert "gains" in md["matured_gains_and_lift"].value
