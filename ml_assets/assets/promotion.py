@@ -13,7 +13,7 @@ from lib.training import feature_matrix
 from ml_assets.champion import load_onnx, trusted_champion
 from ml_assets.metadata import markdown_table
 from ml_assets.run_config import default_of
-from resources import ArtifactStore, FailureNotifier, ModelRegistry
+from resources import ArtifactStore, FailureNotifier, Lake, ModelRegistry
 from resources.registry import ModelVersion
 
 
@@ -71,6 +71,7 @@ def champion_model(
     artifacts: ArtifactStore,
     registry: ModelRegistry,
     notifier: FailureNotifier,
+    lake: Lake,
 ) -> ChampionDecision:
     """The model that batch scoring and serving use now: the registry's champion.
 
@@ -85,6 +86,9 @@ def champion_model(
     if it beats the champion on `metric` by `min_improvement`; the first model
     ever becomes champion. Otherwise the champion stays and the metadata says
     why. Every decision is recorded in the registry with the run id.
+
+    The champion's model card (one HTML page) is linked here (`model_card`) and
+    from `churn registry`, beside the contact list's business view.
 
     Rollback: materialize this asset alone with `rollback_to` (a version),
     `requested_by` and `reason` in the launchpad config; that version becomes
@@ -130,40 +134,53 @@ def champion_model(
             f"champion_model: the registry champion changed under this run (expected {winner}, found {champion and champion.version})"
         )
     rows, backtest = _tables(registry, evaluated, winner, previous, baseline_model, candidates)
-    business = _business(champion, test, artifacts, config.contact_budget)
-    return _output(
-        context,
-        champion,
-        decision,
-        reason,
-        previous,
-        registry,
-        evaluated,
-        comparison=rows,
-        refused=refused,
-        backtest=backtest,
-        extra=business,
-    )
+    views = {"comparison": rows, "refused": refused, "backtest": backtest}
+    views["extra"] = _views(champion, decision, reason, test, backtest, config.contact_budget, artifacts, lake)
+    return _output(context, champion, decision, reason, previous, registry, evaluated, **views)
 
 
-def _business(champion: ModelVersion, test: pl.DataFrame, artifacts: ArtifactStore, budget: float) -> dict[str, Any]:
+def _views(
+    champion: ModelVersion,
+    decision: str,
+    reason: str,
+    test: pl.DataFrame,
+    backtest: list[dict[str, Any]],
+    budget: float,
+    artifacts: ArtifactStore,
+    lake: Lake,
+) -> dict[str, Any]:
+    """The champion's business view on the test split and its model card, as metadata."""
+    business, view_rows = _business(champion, test, artifacts, budget)
+    if test.is_empty():
+        return business
+    from ml_assets.assets.card import write_card
+
+    card = write_card(champion, decision, reason, test, backtest, view_rows, budget, artifacts, lake)
+    url = card if "://" in card else f"file://{card}"
+    return business | {"model_card": dg.MetadataValue.url(url), "model_card_path": dg.MetadataValue.path(card)}
+
+
+def _business(
+    champion: ModelVersion, test: pl.DataFrame, artifacts: ArtifactStore, budget: float
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """What contacting the champion's top `budget` of the test split's customers finds and is worth (lib/business.py)."""
     from lib.business import VALUE_COLUMN, business_view, gains_figure, view_table
     from ml_assets.metadata import figure_markdown
 
     if test.is_empty() or VALUE_COLUMN not in test.columns:
-        return {"business_view_test_split": "_no test rows_"}
+        return {"business_view_test_split": "_no test rows_"}, []
     y = test["churned"].to_numpy()
     scores = _score(champion, feature_matrix(test, tuple(champion.features)), artifacts)
     view = business_view(scores, test[VALUE_COLUMN].to_numpy(), budget, y)
     title = f"{champion.version} on the test split ({len(y):,} rows), contact budget {budget:.0%}"
+    rows = view_table(view)
     return {
-        "business_view_test_split": dg.MetadataValue.md(markdown_table(pl.DataFrame(view_table(view)))),
+        "business_view_test_split": dg.MetadataValue.md(markdown_table(pl.DataFrame(rows))),
         "gains_and_lift_test_split": figure_markdown(gains_figure(y, scores, budget, title), "cumulative gains and lift"),
         **{f"test_{k}": round(view[k], 5) for k in ("precision_at_budget", "recall_at_budget", "lift_at_budget")},
         "test_expected_revenue_at_risk_top_k": round(view["expected_revenue_at_risk_top_k"], 2),
         "test_expected_revenue_at_risk_value_ranked": round(view["expected_revenue_at_risk_value_ranked"], 2),
-    }
+    }, rows
 
 
 def _evaluate_on_test(

@@ -25,6 +25,17 @@ def cmd_registry(args: argparse.Namespace) -> int:
             f"{v.version:20s} {v.kind:9s} {v.status:9s} {v.created_at:%Y-%m-%d %H:%M:%S}  {v.metrics.get('backtest_roc_auc', float('nan')):12.4f}  "
             f"{parity:12s} {v.run_id[:8]}"
         )
+    champion = registry.champion()
+    if champion is not None:
+        from upath import UPath
+
+        from ml_assets.assets.card import CARDS, card_name
+        from resources import build_artifacts
+
+        card = UPath(build_artifacts().root) / CARDS / card_name(champion.version)
+        print(
+            f"\nmodel card of the champion {champion.version}: {card if card.exists() else 'not written yet (materialize champion_model)'}"
+        )
     print()
     print("recent decisions (newest first):")
     for e in registry.events(args.events):

@@ -98,6 +98,7 @@ def test_registry_command_lists_versions_and_decisions(tmp_path: Path) -> None:
     assert any(line.startswith("torch-000000000002") and "champion" in line and "passed" in line for line in lines)
     assert any(line.startswith("lgbm-000000000001") and "candidate" in line for line in lines)
     assert "promoted     torch-000000000002   by bob: hand-picked for the test" in out.stdout
+    assert "model card of the champion torch-000000000002: not written yet" in out.stdout
 
 
 def test_artifact_sweep_lists_then_removes_only_old_unregistered_files(tmp_path: Path) -> None:

@@ -180,6 +180,12 @@ def test_the_champion_and_every_scored_day_carry_the_business_view(e2e: Pipeline
     assert "cumulative gains" in champion["gains_and_lift_test_split"]
     assert 0 < champion["test_recall_at_budget"] < 1 and champion["test_lift_at_budget"] > 1.5  # far better than a random list
     assert "churn caught" in champion["business_view_test_split"]
+    # The model card: one self-contained page with every section, linked from the materialization.
+    card = Path(champion["model_card_path"]).read_text()
+    for section in ("Data window", "Out of time", "calibration", "contact list", "Top reasons overall", "Drift since training"):
+        assert section in card, section
+    assert card.count("data:image/png;base64,") == 3 and "<script" not in card
+    assert champion["model_card"].startswith("file://") and champion["champion_version"] in card
     for day in E2E_DRIFT_DAYS:
         md = e2e.metadata("drift_report", day)
         scores = e2e.read("batch_predictions", [day]).join(e2e.read("customer_features", [day]), on=["customer_id", "snapshot_date"])

@@ -258,6 +258,19 @@ def test_asset_page_shows_metadata_plots_and_the_drift_report_link(webserver: st
     _wait_for(browser, lambda d: "roc_auc" in _body(d), "lgbm_model's metrics")
     browser.save_screenshot(str(shots / "lgbm_model_events.png"))
 
+    # The champion's model card: linked from champion_model's materialization, a page of its own.
+    browser.get(f"{webserver}/assets/champion_model?view=events")
+    _wait_for(browser, lambda d: "model_card" in _body(d), "champion_model's model card link")
+    _dismiss_community_dialog(browser)
+    links = [a.get_attribute("href") or "" for a in browser.find_elements(By.CSS_SELECTOR, "a")]
+    card = next((href for href in links if "/model_cards/" in href and href.endswith(".html")), None)
+    assert card and card.startswith("file://"), "no link to the model card"
+    browser.get(card)
+    _wait_for(browser, lambda d: "Top reasons overall" in _body(d), "the model card page")
+    browser.set_window_size(1280, 3000)
+    browser.save_screenshot(str(shots / "model_card.png"))
+    browser.set_window_size(1920, 1200)
+
 
 ASSET_NODES = """
 { assetNodes {
