@@ -117,6 +117,14 @@ def _model_lines(md: Materializations, registry: Any, end: dt.date) -> list[str]
     champion = md.latest("champion_model")
     lines.append(f"{'champion_model':28s} {champion['champion_version'].value}: {champion['decision'].value}, {champion['reason'].value}")
     lines.append(_champion_line(registry.get(champion["champion_version"].value)))
+    if "test_precision_at_budget" in champion:
+        lines.append(
+            f"{'contact list, test split':28s} top of the contact budget by P(churn): precision "
+            f"{champion['test_precision_at_budget'].value:.3f}, churn caught {champion['test_recall_at_budget'].value:.3f}, "
+            f"lift {champion['test_lift_at_budget'].value:.2f}"
+        )
+    if "model_card_path" in champion:
+        lines.append(f"{'model card':28s} {champion['model_card_path'].value}")
     return lines
 
 
