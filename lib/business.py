@@ -80,6 +80,14 @@ def business_view(scores: np.ndarray, value: np.ndarray, budget: float, y: np.nd
                 "revenue_of_all_churners": float(np.sum(value * y)),
             }
         )
+        # The value-ranked list of the same size: who churned on it and what they spent (the revenue a call could keep).
+        by_value = top_k(scores * value, budget)
+        out.update(
+            {
+                "value_ranked_precision": float(np.mean(y[by_value])),
+                "value_ranked_revenue_of_churners_caught": float(np.sum(value[by_value] * y[by_value])),
+            }
+        )
     return out
 
 
@@ -124,5 +132,7 @@ def view_table(view: dict[str, float]) -> list[dict[str, Any]]:
         "expected_revenue_at_risk_value_ranked": "expected revenue at risk on a list of the same size ranked by P(churn) x spend",
         "revenue_of_churners_caught": "90-day spend of churners on the list",
         "revenue_of_all_churners": "90-day spend of all churners",
+        "value_ranked_precision": "value-ranked list: share who churned",
+        "value_ranked_revenue_of_churners_caught": "value-ranked list: 90-day spend of its churners",
     }
     return [{"what": words.get(k, k), "value": round(v, 4)} for k, v in view.items()]

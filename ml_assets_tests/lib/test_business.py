@@ -23,6 +23,10 @@ def test_the_contact_list_figures_by_hand() -> None:
     assert view["expected_churners_top_k"] == pytest.approx(2.4)
     # Ranked by P(churn) x spend instead: 90, 40 (0.8 x 50) and 12 (0.6 x 20).
     assert view["expected_revenue_at_risk_value_ranked"] == pytest.approx(90 + 40 + 12)
+    # That list is ids 0, 1 and 3: ids 0 and 3 churned, spending 100 and 20.
+    assert view["value_ranked_precision"] == pytest.approx(2 / 3) and view["value_ranked_revenue_of_churners_caught"] == pytest.approx(
+        120.0
+    )
     assert view["revenue_of_churners_caught"] == pytest.approx(110.0)
     assert view["revenue_of_all_churners"] == pytest.approx(170.0)
     # Before outcomes mature only the list and its expected figures exist.
