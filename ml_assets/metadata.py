@@ -56,12 +56,12 @@ def _fmt(value: object) -> str:
     return preview_text(str(value), 120).replace("|", "\\|")
 
 
-def figure_markdown(fig: Figure, alt: str) -> dg.MetadataValue:
-    """Embed a matplotlib figure as a PNG the UI shows inline."""
+def figure_markdown(fig: Figure, alt: str, dpi: int = 90) -> dg.MetadataValue:
+    """Embed a matplotlib figure as a PNG the UI shows inline (a figure on every day's materialization: a lower ``dpi``)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     data = base64.b64encode(buf.getvalue()).decode()
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")

@@ -271,7 +271,8 @@ def matured_business(scored: pl.DataFrame, today: pl.DataFrame, when: dt.date, l
         "matured_value_ranked_precision": round(view["value_ranked_precision"], 5),
         "matured_value_ranked_revenue_of_churners_caught": round(view["value_ranked_revenue_of_churners_caught"], 2),
         "matured_business_view": dg.MetadataValue.md(markdown_table(pl.DataFrame(view_table(view)))),
-        "matured_gains_and_lift": figure_markdown(gains_figure(y, scores, budget, title), "cumulative gains and lift, matured"),
+        # Every matured day carries one: smaller than the model pages' plots, it keeps the event log lean.
+        "matured_gains_and_lift": figure_markdown(gains_figure(y, scores, budget, title), "cumulative gains and lift, matured", dpi=50),
     }
 
 
