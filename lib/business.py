@@ -93,9 +93,9 @@ def business_view(scores: np.ndarray, value: np.ndarray, budget: float, y: np.nd
 
 def gains_figure(y: np.ndarray, scores: np.ndarray, budget: float, title: str) -> Figure:
     """Cumulative gains and lift, with the contact budget marked."""
-    from lib.evaluation import _pyplot
+    from lib.evaluation import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     share, caught = gains(y, scores)
     fig, (gain_ax, lift_ax) = plt.subplots(1, 2, figsize=(8, 3.6))
     gain_ax.plot(share, caught, label="model")

@@ -110,7 +110,7 @@ def expected_calibration_error(y_true: np.ndarray, scores: np.ndarray, bins: int
     return float(sum(b["rows"] * abs(b["mean_predicted"] - b["observed_rate"]) for b in table) / total)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,12 +119,23 @@ def _pyplot():
     return plt
 
 
+def png_base64(fig: Figure, dpi: int = 90) -> str:
+    """A figure as a base64 PNG (for a Markdown image or an HTML page), closed once drawn."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    pyplot().close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
 def roc_pr_figure(y_true: np.ndarray, scores: np.ndarray, title: str) -> Figure:
     """ROC and precision-recall curves side by side."""
     import numpy as np
     from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(8, 3.8))
     fpr, tpr, _ = roc_curve(y_true, scores)
     roc_ax.plot(fpr, tpr, label=f"ROC-AUC {roc_auc_score(y_true, scores):.3f}")
@@ -143,7 +154,7 @@ def roc_pr_figure(y_true: np.ndarray, scores: np.ndarray, title: str) -> Figure:
 
 def calibration_figure(y_true: np.ndarray, scores: np.ndarray, title: str) -> Figure:
     """Reliability diagram: observed churn rate against mean predicted probability per bin."""
-    plt = _pyplot()
+    plt = pyplot()
     table = calibration_bins(y_true, scores)
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
@@ -159,7 +170,7 @@ def calibration_figure(y_true: np.ndarray, scores: np.ndarray, title: str) -> Fi
 
 
 def importance_figure(importance: dict[str, float], title: str, top: int = 15) -> Figure:
-    plt = _pyplot()
+    plt = pyplot()
     names = list(importance)[:top][::-1]
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.barh(names, [importance[n] for n in names])
@@ -168,7 +179,7 @@ def importance_figure(importance: dict[str, float], title: str, top: int = 15) -
 
 
 def learning_curve_figure(history: list) -> Figure:  # list of torch_net.EpochLog
-    plt = _pyplot()
+    plt = pyplot()
     fig, (loss_ax, auc_ax) = plt.subplots(1, 2, figsize=(8, 3.5))
     epochs = [e.epoch for e in history]
     loss_ax.plot(epochs, [e.train_loss for e in history], label="train")

@@ -12,17 +12,12 @@ embedded PNGs, so the page is one self-contained file.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -46,28 +41,26 @@ class CardFacts:
 
 
 def permutation_importance(
-    score: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray, columns: Sequence[str], seed: int = 0
+    score: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    columns: Sequence[str],
+    scores: np.ndarray | None = None,
+    seed: int = 0,
 ) -> list[tuple[str, float]]:
-    """(feature, drop in ROC-AUC when its column is shuffled), largest first: how much the ranking leans on each feature."""
+    """(feature, drop in ROC-AUC when its column is shuffled), largest first: how much the ranking leans on each feature.
+
+    ``scores``: ``score(x)`` when the caller has it already."""
     from lib.evaluation import classification_metrics
 
     rng = np.random.default_rng(seed)
-    base = classification_metrics(y, score(x))["roc_auc"]
+    base = classification_metrics(y, score(x) if scores is None else scores)["roc_auc"]
     drops = []
     for i, name in enumerate(columns):
         shuffled = x.copy()
         shuffled[:, i] = rng.permutation(shuffled[:, i])
         drops.append((name, float(base - classification_metrics(y, score(shuffled))["roc_auc"])))
     return sorted(drops, key=lambda item: -item[1])
-
-
-def png(fig: Figure) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def _table(rows: Sequence[Mapping[str, Any]], empty: str = "none") -> str:

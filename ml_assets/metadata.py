@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import io
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -58,10 +56,6 @@ def _fmt(value: object) -> str:
 
 def figure_markdown(fig: Figure, alt: str, dpi: int = 90) -> dg.MetadataValue:
     """Embed a matplotlib figure as a PNG the UI shows inline (a figure on every day's materialization: a lower ``dpi``)."""
-    import matplotlib.pyplot as plt
+    from lib.evaluation import png_base64
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    data = base64.b64encode(buf.getvalue()).decode()
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{png_base64(fig, dpi)})")

@@ -73,15 +73,29 @@ class Lake(dg.ConfigurableResource):
             except FileNotFoundError:
                 missing.append(partition)
         if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise MissingPartitionError(
-                f"{key.to_user_string()} partition(s) {shown} not found in the lake{needed_by}; "
-                f"materialize them first (e.g. a backfill of {key.to_user_string()} over {missing[0]}...{missing[-1]})"
-            )
+            raise _missing(key, missing, needed_by)
         if not frames:
             raise MissingPartitionError(f"no partition of {key.to_user_string()} was requested{needed_by}")
         # Diagonal: a column added to the source later (a further categorical) is null in older partitions.
         return pl.concat(frames, how="diagonal_relaxed")
+
+    def partition_paths(self, key: dg.AssetKey, partitions: list[str], needed_by: str = "") -> list[UPath]:
+        """The files of these partitions, for an engine that reads them itself (Spark); every one must exist."""
+        paths = [self.path_for(key, p, ".parquet") for p in partitions]
+        missing = [p for p, path in zip(partitions, paths, strict=True) if not path.exists()]
+        if missing:
+            raise _missing(key, missing, needed_by)
+        return paths
+
+    @staticmethod
+    def head(path: UPath, rows: int = 5) -> pl.DataFrame:
+        """The first rows of a Parquet file (its schema when it has none), read from its first row group only."""
+        import pyarrow.parquet as pq
+
+        with path.open("rb") as handle:
+            reader = pq.ParquetFile(handle)
+            batch = next(reader.iter_batches(batch_size=rows), None) if rows else None
+            return pl.DataFrame(batch if batch is not None else reader.schema_arrow.empty_table())
 
     def existing_partitions(self, key: dg.AssetKey) -> list[str]:
         base = self._base(key)
@@ -99,6 +113,14 @@ class Lake(dg.ConfigurableResource):
         raise MissingPartitionError(
             f"{key.to_user_string()} has not been materialized yet (looked in {parquet.parent}); materialize it first"
         )
+
+
+def _missing(key: dg.AssetKey, missing: list[str], needed_by: str) -> MissingPartitionError:
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return MissingPartitionError(
+        f"{key.to_user_string()} partition(s) {shown} not found in the lake{needed_by}; "
+        f"materialize them first (e.g. a backfill of {key.to_user_string()} over {missing[0]}...{missing[-1]})"
+    )
 
 
 class LakeIOManager(dg.ConfigurableIOManager):

@@ -78,9 +78,12 @@ def run_features(
     channels: tuple[str, ...],
     extras: tuple[str, ...] = (),
     population_days: int | None = None,
-    on_day: Callable[[int, int], None] | None = None,
+    on_day: Callable[[int], None] | None = None,
 ) -> FeatureRun:
-    """Fold and write every day of ``days``; store the state after the last at ``state_target``; measure what was written."""
+    """Fold and write every day of ``days``; store the state after the last at ``state_target``; measure what was written.
+
+    ``on_day(days done)`` after each day is written (its rows are counted once, at the end, not per day).
+    """
     state, state_from = load_state(spark, inputs, days[0], channels)
     transactions = read_days(spark, inputs.window)
     for extra in extras:
@@ -89,10 +92,10 @@ def run_features(
     written: list[UPath] = []
 
     def write(day: dt.date, frame: DataFrame) -> None:
-        write_day(frame, target(day))
         written.append(target(day))
+        write_day(frame, written[-1])
         if on_day is not None:
-            on_day(len(written), 0)
+            on_day(len(written))
 
     _, state = sf.fold_snapshots(state, transactions, days, columns, channels, extras, population_days, write_day=write)
     write_day(state, state_target)

@@ -10,7 +10,6 @@ import numpy as np
 import polars as pl
 
 from lib.training import feature_matrix
-from ml_assets.champion import load_onnx
 from resources import ArtifactStore, Lake
 from resources.registry import ModelVersion
 
@@ -27,31 +26,27 @@ def write_card(
     decision: str,
     reason: str,
     test: pl.DataFrame,
+    scores: np.ndarray,
+    session: Any,
     backtest: list[dict[str, Any]],
     business: list[dict[str, Any]],
     budget: float,
     artifacts: ArtifactStore,
     lake: Lake,
 ) -> str:
-    """Build and store the champion's card; its location."""
+    """Build and store the champion's card from its test scores and its verified ONNX session; its location."""
     from lib.business import gains_figure
-    from lib.evaluation import calibration_bins, calibration_figure, classification_metrics, roc_pr_figure
+    from lib.evaluation import calibration_bins, calibration_figure, classification_metrics, png_base64, roc_pr_figure
     from lib.export import onnx_churn_probability
-    from lib.model_card import CardFacts, card_html, permutation_importance, png
+    from lib.model_card import CardFacts, card_html, permutation_importance
     from ml_assets.assets.features import FEATURE_DESCRIPTIONS
 
     columns = tuple(champion.features)
-    session = load_onnx(champion, artifacts)
     y, x = test["churned"].to_numpy(), feature_matrix(test, columns)
-
-    def score(rows: np.ndarray) -> np.ndarray:
-        return onnx_churn_probability(session, rows)
-
-    scores = score(x)
     metrics = classification_metrics(y, scores)
     reasons = [
         {"feature": name, "what it measures": FEATURE_DESCRIPTIONS.get(name, name), "ROC-AUC drop when shuffled": round(drop, 4)}
-        for name, drop in permutation_importance(score, x, y, columns)[:10]
+        for name, drop in permutation_importance(lambda rows: onnx_churn_probability(session, rows), x, y, columns, scores)[:10]
     ]
     title = f"{champion.version}, test split ({len(y):,} rows)"
     facts = CardFacts(
@@ -76,9 +71,11 @@ def write_card(
         reasons=reasons,
         drift=_drift_since(lake, champion),
         figures={
-            "ROC and precision-recall, test split": png(roc_pr_figure(y, scores, title)),
-            "calibration, test split": png(calibration_figure(y, scores, title)),
-            f"cumulative gains and lift at a {budget:.0%} contact budget, test split": png(gains_figure(y, scores, budget, title)),
+            "ROC and precision-recall, test split": png_base64(roc_pr_figure(y, scores, title), dpi=80),
+            "calibration, test split": png_base64(calibration_figure(y, scores, title), dpi=80),
+            f"cumulative gains and lift at a {budget:.0%} contact budget, test split": png_base64(
+                gains_figure(y, scores, budget, title), dpi=80
+            ),
         },
     )
     return artifacts.put_named(CARDS, card_name(champion.version), card_html(facts).encode()).uri

@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-import polars as pl
-import pyarrow.parquet as pq
 
 from lib.progress import Ticker
 from lib.spark.daily import FeatureInputs, run_features
@@ -46,7 +44,7 @@ def spark_customer_features(
     inputs = FeatureInputs(
         stored_state=stored if stored.exists() else None,
         history=[lake.path_for(VALIDATED, p, ".parquet") for p in lake.existing_partitions(VALIDATED) if p <= before],
-        window=_window_paths(lake, window_days),
+        window=lake.partition_paths(VALIDATED, window_days, needed_by=" (needed by customer_features)"),
     )
     context.log.info(f"customer_features: {len(days)} days on {compute.describe()}")
     ticker = Ticker("customer_features", len(days), context.log.info)
@@ -69,7 +67,7 @@ def spark_customer_features(
         path = lake.path_for(FEATURES, day.isoformat(), ".parquet")
         context.add_asset_metadata(
             {
-                **frame_metadata(head_rows(path), FEATURE_DESCRIPTIONS),
+                **frame_metadata(lake.head(path), FEATURE_DESCRIPTIONS),
                 "dagster/row_count": figures.rows,
                 "active_customers": figures.rows,
                 "customers_in_state": run.customers_in_state,
@@ -86,24 +84,3 @@ def spark_customer_features(
         None, metadata={"lake_path": dg.MetadataValue.path(str(lake.path_for(FEATURES, days[0].isoformat(), ".parquet").parent))}
     )
     yield from check_results(sum(f.duplicates for f in run.days.values()), run.outcomes)
-
-
-def _window_paths(lake: Lake, keys: list[str]) -> list[Any]:
-    paths = [lake.path_for(VALIDATED, k, ".parquet") for k in keys]
-    missing = [k for k, p in zip(keys, paths, strict=True) if not p.exists()]
-    if missing:
-        from resources import MissingPartitionError
-
-        raise MissingPartitionError(
-            f"validated_transactions partition(s) {', '.join(missing[:5])} not found in the lake (needed by customer_features); "
-            f"materialize them first (e.g. a backfill of validated_transactions over {missing[0]}...{missing[-1]})"
-        )
-    return paths
-
-
-def head_rows(path: Any, rows: int = 5) -> pl.DataFrame:
-    """The first rows of a day file, for the preview: read from its first row group only."""
-    with path.open("rb") as handle:
-        reader = pq.ParquetFile(handle)
-        batch = next(reader.iter_batches(batch_size=rows), None)
-        return pl.DataFrame(batch if batch is not None else reader.schema_arrow.empty_table())

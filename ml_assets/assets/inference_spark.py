@@ -19,7 +19,6 @@ from pyspark.sql import functions as F
 from lib.rollout import CANARY_ARM
 from lib.spark.lake import read_days, write_day
 from lib.spark.scoring import ShippedModel, score_features
-from ml_assets.assets.features_spark import head_rows
 from ml_assets.assets.inference import (
     BATCH,
     FEATURES,
@@ -31,7 +30,7 @@ from ml_assets.assets.inference import (
 from ml_assets.champion import Champion
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import partition_days
-from resources import ArtifactStore, ComputeResource, Lake, MissingPartitionError
+from resources import ArtifactStore, ComputeResource, Lake
 
 
 def ship(model: Champion, artifacts: ArtifactStore) -> ShippedModel:
@@ -53,14 +52,9 @@ def spark_batch_predictions(
     canary_share: float,
 ) -> Iterator[Any]:
     days = partition_days(context)
-    paths = {day: lake.path_for(FEATURES, day.isoformat(), ".parquet") for day in days}
-    missing = [d.isoformat() for d, p in paths.items() if not p.exists()]
-    if missing:
-        raise MissingPartitionError(
-            f"customer_features partition(s) {', '.join(missing[:5])} not found in the lake (needed by batch_predictions); materialize them first"
-        )
+    paths = lake.partition_paths(FEATURES, [d.isoformat() for d in days], needed_by=" (needed by batch_predictions)")
     spark = compute.session()
-    features = read_days(spark, list(paths.values()))
+    features = read_days(spark, paths)
     unknown = [f for f in champion.features if f not in features.columns]
     if unknown:
         raise dg.Failure(f"batch_predictions: the champion {champion.version} needs features the lake has not got: {unknown}")
@@ -121,7 +115,7 @@ def _metadata(
         row = figures.get(day)
         context.add_asset_metadata(
             {
-                **frame_metadata(head_rows(lake.path_for(BATCH, key, ".parquet")), descriptions),
+                **frame_metadata(lake.head(lake.path_for(BATCH, key, ".parquet")), descriptions),
                 "dagster/row_count": int(row["rows"]) if row else 0,
                 "label_horizon_days": champion.horizon_days or 0,
                 "model_version": champion.version,
@@ -136,7 +130,7 @@ def _metadata(
         )
         context.add_asset_metadata(
             {
-                **frame_metadata(head_rows(lake.path_for(SHADOW, key, ".parquet")), SHADOW_DESCRIPTIONS),
+                **frame_metadata(lake.head(lake.path_for(SHADOW, key, ".parquet")), SHADOW_DESCRIPTIONS),
                 "dagster/row_count": int(shadow_rows.get(day, 0)),
                 "champion": champion.version,
                 "challengers": dg.MetadataValue.json(challengers),

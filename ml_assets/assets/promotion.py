@@ -149,28 +149,29 @@ def _views(
     artifacts: ArtifactStore,
     lake: Lake,
 ) -> dict[str, Any]:
-    """The champion's business view on the test split and its model card, as metadata."""
-    business, view_rows = _business(champion, test, artifacts, budget)
+    """The champion's business view on the test split and its model card, as metadata: its artifact loaded and the
+    test rows scored once for both."""
+    from lib.business import VALUE_COLUMN
+
     if test.is_empty():
-        return business
+        return {"business_view_test_split": "_no test rows_"}
+    from lib.export import onnx_churn_probability
     from ml_assets.assets.card import write_card
 
-    card = write_card(champion, decision, reason, test, backtest, view_rows, budget, artifacts, lake)
+    session = load_onnx(champion, artifacts)
+    scores = onnx_churn_probability(session, feature_matrix(test, tuple(champion.features)))
+    business, view_rows = _business(champion, test, scores, budget) if VALUE_COLUMN in test.columns else ({}, [])
+    card = write_card(champion, decision, reason, test, scores, session, backtest, view_rows, budget, artifacts, lake)
     url = card if "://" in card else f"file://{card}"
     return business | {"model_card": dg.MetadataValue.url(url), "model_card_path": dg.MetadataValue.path(card)}
 
 
-def _business(
-    champion: ModelVersion, test: pl.DataFrame, artifacts: ArtifactStore, budget: float
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _business(champion: ModelVersion, test: pl.DataFrame, scores: Any, budget: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """What contacting the champion's top `budget` of the test split's customers finds and is worth (lib/business.py)."""
     from lib.business import VALUE_COLUMN, business_view, gains_figure, view_table
     from ml_assets.metadata import figure_markdown
 
-    if test.is_empty() or VALUE_COLUMN not in test.columns:
-        return {"business_view_test_split": "_no test rows_"}, []
     y = test["churned"].to_numpy()
-    scores = _score(champion, feature_matrix(test, tuple(champion.features)), artifacts)
     view = business_view(scores, test[VALUE_COLUMN].to_numpy(), budget, y)
     title = f"{champion.version} on the test split ({len(y):,} rows), contact budget {budget:.0%}"
     rows = view_table(view)

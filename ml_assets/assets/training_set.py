@@ -162,25 +162,12 @@ def _spark_rows(
     """The labelled snapshots with their features, computed on Spark (compute.engine: spark); only they reach the driver."""
     from lib.spark.labels import collect_training_rows, labelled_snapshots
 
-    def day_path(day: dt.date):  # noqa: ANN202
-        return lake.path_for(CUSTOMER_FEATURES, day.isoformat(), ".parquet")
-
     needed = plan.needed_days()
-    missing = [d.isoformat() for d in needed if not day_path(d).exists()]
-    if missing:
-        raise LabelError(
-            f"training_set: customer_features partition(s) {', '.join(missing[:5])} not found in the lake; materialize them first"
-        )
+    paths = dict(
+        zip(needed, lake.partition_paths(CUSTOMER_FEATURES, [d.isoformat() for d in needed], " (needed by training_set)"), strict=True)
+    )
     session = compute.session()
     # The feature columns of the newest day: what the source's optional columns give (what the feature service serves).
-    columns = model_features(_schema_of(day_path(needed[-1])))
-    joined, customers = collect_training_rows(labelled_snapshots(session, plan, day_path, columns), max_customers)
+    columns = model_features(lake.head(paths[needed[-1]], rows=0))
+    joined, customers = collect_training_rows(labelled_snapshots(session, plan, paths.__getitem__, columns), max_customers)
     return joined, columns, customers
-
-
-def _schema_of(path) -> pl.DataFrame:  # noqa: ANN001
-    """An empty frame with a day file's columns (read from its footer only)."""
-    import pyarrow.parquet as pq
-
-    with path.open("rb") as handle:
-        return pl.DataFrame(pq.ParquetFile(handle).schema_arrow.empty_table())
