@@ -58,6 +58,46 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "n_categories",
 )
 
+# What each feature means, in the words of a retention analyst: the reasons batch scores and the service give
+# (`lib.explain.top_reasons`) and the model card's overall reasons. Kept beside the definitions, one per feature.
+FEATURE_LABELS: dict[str, str] = {
+    "recency_days": "days since the last purchase",
+    "tenure_days": "days since the first purchase",
+    "lifetime_tx": "purchases ever",
+    "repeat_days": "days with a repeat purchase",
+    "active_span_days": "days between first and last purchase",
+    "lifetime_spend": "spend ever",
+    "tx_count_7d": "purchases in the last 7 days",
+    "tx_count_30d": "purchases in the last 30 days",
+    "tx_count_90d": "purchases in the last 90 days",
+    "spend_7d": "spend in the last 7 days",
+    "spend_30d": "spend in the last 30 days",
+    "spend_90d": "spend in the last 90 days",
+    "avg_basket": "average purchase amount",
+    "max_amount": "largest purchase",
+    "avg_quantity": "average items per purchase",
+    "spend_trend": "spend in the last 30 days against the 60 before",
+    "frequency_trend": "purchases in the last 30 days against the 60 before",
+    "mean_gap_days": "usual days between purchases",
+    "gap_std_days": "irregularity of the days between purchases",
+    "overdue_ratio": "time since the last purchase against the usual gap",
+    "active_days_90d": "days with a purchase in the last 90 days",
+    "weekend_share": "share of purchases at weekends",
+    "n_categories": "categories bought in the last 90 days",
+}
+
+
+def feature_label(name: str) -> str:
+    """The analyst's words for a feature, including the share and distinct-values features named after the user's data."""
+    if name in FEATURE_LABELS:
+        return FEATURE_LABELS[name]
+    if name.endswith("_share"):
+        return f"share of purchases through {name.removesuffix('_share').replace('_', ' ')}"
+    if name.startswith("n_") and name.endswith("_values"):
+        return f"distinct {name.removeprefix('n_').removesuffix('_values').replace('_', ' ')} values in the last 90 days"
+    return name.replace("_", " ")
+
+
 # Features that move by construction as customers and the observed history age:
 # recency and age grow by a day a day, and cumulative counts, spend, largest
 # purchase and gap statistics only grow while the log gets longer. Scored, and

@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from lib.explain import ExplainSpec
 from resources import ArtifactStore, ModelRegistry
 from resources.registry import ModelVersion
 
@@ -22,6 +23,8 @@ class Champion:
     model: ModelVersion
     session: Any = field(repr=False)
     loaded_at: float
+    # What explains its scores (`lib.explain`): verified bytes and the reference customer; None when not asked for.
+    explainer: ExplainSpec | None = field(default=None, repr=False)
 
     @property
     def version(self) -> str:
@@ -51,8 +54,40 @@ def load_onnx(version: ModelVersion, artifacts: ArtifactStore) -> Any:
     return onnx_session(artifacts.get(version.onnx_uri, version.onnx_sha256))
 
 
-def load_champion(version: ModelVersion, artifacts: ArtifactStore) -> Champion:
-    return Champion(version, load_onnx(version, artifacts), time.time())
+def load_champion(version: ModelVersion, artifacts: ArtifactStore, explain: bool = False) -> Champion:
+    """The version's verified ONNX session and, with ``explain``, what explains its scores."""
+    spec = explain_spec(version, artifacts) if explain else None
+    if spec is not None:
+        from lib.explain import prepare
+
+        prepare(spec)  # the model the explanations need, loaded now rather than on the first request
+    return Champion(version, load_onnx(version, artifacts), time.time(), spec)
+
+
+def explain_spec(version: ModelVersion, artifacts: ArtifactStore) -> ExplainSpec:
+    """The version's explanation inputs, read through the registry's sha256s: its native artifact (the network: its ONNX
+    graph, which it is explained through) and the median customer of its training reference sample."""
+    import io
+
+    import polars as pl
+
+    from lib.explain import reference_row
+
+    if version.kind == "torch":
+        uri, sha = version.onnx_uri, version.onnx_sha256
+    else:
+        uri, sha = version.artifact_uri, version.artifact_sha256
+    if not uri or not sha:
+        raise ValueError(f"model version {version.version} has no artifact to explain its scores with")
+    features = tuple(version.features)
+    reference = (
+        pl.read_parquet(io.BytesIO(artifacts.get(version.reference_uri, version.reference_sha256)))
+        if version.reference_uri and version.reference_sha256
+        else pl.DataFrame()
+    )
+    return ExplainSpec(
+        version.kind, version.version, features, artifacts.get(uri, sha), sha, reference_row(reference, features), version.horizon_days
+    )
 
 
 def trusted_champion(registry: ModelRegistry, who: str) -> ModelVersion | None:
@@ -75,9 +110,9 @@ def trusted_challengers(registry: ModelRegistry, who: str) -> list[ModelVersion]
         raise dg.Failure(f"{who}: a challenger: {exc}", metadata={"chain_problems": "\n".join(exc.problems)}) from None
 
 
-def current_champion(registry: ModelRegistry, artifacts: ArtifactStore, who: str) -> Champion:
+def current_champion(registry: ModelRegistry, artifacts: ArtifactStore, who: str, explain: bool = False) -> Champion:
     """The current champion, checked against the chain and loaded; a run that needs one fails clearly when there is none."""
     version = trusted_champion(registry, who)
     if version is None:
         raise dg.Failure(f"{who}: the model registry has no champion yet; materialize training_job (it ends with champion_model) first")
-    return load_champion(version, artifacts)
+    return load_champion(version, artifacts, explain)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
+from lib.explain import REASONS, ExplainSpec, reason_columns
 from lib.rollout import CANARY_ARM, CHAMPION_ARM, arm_of
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ class ShippedModel:
     sha256: str
     onnx: bytes
     features: tuple[str, ...]
+    # What explains its scores (the models that serve: the champion and the canary), checked by digest like the ONNX.
+    explainer: ExplainSpec | None = None
 
 
 class ArtifactDigestError(RuntimeError):
@@ -74,10 +77,38 @@ def _scorer(models: list[ShippedModel], canary_index: int | None, canary_share: 
                 columns[score_column(i)] = pa.array(onnx_churn_probability(_session(model), x, workers=1), type=pa.float64())
             ids = batch.column("customer_id").to_pylist()
             share = canary_share if canary_index is not None else 0.0
-            columns["arm"] = pa.array([arm_of(str(c), share) for c in ids], type=pa.string())
+            arms = [arm_of(str(c), share) for c in ids]
+            columns["arm"] = pa.array(arms, type=pa.string())
+            columns.update(_served_reasons(batch, models, canary_index, np.array(arms) == CANARY_ARM))
             yield pa.RecordBatch.from_pydict(columns)
 
     return score
+
+
+def _served_reasons(batch: pa.RecordBatch, models: list[ShippedModel], canary_index: int | None, in_canary: Any) -> dict[str, Any]:
+    """reason_1..3 and contribution_1..3 of the model that served each row (``lib.explain``, as on a single node)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from lib.explain import reasons_frame
+
+    n = batch.num_rows
+    names: list[list[Any]] = [[None] * n for _ in range(REASONS)]
+    values = np.full((n, REASONS), np.nan)
+    arms = [(models[0], ~in_canary)] + ([(models[canary_index], in_canary)] if canary_index is not None else [])
+    for model, mask in arms:
+        if model.explainer is None or not mask.any():
+            continue
+        rows = np.flatnonzero(mask)
+        x = np.column_stack([batch.column(f).to_numpy(zero_copy_only=False)[rows] for f in model.explainer.features])
+        reasons = reasons_frame(model.explainer, x.astype(np.float32).reshape(len(rows), len(model.explainer.features)))
+        for r in range(REASONS):
+            for i, name in zip(rows, reasons[f"reason_{r + 1}"].to_list(), strict=True):
+                names[r][i] = name
+            values[rows, r] = reasons[f"contribution_{r + 1}"].fill_null(np.nan).to_numpy()
+    out: dict[str, Any] = {f"reason_{r + 1}": pa.array(names[r], type=pa.string()) for r in range(REASONS)}
+    out.update({f"contribution_{r + 1}": pa.array(values[:, r], type=pa.float64(), from_pandas=True) for r in range(REASONS)})
+    return out
 
 
 def score_features(
@@ -89,7 +120,14 @@ def score_features(
     canary arm the ``canary_index`` model's). shadow: every model's score, role champion or challenger.
     """
     schema = ", ".join(
-        ["customer_id string", "snapshot_date date", *[f"{score_column(i)} double" for i in range(len(models))], "arm string"]
+        [
+            "customer_id string",
+            "snapshot_date date",
+            *[f"{score_column(i)} double" for i in range(len(models))],
+            "arm string",
+            *[f"reason_{r} string" for r in range(1, REASONS + 1)],
+            *[f"contribution_{r} double" for r in range(1, REASONS + 1)],
+        ]
     )
     needed = sorted({f for m in models for f in m.features})
     # Scored once, kept on the executors: the served and the shadow scores are both read from it.
@@ -106,6 +144,7 @@ def score_features(
             F.col(score_column(0)).alias("churn_probability"),
             F.lit(champion.version).alias("model_version"),
             F.lit(CHAMPION_ARM).alias("arm"),
+            *reason_columns(),
         )
     else:
         in_canary = F.col("arm") == CANARY_ARM
@@ -115,6 +154,7 @@ def score_features(
             F.when(in_canary, F.col(score_column(canary_index))).otherwise(F.col(score_column(0))).alias("churn_probability"),
             F.when(in_canary, F.lit(models[canary_index].version)).otherwise(F.lit(champion.version)).alias("model_version"),
             "arm",
+            *reason_columns(),
         )
     shadow = functools.reduce(
         lambda a, b: a.unionByName(b),

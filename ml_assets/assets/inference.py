@@ -31,6 +31,16 @@ def prediction_descriptions(horizon_days: int | None) -> dict[str, str]:
         "churn_probability": f"Probability that the customer buys nothing in the next {horizon} (the horizon the model was trained on).",
         "model_version": "Version of the model that produced the score.",
         "arm": "champion, or canary: the customer is in the canary share (a hash of the id) and the challenger served the score.",
+        **{
+            f"reason_{r}": f"The feature that pushed this customer's score up {rank} most, in words (none when no other did): "
+            "from the scoring model's own explanation (docs/model-quality.md, reasons per customer)."
+            for r, rank in ((1, "the"), (2, "second"), (3, "third"))
+        },
+        **{
+            f"contribution_{r}": f"How much reason_{r} raised the log-odds of churn (the contributions and the model's base add up "
+            "to its raw score)."
+            for r in (1, 2, 3)
+        },
     }
 
 
@@ -107,9 +117,13 @@ def batch_predictions(
     (every source row of theirs quarantined so far) are listed per day with
     the reason (`unscored_customers` in the metadata, the list in the lake).
     """
-    champion = current_champion(registry, artifacts, "batch_predictions")
+    champion = current_champion(registry, artifacts, "batch_predictions", explain=True)
     challengers = (
-        [load_champion(v, artifacts) for v in trusted_challengers(registry, "batch_predictions")]
+        # The first challenger serves the canary share: its scores carry its reasons, so it is explained too.
+        [
+            load_champion(v, artifacts, explain=i == 0 and config.canary_share > 0)
+            for i, v in enumerate(trusted_challengers(registry, "batch_predictions"))
+        ]
         if config.shadow or config.canary_share
         else []
     )
@@ -134,7 +148,7 @@ def batch_predictions(
             scores = {
                 m.version: score_frame(m.session, features, m.features, m.version) for m in [champion, *_scorable(challengers, features)]
             }
-            served.append(_served(scores, champion, canary, config.canary_share, arms))
+            served.append(with_reasons(_served(scores, champion, canary, config.canary_share, arms), features, champion, canary))
             shadow += [
                 s.with_columns(pl.lit("champion" if v == champion.version else "challenger").alias("role")) for v, s in scores.items()
             ]
@@ -227,7 +241,28 @@ def _served(
     )
 
 
+def with_reasons(served: pl.DataFrame, features: pl.DataFrame, champion: Champion, canary: Champion | None) -> pl.DataFrame:
+    """The served scores with the reasons of the model that served each (``features``: the same rows, in order)."""
+    from lib.explain import reasons_frame
+    from lib.training import feature_matrix
+
+    parts = []
+    for model, arm in ((champion, CHAMPION_ARM), (canary, CANARY_ARM)):
+        mask = served["arm"] == arm
+        if model is None or model.explainer is None or not mask.any():
+            continue
+        rows = features.filter(mask)
+        parts.append(
+            pl.concat(
+                [served.filter(mask), reasons_frame(model.explainer, feature_matrix(rows, model.explainer.features))], how="horizontal"
+            ).with_columns(pl.Series("_row", mask.arg_true()))
+        )
+    return pl.concat(parts, how="vertical").sort("_row").drop("_row") if parts else _empty(served, champion.version)
+
+
 def _empty(entities: pl.DataFrame, version: str) -> pl.DataFrame:
+    from lib.explain import REASONS
+
     return (
         entities.clear()
         .select("customer_id", "snapshot_date")
@@ -235,6 +270,8 @@ def _empty(entities: pl.DataFrame, version: str) -> pl.DataFrame:
             pl.lit(None, dtype=pl.Float64).alias("churn_probability"),
             pl.lit(version).alias("model_version"),
             pl.lit(CHAMPION_ARM).alias("arm"),
+            *[pl.lit(None, dtype=pl.String).alias(f"reason_{r}") for r in range(1, REASONS + 1)],
+            *[pl.lit(None, dtype=pl.Float64).alias(f"contribution_{r}") for r in range(1, REASONS + 1)],
         )
     )
 

@@ -38,7 +38,7 @@ def ship(model: Champion, artifacts: ArtifactStore) -> ShippedModel:
     uri, sha = model.model.onnx_uri, model.model.onnx_sha256
     if not uri or not sha:
         raise ValueError(f"model version {model.version} has no ONNX artifact in the registry; export it first")
-    return ShippedModel(model.version, sha, artifacts.get(uri, sha), model.features)
+    return ShippedModel(model.version, sha, artifacts.get(uri, sha), model.features, model.explainer)
 
 
 def spark_batch_predictions(

@@ -222,7 +222,8 @@ def _predict_route(
             request.state.ids = len(given)
             return error(413, f"{len(given)} ids in one request; the limit is {settings.max_batch}", rid, limit=settings.max_batch)
         try:
-            ids = request_model.model_validate(raw).customer_ids  # type: ignore[attr-defined]
+            parsed = request_model.model_validate(raw)
+            ids, explain = parsed.customer_ids, parsed.explain  # type: ignore[attr-defined]
         except ValidationError as exc:
             return JSONResponse(status_code=422, content={"detail": validation_detail(exc.errors()), "request_id": rid})
         request.state.ids = len(ids)
@@ -243,7 +244,7 @@ def _predict_route(
             return error(503, "online store unavailable", rid)
         challengers = holder.challengers  # one read, like the champion
         canary = challengers[0] if challengers and rollout.canary_share > 0 else None
-        out = answers(model, ids, unique, served, canary, rollout.canary_share)
+        out = answers(model, ids, unique, served, canary, rollout.canary_share, explain)
         metrics.scored.labels(result="ok").inc(sum(1 for p in out if p.status == 200))
         metrics.scored.labels(result="not_found").inc(sum(1 for p in out if p.status == 404))
         if recorder is not None:

@@ -65,7 +65,7 @@ class ChampionHolder:
             if champion is None or (self.current is not None and self.current.version == champion.version):
                 return self.current
             # Verified before a byte is parsed: a tampered or partial artifact raises and the old model stays.
-            loaded = load_champion(champion, self.artifacts)
+            loaded = load_champion(champion, self.artifacts, explain=True)
             previous, self.current = self.current, loaded
             log.info("champion loaded: %s (%s), replacing %s", loaded.version, loaded.kind, previous.version if previous else "none")
             return loaded
@@ -103,7 +103,7 @@ class ChampionHolder:
         if [c.version for c in self.challengers] == [v.version for v in wanted]:
             return
         loaded = {c.version: c for c in self.challengers}
-        self.challengers = tuple(loaded.get(v.version) or load(v, self.artifacts) for v in wanted)
+        self.challengers = tuple(loaded.get(v.version) or load(v, self.artifacts, explain=True) for v in wanted)
         log.info("challengers loaded: %s", [c.version for c in self.challengers] or "none")
 
     def poll_forever(self, stop: threading.Event, every: float) -> None:

@@ -37,8 +37,18 @@ def predict_request(max_batch: int, check: Callable[[str], str] | None = None) -
         customer_ids: list[Annotated[str, StringConstraints(max_length=64), AfterValidator(rule)]] = Field(
             min_length=1, max_length=max_batch, description=f"Customer ids to score (1 to {max_batch})."
         )
+        explain: bool = Field(
+            default=False, description="Also return, per score, the features that pushed it up most (as batch_predictions' reasons)."
+        )
 
     return PredictRequest
+
+
+class Reason(BaseModel):
+    rank: int = Field(description="1 is the feature that pushed the score up most.")
+    feature: str = Field(description="The feature's column name.")
+    label: str = Field(description="What the feature means, in words.")
+    contribution: float = Field(description="How much it raised the log-odds of churn.")
 
 
 class Prediction(BaseModel):
@@ -48,6 +58,7 @@ class Prediction(BaseModel):
     feature_timestamp: str | None = Field(default=None, description="When the served features were valid (UTC, ISO 8601).")
     model_version: str | None = Field(default=None, description="The model that served this score (the canary's for its share).")
     arm: str | None = Field(default=None, description="champion, or canary (a stable share of customers by a hash of the id).")
+    reasons: list[Reason] | None = Field(default=None, description="With explain: the serving model's reasons (at most 3, each positive).")
     error: str | None = None
 
 

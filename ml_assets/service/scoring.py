@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from lib.rollout import CANARY_ARM, CHAMPION_ARM, SHADOW_ARM, arm_of
-from ml_assets.service.schemas import Prediction
+from ml_assets.service.schemas import Prediction, Reason
 
 if TYPE_CHECKING:
     from ml_assets.champion import Champion
@@ -26,6 +26,30 @@ def _scores(model: Champion, unique: list[str], served: dict[str, list[Any]], ro
     return dict(zip((unique[i] for i in rows), onnx_churn_probability(model.session, matrix, workers=1).tolist(), strict=True))
 
 
+def _reasons(model: Champion, unique: list[str], served: dict[str, list[Any]], rows: list[int]) -> dict[str, list[Reason]]:
+    """The serving model's reasons for each of ``rows`` (``lib.explain``: the same numbers batch_predictions stores)."""
+    import numpy as np
+
+    from lib.explain import REASONS, explain, top_reasons
+
+    spec = model.explainer
+    if not rows or spec is None:
+        return {}
+    columns = [served[f] for f in spec.features]
+    matrix = np.array([[col[i] for col in columns] for i in rows], dtype=np.float32)
+    contributions = explain(spec, matrix).contributions
+    names, values = top_reasons(contributions, spec.features)
+    order = np.argsort(-contributions, axis=1, kind="stable")
+    out = {}
+    for k, i in enumerate(rows):
+        out[unique[i]] = [
+            Reason(rank=r + 1, feature=spec.features[int(order[k, r])], label=str(names[r][k]), contribution=float(values[k, r]))
+            for r in range(min(REASONS, len(spec.features)))
+            if names[r][k] is not None
+        ]
+    return out
+
+
 def known_rows(model: Champion, unique: list[str], served: dict[str, list[Any]]) -> list[int]:
     """The positions of the ids the store knows every feature of this model for."""
     if any(f not in served for f in model.features):
@@ -35,7 +59,13 @@ def known_rows(model: Champion, unique: list[str], served: dict[str, list[Any]])
 
 
 def answers(
-    model: Champion, ids: list[str], unique: list[str], served: dict[str, list[Any]], canary: Champion | None = None, share: float = 0.0
+    model: Champion,
+    ids: list[str],
+    unique: list[str],
+    served: dict[str, list[Any]],
+    canary: Champion | None = None,
+    share: float = 0.0,
+    explain: bool = False,
 ) -> list[Prediction]:
     """One prediction per requested id, in request order: 200 with the score, or 404 for an id the store does not know.
 
@@ -49,6 +79,11 @@ def answers(
         in_canary &= set(known_rows(canary, unique, served))
     scores = _scores(model, unique, served, [i for i in known if i not in in_canary])
     canary_scores = _scores(canary, unique, served, sorted(in_canary)) if canary is not None else {}
+    reasons = {}
+    if explain:
+        reasons = _reasons(model, unique, served, [i for i in known if i not in in_canary])
+        if canary is not None:
+            reasons.update(_reasons(canary, unique, served, sorted(in_canary)))
     stamp_of = {unique[i]: served[f"{model.features[0]}__ts"][i] for i in known}
     out = []
     for c in ids:
@@ -64,6 +99,7 @@ def answers(
                     feature_timestamp=stamp,
                     model_version=canary.version if by_canary and canary else model.version,
                     arm=CANARY_ARM if by_canary else CHAMPION_ARM,
+                    reasons=reasons.get(c) if explain else None,
                 )
             )
         else:

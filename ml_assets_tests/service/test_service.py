@@ -87,6 +87,24 @@ def test_scores_equal_batch_scoring_for_the_same_customers_and_features(e2e: Pip
     assert single["churn_probability"] == pytest.approx(batch["churn_probability"][0], abs=1e-9)
 
 
+def test_explain_returns_the_reasons_batch_scoring_stored_for_the_same_customer_and_model(e2e: PipelineRun, live: str) -> None:
+    batch = e2e.read("batch_predictions", [SERVED_DAY]).sort("customer_id").head(25)
+    ids = batch["customer_id"].to_list()
+    body = httpx.post(f"{live}/predict", json={"customer_ids": ids, "explain": True}, timeout=30).json()
+    assert body["model_version"] == batch["model_version"][0]
+    for p, row in zip(body["predictions"], batch.iter_rows(named=True), strict=True):
+        assert p["customer_id"] == row["customer_id"] and p["churn_probability"] == pytest.approx(row["churn_probability"], abs=1e-9)
+        stored = [(row[f"reason_{r}"], row[f"contribution_{r}"]) for r in (1, 2, 3) if row[f"reason_{r}"] is not None]
+        got = [(r["label"], r["contribution"]) for r in p["reasons"]]
+        assert [r["rank"] for r in p["reasons"]] == list(range(1, len(got) + 1))
+        assert [g[0] for g in got] == [s[0] for s in stored]
+        assert [g[1] for g in got] == pytest.approx([s[1] for s in stored], abs=1e-9)
+    assert any(p["reasons"] for p in body["predictions"])
+    # Without the flag the answer is as before: no reasons computed or returned.
+    plain = httpx.post(f"{live}/predict", json={"customer_ids": ids[:3]}, timeout=30).json()
+    assert all(p["reasons"] is None for p in plain["predictions"])
+
+
 def test_errors_are_clear_and_per_item_where_they_can_be(e2e: PipelineRun, live: str, caplog: pytest.LogCaptureFixture) -> None:
     known = e2e.read("batch_predictions", [SERVED_DAY])["customer_id"][0]
     caplog.set_level(logging.INFO, logger="churn.service.access")

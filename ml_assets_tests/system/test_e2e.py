@@ -296,9 +296,35 @@ def test_every_customer_is_scored_by_the_champion_and_in_shadow_by_the_challenge
             assert set(part["role"]) == {role} and set(part["customer_id"]) == set(served["customer_id"]), version
         own = shadow.filter(pl.col("model_version") == champion).sort("customer_id")["churn_probability"]
         assert own.to_list() == pytest.approx(served.sort("customer_id")["churn_probability"].to_list(), abs=1e-12)
+        _reasons_are_the_champions(e2e, served, day)
         # Nothing has matured yet on these days: the evaluation says so and does nothing.
         md = e2e.metadata("rollout_evaluation", day)
         assert md["verdict"] == "none" and "no matured scores" in md["status"]
+
+
+def _reasons_are_the_champions(e2e: PipelineRun, served: pl.DataFrame, day: dt.date) -> None:
+    """Every served score carries the champion's reasons, and its explanation adds up to the served score."""
+    from lib.explain import explain, reasons_frame
+    from lib.features import feature_label
+    from lib.training import feature_matrix
+    from ml_assets.champion import explain_spec
+
+    registry, artifacts = e2e.resources["registry"], e2e.resources["artifacts"]
+    spec = explain_spec(registry.champion(), artifacts)
+    labels = {feature_label(f) for f in spec.features}
+    assert set(served["reason_1"].drop_nulls()) <= labels and served["reason_1"].null_count() < served.height / 2
+    ranked = served.drop_nulls(["contribution_3"])
+    assert ranked.height and (ranked["contribution_1"] >= ranked["contribution_2"]).all()
+    assert (ranked["contribution_2"] >= ranked["contribution_3"]).all() and (ranked["contribution_3"] > 0).all()
+    rows = e2e.read("customer_features", [day]).join(served.head(200), on="customer_id", how="inner", suffix="_served")
+    x = feature_matrix(rows, spec.features)
+    probability = 1 / (1 + np.exp(-explain(spec, x).raw))
+    assert np.max(np.abs(probability - rows["churn_probability"].to_numpy())) < 1e-5
+    again = reasons_frame(spec, x)
+    assert again["reason_1"].to_list() == rows["reason_1"].to_list()
+    assert again["contribution_1"].fill_null(np.nan).to_numpy() == pytest.approx(
+        rows["contribution_1"].fill_null(np.nan).to_numpy(), abs=1e-9, nan_ok=True
+    )
 
 
 def test_a_canary_share_of_customers_is_served_by_the_challenger_and_stays_in_its_arm(e2e: PipelineRun, tmp_path: Path) -> None:

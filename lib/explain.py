@@ -1,0 +1,290 @@
+"""Why a customer's score is what it is: additive feature contributions in log-odds, for every model kind (framework-free).
+
+Every model's score is P(churn) = sigmoid(raw), and every explanation here is
+additive in that raw score: ``base + sum(contributions) == raw`` for each row,
+so a contribution reads as "this feature moved the log-odds of churn by so
+much". How the contributions are found depends on what the model is:
+
+- **LightGBM**: TreeSHAP, LightGBM's own ``predict(pred_contrib=True)``
+  (Lundberg et al. 2020): exact Shapley values of the tree ensemble; the base
+  is the ensemble's expected raw score over its training rows.
+- **BG/NBD**: exact baseline Shapley values (Sundararajan and Najmi 2020) over
+  its three inputs (repeat purchase days, active span, customer age), every
+  order of the three enumerated; the base is the score of the reference
+  customer (the median training customer, feature by feature).
+- **Stacked model**: its score is ``w_m * lightgbm_raw + w_b * bgnbd_logit + c``,
+  so its contributions are the weighted sums of the two above (exact too).
+- **Network**: baseline Shapley estimated by antithetic permutation sampling
+  (Strumbelj and Kononenko 2014; what ``shap.PermutationExplainer`` does) on the
+  model's own ONNX graph: a fixed set of feature orders and their reverses, the
+  same for every customer and every process, so the batch and the service give
+  the same numbers. Each order's steps telescope, so ``base + sum`` equals the
+  network's raw score exactly; the sampling only spreads it among features.
+
+``top_reasons`` turns contributions into the three features that pushed the
+score up most, in the analyst's words (`lib.features.feature_label`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import polars as pl
+
+# How many reasons each score carries.
+REASONS = 3
+# The network's sampled feature orders: this many random orders plus their reverses, from this seed.
+NETWORK_ORDERS = 8
+ORDER_SEED = 20261205
+# Rows explained at once by the sampling explainer: its step matrices are (features x rows) big.
+CHUNK_ROWS = 4_096
+# |base + sum(contributions) - raw| allowed, in log-odds: what float32 feature values and float64 sums leave.
+ADDITIVITY_TOLERANCE = 1e-6
+
+KINDS = ("lightgbm", "bgnbd", "stack", "torch")
+
+
+class ExplainDigestError(RuntimeError):
+    """An artifact's bytes do not hash to the sha256 the registry holds for them."""
+
+
+@dataclass(frozen=True)
+class ExplainSpec:
+    """Everything an explanation needs, as plain data: verified bytes and the reference row (it travels to Spark executors).
+
+    ``artifact`` is the model's native artifact (LightGBM text, BG/NBD parameters, the stack document) or, for the
+    network, its ONNX graph; ``reference`` is the median training customer, in ``features`` order.
+    """
+
+    kind: str
+    version: str
+    features: tuple[str, ...]
+    artifact: bytes = field(repr=False)
+    sha256: str
+    reference: tuple[float, ...]
+    horizon_days: int | None = None
+
+
+@dataclass(frozen=True)
+class Explanation:
+    contributions: np.ndarray  # (rows, features), log-odds
+    base: np.ndarray  # (rows,)
+
+    @property
+    def raw(self) -> np.ndarray:
+        """The raw score the contributions add up to: log-odds of P(churn)."""
+        return self.base + self.contributions.sum(axis=1)
+
+
+def reference_row(sample: pl.DataFrame, features: tuple[str, ...]) -> tuple[float, ...]:
+    """The reference customer: each feature's median over the model's training reference sample (0 for an empty one)."""
+    def median(f: str) -> float:
+        value = sample[f].cast(float).median() if sample.height and f in sample.columns else None
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    return tuple(median(f) for f in features)
+
+
+# Loaded models, one per artifact digest and process (a Spark executor's Python worker keeps its own).
+_LOADED: dict[str, Any] = {}
+
+
+def prepare(spec: ExplainSpec) -> None:
+    """Check the digest and load the model now (the service does it before it answers a request)."""
+    _loaded(spec)
+
+
+def _loaded(spec: ExplainSpec) -> Any:
+    if spec.sha256 not in _LOADED:
+        digest = hashlib.sha256(spec.artifact).hexdigest()
+        if digest != spec.sha256:
+            raise ExplainDigestError(f"model {spec.version}: the explanation's artifact hashes to {digest}, not {spec.sha256}")
+        _LOADED[spec.sha256] = _load(spec)
+    return _LOADED[spec.sha256]
+
+
+def _load(spec: ExplainSpec) -> Any:
+    if spec.kind == "lightgbm":
+        from lib.training import load_booster
+
+        return load_booster(spec.artifact.decode())
+    if spec.kind == "bgnbd":
+        from lib.baselines import bgnbd_from_dict
+
+        return bgnbd_from_dict(json.loads(spec.artifact))
+    if spec.kind == "stack":
+        from lib.stacking import unpack
+        from lib.training import load_booster
+
+        art = unpack(spec.artifact)
+        return art, load_booster(art.model_text)
+    if spec.kind == "torch":
+        from lib.export import onnx_session
+
+        return onnx_session(spec.artifact)
+    raise ValueError(f"no explanation for model kind {spec.kind!r}; explained kinds: {', '.join(KINDS)}")
+
+
+def explain(spec: ExplainSpec, x: np.ndarray) -> Explanation:
+    """Contributions and base for each row of a float32 model-input matrix (``spec.features`` order)."""
+    import numpy as np
+
+    m = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, len(spec.features))
+    model = _loaded(spec)
+    if spec.kind == "lightgbm":
+        return tree_shap(model, m)
+    ref = np.asarray(spec.reference, dtype=np.float32)
+    if spec.kind == "bgnbd":
+        return bgnbd_shapley(model, spec.features, _horizon(spec), m, ref)
+    if spec.kind == "stack":
+        art, booster = model
+        tree, bg = tree_shap(booster, m), bgnbd_shapley(art.bgnbd, art.features, float(art.horizon_days), m, ref)
+        w = art.stack
+        return Explanation(
+            w.model_weight * tree.contributions + w.bgnbd_weight * bg.contributions,
+            w.model_weight * tree.base + w.bgnbd_weight * bg.base + w.intercept,
+        )
+    return path_shapley(_onnx_logit(model), m, ref, range(m.shape[1]), sampled_orders(m.shape[1]))
+
+
+def raw_score(spec: ExplainSpec, x: np.ndarray) -> np.ndarray:
+    """The model's own raw score (log-odds) for each row, computed without the explainer: what ``explain`` must add up to."""
+    import numpy as np
+
+    from lib.stacking import bgnbd_logit
+
+    m = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, len(spec.features))
+    model = _loaded(spec)
+    if spec.kind == "lightgbm":
+        return np.asarray(model.predict(m, raw_score=True), dtype=np.float64)
+    if spec.kind == "bgnbd":
+        return bgnbd_logit(model, spec.features, _horizon(spec), m)
+    if spec.kind == "stack":
+        art, booster = model
+        w = art.stack
+        lgbm = np.asarray(booster.predict(m, raw_score=True), dtype=np.float64)
+        return w.model_weight * lgbm + w.bgnbd_weight * bgnbd_logit(art.bgnbd, art.features, art.horizon_days, m) + w.intercept
+    return _onnx_logit(model)(m)
+
+
+def _horizon(spec: ExplainSpec) -> float:
+    if not spec.horizon_days:
+        raise ValueError(f"model {spec.version}: a BG/NBD explanation needs the label horizon its registry version records")
+    return float(spec.horizon_days)
+
+
+def _onnx_logit(session: Any) -> Callable[[np.ndarray], np.ndarray]:
+    from lib.export import onnx_churn_probability
+    from lib.stacking import logit
+
+    return lambda m: logit(onnx_churn_probability(session, m, workers=1))
+
+
+def tree_shap(booster: Any, m: np.ndarray) -> Explanation:
+    """LightGBM's exact TreeSHAP: one column per feature, the last the expected raw score."""
+    import numpy as np
+
+    out = np.asarray(booster.predict(m, pred_contrib=True), dtype=np.float64)
+    return Explanation(out[:, :-1], out[:, -1])
+
+
+def bgnbd_shapley(model: Any, features: tuple[str, ...], horizon: float, m: np.ndarray, ref: np.ndarray) -> Explanation:
+    """Exact baseline Shapley values of BG/NBD's logit over its three inputs (every order enumerated)."""
+    from lib.baselines import _input_index
+    from lib.stacking import bgnbd_logit
+
+    inputs = _input_index(features)
+    return path_shapley(lambda z: bgnbd_logit(model, features, horizon, z), m, ref, inputs, list(itertools.permutations(inputs)))
+
+
+def sampled_orders(n_features: int, orders: int = NETWORK_ORDERS, seed: int = ORDER_SEED) -> list[tuple[int, ...]]:
+    """The feature orders the sampling explainer walks: every order when there are few features, else ``orders`` random
+    ones and their reverses (antithetic: each feature is early in one and late in the other). Fixed by the seed."""
+    import numpy as np
+
+    if n_features <= 4:
+        return list(itertools.permutations(range(n_features)))
+    rng = np.random.default_rng(seed)
+    forward = [tuple(int(i) for i in rng.permutation(n_features)) for _ in range(orders)]
+    return [o for order in forward for o in (order, order[::-1])]
+
+
+def path_shapley(
+    f: Callable[[np.ndarray], np.ndarray], m: np.ndarray, ref: np.ndarray, inputs: Any, orders: list[tuple[int, ...]]
+) -> Explanation:
+    """Baseline Shapley values of ``f`` for the ``inputs`` columns, averaged over ``orders``.
+
+    Along one order the row starts as the reference (on ``inputs``; the other columns keep their own values) and
+    takes its own value one feature at a time; each feature is credited with the change of ``f`` at its step. The
+    steps of one order add up to f(row) - f(start), so the average over orders does too, whatever the orders.
+    Columns outside ``inputs`` get 0.
+    """
+    import numpy as np
+
+    inputs = list(inputs)
+    n, d = m.shape
+    contributions = np.zeros((n, d), dtype=np.float64)
+    base = np.empty(n, dtype=np.float64)
+    for lo in range(0, n, CHUNK_ROWS):
+        rows = m[lo : lo + CHUNK_ROWS]
+        start = rows.copy()
+        start[:, inputs] = ref[inputs]
+        base[lo : lo + len(rows)] = f_start = np.asarray(f(start), dtype=np.float64)
+        for order in orders:
+            steps = np.empty((len(order), *rows.shape), dtype=np.float32)
+            z = start.copy()
+            for k, j in enumerate(order):
+                z[:, j] = rows[:, j]
+                steps[k] = z
+            values = np.asarray(f(steps.reshape(-1, d)), dtype=np.float64).reshape(len(order), len(rows))
+            previous = f_start
+            for k, j in enumerate(order):
+                contributions[lo : lo + len(rows), j] += values[k] - previous
+                previous = values[k]
+        contributions[lo : lo + len(rows)] /= len(orders)
+    return Explanation(contributions, base)
+
+
+def top_reasons(contributions: np.ndarray, features: tuple[str, ...], k: int = REASONS) -> tuple[list[list[str | None]], np.ndarray]:
+    """The ``k`` features that pushed each score up most: (labels per rank, contributions per rank).
+
+    Ranked by contribution, ties in feature order; a rank whose contribution is not positive has no reason (None
+    and NaN): nothing else pushed that customer's score up.
+    """
+    import numpy as np
+
+    from lib.features import feature_label
+
+    c = np.asarray(contributions, dtype=np.float64)
+    labels = [feature_label(f) for f in features]
+    kk = min(k, c.shape[1])
+    order = np.argsort(-c, axis=1, kind="stable")[:, :kk]
+    top = np.take_along_axis(c, order, axis=1)
+    names: list[list[str | None]] = [[labels[j] if v > 0 else None for j, v in zip(order[:, r], top[:, r], strict=True)] for r in range(kk)]
+    values = np.where(top > 0, top, np.nan)
+    while len(names) < k:
+        names.append([None] * c.shape[0])
+        values = np.column_stack([values, np.full(c.shape[0], np.nan)])
+    return names, values
+
+
+def reason_columns(k: int = REASONS) -> list[str]:
+    return [f"reason_{r}" for r in range(1, k + 1)] + [f"contribution_{r}" for r in range(1, k + 1)]
+
+
+def reasons_frame(spec: ExplainSpec, x: np.ndarray) -> pl.DataFrame:
+    """``reason_1..3`` (the analyst's words) and ``contribution_1..3`` (log-odds) for each row."""
+    import polars as pl
+
+    names, values = top_reasons(explain(spec, x).contributions, spec.features)
+    return pl.DataFrame(
+        [pl.Series(f"reason_{r + 1}", names[r], dtype=pl.String) for r in range(REASONS)]
+        + [pl.Series(f"contribution_{r + 1}", values[:, r], dtype=pl.Float64, nan_to_null=True) for r in range(REASONS)]
+    )

@@ -1,0 +1,170 @@
+"""Reasons per customer: contributions that add up to each model kind's raw score, and the reasons they give."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from lib.backtest import labelled_snapshots, weekly_snapshots
+from lib.baselines import bgnbd_inputs, bgnbd_matrix_scores, fit_bgnbd
+from lib.datagen import RetailConfig, generate_retail, retail_as_transactions
+from lib.explain import (
+    ADDITIVITY_TOLERANCE,
+    ExplainSpec,
+    explain,
+    path_shapley,
+    raw_score,
+    reasons_frame,
+    reference_row,
+    sampled_orders,
+    top_reasons,
+)
+from lib.export import onnx_churn_probability, onnx_session
+from lib.features import FEATURE_COLUMNS, feature_columns, feature_label, model_features
+from lib.stacking import bgnbd_logit, fit_stack, logit, pack, packed_to_onnx
+from lib.training import feature_matrix, load_booster, train_lgbm
+
+HORIZON = 90
+
+
+def _spec(kind: str, data: bytes, features: tuple[str, ...], ref: tuple[float, ...]) -> ExplainSpec:
+    return ExplainSpec(kind, f"{kind}-test", features, data, hashlib.sha256(data).hexdigest(), ref, HORIZON)
+
+
+@pytest.fixture(scope="module")
+def world():
+    """LightGBM, BG/NBD, their stack and a network, trained on a small generated retail log."""
+    cfg = RetailConfig(start=dt.date(2024, 1, 1), end=dt.date(2025, 3, 31), customers=1_500, seed=7)
+    tx = retail_as_transactions(generate_retail(cfg))
+    days = weekly_snapshots(cfg.start, cfg.end - dt.timedelta(days=HORIZON), 8, 90)
+    frame = labelled_snapshots(tx, days, HORIZON, feature_columns({"quantity"}))
+    features = model_features(frame)
+    train = frame.filter(pl.col("snapshot_date") < days[-2])
+    valid = frame.filter(pl.col("snapshot_date") == days[-2])
+    scored = frame.filter(pl.col("snapshot_date") == days[-1])
+    lgbm = train_lgbm(train, valid, {"learning_rate": 0.1}, 60, 10, [{"num_leaves": 15, "min_data_in_leaf": 50}])
+    bgnbd = fit_bgnbd(*bgnbd_inputs(train.filter(pl.col("snapshot_date") == train["snapshot_date"].max())))
+    x_valid = feature_matrix(valid, features)
+    raw = load_booster(lgbm.model_text).predict(x_valid, raw_score=True)
+    stack = fit_stack(valid["churned"].to_numpy(), raw, bgnbd_logit(bgnbd, features, HORIZON, x_valid))
+    bgnbd_json = json.dumps(bgnbd.as_dict()).encode()
+    packed = pack(lgbm.model_text, bgnbd.as_dict(), stack, HORIZON, features, {})
+    ref = reference_row(train.select(features), features)
+    specs = {
+        "lightgbm": _spec("lightgbm", lgbm.model_text.encode(), features, ref),
+        "bgnbd": _spec("bgnbd", bgnbd_json, features, ref),
+        "stack": _spec("stack", packed, features, ref),
+    }
+    return specs, feature_matrix(scored, features), features, (train, valid), packed
+
+
+def _torch_spec(world) -> tuple[ExplainSpec, bytes]:
+    from lib.torch_net import TorchTrainConfig, load_net, net_to_onnx, train_net
+
+    specs, _, features, (train, valid), _ = world
+    net = train_net(
+        feature_matrix(train, features),
+        train["churned"].to_numpy().astype(np.float32),
+        feature_matrix(valid, features),
+        valid["churned"].to_numpy().astype(np.float32),
+        TorchTrainConfig(hidden=(16, 8), max_epochs=4, patience=2, device="cpu"),
+    )
+    graph = net_to_onnx(load_net(net.state, net.architecture), len(features))
+    return _spec("torch", graph, features, specs["lightgbm"].reference), graph
+
+
+@pytest.mark.slow
+def test_contributions_and_base_add_up_to_every_kinds_raw_score_and_served_probability(world) -> None:
+    from lib.baselines import bgnbd_from_dict, bgnbd_to_onnx
+    from lib.export import lgbm_to_onnx
+
+    specs, x, features, _, packed = world
+    torch_spec, torch_graph = _torch_spec(world)
+    specs = {**specs, "torch": torch_spec}
+    bgnbd = bgnbd_from_dict(json.loads(specs["bgnbd"].artifact))
+    graphs = {
+        "lightgbm": lgbm_to_onnx(specs["lightgbm"].artifact.decode(), len(features)),
+        "bgnbd": bgnbd_to_onnx(bgnbd, features, float(HORIZON)),
+        "stack": packed_to_onnx(packed),
+        "torch": torch_graph,
+    }
+    for kind, spec in specs.items():
+        e = explain(spec, x)
+        assert e.contributions.shape == x.shape, kind
+        # The explanation adds up to the model's own raw score (computed without the explainer) ...
+        assert np.max(np.abs(e.raw - raw_score(spec, x))) <= ADDITIVITY_TOLERANCE, kind
+        # ... and, through the sigmoid, to the probability the served ONNX graph gives (float32 outputs).
+        served = onnx_churn_probability(onnx_session(graphs[kind]), x)
+        assert np.max(np.abs(1 / (1 + np.exp(-e.raw)) - served)) <= 1e-5, kind
+        # Something moves every score: not all contributions are zero.
+        assert np.abs(e.contributions).sum(axis=1).min() > 0 or kind == "bgnbd", kind
+    # BG/NBD sees three inputs: every other feature gets exactly nothing, in BG/NBD alone and in the stack's BG/NBD part.
+    inputs = {features.index(c) for c in ("repeat_days", "active_span_days", "tenure_days")}
+    others = [j for j in range(len(features)) if j not in inputs]
+    assert not explain(specs["bgnbd"], x).contributions[:, others].any()
+    # The base of the baseline-Shapley kinds is the reference customer's own score.
+    ref = np.asarray([specs["bgnbd"].reference], dtype=np.float32)
+    assert explain(specs["bgnbd"], x).base == pytest.approx(float(logit(bgnbd_matrix_scores(bgnbd, features, HORIZON, ref))[0]))
+
+
+def test_path_shapley_is_exact_over_every_order_and_for_additive_functions_over_sampled_orders() -> None:
+    # f = z0 * z1 from the reference (0, 0) to (2, 3): the interaction is shared equally, 3 each.
+    m = np.array([[2.0, 3.0]], dtype=np.float32)
+    e = path_shapley(lambda z: z[:, 0] * z[:, 1], m, np.zeros(2, np.float32), [0, 1], sampled_orders(2))
+    assert e.contributions.tolist() == [[3.0, 3.0]] and e.base.tolist() == [0.0]
+    # An additive function: every order credits each feature with its own term, so sampled orders are exact too.
+    rng = np.random.default_rng(3)
+    m = rng.normal(size=(50, 12)).astype(np.float32)
+    ref = rng.normal(size=12).astype(np.float32)
+    w = rng.normal(size=12)
+
+    def f(z: np.ndarray) -> np.ndarray:
+        return np.sin(z.astype(np.float64)) @ w
+
+    orders = sampled_orders(12)
+    assert len(orders) == 16 and all(sorted(o) == list(range(12)) for o in orders) and orders[1] == orders[0][::-1]
+    e = path_shapley(f, m, ref, range(12), orders)
+    expected = (np.sin(m.astype(np.float64)) - np.sin(ref.astype(np.float64))) * w
+    assert np.max(np.abs(e.contributions - expected)) < 1e-9
+    assert np.max(np.abs(e.raw - f(m))) < 1e-9
+    # The orders are fixed: the batch and the service walk the same ones.
+    assert sampled_orders(12) == orders
+
+
+def test_top_reasons_are_the_largest_positive_contributions_in_words() -> None:
+    features = ("recency_days", "spend_90d", "web_share", "n_country_values")
+    c = np.array([[0.5, -0.1, 0.2, 0.9], [-1.0, -2.0, 0.1, -0.5], [0.3, 0.3, 0.0, 0.0]])
+    names, values = top_reasons(c, features)
+    assert [names[r][0] for r in range(3)] == [
+        "distinct country values in the last 90 days",
+        "days since the last purchase",
+        "share of purchases through web",
+    ]
+    assert values[0].tolist() == [0.9, 0.5, 0.2]
+    assert [names[r][1] for r in range(3)] == ["share of purchases through web", None, None]
+    assert values[1, 0] == 0.1 and np.isnan(values[1, 1:]).all()
+    # Ties keep the feature order.
+    assert [names[r][2] for r in range(2)] == ["days since the last purchase", "spend in the last 90 days"]
+    # Every built-in feature has the analyst's words, not its column name.
+    assert all(feature_label(f) != f.replace("_", " ") for f in FEATURE_COLUMNS)
+
+
+def test_reasons_frame_and_a_tampered_artifact(world) -> None:
+    from lib.explain import ExplainDigestError
+
+    specs, x, _, _, _ = world
+    frame = reasons_frame(specs["stack"], x)
+    assert frame.columns == ["reason_1", "reason_2", "reason_3", "contribution_1", "contribution_2", "contribution_3"]
+    assert frame.height == x.shape[0] and frame["reason_1"].null_count() < frame.height
+    ranked = frame.drop_nulls()
+    assert (ranked["contribution_1"] >= ranked["contribution_2"]).all() and (ranked["contribution_2"] >= ranked["contribution_3"]).all()
+    assert (frame["reason_1"].is_null() == frame["contribution_1"].is_null()).all()
+    spec = specs["lightgbm"]
+    forged = ExplainSpec(spec.kind, spec.version, spec.features, spec.artifact + b"\n", "0" * 64, spec.reference, HORIZON)
+    with pytest.raises(ExplainDigestError, match="hashes to"):
+        explain(forged, x[:2])
