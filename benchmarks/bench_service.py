@@ -37,7 +37,9 @@ import httpx
 url, mode, n, ids, conns = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
 headers = {"authorization": "Bearer " + sys.argv[6]}
 def body(i):
-    return {"customer_ids": [ids[i % len(ids)]]} if mode == "single" else {"customer_ids": [ids[(i + k) % len(ids)] for k in range(100)]}
+    if mode == "batch100":
+        return {"customer_ids": [ids[(i + k) % len(ids)] for k in range(100)]}
+    return {"customer_ids": [ids[i % len(ids)]], **({"explain": True} if mode == "explain" else {})}
 lat, errors = [], []
 def worker(k):
     with httpx.Client(timeout=30, headers=headers) as c:
@@ -154,15 +156,23 @@ def _store(env: dict[str, str]):
         os.environ.update(saved)
 
 
-def _direct(root: Path, store, ids: list[str], n: int, batch: int) -> dict[str, float]:
+REQUEST = {"single": "1 id", "explain": "1 id, explain", "batch100": "100 ids"}
+
+
+def _direct(root: Path, store, ids: list[str], n: int, batch: int, explain: bool = False) -> dict[str, float]:
     import numpy as np
 
+    from lib.explain import explain as explain_rows
+    from lib.explain import top_reasons
     from lib.export import onnx_churn_probability, onnx_session
     from lib.features import FEATURE_COLUMNS
+    from ml_assets.champion import explain_spec
     from resources import ArtifactStore, ModelRegistry
 
     champion = ModelRegistry(url=f"sqlite:///{root / 'registry.sqlite'}").champion()
-    session = onnx_session(ArtifactStore(root=str(root / "artifacts")).get(champion.onnx_uri, champion.onnx_sha256))
+    artifacts = ArtifactStore(root=str(root / "artifacts"))
+    session = onnx_session(artifacts.get(champion.onnx_uri, champion.onnx_sha256))
+    spec = explain_spec(champion, artifacts) if explain else None
     lat = []
     for i in range(n):
         chosen = [ids[(i + k) % len(ids)] for k in range(batch)]
@@ -170,6 +180,8 @@ def _direct(root: Path, store, ids: list[str], n: int, batch: int) -> dict[str, 
         served = store.online_dict(chosen)  # what the service does per request, minus HTTP
         matrix = np.array([served[f] for f in FEATURE_COLUMNS], dtype=np.float32).T
         onnx_churn_probability(session, matrix, workers=1)
+        if spec is not None:
+            top_reasons(explain_rows(spec, matrix).contributions, spec.features)
         lat.append(time.perf_counter() - t)
     lat.sort()
     return {"p50_ms": lat[len(lat) // 2] * 1e3, "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e3, "rps": n / sum(lat)}
@@ -263,8 +275,10 @@ def main(argv: list[str] | None = None) -> str:
                         raise RuntimeError("the service did not become ready")
                     time.sleep(0.2)
                 sample = json.dumps(ids[: min(len(ids), 5_000)])
-                for mode, batch, count in (("single", 1, n), ("batch100", 100, max(20, n // 10))):
-                    direct = _direct(root, store, ids, count, batch)
+                # With explain (the three reasons, TreeSHAP of the 300-tree model) for one id, on the default service.
+                explained = [("explain", 1, n)] if label == "key + record" else []
+                for mode, batch, count in (("single", 1, n), *explained, ("batch100", 100, max(20, n // 10))):
+                    direct = _direct(root, store, ids, count, batch, explain=mode == "explain")
                     one, four = (
                         json.loads(
                             subprocess.run(
@@ -279,7 +293,7 @@ def main(argv: list[str] | None = None) -> str:
                         for conns in (1, 4)
                     )
                     lines.append(
-                        f"| {'redis' if redis else 'sqlite'} | {label} | {'1 id' if batch == 1 else '100 ids'} | {direct['p50_ms']:.2f} / {direct['p99_ms']:.2f} "
+                        f"| {'redis' if redis else 'sqlite'} | {label} | {REQUEST[mode]} | {direct['p50_ms']:.2f} / {direct['p99_ms']:.2f} "
                         f"| {one['p50_ms']:.2f} / {one['p99_ms']:.2f} | {one['p50_ms'] / direct['p50_ms']:.2f}x | {one['rps']:.0f} | {four['rps']:.0f} "
                         f"| {one['errors'] + four['errors']} |"
                     )

@@ -85,6 +85,7 @@ class Explanation:
 
 def reference_row(sample: pl.DataFrame, features: tuple[str, ...]) -> tuple[float, ...]:
     """The reference customer: each feature's median over the model's training reference sample (0 for an empty one)."""
+
     def median(f: str) -> float:
         value = sample[f].cast(float).median() if sample.height and f in sample.columns else None
         return float(value) if isinstance(value, int | float) else 0.0

@@ -156,6 +156,10 @@ class Rollout(BaseModel):
         allow_inf_nan=False,
         description="Share of customers a retention team contacts: precision at this budget.",
     )
+    reasons: bool = Field(
+        default=True,
+        description="Store every served score's three reasons (the features that pushed it up most) in batch_predictions.",
+    )
     min_matured_days: int = Field(default=3, ge=1, le=60, description="Matured days a challenger must win over before it is promoted.")
     promote_margin: float = Field(
         default=0.01,

@@ -259,6 +259,7 @@ ENV: dict[str, str] = {
     "CHURN_SHADOW_SCORING": "rollout.shadow",
     "CHURN_CANARY_SHARE": "rollout.canary_share",
     "CHURN_CONTACT_BUDGET": "rollout.contact_budget",
+    "CHURN_REASONS": "rollout.reasons",
     "CHURN_ROLLOUT_MIN_MATURED_DAYS": "rollout.min_matured_days",
     "CHURN_ROLLOUT_PROMOTE_MARGIN": "rollout.promote_margin",
     "CHURN_ROLLOUT_ROLLBACK_FLOOR": "rollout.rollback_floor",

@@ -64,6 +64,10 @@ class ScoringConfig(dg.Config):
         le=0.5,
         description="Share of customers, by a hash of the id, whose served score is the first challenger's (rollout.canary_share).",
     )
+    reasons: bool = Field(
+        default=default_of("batch_predictions", "reasons"),
+        description="Store each served score's three reasons, from the serving model's own explanation (rollout.reasons).",
+    )
 
 
 @dg.multi_asset(
@@ -117,11 +121,11 @@ def batch_predictions(
     (every source row of theirs quarantined so far) are listed per day with
     the reason (`unscored_customers` in the metadata, the list in the lake).
     """
-    champion = current_champion(registry, artifacts, "batch_predictions", explain=True)
+    champion = current_champion(registry, artifacts, "batch_predictions", explain=config.reasons)
     challengers = (
         # The first challenger serves the canary share: its scores carry its reasons, so it is explained too.
         [
-            load_champion(v, artifacts, explain=i == 0 and config.canary_share > 0)
+            load_champion(v, artifacts, explain=config.reasons and i == 0 and config.canary_share > 0)
             for i, v in enumerate(trusted_challengers(registry, "batch_predictions"))
         ]
         if config.shadow or config.canary_share
@@ -242,36 +246,43 @@ def _served(
 
 
 def with_reasons(served: pl.DataFrame, features: pl.DataFrame, champion: Champion, canary: Champion | None) -> pl.DataFrame:
-    """The served scores with the reasons of the model that served each (``features``: the same rows, in order)."""
+    """The served scores with the reasons of the model that served each (``features``: the same rows, in order); null
+    reasons where that model is not explained (rollout.reasons off)."""
     from lib.explain import reasons_frame
     from lib.training import feature_matrix
 
     parts = []
     for model, arm in ((champion, CHAMPION_ARM), (canary, CANARY_ARM)):
         mask = served["arm"] == arm
-        if model is None or model.explainer is None or not mask.any():
+        if not mask.any():
             continue
-        rows = features.filter(mask)
-        parts.append(
-            pl.concat(
-                [served.filter(mask), reasons_frame(model.explainer, feature_matrix(rows, model.explainer.features))], how="horizontal"
-            ).with_columns(pl.Series("_row", mask.arg_true()))
-        )
-    return pl.concat(parts, how="vertical").sort("_row").drop("_row") if parts else _empty(served, champion.version)
+        part = served.filter(mask)
+        if model is not None and model.explainer is not None:
+            x = feature_matrix(features.filter(mask), model.explainer.features)
+            part = pl.concat([part, reasons_frame(model.explainer, x)], how="horizontal")
+        else:
+            part = _null_reasons(part)
+        parts.append(part.with_columns(pl.Series("_row", mask.arg_true())))
+    return pl.concat(parts, how="vertical").sort("_row").drop("_row") if parts else _null_reasons(served)
+
+
+def _null_reasons(frame: pl.DataFrame) -> pl.DataFrame:
+    from lib.explain import REASONS
+
+    return frame.with_columns(
+        *[pl.lit(None, dtype=pl.String).alias(f"reason_{r}") for r in range(1, REASONS + 1)],
+        *[pl.lit(None, dtype=pl.Float64).alias(f"contribution_{r}") for r in range(1, REASONS + 1)],
+    )
 
 
 def _empty(entities: pl.DataFrame, version: str) -> pl.DataFrame:
-    from lib.explain import REASONS
-
-    return (
+    return _null_reasons(
         entities.clear()
         .select("customer_id", "snapshot_date")
         .with_columns(
             pl.lit(None, dtype=pl.Float64).alias("churn_probability"),
             pl.lit(version).alias("model_version"),
             pl.lit(CHAMPION_ARM).alias("arm"),
-            *[pl.lit(None, dtype=pl.String).alias(f"reason_{r}") for r in range(1, REASONS + 1)],
-            *[pl.lit(None, dtype=pl.Float64).alias(f"contribution_{r}") for r in range(1, REASONS + 1)],
         )
     )
 

@@ -352,3 +352,20 @@ def test_a_canary_share_of_customers_is_served_by_the_challenger_and_stays_in_it
     theirs = shadow.filter(pl.col("model_version") == canary).select("customer_id", pl.col("churn_probability").alias("theirs"))
     joined = in_canary.join(theirs, on="customer_id")
     assert joined.height == in_canary.height and (joined["churn_probability"] - joined["theirs"]).abs().max() < 1e-12
+    # Each score's reasons are the model's that served it: the challenger's in the canary arm, the champion's elsewhere.
+    from lib.explain import reasons_frame
+    from lib.training import feature_matrix
+    from ml_assets.champion import explain_spec
+
+    features = resources["lake"].read_partitions(dg.AssetKey("customer_features"), [day.isoformat()])
+    for version, rows in ((canary, in_canary), (champion, served.filter(pl.col("arm") != CANARY_ARM))):
+        spec = explain_spec(registry.get(version), resources["artifacts"])
+        ordered = rows.head(100).join(features, on="customer_id", how="left", suffix="_f")
+        assert reasons_frame(spec, feature_matrix(ordered, spec.features))["reason_1"].to_list() == ordered["reason_1"].to_list(), version
+    # With rollout.reasons off the same scores carry no reasons.
+    config["ops"]["batch_predictions"]["config"]["reasons"] = False
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert materialize_range(SCORING, day, day, instance, resources, "CRITICAL", run_config=config).success
+    plain = resources["lake"].read_partitions(dg.AssetKey("batch_predictions"), [day.isoformat()])
+    assert plain["reason_1"].null_count() == plain.height and plain["contribution_3"].null_count() == plain.height
+    assert plain["churn_probability"].to_list() == served["churn_probability"].to_list()
