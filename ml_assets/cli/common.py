@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from dataclasses import dataclass
 
-# Defaults shared by the demo, the README and the tests: one year of history,
-# behaviour shifting on 2025-06-01, the last six weeks scored.
-DEMO_START = dt.date(2024, 7, 1)
-DEMO_END = dt.date(2025, 6, 30)
-DEMO_DRIFT = dt.date(2025, 6, 1)
-DEMO_SCORE_FROM = dt.date(2025, 5, 18)
+
+@dataclass(frozen=True)
+class DemoCalendar:
+    """The demo's year: 365 days of history ending yesterday (UTC), behaviour shifting 29 days before the end, the last
+    44 days scored.
+
+    Dated relative to today because the Dagster UI plots a partitioned asset's metadata on its Partitions axis for
+    the newest 120 days of the calendar only: a demo dated in the past would draw nothing there.
+    """
+
+    start: dt.date
+    end: dt.date
+    drift: dt.date
+    score_from: dt.date
+
+
+def demo_calendar(today: dt.date | None = None) -> DemoCalendar:
+    end = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=1)
+    return DemoCalendar(
+        start=end - dt.timedelta(days=364), end=end, drift=end - dt.timedelta(days=29), score_from=end - dt.timedelta(days=43)
+    )
 
 
 def date_arg(value: str) -> dt.date:

@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import time
 
-from ml_assets.cli.common import DEMO_END, DEMO_START, date_arg
+from ml_assets.cli.common import date_arg, demo_calendar
 
 
 def seed_warehouse(
@@ -93,8 +93,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """churn generate."""
     gen = sub.add_parser("generate", help="write generated transactions into the source database")
-    gen.add_argument("--start", type=date_arg, default=DEMO_START)
-    gen.add_argument("--end", type=date_arg, default=DEMO_END, help="last day, inclusive")
+    demo = demo_calendar()
+    gen.add_argument("--start", type=date_arg, default=demo.start, help="first day (default: the demo's, a year before --end)")
+    gen.add_argument("--end", type=date_arg, default=demo.end, help="last day, inclusive (default: yesterday, as the demo)")
     size = gen.add_mutually_exclusive_group()
     size.add_argument("--customers", type=int, default=0, help="visible customers (default 5000)")
     size.add_argument("--transactions", type=int, default=0, help="approximate number of transactions instead of --customers")

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from ml_assets.cli.common import DEMO_DRIFT, DEMO_END, DEMO_SCORE_FROM, DEMO_START, date_arg
+from ml_assets.cli.common import date_arg, demo_calendar
 from ml_assets.cli.data import seed_warehouse
 
 
@@ -16,8 +16,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from lib.settings import Source, load_settings
 
     loaded = load_settings()
+    demo = demo_calendar()
     # The demo replaces the embedded warehouse's table: never a user's source.
-    if loaded.source != Source() or "CHURN_WAREHOUSE_URL" in loaded.environment or loaded.partitions_start > DEMO_START:
+    if loaded.source != Source() or "CHURN_WAREHOUSE_URL" in loaded.environment or loaded.partitions_start > demo.start:
         print(
             "churn demo seeds and replaces the embedded demo warehouse, but the settings point at another source or calendar "
             "(churn.yaml, CHURN_SETTINGS_FILE or CHURN_WAREHOUSE_URL). Run it without them, e.g. CHURN_SETTINGS_FILE=none "
@@ -29,16 +30,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # A few defective rows, so the quarantine has something to show.
     print(
         seed_warehouse(
-            DEMO_START,
-            DEMO_END,
+            demo.start,
+            demo.end,
             args.customers or loaded.deployment.demo_customers,
             seed=7,
-            drift_date=DEMO_DRIFT,
+            drift_date=demo.drift,
             bad_rows=70,
             replace=True,
         )
     )
-    return run_pipeline(DEMO_START, DEMO_END, DEMO_SCORE_FROM, args.log_level, drift_note=f"behaviour shift injected {DEMO_DRIFT}")
+    return run_pipeline(demo.start, demo.end, demo.score_from, args.log_level, drift_note=f"behaviour shift injected {demo.drift}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -157,7 +158,7 @@ def run_pipeline(start: dt.date, end: dt.date, score_from: dt.date, log_level: s
             f"{md['decision'].value}: champion now {md['champion_version'].value} ({md['reason'].value})"
         )
     print()
-    print(summarize(instance, data_dir(), loop, start, end, score_from, drift_note))
+    print(summarize(instance, data_dir(), start, end, score_from, loop=loop, drift_note=drift_note))
     return 0
 
 

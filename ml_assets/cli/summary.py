@@ -6,8 +6,6 @@ import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ml_assets.cli.common import DEMO_END, DEMO_SCORE_FROM, DEMO_START
-
 if TYPE_CHECKING:
     import dagster as dg
 
@@ -39,10 +37,10 @@ class Materializations:
 def summarize(
     instance: dg.DagsterInstance,
     data_root: Path,
+    start: dt.date,
+    end: dt.date,
+    score_from: dt.date,
     loop: str = "",
-    start: dt.date = DEMO_START,
-    end: dt.date = DEMO_END,
-    score_from: dt.date = DEMO_SCORE_FROM,
     drift_note: str = "",
 ) -> str:
     """Rows per stage, model metrics, drift verdicts and where things are."""

@@ -8,6 +8,10 @@ look for; the UI's own GraphQL API checks descriptions, owners, kinds,
 groups, column schemas and check results for every asset, and launches a
 materialization that must succeed. Screenshots go to test-artifacts/ui/
 (or $CHURN_TEST_ARTIFACTS/ui).
+
+The UI plots a partitioned asset's metadata on its Partitions axis for the
+newest 120 days of the calendar only, so the copy also holds days dated as the
+demo is (ending yesterday): ingested, featured and scored by the e2e champion.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ml_assets_tests.conftest import E2E_DRIFT_DAYS, E2E_END, PipelineRun, copy_pipeline_env
+from ml_assets_tests.conftest import E2E_DRIFT_DAYS, E2E_END, PipelineRun, copy_pipeline_env, resources_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
@@ -49,6 +53,48 @@ STAGES = {
     "monitoring": ["drift_report", "rollout_evaluation"],
 }
 ALL_ASSETS = sorted(a for assets in STAGES.values() for a in assets)
+# The recent days scored in the copy (dated like the demo: the last is yesterday), and the behaviour shift among them.
+RECENT_SCORED_DAYS = 14
+RECENT_SHIFT_BEFORE_END = 6
+
+
+def recent_days() -> list[Any]:
+    import datetime as dt
+
+    from ml_assets.cli.common import demo_calendar
+
+    end = demo_calendar().end
+    return [end - dt.timedelta(days=i) for i in range(RECENT_SCORED_DAYS - 1, -1, -1)]
+
+
+def _add_recent_days(env: dict[str, str], data: Path, home: Path) -> None:
+    """Days dated like the demo, in the copy: a small population's purchases ingested for the features' 90-day window,
+    features for the scored days, then scored by the e2e champion (online store, predictions, drift, rollout)."""
+    import datetime as dt
+
+    import dagster as dg
+
+    from lib.datagen import GeneratorConfig, generate_transactions
+    from lib.features import WINDOW_DAYS
+    from ml_assets.pipeline import SCORING, materialize_range
+    from resources import SqlWarehouse
+
+    days = recent_days()
+    first_window_day = days[0] - dt.timedelta(days=WINDOW_DAYS - 1)
+    tx = generate_transactions(
+        GeneratorConfig(
+            start=first_window_day, end=days[-1], customers=400, seed=5, drift_date=days[-1] - dt.timedelta(days=RECENT_SHIFT_BEFORE_END)
+        )
+    )
+    SqlWarehouse(url=env["CHURN_WAREHOUSE_URL"]).append(tx)
+    resources = resources_for(data, env["CHURN_WAREHOUSE_URL"])
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for selection, first in (
+            (dg.AssetSelection.groups("ingest", "validation"), first_window_day),
+            (dg.AssetSelection.groups("features"), days[0]),
+            (SCORING, days[0]),
+        ):
+            assert materialize_range(selection, first, days[-1], instance, resources, "CRITICAL").success, selection
 
 
 def _free_port() -> int:
@@ -61,7 +107,8 @@ def _free_port() -> int:
 def webserver(e2e: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # A copy, so what the UI launches cannot change what the other end-to-end tests read.
     root = tmp_path_factory.mktemp("ui")
-    env, _, home = copy_pipeline_env(e2e, root)
+    env, data, home = copy_pipeline_env(e2e, root)
+    _add_recent_days(env, data, home)
     # No daemon here (it would start the drift sensor's retraining behind the test's back), so
     # launches from the UI start at once instead of waiting in the queue the daemon drains.
     config = yaml.safe_load((home / "dagster.yaml").read_text()) or {}
@@ -94,6 +141,9 @@ def webserver(e2e: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> Ite
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"dagster-webserver did not come up: {(root / 'webserver.log').read_text()[-3000:]}")
             time.sleep(1)
+        # The "Join the Dagster community" dialog, marked seen on the server (the mutation its Skip button sends): it
+        # must not cover a screenshot. Each screenshot also dismisses it in case it opens anyway.
+        assert _graphql(url, "mutation { setNuxSeen }")["setNuxSeen"] is not None
         yield url
     finally:
         proc.terminate()
@@ -270,6 +320,49 @@ def test_asset_page_shows_metadata_plots_and_the_drift_report_link(webserver: st
     browser.set_window_size(1280, 3000)
     browser.save_screenshot(str(shots / "model_card.png"))
     browser.set_window_size(1920, 1200)
+
+
+PARTITION_PLOT_EVENTS = """
+query($key: AssetKeyInput!) { assetOrError(assetKey: $key) { ... on Asset {
+    assetMaterializations(partitionInLast: 120) { partition metadataEntries { label ... on FloatMetadataEntry { floatValue } } }
+} } }
+"""
+
+
+def test_daily_metadata_is_plotted_on_the_partitions_axis_one_point_per_day(webserver: str, browser: Any, shots: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    days = [d.isoformat() for d in recent_days()]
+    # What the Partitions axis draws: the materializations of the newest 120 partitions (the query the UI sends for it),
+    # one point per partition. The recent days are there, each with its figures; the 2025 e2e days are not.
+    for key, label in (
+        ("drift_report", "drift_share"),
+        ("drift_report", "expected_revenue_at_risk_top_k"),
+        ("batch_predictions", "dagster/row_count"),
+        ("validated_transactions", "rejected_share"),
+    ):
+        events = _graphql(webserver, PARTITION_PLOT_EVENTS, {"key": {"path": [key]}})["assetOrError"]["assetMaterializations"]
+        points = {e["partition"]: [m for m in e["metadataEntries"] if m["label"] == label] for e in events}
+        assert all(points[d] for d in days), f"{key}: {label} missing on some of {days}"
+        if key == "drift_report":
+            assert sorted(points) == days, f"{key}: one point per scored day, {sorted(points)}"
+            shares = [points[d][0]["floatValue"] for d in days]
+            assert all(0.0 <= s <= 1.0 for s in shares), shares
+
+    browser.get(f"{webserver}/assets/drift_report")
+    _wait_for(browser, lambda d: d.find_elements(By.XPATH, "//button[.//*[@aria-label='asset_plot']]"), "the metadata Plots toggle")
+    _dismiss_community_dialog(browser)
+    _click(browser, "//button[.//*[@aria-label='asset_plot']]")
+    _wait_for(browser, lambda d: d.find_elements(By.XPATH, "//button[normalize-space()='Partitions']"), "the Partitions axis toggle")
+    _click(browser, "//button[normalize-space()='Partitions']")
+    _wait_for(
+        browser,
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "canvas")) >= 3 and "drift_share" in _body(d),
+        "the drift_share plot on the Partitions axis",
+    )
+    (shots / "drift_share_by_partition.html").write_text(browser.page_source)
+    _dismiss_community_dialog(browser)
+    browser.save_screenshot(str(shots / "drift_share_by_partition.png"))
 
 
 ASSET_NODES = """
