@@ -73,10 +73,11 @@ def _add_recent_days(env: dict[str, str], data: Path, home: Path) -> None:
     import datetime as dt
 
     import dagster as dg
+    import polars as pl
 
     from lib.datagen import GeneratorConfig, generate_transactions
     from lib.features import WINDOW_DAYS
-    from ml_assets.pipeline import SCORING, materialize_range
+    from ml_assets.pipeline import SCORING, materialize_range, materialize_unpartitioned
     from resources import SqlWarehouse
 
     days = recent_days()
@@ -86,9 +87,13 @@ def _add_recent_days(env: dict[str, str], data: Path, home: Path) -> None:
             start=first_window_day, end=days[-1], customers=400, seed=5, drift_date=days[-1] - dt.timedelta(days=RECENT_SHIFT_BEFORE_END)
         )
     )
+    # Other transaction and customer ids than the e2e year's: a population of its own in the same table.
+    tx = tx.with_columns(pl.col("transaction_id") + 100_000_000, "R" + pl.col("customer_id"))
     SqlWarehouse(url=env["CHURN_WAREHOUSE_URL"]).append(tx)
     resources = resources_for(data, env["CHURN_WAREHOUSE_URL"])
     with dg.DagsterInstance.from_config(str(home)) as instance:
+        # The copy's Feast repository still reads the original run's lake: applied again over the copy's.
+        assert materialize_unpartitioned(["feature_definitions"], instance, resources=resources, log_level="CRITICAL").success
         for selection, first in (
             (dg.AssetSelection.groups("ingest", "validation"), first_window_day),
             (dg.AssetSelection.groups("features"), days[0]),
@@ -322,32 +327,51 @@ def test_asset_page_shows_metadata_plots_and_the_drift_report_link(webserver: st
     browser.set_window_size(1920, 1200)
 
 
-PARTITION_PLOT_EVENTS = """
-query($key: AssetKeyInput!) { assetOrError(assetKey: $key) { ... on Asset {
-    assetMaterializations(partitionInLast: 120) { partition metadataEntries { label ... on FloatMetadataEntry { floatValue } } }
+# What the UI's Partitions axis loads (ui-core useLatestAssetPartitionMaterializations): the newest partition keys of
+# the calendar, then the latest materialization of each; one point per partition.
+LATEST_PARTITIONS = """
+query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
+    partitionKeyConnection(limit: 120, ascending: false) { results }
 } } }
 """
+PARTITION_EVENTS = """
+query($key: AssetKeyInput!, $partitions: [String!]!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
+    latestMaterializationByPartition(partitions: $partitions) {
+        partition metadataEntries { label ... on FloatMetadataEntry { floatValue } ... on IntMetadataEntry { intValue } }
+    }
+} } }
+"""
+
+
+def _partition_points(webserver: str, key: str, label: str) -> dict[str, float]:
+    """The points the Partitions axis plots for one numeric metadata entry: partition -> value."""
+    newest = _graphql(webserver, LATEST_PARTITIONS, {"key": {"path": [key]}})["assetNodeOrError"]["partitionKeyConnection"]["results"]
+    events = _graphql(webserver, PARTITION_EVENTS, {"key": {"path": [key]}, "partitions": newest})["assetNodeOrError"]
+    points = {}
+    for event in events["latestMaterializationByPartition"]:
+        for entry in (event or {}).get("metadataEntries", []):
+            if entry["label"] == label:
+                points[event["partition"]] = entry.get("floatValue", entry.get("intValue"))
+    return points
 
 
 def test_daily_metadata_is_plotted_on_the_partitions_axis_one_point_per_day(webserver: str, browser: Any, shots: Path) -> None:
     from selenium.webdriver.common.by import By
 
     days = [d.isoformat() for d in recent_days()]
-    # What the Partitions axis draws: the materializations of the newest 120 partitions (the query the UI sends for it),
-    # one point per partition. The recent days are there, each with its figures; the 2025 e2e days are not.
+    # Scored days: one point a day for the drift share, the revenue at risk and the scored rows, nothing else (the
+    # 2025 e2e days are older than the axis reaches). Validated days: the quarantine share every ingested day.
     for key, label in (
         ("drift_report", "drift_share"),
         ("drift_report", "expected_revenue_at_risk_top_k"),
         ("batch_predictions", "dagster/row_count"),
-        ("validated_transactions", "rejected_share"),
     ):
-        events = _graphql(webserver, PARTITION_PLOT_EVENTS, {"key": {"path": [key]}})["assetOrError"]["assetMaterializations"]
-        points = {e["partition"]: [m for m in e["metadataEntries"] if m["label"] == label] for e in events}
-        assert all(points[d] for d in days), f"{key}: {label} missing on some of {days}"
-        if key == "drift_report":
-            assert sorted(points) == days, f"{key}: one point per scored day, {sorted(points)}"
-            shares = [points[d][0]["floatValue"] for d in days]
-            assert all(0.0 <= s <= 1.0 for s in shares), shares
+        points = _partition_points(webserver, key, label)
+        assert sorted(points) == days, f"{key} {label}: one point per scored day, got {sorted(points)}"
+        assert all(v is not None and v >= 0 for v in points.values()), (key, label, points)
+    assert all(0.0 <= v <= 1.0 for v in _partition_points(webserver, "drift_report", "drift_share").values())
+    quarantine = _partition_points(webserver, "validated_transactions", "rejected_share")
+    assert set(days) <= set(quarantine) and len(quarantine) >= len(days)
 
     browser.get(f"{webserver}/assets/drift_report")
     _wait_for(browser, lambda d: d.find_elements(By.XPATH, "//button[.//*[@aria-label='asset_plot']]"), "the metadata Plots toggle")
@@ -360,7 +384,10 @@ def test_daily_metadata_is_plotted_on_the_partitions_axis_one_point_per_day(webs
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "canvas")) >= 3 and "drift_share" in _body(d),
         "the drift_share plot on the Partitions axis",
     )
-    (shots / "drift_share_by_partition.html").write_text(browser.page_source)
+    # The drift share's plot in view: the newest 120 days on the axis, the scored days drawn at its end.
+    heading = browser.find_element(By.XPATH, "//*[normalize-space(text())='drift_share']")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", heading)
+    time.sleep(0.5)
     _dismiss_community_dialog(browser)
     browser.save_screenshot(str(shots / "drift_share_by_partition.png"))
 
