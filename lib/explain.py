@@ -185,7 +185,7 @@ def _onnx_logit(session: Any) -> Callable[[np.ndarray], np.ndarray]:
     from lib.export import onnx_churn_probability
     from lib.stacking import logit
 
-    return lambda m: logit(onnx_churn_probability(session, m, workers=1))
+    return lambda m: logit(onnx_churn_probability(session, m))
 
 
 def tree_shap(booster: Any, m: np.ndarray) -> Explanation:
