@@ -34,6 +34,7 @@ def test_quick_benchmarks_print_their_tables() -> None:
         "Per-step overhead",
         "Batch scoring",
         "PyTorch network",
+        "Reasons per customer in batch scoring",
         "Features for one day",
         "Model quality out of time",
         "Drift report",
