@@ -276,6 +276,23 @@ def top_reasons(contributions: np.ndarray, features: tuple[str, ...], k: int = R
     return names, values
 
 
+def first_reason_summary(contributions: np.ndarray, features: tuple[str, ...], top: int = 10) -> list[dict[str, Any]]:
+    """How often each feature is a customer's first reason, with its mean contribution there: the model card's
+    "reasons per customer" table (the ``top`` most frequent; customers with no positive contribution counted apart)."""
+    import numpy as np
+
+    names, values = top_reasons(contributions, features, k=1)
+    n = max(len(names[0]), 1)
+    rows: dict[str, list[float]] = {}
+    for name, value in zip(names[0], values[:, 0], strict=True):
+        rows.setdefault(name or "(nothing raised the score)", []).append(float(value) if name else 0.0)
+    ranked = sorted(rows.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]
+    return [
+        {"first reason": label, "share of customers": round(len(v) / n, 4), "mean contribution (log-odds)": round(float(np.mean(v)), 4)}
+        for label, v in ranked
+    ]
+
+
 def reason_columns(k: int = REASONS) -> list[str]:
     return [f"reason_{r}" for r in range(1, k + 1)] + [f"contribution_{r}" for r in range(1, k + 1)]
 

@@ -87,6 +87,18 @@ FEATURE_LABELS: dict[str, str] = {
 }
 
 
+def window_in_history(window: list[str], ingested: list[str]) -> tuple[list[str], list[str]]:
+    """(the window's days to read, the days before the history starts) for one features run.
+
+    History starts at the first ingested day: a day of the 90-day window before it holds no transactions of the
+    ingested history (the demo's year, or `churn run --start` later than the calendar's start), so it is skipped and
+    reported. A missing day after it is a hole and stays in the list, so reading it fails and names it.
+    """
+    first = min(ingested) if ingested else None
+    before = [d for d in window if first is None or d < first]
+    return [d for d in window if d not in before], before
+
+
 def feature_label(name: str) -> str:
     """The analyst's words for a feature, including the share and distinct-values features named after the user's data."""
     if name in FEATURE_LABELS:

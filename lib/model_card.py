@@ -37,6 +37,7 @@ class CardFacts:
     business: Sequence[Mapping[str, Any]]
     reasons: Sequence[Mapping[str, Any]]
     drift: Sequence[Mapping[str, Any]]
+    first_reasons: Sequence[Mapping[str, Any]] = ()
     figures: dict[str, str] = field(default_factory=dict)  # caption -> base64 PNG
 
 
@@ -100,6 +101,10 @@ def card_html(facts: CardFacts) -> str:
         ("Test split: calibration (predicted against observed churn by score bin)", _table(facts.calibration)),
         ("Test split: the contact list at the budget", _table(facts.business)),
         ("Top reasons overall (test split: drop in ROC-AUC when the feature is shuffled)", _table(facts.reasons)),
+        (
+            "Reasons per customer (test split: how often each feature is the first reason batch scoring gives)",
+            _table(facts.first_reasons, "not explained"),
+        ),
         ("Drift since training (days scored after the training window)", _table(facts.drift, "no day scored since training yet")),
     ]
     figures = "".join(

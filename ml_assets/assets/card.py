@@ -37,9 +37,11 @@ def write_card(
     """Build and store the champion's card from its test scores and its verified ONNX session; its location."""
     from lib.business import gains_figure
     from lib.evaluation import calibration_bins, calibration_figure, classification_metrics, png_base64, roc_pr_figure
+    from lib.explain import explain, first_reason_summary
     from lib.export import onnx_churn_probability
     from lib.model_card import CardFacts, card_html, permutation_importance
     from ml_assets.assets.features import FEATURE_DESCRIPTIONS
+    from ml_assets.champion import explain_spec
 
     columns = tuple(champion.features)
     y, x = test["churned"].to_numpy(), feature_matrix(test, columns)
@@ -49,6 +51,7 @@ def write_card(
         for name, drop in permutation_importance(lambda rows: onnx_churn_probability(session, rows), x, y, columns, scores)[:10]
     ]
     title = f"{champion.version}, test split ({len(y):,} rows)"
+    spec = explain_spec(champion, artifacts)
     facts = CardFacts(
         version=champion.version,
         kind=champion.kind,
@@ -69,6 +72,7 @@ def write_card(
         calibration=[{k: round(float(v), 4) for k, v in b.items()} for b in calibration_bins(y, scores)],
         business=business,
         reasons=reasons,
+        first_reasons=first_reason_summary(explain(spec, x).contributions, columns) if len(y) else [],
         drift=_drift_since(lake, champion),
         figures={
             "ROC and precision-recall, test split": png_base64(roc_pr_figure(y, scores, title), dpi=80),

@@ -8,7 +8,7 @@ import polars as pl
 from pydantic import Field
 
 from lib.expectations import Outcome, outcome_table, validate_features
-from lib.features import WINDOW_DAYS, cutoff_for, feature_columns, fold_snapshots
+from lib.features import WINDOW_DAYS, cutoff_for, feature_columns, fold_snapshots, window_in_history
 from lib.frames import split_by_day
 from lib.history import empty_state, fits, state_from_history
 from lib.progress import Ticker
@@ -120,7 +120,14 @@ def customer_features(
     source = warehouse.inspect_source()
     channels, extras = tuple(warehouse.channels), tuple(warehouse.extra_columns)
     columns = feature_columns((n for n in RAW_COLUMNS if n not in source.missing_optional), channels, extras)
-    window_days = context.asset_partition_keys_for_input("validated_transactions")
+    window_days, before_history = window_in_history(
+        context.asset_partition_keys_for_input("validated_transactions"), lake.existing_partitions(VALIDATED)
+    )
+    if before_history:
+        context.log.info(
+            f"customer_features: {len(before_history)} days of the {WINDOW_DAYS}-day window ({before_history[0]}..{before_history[-1]}) "
+            "precede the first ingested day: no history there"
+        )
     if compute.spark:
         from ml_assets.assets.features_spark import spark_customer_features
 

@@ -154,6 +154,18 @@ def test_top_reasons_are_the_largest_positive_contributions_in_words() -> None:
     assert all(feature_label(f) != f.replace("_", " ") for f in FEATURE_COLUMNS)
 
 
+def test_the_first_reason_summary_counts_each_customers_first_reason() -> None:
+    from lib.explain import first_reason_summary
+
+    c = np.array([[0.5, 0.1], [0.2, 0.4], [0.7, 0.0], [-0.1, -0.3]])
+    rows = first_reason_summary(c, ("recency_days", "spend_90d"))
+    assert rows == [
+        {"first reason": "days since the last purchase", "share of customers": 0.5, "mean contribution (log-odds)": 0.6},
+        {"first reason": "(nothing raised the score)", "share of customers": 0.25, "mean contribution (log-odds)": 0.0},
+        {"first reason": "spend in the last 90 days", "share of customers": 0.25, "mean contribution (log-odds)": 0.4},
+    ]
+
+
 def test_reasons_frame_and_a_tampered_artifact(world) -> None:
     from lib.explain import ExplainDigestError
 

@@ -191,3 +191,14 @@ def test_population_is_everyone_with_a_purchase_or_the_configured_horizon() -> N
     assert set(everyone["customer_id"]) == {"RECENT", "ONCE_LONG_AGO"}
     recent = snapshot_features(tx, D, population_days=365)
     assert set(recent["customer_id"]) == {"RECENT"}
+
+
+def test_the_window_skips_days_before_the_history_starts_and_keeps_holes_after_it() -> None:
+    from lib.features import window_in_history
+
+    window = ["2025-01-01", "2025-01-02", "2025-01-03", "2025-01-04"]
+    read, before = window_in_history(window, ["2025-01-03", "2025-01-04", "2025-01-09"])
+    assert read == ["2025-01-03", "2025-01-04"] and before == ["2025-01-01", "2025-01-02"]
+    # A missing day after the first ingested one is a hole: still read, so the read fails and names it.
+    read, before = window_in_history(window, ["2025-01-01", "2025-01-04"])
+    assert read == window and before == []
