@@ -247,6 +247,18 @@ def _click(driver: Any, xpath: str) -> None:
             time.sleep(0.3)
 
 
+def _open_plots(browser: Any, webserver: str, asset: str, axis: str) -> None:
+    """An asset page's metadata as plots (Overview > Metadata > Plots) on the ``axis`` (Events or Partitions)."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{webserver}/assets/{asset}")
+    _wait_for(browser, lambda d: d.find_elements(By.XPATH, "//button[.//*[@aria-label='asset_plot']]"), "the metadata Plots toggle")
+    _dismiss_community_dialog(browser)
+    _click(browser, "//button[.//*[@aria-label='asset_plot']]")
+    _wait_for(browser, lambda d: d.find_elements(By.XPATH, f"//button[normalize-space()='{axis}']"), f"the {axis} axis toggle")
+    _click(browser, f"//button[normalize-space()='{axis}']")
+
+
 def test_lineage_draws_every_stage(webserver: str, browser: Any, shots: Path) -> None:
     from selenium.webdriver.common.by import By
 
@@ -290,15 +302,9 @@ def test_asset_page_shows_metadata_plots_and_the_drift_report_link(webserver: st
     assert Path(report.removeprefix("file://")).stat().st_size > 10_000  # the link leads to a real report
     browser.save_screenshot(str(shots / "drift_report_events.png"))
 
-    # Numeric metadata plotted over the materializations: Overview > Metadata > Plots > Events.
-    # (The UI's "Partitions" axis plots the most recent partition keys of the daily
-    # partition set, i.e. days up to today, which this 2024-2025 scenario does not reach.)
-    browser.get(f"{webserver}/assets/drift_report")
-    _wait_for(browser, lambda d: d.find_elements(By.XPATH, "//button[.//*[@aria-label='asset_plot']]"), "the metadata Plots toggle")
-    _dismiss_community_dialog(browser)
-    _click(browser, "//button[.//*[@aria-label='asset_plot']]")
-    _wait_for(browser, lambda d: d.find_elements(By.XPATH, "//button[normalize-space()='Events']"), "the Events axis toggle")
-    _click(browser, "//button[normalize-space()='Events']")
+    # Numeric metadata plotted over the materializations: Overview > Metadata > Plots > Events (the 2025 e2e days
+    # are older than the Partitions axis reaches; test_daily_metadata_is_plotted_on_the_partitions_axis... plots by day).
+    _open_plots(browser, webserver, "drift_report", "Events")
     _wait_for(
         browser,
         lambda d: (
@@ -373,12 +379,7 @@ def test_daily_metadata_is_plotted_on_the_partitions_axis_one_point_per_day(webs
     quarantine = _partition_points(webserver, "validated_transactions", "rejected_share")
     assert set(days) <= set(quarantine) and len(quarantine) >= len(days)
 
-    browser.get(f"{webserver}/assets/drift_report")
-    _wait_for(browser, lambda d: d.find_elements(By.XPATH, "//button[.//*[@aria-label='asset_plot']]"), "the metadata Plots toggle")
-    _dismiss_community_dialog(browser)
-    _click(browser, "//button[.//*[@aria-label='asset_plot']]")
-    _wait_for(browser, lambda d: d.find_elements(By.XPATH, "//button[normalize-space()='Partitions']"), "the Partitions axis toggle")
-    _click(browser, "//button[normalize-space()='Partitions']")
+    _open_plots(browser, webserver, "drift_report", "Partitions")
     _wait_for(
         browser,
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "canvas")) >= 3 and "drift_share" in _body(d),
