@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -253,27 +253,28 @@ def path_shapley(
     return Explanation(contributions, base)
 
 
-def top_reasons(contributions: np.ndarray, features: tuple[str, ...], k: int = REASONS) -> tuple[list[list[str | None]], np.ndarray]:
-    """The ``k`` features that pushed each score up most: (labels per rank, contributions per rank).
-
-    Ranked by contribution, ties in feature order; a rank whose contribution is not positive has no reason (None
-    and NaN): nothing else pushed that customer's score up.
-    """
+def ranked(contributions: np.ndarray, k: int = REASONS) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest contributions of each row: (feature positions, values), ranked by contribution, ties in
+    feature order; a rank whose contribution is not positive is empty (position -1, value NaN): nothing else pushed
+    that customer's score up."""
     import numpy as np
 
-    from lib.features import feature_label
-
     c = np.asarray(contributions, dtype=np.float64)
-    labels = [feature_label(f) for f in features]
     kk = min(k, c.shape[1])
     order = np.argsort(-c, axis=1, kind="stable")[:, :kk]
     top = np.take_along_axis(c, order, axis=1)
-    names: list[list[str | None]] = [[labels[j] if v > 0 else None for j, v in zip(order[:, r], top[:, r], strict=True)] for r in range(kk)]
-    values = np.where(top > 0, top, np.nan)
-    while len(names) < k:
-        names.append([None] * c.shape[0])
-        values = np.column_stack([values, np.full(c.shape[0], np.nan)])
-    return names, values
+    positions, values = np.where(top > 0, order, -1), np.where(top > 0, top, np.nan)
+    pad = k - kk
+    return np.pad(positions, ((0, 0), (0, pad)), constant_values=-1), np.pad(values, ((0, 0), (0, pad)), constant_values=np.nan)
+
+
+def top_reasons(contributions: np.ndarray, features: tuple[str, ...], k: int = REASONS) -> tuple[list[list[str | None]], np.ndarray]:
+    """The ``k`` features that pushed each score up most: (labels per rank, contributions per rank), as ``ranked``."""
+    from lib.features import feature_label
+
+    positions, values = ranked(contributions, k)
+    labels = [feature_label(f) for f in features]
+    return [[labels[j] if j >= 0 else None for j in positions[:, r]] for r in range(k)], values
 
 
 def first_reason_summary(contributions: np.ndarray, features: tuple[str, ...], top: int = 10) -> list[dict[str, Any]]:
@@ -299,9 +300,32 @@ def reason_columns(k: int = REASONS) -> list[str]:
 
 def reasons_frame(spec: ExplainSpec, x: np.ndarray) -> pl.DataFrame:
     """``reason_1..3`` (the analyst's words) and ``contribution_1..3`` (log-odds) for each row."""
+    names, values = top_reasons(explain(spec, x).contributions, spec.features)
+    return _frame(names, values)
+
+
+def served_reasons(rows: int, parts: Sequence[tuple[ExplainSpec, Any, Any]]) -> pl.DataFrame:
+    """The reason columns of ``rows`` served scores: each part is (the serving model's spec, the positions it served,
+    their feature matrix); positions no explained model served (rollout.reasons off) get nulls. Both engines' batch
+    scoring use it, so the champion's and the canary's reasons land on their own customers alike."""
+    import numpy as np
+
+    names: list[list[str | None]] = [[None] * rows for _ in range(REASONS)]
+    values = np.full((rows, REASONS), np.nan)
+    for spec, positions, x in parts:
+        if len(positions) == 0:
+            continue
+        got, contributions = top_reasons(explain(spec, x).contributions, spec.features)
+        for r in range(REASONS):
+            for i, name in zip(positions, got[r], strict=True):
+                names[r][i] = name
+        values[positions] = contributions
+    return _frame(names, values)
+
+
+def _frame(names: list[list[str | None]], values: np.ndarray) -> pl.DataFrame:
     import polars as pl
 
-    names, values = top_reasons(explain(spec, x).contributions, spec.features)
     return pl.DataFrame(
         [pl.Series(f"reason_{r + 1}", names[r], dtype=pl.String) for r in range(REASONS)]
         + [pl.Series(f"contribution_{r + 1}", values[:, r], dtype=pl.Float64, nan_to_null=True) for r in range(REASONS)]

@@ -86,29 +86,25 @@ def _scorer(models: list[ShippedModel], canary_index: int | None, canary_share: 
 
 
 def _served_reasons(batch: pa.RecordBatch, models: list[ShippedModel], canary_index: int | None, in_canary: Any) -> dict[str, Any]:
-    """reason_1..3 and contribution_1..3 of the model that served each row (``lib.explain``, as on a single node)."""
+    """reason_1..3 and contribution_1..3 of the model that served each row (``lib.explain.served_reasons``, as on a
+    single node)."""
     import numpy as np
     import pyarrow as pa
 
-    from lib.explain import reasons_frame
+    from lib.explain import served_reasons
 
-    n = batch.num_rows
-    names: list[list[Any]] = [[None] * n for _ in range(REASONS)]
-    values = np.full((n, REASONS), np.nan)
-    arms = [(models[0], ~in_canary)] + ([(models[canary_index], in_canary)] if canary_index is not None else [])
-    for model, mask in arms:
-        if model.explainer is None or not mask.any():
-            continue
-        rows = np.flatnonzero(mask)
-        x = np.column_stack([batch.column(f).to_numpy(zero_copy_only=False)[rows] for f in model.explainer.features])
-        reasons = reasons_frame(model.explainer, x.astype(np.float32).reshape(len(rows), len(model.explainer.features)))
-        for r in range(REASONS):
-            for i, name in zip(rows, reasons[f"reason_{r + 1}"].to_list(), strict=True):
-                names[r][i] = name
-            values[rows, r] = reasons[f"contribution_{r + 1}"].fill_null(np.nan).to_numpy()
-    out: dict[str, Any] = {f"reason_{r + 1}": pa.array(names[r], type=pa.string()) for r in range(REASONS)}
-    out.update({f"contribution_{r + 1}": pa.array(values[:, r], type=pa.float64(), from_pandas=True) for r in range(REASONS)})
-    return out
+    parts = []
+    for model, mask in [(models[0], ~in_canary)] + ([(models[canary_index], in_canary)] if canary_index is not None else []):
+        if model.explainer is not None and mask.any():
+            rows = np.flatnonzero(mask)
+            x = np.column_stack([batch.column(f).to_numpy(zero_copy_only=False)[rows] for f in model.explainer.features])
+            parts.append((model.explainer, rows, x.astype(np.float32).reshape(len(rows), len(model.explainer.features))))
+    frame = served_reasons(batch.num_rows, parts).to_arrow()
+    # One array per column, typed as the mapInArrow schema says (polars gives large or view strings).
+    return {
+        name: frame.column(name).combine_chunks().cast(pa.string() if name.startswith("reason_") else pa.float64())
+        for name in frame.column_names
+    }
 
 
 def score_features(

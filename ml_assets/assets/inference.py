@@ -248,35 +248,21 @@ def _served(
 def with_reasons(served: pl.DataFrame, features: pl.DataFrame, champion: Champion, canary: Champion | None) -> pl.DataFrame:
     """The served scores with the reasons of the model that served each (``features``: the same rows, in order); null
     reasons where that model is not explained (rollout.reasons off)."""
-    from lib.explain import reasons_frame
+    from lib.explain import served_reasons
     from lib.training import feature_matrix
 
     parts = []
     for model, arm in ((champion, CHAMPION_ARM), (canary, CANARY_ARM)):
         mask = served["arm"] == arm
-        if not mask.any():
-            continue
-        part = served.filter(mask)
-        if model is not None and model.explainer is not None:
-            x = feature_matrix(features.filter(mask), model.explainer.features)
-            part = pl.concat([part, reasons_frame(model.explainer, x)], how="horizontal")
-        else:
-            part = _null_reasons(part)
-        parts.append(part.with_columns(pl.Series("_row", mask.arg_true())))
-    return pl.concat(parts, how="vertical").sort("_row").drop("_row") if parts else _null_reasons(served)
-
-
-def _null_reasons(frame: pl.DataFrame) -> pl.DataFrame:
-    from lib.explain import REASONS
-
-    return frame.with_columns(
-        *[pl.lit(None, dtype=pl.String).alias(f"reason_{r}") for r in range(1, REASONS + 1)],
-        *[pl.lit(None, dtype=pl.Float64).alias(f"contribution_{r}") for r in range(1, REASONS + 1)],
-    )
+        if model is not None and model.explainer is not None and mask.any():
+            parts.append((model.explainer, mask.arg_true().to_numpy(), feature_matrix(features.filter(mask), model.explainer.features)))
+    return pl.concat([served, served_reasons(served.height, parts)], how="horizontal")
 
 
 def _empty(entities: pl.DataFrame, version: str) -> pl.DataFrame:
-    return _null_reasons(
+    from lib.explain import served_reasons
+
+    scores = (
         entities.clear()
         .select("customer_id", "snapshot_date")
         .with_columns(
@@ -285,6 +271,7 @@ def _empty(entities: pl.DataFrame, version: str) -> pl.DataFrame:
             pl.lit(CHAMPION_ARM).alias("arm"),
         )
     )
+    return pl.concat([scores, served_reasons(0, [])], how="horizontal")
 
 
 def day_metadata(

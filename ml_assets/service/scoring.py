@@ -30,24 +30,23 @@ def _reasons(model: Champion, unique: list[str], served: dict[str, list[Any]], r
     """The serving model's reasons for each of ``rows`` (``lib.explain``: the same numbers batch_predictions stores)."""
     import numpy as np
 
-    from lib.explain import REASONS, explain, top_reasons
+    from lib.explain import explain, ranked
+    from lib.features import feature_label
 
     spec = model.explainer
     if not rows or spec is None:
         return {}
     columns = [served[f] for f in spec.features]
     matrix = np.array([[col[i] for col in columns] for i in rows], dtype=np.float32)
-    contributions = explain(spec, matrix).contributions
-    names, values = top_reasons(contributions, spec.features)
-    order = np.argsort(-contributions, axis=1, kind="stable")
-    out = {}
-    for k, i in enumerate(rows):
-        out[unique[i]] = [
-            Reason(rank=r + 1, feature=spec.features[int(order[k, r])], label=str(names[r][k]), contribution=float(values[k, r]))
-            for r in range(min(REASONS, len(spec.features)))
-            if names[r][k] is not None
+    positions, values = ranked(explain(spec, matrix).contributions)
+    return {
+        unique[i]: [
+            Reason(rank=r + 1, feature=spec.features[j], label=feature_label(spec.features[j]), contribution=float(values[k, r]))
+            for r, j in enumerate(positions[k])
+            if j >= 0
         ]
-    return out
+        for k, i in enumerate(rows)
+    }
 
 
 def known_rows(model: Champion, unique: list[str], served: dict[str, list[Any]]) -> list[int]:
