@@ -34,9 +34,11 @@ if {sample}:
     ref, cur = sample_rows(ref, {sample}, seed=11), sample_rows(cur, {sample}, seed=13)
 r = compute_drift(ref, cur, cols, 0.1, 0.5)
 html = b""
-if {render!r} == "compact":
-    from lib.drift_report import render_report
-    html = render_report(ref, cur, r, "day", "_lib/")
+if {render!r} in ("compact", "verdict"):
+    # Every day stores its verdict (JSON) and a page: the full report, or the verdict page.
+    from lib.drift_report import render_report, verdict_page, verdict_record
+    page = render_report(ref, cur, r, "day", "_lib/") if {render!r} == "compact" else verdict_page(r, "day", "reference")
+    html = page + verdict_record(r, "day", "reference", None)
 elif {render!r} == "full":
     # The page every day stored before: evidently's whole preset, its bundle and font inlined.
     from evidently import DataDefinition, Dataset, Report
@@ -97,14 +99,14 @@ def sampling_spread(rows: int, seeds: int) -> dict[str, float]:
 
 
 def _day_cost(repo: str) -> list[str]:
-    """A demo-sized day (5,000 + 5,000 sampled rows): the verdict alone (every day now), the verdict plus the compact
-    report (events and the latest day now), and the verdict plus evidently's whole page (every day before)."""
-    lines = ["", "### One day's drift work at the demo's size: verdict, compact report, the whole page before (same run)", ""]
+    """A demo-sized day (5,000 + 5,000 sampled rows): the verdict page (every quiet day but the newest now), the compact
+    report (events and the newest day now), and evidently's whole page (every day before); each with the verdict."""
+    lines = ["", "### One day's drift work at the demo's size: verdict page, compact report, the whole page before (same run)", ""]
     lines += ["| data | work | s | stored bytes | dataset drift | same verdict |", "|---|---|---|---|---|---|"]
     work = {
         "full": "scores + tests + evidently's whole page (before: every day)",
-        "compact": "scores + tests + compact report (now: events, the latest day)",
-        "none": "scores + tests (now: every other day)",
+        "compact": "scores + tests + compact report + verdict JSON (now: events, the newest day)",
+        "verdict": "scores + tests + verdict page + verdict JSON (now: every other day)",
     }
     for drifted in (False, True):
         runs = {mode: run_python(_CHILD.format(repo=repo, rows=5_000, drifted=drifted, sample=5_000, render=mode)) for mode in work}

@@ -16,6 +16,10 @@ A report now holds:
   (``lib_files``; evidently's own "folder" layout), not a copy in every page.
 
 On the demo's days that is 0.18 to 0.54 MB a report (benchmarks/RESULTS.md).
+
+Every other day has a page too, so the UI's link works for every day: the
+verdict table alone (``verdict_page``, a few kB), rebuilt from the day's
+stored verdict (``verdict_record``, JSON), which is also what a tool reads.
 """
 
 from __future__ import annotations
@@ -109,10 +113,71 @@ def render_report(reference: pd.DataFrame, current: pd.DataFrame, result: DriftR
     return page.replace("<body>", "<body>" + verdict_table(result, day), 1).encode()
 
 
+def verdict_record(result: DriftResult, day: str, reference: str, full_report: str | None) -> bytes:
+    """The day's verdict as stored JSON (``drift_reports/DAY.json``, a few kB): every column's distance and p-value,
+    the thresholds, and why the day has a full report (None: the verdict page). The page of any day can be
+    rebuilt from it without the day's samples (``verdict_page``)."""
+    import json
+
+    return json.dumps(
+        {
+            "day": day,
+            "reference": reference,
+            "column_scores": result.column_scores,
+            "p_values": result.p_values,
+            "threshold": result.threshold,
+            "drift_share_threshold": result.drift_share_threshold,
+            "judged": result.judged,
+            "dataset_drift": result.dataset_drift,
+            "reason": result.reason,
+            "full_report": full_report,
+        },
+        sort_keys=True,
+    ).encode()
+
+
+def read_verdict(data: bytes) -> tuple[DriftResult, dict[str, object]]:
+    """A stored verdict (``verdict_record``) back as the DriftResult it was written from, and the record itself."""
+    import json
+
+    record = json.loads(data)
+    result = DriftResult(
+        {str(k): float(v) for k, v in record["column_scores"].items()},
+        float(record["threshold"]),
+        float(record["drift_share_threshold"]),
+        bool(record["judged"]),
+        {str(k): float(v) for k, v in record["p_values"].items()},
+    )
+    return result, record
+
+
+def verdict_page(result: DriftResult, day: str, reference: str) -> bytes:
+    """The page of a day without a full report: the same verdict table (every column), the reference it was measured
+    against, and the command that adds evidently's plots. A few kB, rendered in well under a millisecond."""
+    command = f"churn report drift {day}"
+    return (
+        '<!DOCTYPE html><html><head><meta charset="utf-8">'
+        f"<title>Drift on {html.escape(day)}</title></head><body>"
+        + verdict_table(result, day)
+        + '<div style="font-family: sans-serif; margin: 0 24px 16px">'
+        f"<p>Reference: {html.escape(reference)}.</p><p>This page holds the verdict only: the day had no drift event "
+        f"and was not the newest day reported. <code>{html.escape(command)}</code> re-runs the day (the same seeded "
+        "samples, the same verdict) and replaces this page with evidently's plots.</p></div></body></html>"
+    ).encode()
+
+
 def report_placement(event: bool, asked: bool, latest: bool) -> str | None:
-    """Where a day's HTML report goes: ``kept`` (a drift event, or a day someone asked for), ``latest`` (the newest
-    day, replaced by the next one, so the freshest picture is one click away), or None (not rendered: the verdict
-    and scores are in the table and metadata, and the report can be asked for)."""
-    if event or asked:
-        return "kept"
+    """Why a day gets the full report (verdict and evidently's plots): ``drift event``, ``asked`` (``churn report
+    drift DAY``) or ``latest`` (the newest day reported, quiet: the freshest picture one click away, turned into a
+    verdict page when a newer day is reported). None: the verdict page (``verdict_page``)."""
+    if event:
+        return "drift event"
+    if asked:
+        return "asked"
     return "latest" if latest else None
+
+
+def demoted_latest(previous: str | None, previous_full_report: str | None, day: str) -> bool:
+    """Whether the day that was the newest before (``previous``) loses its full report now that ``day`` is the newest:
+    only when it had one for being the latest (an event's or an asked-for report stays)."""
+    return previous is not None and previous != day and previous_full_report == "latest"

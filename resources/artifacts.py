@@ -60,6 +60,12 @@ class ArtifactStore(dg.ConfigurableResource):
             return []
         return sorted(p.name for p in path.iterdir() if p.is_file())
 
+    def read_named(self, namespace: str, name: str) -> bytes | None:
+        """A named file's bytes (a day's stored drift verdict), or None when there is none. Named files are not
+        content-addressed: nothing read here is loaded as code or a model."""
+        path = UPath(self.root) / namespace / name
+        return path.read_bytes() if path.exists() else None
+
     def remove_named(self, namespace: str, name: str) -> bool:
         """Remove a named file (a report that no longer matches its day's verdict); whether there was one."""
         path = UPath(self.root) / namespace / name

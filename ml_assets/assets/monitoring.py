@@ -9,7 +9,16 @@ import polars as pl
 from pydantic import Field
 
 from lib.drift import DriftResult, active_customers, compute_drift, judged, sample_rows
-from lib.drift_report import LIB_DIR, lib_files, render_report, report_placement
+from lib.drift_report import (
+    LIB_DIR,
+    demoted_latest,
+    lib_files,
+    read_verdict,
+    render_report,
+    report_placement,
+    verdict_page,
+    verdict_record,
+)
 from lib.export import onnx_churn_probability
 from lib.features import WINDOW_DAYS
 from lib.frames import split_by_day
@@ -22,8 +31,9 @@ from resources import ArtifactStore, Lake, MissingPartitionError, ModelRegistry
 from resources.registry import ModelVersion, RegistryError
 
 CUSTOMER_FEATURES = dg.AssetKey("customer_features")
-# Where the HTML reports go: drift events and asked-for days by day; the latest quiet day alone in its own folder.
-REPORTS, LATEST_REPORT = "drift_reports", "drift_reports/latest"
+# Where each day's page (DAY.html) and verdict (DAY.json) go; LATEST_MARKER names the newest day with a full report
+# for being the newest. LEGACY_LATEST: where an earlier version kept that day's report (emptied on the next run).
+REPORTS, LATEST_MARKER, LEGACY_LATEST = "drift_reports", "latest-day.txt", "drift_reports/latest"
 
 
 class DriftConfig(dg.Config):
@@ -41,8 +51,8 @@ class DriftConfig(dg.Config):
     max_current_rows: int = Field(default=5_000, description="Rows sampled (seeded) from the day's features.")
     render_every_day: bool = Field(
         default=False,
-        description="Render the HTML drift report for every day; by default only for drift events and the run's last day "
-        "(`churn report drift DAY` renders any other day on demand).",
+        description="The full HTML drift report (evidently's plots) for every day; by default drift events and the newest "
+        "day have one, every other day a verdict page (`churn report drift DAY` adds the plots on demand).",
     )
     max_roc_auc_drop: float = Field(
         default=0.05, description="Performance drift when matured ROC-AUC falls this far below the scoring model's backtest ROC-AUC."
@@ -83,8 +93,9 @@ def drift_report(
     give it (tails capped first; lib/drift.py); ageing features are scored but
     not counted, and no verdict is given while the windows fill. The metadata
     carries the share, the verdict, `drift_reason` (why the day did or did not
-    count) and, for drift events and the newest day, an HTML report (lib/drift_report.py)
-    (`churn report drift DAY` for any other). Once scores are a horizon old
+    count) and a link to the day's page: the full HTML report for drift events
+    and the newest day, the verdict page for any other (`churn report drift
+    DAY` adds the plots; lib/drift_report.py). Once scores are a horizon old
     (the champion's own), matured ROC-AUC and calibration against the scoring
     model's figures are added (performance drift). The business view: each
     day's contact list (the top `contact_budget` of customers by score) and
@@ -119,7 +130,7 @@ def drift_report(
         verdict = judged(first_day, day - dt.timedelta(days=config.reference_lag_days), WINDOW_DAYS)
         result = compute_drift(ref_frame, current, columns, config.column_threshold, config.drift_share_threshold, verdict)
         latest = day == days[-1] and key >= max(reported, default="")
-        report = _report(artifacts, key, result, ref_frame, current, config.render_every_day, latest)
+        report = _report(artifacts, key, result, (ref_frame, current, reference_name), config.render_every_day, latest)
         # Labels need every customer scored that day, not only the active ones.
         performance = matured_performance(
             day, features_by_day[day], champion.horizon_days, config.max_roc_auc_drop, lake, registry, config.contact_budget
@@ -145,38 +156,67 @@ def drift_report(
 
 
 def _report(
-    artifacts: ArtifactStore, key: str, result: DriftResult, reference: Any, current: Any, asked: bool, latest: bool
+    artifacts: ArtifactStore, key: str, result: DriftResult, samples: tuple[Any, Any, str], asked: bool, latest: bool
 ) -> dict[str, Any]:
-    """The day's HTML report where someone will read it (lib.drift_report.report_placement); other days say how to get one.
+    """The day's page, so the UI's link works for every day (lib.drift_report).
 
-    Building a report is most of a day's drift work; the verdict and every
-    score are in the table and metadata either way. A report of an earlier
-    run that no longer matches the day's verdict is removed, and the latest
-    quiet day's report replaces the one before it. evidently's bundle and
-    font are stored once, under `drift_reports/_lib/`, for every report.
+    Drift events, asked-for days and the newest day get the full report
+    (the verdict and evidently's plots; building it is most of a day's
+    drift work); every other day gets the verdict page, a few kB. Each day's
+    verdict is stored beside its page as JSON, which is what turns the
+    previous newest day's full report into a verdict page once a newer day
+    is reported, without its samples. evidently's bundle and font are
+    stored once, under `drift_reports/_lib/`, for every full report.
     """
-    placement = report_placement(result.dataset_drift, asked, latest)
-    if placement != "kept":
-        artifacts.remove_named(REPORTS, f"{key}.html")
-    if placement is None:
-        return {"report": f"not rendered (no drift event); `churn report drift {key}` renders it"}
-    if placement == "latest":
-        for name in artifacts.list_named(LATEST_REPORT):
-            artifacts.remove_named(LATEST_REPORT, name)
-    stored = set(artifacts.list_named(f"{REPORTS}/{LIB_DIR}"))
-    for name, data in lib_files().items():
-        if name not in stored:
-            artifacts.put_named(f"{REPORTS}/{LIB_DIR}", name, data)
-    prefix = f"{LIB_DIR}/" if placement == "kept" else f"../{LIB_DIR}/"
-    html = render_report(reference, current, result, key, prefix)
-    report = artifacts.put_named(REPORTS if placement == "kept" else LATEST_REPORT, f"{key}.html", html)
-    why = "the latest day; replaced by the next" if placement == "latest" else "drift event" if result.dataset_drift else "asked"
+    reference, current, reference_name = samples
+    full = report_placement(result.dataset_drift, asked, latest)
+    if full == "latest":
+        _demote_previous_latest(artifacts, key)
+    if full is None:
+        page = verdict_page(result, key, reference_name)
+    else:
+        stored = set(artifacts.list_named(f"{REPORTS}/{LIB_DIR}"))
+        for name, data in lib_files().items():
+            if name not in stored:
+                artifacts.put_named(f"{REPORTS}/{LIB_DIR}", name, data)
+        page = render_report(reference, current, result, key, f"{LIB_DIR}/")
+    verdict = artifacts.put_named(REPORTS, f"{key}.json", verdict_record(result, key, reference_name, full))
+    report = artifacts.put_named(REPORTS, f"{key}.html", page)
+    if full == "latest":
+        artifacts.put_named(REPORTS, LATEST_MARKER, key.encode())
+    for name in artifacts.list_named(LEGACY_LATEST):  # the folder an earlier version kept the newest quiet day in
+        artifacts.remove_named(LEGACY_LATEST, name)
+    described = {
+        "drift event": "full report (drift event)",
+        "asked": "full report (asked for)",
+        "latest": "full report (the newest day; a verdict page once a newer day is reported)",
+        None: f"verdict page (no drift event); `churn report drift {key}` adds evidently's plots",
+    }
     return {
-        "report": f"rendered ({why})",
+        "report": described[full],
         "report_path": dg.MetadataValue.path(report.uri),
         "report_url": dg.MetadataValue.url(_file_url(report.uri)),
         "report_bytes": report.size_bytes,
+        "verdict_path": dg.MetadataValue.path(verdict.uri),
     }
+
+
+def _demote_previous_latest(artifacts: ArtifactStore, key: str) -> None:
+    """The day that was the newest reported loses the full report it had for being the newest (lib.drift_report.demoted_latest)."""
+    marker = artifacts.read_named(REPORTS, LATEST_MARKER)
+    try:
+        previous = dt.date.fromisoformat(marker.decode().strip()).isoformat() if marker else None
+    except ValueError:  # not a day: nothing of ours to demote
+        previous = None
+    stored = artifacts.read_named(REPORTS, f"{previous}.json") if previous else None
+    if previous is None or stored is None:
+        return
+    result, record = read_verdict(stored)
+    had = record.get("full_report")
+    if demoted_latest(previous, str(had) if had else None, key):
+        reference = str(record.get("reference", ""))
+        artifacts.put_named(REPORTS, f"{previous}.html", verdict_page(result, previous, reference))
+        artifacts.put_named(REPORTS, f"{previous}.json", verdict_record(result, previous, reference, None))
 
 
 def _check_scored(customer_features: pl.DataFrame, batch_predictions: pl.DataFrame, keys: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""churn report drift DAY: the HTML drift report (lib/drift_report.py) for a day whose report was not rendered (no drift event)."""
+"""churn report drift DAY: the full HTML drift report (lib/drift_report.py, evidently's plots) for a day whose page holds the verdict only."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 def cmd_report_drift(args: argparse.Namespace) -> int:
     """Re-runs `drift_report` for the day with `render_every_day`: the same samples (seeded), the same verdict, and
-    the report; a new materialization of the day, so the UI's link works from then on."""
+    the full report in place of the verdict page; a new materialization of the day, kept when newer days are reported."""
     import dagster as dg
 
     from ml_assets.pipeline import materialize_range
@@ -32,7 +32,7 @@ def cmd_report_drift(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     report = sub.add_parser("report", help="render a report on demand")
     kinds = report.add_subparsers(dest="report", required=True)
-    drift = kinds.add_parser("drift", help="the HTML drift report for DAY (drift events and the latest day have one already)")
+    drift = kinds.add_parser("drift", help="the full HTML drift report for DAY (drift events and the newest day have one already)")
     drift.add_argument("day", help="YYYY-MM-DD, a day with scored customers")
     drift.add_argument("--log-level", default="WARNING", help="console log level of the run (default WARNING)")
     drift.set_defaults(func=cmd_report_drift)

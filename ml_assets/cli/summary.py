@@ -172,7 +172,7 @@ def _where_lines(loaded: Settings, data_root: Path) -> list[str]:
     return [
         "",
         f"lake:      {loaded.deployment.lake}",
-        f"artifacts: {loaded.deployment.artifacts} (models, ONNX, drift_reports/*.html)",
+        f"artifacts: {loaded.deployment.artifacts} (models, ONNX, drift_reports/DAY.html and DAY.json)",
         f"registry:  {registry_where} (model versions, champion, hash-chained history, API keys, prediction record)",
         f"source:    table {loaded.source.table!r} in {where}",
         f"feast:     {data_root / 'feast'} (registry, {loaded.deployment.online_store} online store); "

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import numpy as np
 import pandas as pd
 
 from lib.drift import compute_drift
-from lib.drift_report import FONT, bundle_name, detail_columns, lib_files, render_report, report_placement
+from lib.drift_report import (
+    FONT,
+    bundle_name,
+    demoted_latest,
+    detail_columns,
+    lib_files,
+    read_verdict,
+    render_report,
+    report_placement,
+    verdict_page,
+    verdict_record,
+)
 
 
 def _samples(shifted: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
@@ -48,8 +60,33 @@ def test_a_quiet_report_plots_the_closest_columns_and_escapes_what_it_prints() -
     assert f'<script src="../_lib/{bundle_name()}"></script>' in page
 
 
-def test_a_report_is_kept_for_events_and_asked_days_and_the_latest_quiet_day_only_until_the_next() -> None:
-    assert report_placement(event=True, asked=False, latest=False) == "kept"
-    assert report_placement(event=False, asked=True, latest=True) == "kept"
+def test_a_full_report_is_given_to_events_asked_days_and_the_newest_day_only_until_a_newer_one() -> None:
+    assert report_placement(event=True, asked=False, latest=False) == "drift event"
+    assert report_placement(event=True, asked=True, latest=True) == "drift event"
+    assert report_placement(event=False, asked=True, latest=True) == "asked"
     assert report_placement(event=False, asked=False, latest=True) == "latest"
     assert report_placement(event=False, asked=False, latest=False) is None
+    # The previous newest day loses the report it had for being the newest; an event's or an asked-for one stays.
+    assert demoted_latest("2025-06-07", "latest", "2025-06-08")
+    assert not demoted_latest("2025-06-08", "latest", "2025-06-08")
+    assert not demoted_latest("2025-06-07", "drift event", "2025-06-08")
+    assert not demoted_latest("2025-06-07", "asked", "2025-06-08")
+    assert not demoted_latest(None, None, "2025-06-08")
+
+
+def test_the_verdict_page_is_rebuilt_from_the_stored_verdict_alone_and_states_every_column() -> None:
+    ref, cur, columns = _samples({"feature_1": 1.6})
+    ref, cur = ref.rename(columns={"feature_0": "<b>odd</b>"}), cur.rename(columns={"feature_0": "<b>odd</b>"})
+    columns = ["<b>odd</b>", *columns[1:]]
+    result = compute_drift(ref, cur, columns, 0.1, 0.25)
+    stored = verdict_record(result, "2025-06-08", "active customers on 2025-05-11", None)
+    assert len(stored) < 5_000
+    back, record = read_verdict(stored)
+    # The same verdict, column for column, and the same reason the asset logged.
+    assert back.column_scores == result.column_scores and back.p_values == result.p_values
+    assert back.drifted_columns == result.drifted_columns and back.reason == result.reason
+    assert record["full_report"] is None and record["dataset_drift"] == result.dataset_drift
+    page = verdict_page(back, "2025-06-08", str(record["reference"])).decode()
+    assert page == verdict_page(result, "2025-06-08", "active customers on 2025-05-11").decode()
+    assert all(f"<td>{html.escape(c)}</td>" in page for c in columns) and "<b>odd</b>" not in page
+    assert "churn report drift 2025-06-08" in page and "<script" not in page and len(page) < 10_000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -213,17 +214,24 @@ def test_drift_is_found_after_the_shift_and_not_before(e2e: PipelineRun) -> None
     assert table.filter(pl.col("column") == "spend_30d")["drifted"].all()
 
 
-def test_the_html_report_is_rendered_for_events_and_the_run_s_last_day_and_on_demand(e2e: PipelineRun, tmp_path: Path) -> None:
-    # A quiet day that is not the run's last has its verdict and scores, and no 5 MB page nobody opens.
+def test_every_day_links_a_page_full_reports_for_events_and_the_newest_day_and_on_demand(e2e: PipelineRun, tmp_path: Path) -> None:
+    # A quiet day that is not the newest: the verdict page (every column, a few kB), no evidently page nobody opens.
     first, last = (e2e.metadata("drift_report", d) for d in E2E_QUIET_DAYS)
     reports = e2e.root / "artifacts" / "drift_reports"
-    assert first["report"] == f"not rendered (no drift event); `churn report drift {E2E_QUIET_DAYS[0]}` renders it"
-    assert "report_path" not in first and not (reports / f"{E2E_QUIET_DAYS[0]}.html").exists()
-    # The run's last day is the newest: its report is one click away, in a folder only the newest quiet day keeps.
-    assert last["report"] == "rendered (the latest day; replaced by the next)" and last["report_bytes"] > 10_000
-    assert Path(last["report_path"]) == reports / "latest" / f"{E2E_QUIET_DAYS[1]}.html" and Path(last["report_path"]).is_file()
-    assert all(e2e.metadata("drift_report", d)["report"] == "rendered (drift event)" for d in E2E_DRIFT_DAYS)
-    # Every page finds evidently's bundle and font where it says they are (stored once, beside the reports).
+    assert first["report"] == f"verdict page (no drift event); `churn report drift {E2E_QUIET_DAYS[0]}` adds evidently's plots"
+    page = Path(first["report_path"])
+    assert page == reports / f"{E2E_QUIET_DAYS[0]}.html" and first["report_url"] == f"file://{page}"
+    assert first["report_bytes"] == page.stat().st_size < 10_000 and "<script" not in page.read_text()
+    assert first["drift_reason"] in page.read_text().replace("&gt;", ">").replace("&lt;", "<")
+    stored = json.loads(Path(first["verdict_path"]).read_text())
+    assert stored["full_report"] is None and stored["reason"] == first["drift_reason"]
+    assert stored["column_scores"] == pytest.approx(first["column_scores"], abs=1e-4)
+    # The run's last day is the newest: its full report is one click away.
+    assert last["report"] == "full report (the newest day; a verdict page once a newer day is reported)"
+    assert Path(last["report_path"]) == reports / f"{E2E_QUIET_DAYS[1]}.html" and last["report_bytes"] > 10_000
+    assert (reports / "latest-day.txt").read_text() == E2E_QUIET_DAYS[1].isoformat()
+    assert all(e2e.metadata("drift_report", d)["report"] == "full report (drift event)" for d in E2E_DRIFT_DAYS)
+    # Every full page finds evidently's bundle and font where it says they are (stored once, beside the reports).
     for page in [Path(last["report_path"]), *(Path(e2e.metadata("drift_report", d)["report_path"]) for d in E2E_DRIFT_DAYS)]:
         sources = re.findall(r'<script src="([^"]+)"></script>|url\(([^)]+\.woff2)\)', page.read_text())
         assert len(sources) == 2 and all((page.parent / (js or font)).is_file() for js, font in sources), (page, sources)
@@ -240,7 +248,8 @@ def test_the_html_report_is_rendered_for_events_and_the_run_s_last_day_and_on_de
     )
     assert done.returncode == 0, done.stderr[-3000:]
     html = data / "artifacts" / "drift_reports" / f"{E2E_QUIET_DAYS[0]}.html"
-    assert f"drift report for {E2E_QUIET_DAYS[0]}: {html}" in done.stdout and html.read_bytes().lstrip().lower().startswith(b"<")
+    assert f"drift report for {E2E_QUIET_DAYS[0]}: {html}" in done.stdout and "<script src=" in html.read_text()
+    assert json.loads(html.with_suffix(".json").read_text())["full_report"] == "asked"
     # The same seeded samples, so the same verdict as the day's first run.
     assert first["drift_reason"] in done.stdout
     assert pl.read_parquet(data / "lake" / "drift_report" / f"{E2E_QUIET_DAYS[0]}.parquet").equals(
