@@ -12,6 +12,8 @@ ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# The project's extras in the image: object storage always; add mlflow for experiment tracking (--build-arg CHURN_EXTRAS=s3,mlflow).
+ARG CHURN_EXTRAS=s3
 # The commit this image is built from, recorded with every model version it trains
 # (kubernetes mode refuses to start without it):
 #   docker build --build-arg CHURN_CODE_VERSION=$(git rev-parse --short=12 HEAD) ...
@@ -37,7 +39,7 @@ COPY workspace.yaml ./
 # torch first from the chosen index (CPU wheels by default: no multi-GB CUDA
 # download in the CPU image), then the project with everything else pinned in pyproject.
 RUN pip install --index-url "${TORCH_INDEX}" "torch==2.13.0" \
- && pip install ".[s3]" \
+ && pip install ".[${CHURN_EXTRAS}]" \
  && groupadd --gid 10001 churn && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin churn \
  && mkdir -p "${DAGSTER_HOME}" && chown -R 10001:10001 "${DAGSTER_HOME}"
 

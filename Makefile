@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # everything the instance writes goes under .dagster/ (git-ignored).
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: setup spark browser policy demo test test-fast ui serve instance lint bench clean
+.PHONY: setup spark browser policy mlflow-server demo test test-fast ui serve instance lint bench clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,15 @@ $(CHECKOV_STAMP):
 	.venv-checkov/bin/python -m pip install --quiet "checkov>=3.2.400,<4"
 	touch $(CHECKOV_STAMP)
 
+# A real MLflow tracking server for test_mlflow.py, in a virtualenv of its own: the server (full mlflow) pins pyarrow,
+# cryptography and others below this project's versions; the project itself needs only the client (the mlflow extra).
+MLFLOW_STAMP := .venv-mlflow/.installed-stamp
+mlflow-server: $(MLFLOW_STAMP)
+$(MLFLOW_STAMP):
+	test -x .venv-mlflow/bin/python || $(PYTHON) -m venv .venv-mlflow
+	.venv-mlflow/bin/python -m pip install --quiet "mlflow==3.17.2"
+	touch $(MLFLOW_STAMP)
+
 # The UI tests drive a real headless Chromium: Debian's chromium + chromium-driver, installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
@@ -55,7 +64,7 @@ browser:
 		echo "installing chromium and chromium-driver for the UI tests"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
-test: setup spark browser policy
+test: setup spark browser policy mlflow-server
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-fast: setup spark

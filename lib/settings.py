@@ -102,6 +102,12 @@ class Deployment(BaseModel):
         le=36_500,
         description="`churn retention` deletes raw, validated and quarantined partitions older than this many days; none: kept.",
     )
+    mlflow_tracking_uri: SecretStr | None = Field(
+        default=None,
+        description="MLflow tracking server: every training run is logged there and the champion/challenger aliases mirror "
+        "the registry (needs the mlflow extra; secret, it may carry credentials); none: no tracking.",
+    )
+    mlflow_experiment: str = Field(default="churn", min_length=1, description="MLflow experiment of the training runs.")
     k8s: Kubernetes = Field(default_factory=Kubernetes)
     service: Service = Field(default_factory=Service)
 
@@ -136,6 +142,7 @@ SECRETS = (
     "deployment.feast_registry_url",
     "deployment.erasure_key",
     "deployment.chain_key",
+    "deployment.mlflow_tracking_uri",
     "compute.spark_remote",
 )
 
@@ -282,6 +289,8 @@ ENV: dict[str, str] = {
     "CHURN_ERASURE_KEY": "deployment.erasure_key",
     "CHURN_CHAIN_KEY": "deployment.chain_key",
     "CHURN_CHAIN_ANCHOR": "deployment.chain_anchor",
+    "CHURN_MLFLOW_TRACKING_URI": "deployment.mlflow_tracking_uri",
+    "CHURN_MLFLOW_EXPERIMENT": "deployment.mlflow_experiment",
     "CHURN_K8S_GPU_COUNT": "deployment.k8s.gpu_count",
     "CHURN_K8S_GPU_RESOURCE": "deployment.k8s.gpu_resource",
     "CHURN_K8S_GPU_NODE_SELECTOR": "deployment.k8s.gpu_node_selector",

@@ -59,3 +59,17 @@ def figure_markdown(fig: Figure, alt: str, dpi: int = 90) -> dg.MetadataValue:
     from lib.evaluation import png_base64
 
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{png_base64(fig, dpi)})")
+
+
+def plots_of(metadata: dict[str, Any]) -> dict[str, bytes]:
+    """The PNG plots embedded in a materialization's metadata (``figure_markdown``), by metadata key: what the UI shows,
+    for a system that wants the files (MLflow)."""
+    import base64
+    import re
+
+    out = {}
+    for name, value in metadata.items():
+        text = value.value if isinstance(value, dg.MarkdownMetadataValue) else None
+        if text and (found := re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)):
+            out[name] = base64.b64decode(found.group(1))
+    return out

@@ -17,6 +17,7 @@ from resources.compute import ComputeResource, SparkNotInstalledError
 from resources.feature_store import FeatureStoreError, FeatureStoreResource
 from resources.lake import Lake, LakeIOManager, MissingPartitionError
 from resources.registry import ModelRegistry, ModelVersion, RegistryError
+from resources.tracking import ExperimentTracker, TrackedModel
 from resources.warehouse import TYPE_ERRORS, SourceSchemaError, SourceUnavailableError, SqlWarehouse
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "ArtifactRef",
     "ArtifactStore",
     "ComputeResource",
+    "ExperimentTracker",
+    "TrackedModel",
     "FailureNotifier",
     "FeatureStoreError",
     "FeatureStoreResource",
@@ -45,6 +48,7 @@ __all__ = [
     "build_feature_store",
     "build_notifier",
     "build_registry",
+    "build_tracker",
     "build_resources",
     "data_dir",
     "default_warehouse_url",
@@ -160,7 +164,19 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
         ),
         "notifier": build_notifier(settings),
         "compute": build_compute(settings),
+        "tracker": build_tracker(settings),
     }
+
+
+def build_tracker(settings: Settings, resolve_env: bool = False) -> ExperimentTracker:
+    """MLflow tracking (off without a URI); the URI as an EnvVar, since it may carry credentials."""
+    deployment = settings.deployment
+    return ExperimentTracker(
+        tracking_uri=_secret(settings, "deployment.mlflow_tracking_uri", resolve_env),
+        experiment=deployment.mlflow_experiment,
+        ui_url=deployment.ui_url,
+        code_version=deployment.code_version,
+    )
 
 
 def build_compute(settings: Settings, resolve_env: bool = False) -> ComputeResource:

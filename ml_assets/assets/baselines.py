@@ -10,9 +10,9 @@ from lib.backtest import Backtest, Fold, backtest_folds, label_horizon
 from lib.features import model_features
 from lib.records import Artifact, BaselineRecord
 from lib.training import feature_matrix
-from ml_assets.assets.candidates import evaluate, splits, store_and_register
+from ml_assets.assets.candidates import evaluate, splits, store_and_register, track_candidate
 from ml_assets.metadata import markdown_table
-from resources import ArtifactStore, ModelRegistry
+from resources import ArtifactStore, ExperimentTracker, ModelRegistry
 
 
 @dg.asset(
@@ -21,7 +21,11 @@ from resources import ArtifactStore, ModelRegistry
     owners=["team:data-science"],
 )
 def baseline_model(
-    context: dg.AssetExecutionContext, training_set: pl.DataFrame, artifacts: ArtifactStore, registry: ModelRegistry
+    context: dg.AssetExecutionContext,
+    training_set: pl.DataFrame,
+    artifacts: ArtifactStore,
+    registry: ModelRegistry,
+    tracker: ExperimentTracker,
 ) -> BaselineRecord:
     """The classical baselines every candidate must beat, judged out of time on the same cutoffs.
 
@@ -73,7 +77,10 @@ def baseline_model(
         artifacts,
         registry,
     )
-    context.add_output_metadata(_metadata(version, params, evaluation, results, rankings, best, fits, horizon))
+    metadata = _metadata(version, params, evaluation, results, rankings, best, fits, horizon)
+    metrics = {**bgnbd.metrics(), **test_metrics}
+    metadata.update(track_candidate(context, tracker, registry, (version, "bgnbd", ref.sha256), params, metrics, training_set, metadata))
+    context.add_output_metadata(metadata)
     return BaselineRecord(
         cutoffs=tuple(f.cutoff.isoformat() for f in folds),
         baselines={r.name: {**r.metrics(), "folds": r.folds, **({"ranking": r.variant} if r.variant else {})} for r in results},

@@ -11,8 +11,8 @@ import polars as pl
 from lib.backtest import backtest_folds, label_horizon
 from lib.features import model_features
 from lib.records import ModelRecord
-from ml_assets.metadata import figure_markdown, markdown_table
-from resources import ArtifactStore, ModelRegistry
+from ml_assets.metadata import figure_markdown, markdown_table, plots_of
+from resources import ArtifactStore, ExperimentTracker, ModelRegistry, TrackedModel
 
 REFERENCE_ROWS = 5_000
 
@@ -69,6 +69,28 @@ def store_and_register(
         reference_sha256=reference.sha256,
     )
     return ref, version
+
+
+def track_candidate(
+    context: dg.AssetExecutionContext,
+    tracker: ExperimentTracker,
+    registry: ModelRegistry,
+    record: tuple[str, str, str],
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    training_set: pl.DataFrame,
+    metadata: dict[str, Any],
+    trials: list[dict[str, Any]] | None = None,
+    curve: list[dict[str, float]] | None = None,
+) -> dict[str, Any]:
+    """Log the registered candidate (``record``: version, kind, artifact sha256) to MLflow when tracking is on: the
+    figures and plots its materialization carries, nothing recomputed. The metadata it returns says what was logged,
+    or what was not and why (resources/tracking.py)."""
+    if not tracker.enabled:
+        return {}
+    version, kind, sha256 = record
+    model = TrackedModel(version, kind, params, metrics, data_window(training_set), sha256, plots_of(metadata), trials or [], curve or [])
+    return tracker.log_candidate(context, model, registry)
 
 
 def splits(training_set: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:

@@ -9,7 +9,7 @@ from lib.records import Artifact, BaselineRecord, ModelRecord
 from lib.training import feature_matrix
 from ml_assets.assets.candidates import native_artifact
 from ml_assets.metadata import markdown_table
-from resources import ArtifactStore, ModelRegistry
+from resources import ArtifactStore, ExperimentTracker, ModelRegistry
 
 # Largest |onnxruntime - native| probability a parity check accepts, per model kind.
 # LightGBM: thresholds are float32-exact before export (lib/training.py), so
@@ -37,7 +37,12 @@ def _onnx_metadata(record: ModelRecord, ref: Any, onnx_bytes: bytes) -> dict[str
 
 
 def _store(
-    context: dg.AssetExecutionContext, record: ModelRecord, onnx_bytes: bytes, artifacts: ArtifactStore, registry: ModelRegistry
+    context: dg.AssetExecutionContext,
+    record: ModelRecord,
+    onnx_bytes: bytes,
+    artifacts: ArtifactStore,
+    registry: ModelRegistry,
+    tracker: ExperimentTracker,
 ) -> ModelRecord:
     from lib.export import onnx_session
 
@@ -45,7 +50,10 @@ def _store(
     onnx_session(onnx_bytes)
     ref = artifacts.put("models/onnx", onnx_bytes, ".onnx")
     registry.attach_onnx(record.model_version, ref.uri, ref.sha256, context.run.run_id)
-    context.add_output_metadata(_onnx_metadata(record, ref, onnx_bytes))
+    metadata = _onnx_metadata(record, ref, onnx_bytes)
+    # The same bytes and digest the registry holds, copied to the version's MLflow run when tracking is on.
+    metadata.update(tracker.log_onnx(context, record.model_version, onnx_bytes, ref.sha256))
+    context.add_output_metadata(metadata)
     return ModelRecord(
         model_version=record.model_version,
         kind=record.kind,
@@ -59,7 +67,13 @@ def _store(
 
 
 @dg.asset(group_name="export", kinds={"onnx"}, owners=["team:ml-platform"])
-def lgbm_onnx(context: dg.AssetExecutionContext, lgbm_model: ModelRecord, artifacts: ArtifactStore, registry: ModelRegistry) -> ModelRecord:
+def lgbm_onnx(
+    context: dg.AssetExecutionContext,
+    lgbm_model: ModelRecord,
+    artifacts: ArtifactStore,
+    registry: ModelRegistry,
+    tracker: ExperimentTracker,
+) -> ModelRecord:
     """The LightGBM churn model converted to ONNX, the format batch scoring and serving load.
 
     The graph passes `onnx.checker` and loads in a fresh onnxruntime session
@@ -70,12 +84,16 @@ def lgbm_onnx(context: dg.AssetExecutionContext, lgbm_model: ModelRecord, artifa
     from lib.export import lgbm_to_onnx
 
     model_text = native_artifact(lgbm_model, registry, artifacts).decode()
-    return _store(context, lgbm_model, lgbm_to_onnx(model_text, len(lgbm_model.features)), artifacts, registry)
+    return _store(context, lgbm_model, lgbm_to_onnx(model_text, len(lgbm_model.features)), artifacts, registry, tracker)
 
 
 @dg.asset(group_name="export", kinds={"onnx", "pytorch"}, owners=["team:ml-platform"])
 def torch_onnx(
-    context: dg.AssetExecutionContext, torch_model: ModelRecord, artifacts: ArtifactStore, registry: ModelRegistry
+    context: dg.AssetExecutionContext,
+    torch_model: ModelRecord,
+    artifacts: ArtifactStore,
+    registry: ModelRegistry,
+    tracker: ExperimentTracker,
 ) -> ModelRecord:
     """The PyTorch churn network exported to ONNX (torch.export), with its input normalization inside the graph.
 
@@ -87,12 +105,16 @@ def torch_onnx(
     from lib.torch_net import load_net, net_to_onnx
 
     net = load_net(native_artifact(torch_model, registry, artifacts), torch_model.architecture or {})
-    return _store(context, torch_model, net_to_onnx(net, len(torch_model.features)), artifacts, registry)
+    return _store(context, torch_model, net_to_onnx(net, len(torch_model.features)), artifacts, registry, tracker)
 
 
 @dg.asset(group_name="export", kinds={"onnx"}, owners=["team:ml-platform"])
 def bgnbd_onnx(
-    context: dg.AssetExecutionContext, baseline_model: BaselineRecord, artifacts: ArtifactStore, registry: ModelRegistry
+    context: dg.AssetExecutionContext,
+    baseline_model: BaselineRecord,
+    artifacts: ArtifactStore,
+    registry: ModelRegistry,
+    tracker: ExperimentTracker,
 ) -> ModelRecord:
     """The fitted BG/NBD baseline as an ONNX graph over the same feature vector as the learned models.
 
@@ -110,12 +132,16 @@ def bgnbd_onnx(
     if horizon is None:
         raise dg.Failure(f"{baseline_model.model_version}: the registry records no label horizon for it; retrain (training_job)")
     graph = bgnbd_to_onnx(bgnbd_from_dict(params), list(baseline_model.features), float(horizon))
-    return _store(context, baseline_model, graph, artifacts, registry)
+    return _store(context, baseline_model, graph, artifacts, registry, tracker)
 
 
 @dg.asset(group_name="export", kinds={"onnx"}, owners=["team:ml-platform"])
 def stacked_onnx(
-    context: dg.AssetExecutionContext, stacked_model: ModelRecord, artifacts: ArtifactStore, registry: ModelRegistry
+    context: dg.AssetExecutionContext,
+    stacked_model: ModelRecord,
+    artifacts: ArtifactStore,
+    registry: ModelRegistry,
+    tracker: ExperimentTracker,
 ) -> ModelRecord:
     """The stacked model as one ONNX graph: LightGBM's graph and BG/NBD's side by side on the same input, their logits
     combined in double by the fitted weights, the same outputs as every model (`lib/stacking.py`).
@@ -126,7 +152,7 @@ def stacked_onnx(
     """
     from lib.stacking import packed_to_onnx
 
-    return _store(context, stacked_model, packed_to_onnx(native_artifact(stacked_model, registry, artifacts)), artifacts, registry)
+    return _store(context, stacked_model, packed_to_onnx(native_artifact(stacked_model, registry, artifacts)), artifacts, registry, tracker)
 
 
 def native_scores(

@@ -12,11 +12,11 @@ from lib.features import model_features
 from lib.records import Artifact, ModelRecord
 from lib.torch_net import TorchTrainConfig
 from lib.training import feature_matrix, search_grid, train_lgbm
-from ml_assets.assets.candidates import backtest_figures, evaluate, splits, store_and_register
+from ml_assets.assets.candidates import backtest_figures, evaluate, splits, store_and_register, track_candidate
 from ml_assets.k8s import step_tags
 from ml_assets.metadata import figure_markdown, markdown_table
 from ml_assets.run_config import default_of
-from resources import ArtifactStore, ModelRegistry
+from resources import ArtifactStore, ExperimentTracker, ModelRegistry
 
 
 class LgbmConfig(dg.Config):
@@ -64,7 +64,12 @@ class TorchConfig(dg.Config):
     tags={"ml/compute": "cpu"},
 )
 def lgbm_model(
-    context: dg.AssetExecutionContext, config: LgbmConfig, training_set: pl.DataFrame, artifacts: ArtifactStore, registry: ModelRegistry
+    context: dg.AssetExecutionContext,
+    config: LgbmConfig,
+    training_set: pl.DataFrame,
+    artifacts: ArtifactStore,
+    registry: ModelRegistry,
+    tracker: ExperimentTracker,
 ) -> ModelRecord:
     """The gradient-boosted churn classifier (LightGBM), registered as a candidate model version.
 
@@ -101,34 +106,27 @@ def lgbm_model(
 
     backtest, backtest_md = backtest_figures("lgbm_model", training_set, fold_model)
     metrics = {**backtest, **metrics}
+    registered = {**chosen, "best_iteration": model.best_iteration}
     ref, version = store_and_register(
-        context,
-        "lightgbm",
-        "lgbm",
-        model.model_text.encode(),
-        ".txt",
-        training_set,
-        {**chosen, "best_iteration": model.best_iteration},
-        metrics,
-        artifacts,
-        registry,
+        context, "lightgbm", "lgbm", model.model_text.encode(), ".txt", training_set, registered, metrics, artifacts, registry
     )
     importance = _importance(model.model_text)
-    context.add_output_metadata(
-        {
-            "model_version": version,
-            "artifact_uri": dg.MetadataValue.path(ref.uri),
-            "sha256": ref.sha256,
-            "best_iteration": model.best_iteration,
-            "chosen_params": dg.MetadataValue.json(chosen),
-            "search_trials": dg.MetadataValue.md(markdown_table(pl.DataFrame(model.trials))),
-            "train_rows": train.height,
-            "valid_rows": valid.height,
-            **backtest_md,
-            **evaluation,
-            "feature_importance": figure_markdown(_importance_figure(importance), "feature importance"),
-        }
-    )
+    metadata: dict[str, Any] = {
+        "model_version": version,
+        "artifact_uri": dg.MetadataValue.path(ref.uri),
+        "sha256": ref.sha256,
+        "best_iteration": model.best_iteration,
+        "chosen_params": dg.MetadataValue.json(chosen),
+        "search_trials": dg.MetadataValue.md(markdown_table(pl.DataFrame(model.trials))),
+        "train_rows": train.height,
+        "valid_rows": valid.height,
+        **backtest_md,
+        **evaluation,
+        "feature_importance": figure_markdown(_importance_figure(importance), "feature importance"),
+    }
+    tracked = (version, "lightgbm", ref.sha256)
+    metadata.update(track_candidate(context, tracker, registry, tracked, registered, metrics, training_set, metadata, trials=model.trials))
+    context.add_output_metadata(metadata)
     return ModelRecord(
         model_version=version,
         kind="lightgbm",
@@ -155,7 +153,12 @@ def lgbm_model(
     pool="gpu",
 )
 def torch_model(
-    context: dg.AssetExecutionContext, config: TorchConfig, training_set: pl.DataFrame, artifacts: ArtifactStore, registry: ModelRegistry
+    context: dg.AssetExecutionContext,
+    config: TorchConfig,
+    training_set: pl.DataFrame,
+    artifacts: ArtifactStore,
+    registry: ModelRegistry,
+    tracker: ExperimentTracker,
 ) -> ModelRecord:
     """A neural-network churn classifier (PyTorch MLP), registered as a candidate model version.
 
@@ -200,25 +203,27 @@ def torch_model(
     params["best_epoch"] = net.best_epoch
     ref, version = store_and_register(context, "torch", "torch", net.state, ".pt", training_set, params, metrics, artifacts, registry)
     device_name = torch.cuda.get_device_name(0) if net.device == "cuda" else "cpu"
-    context.add_output_metadata(
-        {
-            "model_version": version,
-            "device": net.device,
-            "device_name": device_name,
-            "torch_version": torch.__version__,
-            "artifact_uri": dg.MetadataValue.path(ref.uri),
-            "sha256": ref.sha256,
-            "best_epoch": net.best_epoch,
-            "epochs_run": len(net.history),
-            "train_seconds": round(sum(e.seconds for e in net.history), 2),
-            "architecture": dg.MetadataValue.json(net.architecture),
-            "train_rows": train.height,
-            "valid_rows": valid.height,
-            **backtest_md,
-            **evaluation,
-            "learning_curve": figure_markdown(learning_curve_figure(net.history), "learning curve"),
-        }
-    )
+    metadata: dict[str, Any] = {
+        "model_version": version,
+        "device": net.device,
+        "device_name": device_name,
+        "torch_version": torch.__version__,
+        "artifact_uri": dg.MetadataValue.path(ref.uri),
+        "sha256": ref.sha256,
+        "best_epoch": net.best_epoch,
+        "epochs_run": len(net.history),
+        "train_seconds": round(sum(e.seconds for e in net.history), 2),
+        "architecture": dg.MetadataValue.json(net.architecture),
+        "train_rows": train.height,
+        "valid_rows": valid.height,
+        **backtest_md,
+        **evaluation,
+        "learning_curve": figure_markdown(learning_curve_figure(net.history), "learning curve"),
+    }
+    curve = [{"train_loss": e.train_loss, "valid_loss": e.valid_loss, "valid_roc_auc": e.valid_auc} for e in net.history]
+    tracked = (version, "torch", ref.sha256)
+    metadata.update(track_candidate(context, tracker, registry, tracked, params, metrics, training_set, metadata, curve=curve))
+    context.add_output_metadata(metadata)
     return ModelRecord(
         model_version=version,
         kind="torch",

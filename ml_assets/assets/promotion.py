@@ -13,7 +13,7 @@ from lib.training import feature_matrix
 from ml_assets.champion import load_onnx, trusted_champion
 from ml_assets.metadata import markdown_table
 from ml_assets.run_config import default_of
-from resources import ArtifactStore, FailureNotifier, Lake, ModelRegistry
+from resources import ArtifactStore, ExperimentTracker, FailureNotifier, Lake, ModelRegistry
 from resources.registry import ModelVersion
 
 
@@ -72,6 +72,7 @@ def champion_model(
     registry: ModelRegistry,
     notifier: FailureNotifier,
     lake: Lake,
+    tracker: ExperimentTracker,
 ) -> ChampionDecision:
     """The model that batch scoring and serving use now: the registry's champion.
 
@@ -97,7 +98,7 @@ def champion_model(
     if config.metric not in GATE_METRICS:
         raise dg.Failure(f"champion_model: metric {config.metric!r} is not one of {sorted(GATE_METRICS)}")
     if config.rollback_to:
-        return _rollback(context, config, registry, artifacts)
+        return _rollback(context, config, registry, artifacts, tracker)
 
     test = training_set.filter(pl.col("split") == "test")
     features = lgbm_onnx.features
@@ -136,6 +137,8 @@ def champion_model(
     rows, backtest = _tables(registry, evaluated, winner, previous, baseline_model, candidates)
     views = {"comparison": rows, "refused": refused, "backtest": backtest}
     views["extra"] = _views(champion, decision, reason, test, backtest, config.contact_budget, artifacts, lake)
+    # MLflow's aliases follow the registry (when tracking is on); the registry decided above.
+    views["extra"].update(tracker.mirror_aliases(registry, context.log.warning))
     return _output(context, champion, decision, reason, previous, registry, evaluated, **views)
 
 
@@ -245,7 +248,7 @@ def _round(value: Any) -> float | None:
 
 
 def _rollback(
-    context: dg.AssetExecutionContext, config: ChampionConfig, registry: ModelRegistry, artifacts: ArtifactStore
+    context: dg.AssetExecutionContext, config: ChampionConfig, registry: ModelRegistry, artifacts: ArtifactStore, tracker: ExperimentTracker
 ) -> ChampionDecision:
     from resources import ArtifactIntegrityError
     from resources.registry import RegistryError
@@ -269,7 +272,8 @@ def _rollback(
     champion = registry.get(target.version)
     reason = f"rolled back to {target.version} by {config.requested_by}: {config.reason}"
     context.log.warning(f"champion_model: {reason}")
-    return _output(context, champion, "rolled_back", reason, previous.version if previous else None, registry, {})
+    aliases = tracker.mirror_aliases(registry, context.log.warning)
+    return _output(context, champion, "rolled_back", reason, previous.version if previous else None, registry, {}, extra=aliases)
 
 
 def _trusted(registry: ModelRegistry, version: str) -> ModelVersion:

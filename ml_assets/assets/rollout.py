@@ -14,7 +14,7 @@ from lib.rollout import Comparison, Matured, RolloutPolicy, Verdict, compare, ma
 from ml_assets.champion import trusted_champion
 from ml_assets.partitions import daily_partitions, partition_days
 from ml_assets.run_config import default_of
-from resources import FailureNotifier, Lake, ModelRegistry
+from resources import ExperimentTracker, FailureNotifier, Lake, ModelRegistry
 from resources.registry import ModelVersion
 
 SHADOW, CUSTOMER_FEATURES = dg.AssetKey("shadow_scores"), dg.AssetKey("customer_features")
@@ -54,7 +54,12 @@ class RolloutConfig(dg.Config):
     deps=["shadow_scores", "customer_features", "champion_model"],
 )
 def rollout_evaluation(
-    context: dg.AssetExecutionContext, config: RolloutConfig, lake: Lake, registry: ModelRegistry, notifier: FailureNotifier
+    context: dg.AssetExecutionContext,
+    config: RolloutConfig,
+    lake: Lake,
+    registry: ModelRegistry,
+    notifier: FailureNotifier,
+    tracker: ExperimentTracker,
 ) -> pl.DataFrame:
     """The champion and each challenger on the same customers, once their outcomes are known: the evidence of safe rollout.
 
@@ -89,6 +94,8 @@ def rollout_evaluation(
                 own, comparisons, registry.previous_champion(), registry.auto_blocked(), _promotable(registry), config.policy()
             )
             acted = _act(context, verdict, champion, registry, notifier)
+            if acted != "nothing":  # MLflow's aliases follow the registry's new champion and challenger
+                metadata.update(tracker.mirror_aliases(registry, context.log.warning))
             metadata.update(_figures(own, comparisons), status="evaluated", verdict=verdict.action, reason=verdict.reason, acted=acted)
             rows += [_row(day, c, m) for c in comparisons for m in c.difference]
         context.add_asset_metadata(metadata, partition_key=day.isoformat())

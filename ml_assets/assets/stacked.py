@@ -10,9 +10,9 @@ from pydantic import Field
 from lib.backtest import label_horizon
 from lib.features import model_features
 from lib.records import Artifact, BaselineRecord, ModelRecord
-from ml_assets.assets.candidates import backtest_figures, evaluate, native_artifact, splits, store_and_register
+from ml_assets.assets.candidates import backtest_figures, evaluate, native_artifact, splits, store_and_register, track_candidate
 from ml_assets.run_config import default_of
-from resources import ArtifactStore, ModelRegistry
+from resources import ArtifactStore, ExperimentTracker, ModelRegistry
 
 
 class StackConfig(dg.Config):
@@ -35,6 +35,7 @@ def stacked_model(
     baseline_model: BaselineRecord,
     artifacts: ArtifactStore,
     registry: ModelRegistry,
+    tracker: ExperimentTracker,
 ) -> ModelRecord:
     """LightGBM stacked with BG/NBD: P(churn) = sigmoid(w_m * LightGBM's logit + w_b * logit(BG/NBD's P(no purchase)) + c).
 
@@ -76,20 +77,20 @@ def stacked_model(
     data = pack(model_text, bgnbd_params, stack, horizon, features, component)
     params = {**stack.as_dict(), **{f"{k}_version": v for k, v in component.items()}}
     ref, version = store_and_register(context, "stack", "stack", data, ".json", training_set, params, metrics, artifacts, registry)
-    context.add_output_metadata(
-        {
-            "model_version": version,
-            "artifact_uri": dg.MetadataValue.path(ref.uri),
-            "sha256": ref.sha256,
-            "weights": dg.MetadataValue.json(stack.as_dict()),
-            "weights_fitted": how,
-            "lightgbm_version": lgbm_model.model_version,
-            "bgnbd_version": baseline_model.model_version,
-            "valid_rows": valid.height,
-            **backtest_md,
-            **evaluation,
-        }
-    )
+    metadata: dict[str, Any] = {
+        "model_version": version,
+        "artifact_uri": dg.MetadataValue.path(ref.uri),
+        "sha256": ref.sha256,
+        "weights": dg.MetadataValue.json(stack.as_dict()),
+        "weights_fitted": how,
+        "lightgbm_version": lgbm_model.model_version,
+        "bgnbd_version": baseline_model.model_version,
+        "valid_rows": valid.height,
+        **backtest_md,
+        **evaluation,
+    }
+    metadata.update(track_candidate(context, tracker, registry, (version, "stack", ref.sha256), params, metrics, training_set, metadata))
+    context.add_output_metadata(metadata)
     return ModelRecord(
         model_version=version,
         kind="stack",

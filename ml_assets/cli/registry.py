@@ -58,6 +58,14 @@ def cmd_challenger(args: argparse.Namespace) -> int:
     except RegistryError as exc:
         print(f"churn challenger: {exc}", file=sys.stderr)
         return 2
+    if args.challenger_action in ("set", "clear"):
+        from lib.settings import load_settings
+        from resources import build_tracker
+
+        # MLflow's `challenger` alias follows the registry when tracking is on; a failure is said, never fatal.
+        aliases = build_tracker(load_settings(), resolve_env=True).mirror_aliases(registry, lambda text: print(text, file=sys.stderr))
+        if "mlflow_aliases" in aliases:
+            print(f"MLflow aliases: {aliases['mlflow_aliases']}")
     champion = registry.champion()
     print(f"champion: {champion.version if champion else 'none'}; previous champion: {registry.previous_champion() or 'none'}")
     challengers = registry.challengers()

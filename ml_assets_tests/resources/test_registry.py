@@ -93,3 +93,23 @@ def test_parity_is_recorded_only_for_the_artifact_it_checked(registry: ModelRegi
     _register(registry, "lgbm-000000000001", parity=True)
     registry.attach_onnx("lgbm-000000000001", "/artifacts/new.onnx", "e" * 64, "r2")
     assert registry.get("lgbm-000000000001").parity_passed is None
+
+
+def test_a_version_links_to_its_mlflow_run_and_a_registry_from_before_the_link_gains_the_column(registry: ModelRegistry) -> None:
+    _register(registry, "lgbm-00000000001c")
+    assert registry.get("lgbm-00000000001c").tracking_run_id is None
+    registry.record_tracking("lgbm-00000000001c", "0f1e2d3c4b5a69788796a5b4c3d2e1f0", run_id="r1")
+    assert registry.get("lgbm-00000000001c").tracking_run_id == "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    last = registry.events(1)[0]
+    assert (last["action"], last["version"]) == ("tracked", "lgbm-00000000001c")
+    with pytest.raises(RegistryError, match="unknown version"):
+        registry.record_tracking("lgbm-nope", "x", run_id="r1")
+    # A registry created before the link: the column is added when the registry is next opened, nothing else changes.
+    table = registry.engine.dialect.identifier_preparer.format_table(registry._t.versions)
+    with registry.engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN tracking_run_id"))  # noqa: S608 (the test's own table)
+    reopened = ModelRegistry(url=registry.url, db_schema=registry.db_schema)
+    v = reopened.get("lgbm-00000000001c")
+    assert v.tracking_run_id is None and v.artifact_sha256 == "a" * 64
+    reopened.record_tracking("lgbm-00000000001c", "abc", run_id="r2")
+    assert reopened.get("lgbm-00000000001c").tracking_run_id == "abc" and not reopened.verify(None)

@@ -14,7 +14,7 @@ from pydantic import Field, PrivateAttr
 
 from resources.registry.anchor import has_anchors, write_anchors
 from resources.registry.chain import append_event, attest_tables, guards, upgrade_events
-from resources.registry.tables import Tables, build_tables
+from resources.registry.tables import Tables, build_tables, upgrade_versions
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -111,6 +111,7 @@ class RegistryBase(dg.ConfigurableResource):
             engine = sa.create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
             self._t.md.create_all(engine)
             upgrade_events(engine, self._t)
+            upgrade_versions(engine, self._t)
             guards(engine, self._t)
             self._anchor(attest_tables(engine, self._t, self.chain_key))
             if self.chain_anchor and not has_anchors(self.chain_anchor):

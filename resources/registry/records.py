@@ -34,6 +34,8 @@ class ModelVersion:
     parity_passed: bool | None
     reference_uri: str | None = None
     reference_sha256: str | None = None
+    # The MLflow run the version was logged to, when tracking is on (resources/tracking.py).
+    tracking_run_id: str | None = None
 
     @property
     def horizon_days(self) -> int | None:
@@ -100,4 +102,5 @@ def to_version(row: Any) -> ModelVersion:
         parity_passed=row.parity_passed,
         reference_uri=row.reference_uri,
         reference_sha256=row.reference_sha256,
+        tracking_run_id=getattr(row, "tracking_run_id", None),
     )

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 from lib.chain import ARCHIVED, CANDIDATE, CHAMPION
 
-__all__ = ["ARCHIVED", "CANDIDATE", "CHAMPION", "Tables", "build_tables"]
+__all__ = ["ARCHIVED", "CANDIDATE", "CHAMPION", "Tables", "build_tables", "upgrade_versions"]
 
 
 class Tables(NamedTuple):
@@ -58,6 +58,8 @@ def _versions(md: sa.MetaData) -> sa.Table:
         # A seeded sample of the training rows: the drift reference for as long as this version is champion.
         sa.Column("reference_uri", sa.Text),
         sa.Column("reference_sha256", sa.String(64)),
+        # The MLflow run the version was logged to (a link for people; the registry stays the source of truth).
+        sa.Column("tracking_run_id", sa.String(64)),
     )
     champion_only = versions.c.status == CHAMPION
     # A partial unique index where the database has them; MariaDB/MySQL have none (a unique index on status would
@@ -141,3 +143,15 @@ def _service(md: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     )
     return api_keys, predictions, erased
+
+
+def upgrade_versions(engine: sa.Engine, t: Tables) -> None:
+    """Columns model_versions gained after a registry was created (``create_all`` adds tables, never columns)."""
+    import sqlalchemy as sa
+
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("model_versions", schema=t.versions.schema)}
+    if "tracking_run_id" in columns:
+        return
+    table = engine.dialect.identifier_preparer.format_table(t.versions)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN tracking_run_id VARCHAR(64)"))  # noqa: S608 (fixed column, quoted table)

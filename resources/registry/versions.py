@@ -100,6 +100,17 @@ class Versions(RegistryBase):
             action = "parity_passed" if passed else "parity_failed"
             self._event(conn, action, version, None, "pipeline", dump(report), run_id, {"onnx_sha256": onnx_sha256})
 
+    def record_tracking(self, version: str, tracking_run_id: str, run_id: str | None) -> None:
+        """Link a version to the MLflow run it was logged to (the row and a `tracked` event); the link only, no decision."""
+        versions = self._t.versions
+        with self._write() as conn:
+            updated = conn.execute(versions.update().where(versions.c.version == version).values(tracking_run_id=tracking_run_id)).rowcount
+            if not updated:
+                raise RegistryError(f"cannot link unknown version {version!r} to an MLflow run")
+            self._event(
+                conn, "tracked", version, None, "pipeline", f"MLflow run {tracking_run_id}", run_id, {"mlflow_run_id": tracking_run_id}
+            )
+
     def promote(self, version: str, *, actor: str, reason: str, run_id: str | None, action: str = "promoted") -> ModelVersion:
         """Make `version` the champion and archive the previous one, in one transaction."""
         import sqlalchemy as sa
