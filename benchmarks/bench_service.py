@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> str:
         ]
         if _redis_up():
             variants.append((True, "key + record", unlimited))
+        if args.quick:  # the smoke run: the default service (with explain) and the canary, on SQLite
+            variants = [variants[0], variants[2]]
         applied: set[bool] = set()
         for redis, label, extra in variants:
             env = {**_env(root, redis), **extra}

@@ -94,6 +94,8 @@ class ExperimentTracker(dg.ConfigurableResource):
                 self._batch(client, child, params=params, metrics=metrics)
                 client.set_terminated(child, "FINISHED")
             client.set_terminated(run, "FINISHED")
+            # The parent spans the run's steps; each finishes it again, so it never stays "running" after the last one.
+            client.set_terminated(parent, "FINISHED")
             registry.record_tracking(model.version, run, context.run.run_id)
             logged = f"{len(model.params)} params, {len(rules.numeric_metrics(model.metrics))} metrics, {len(model.trials)} trials, "
             return {
@@ -222,9 +224,10 @@ class ExperimentTracker(dg.ConfigurableResource):
             rules.RUN_NAME: name,
             rules.DAGSTER_RUN_ID: context.run.run_id,
             rules.DAGSTER_RUN_URL: rules.dagster_run_url(self.ui_url, context.run.run_id),
-            rules.DAGSTER_STEP: context.op_def.name,
             **tags,
         }
+        if tags.get(rules.ROLE) != "training":  # the parent belongs to the whole run, not to the step that created it
+            all_tags[rules.DAGSTER_STEP] = context.op_def.name
         if parent:
             all_tags[rules.PARENT] = parent
         return str(client.create_run(experiment, tags=all_tags).info.run_id)

@@ -79,7 +79,9 @@ def baseline_model(
     )
     metadata = _metadata(version, params, evaluation, results, rankings, best, fits, horizon)
     metrics = {**bgnbd.metrics(), **test_metrics}
-    metadata.update(track_candidate(context, tracker, registry, (version, "bgnbd", ref.sha256), params, metrics, training_set, metadata))
+    # MLflow gets BG/NBD's test-split plots too (the UI shows its backtest table instead), like every candidate's.
+    tracked = (version, "bgnbd", ref.sha256)
+    metadata.update(track_candidate(context, tracker, registry, tracked, params, metrics, training_set, {**evaluation, **metadata}))
     context.add_output_metadata(metadata)
     return BaselineRecord(
         cutoffs=tuple(f.cutoff.isoformat() for f in folds),
