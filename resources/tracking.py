@@ -167,9 +167,9 @@ class ExperimentTracker(dg.ConfigurableResource):
         if uri.startswith(("http://", "https://")):
             self._probe(uri)
         # Few, short retries: the default (7 retries, exponential backoff) would hold a step for minutes.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(self.timeout_seconds)))
+        client_settings = {"MAX_RETRIES": "1", "BACKOFF_FACTOR": "1", "TIMEOUT": str(int(self.timeout_seconds))}
+        for name, value in client_settings.items():
+            os.environ.setdefault(f"MLFLOW_HTTP_REQUEST_{name}", value)
         try:
             from mlflow.tracking import MlflowClient
         except ImportError as exc:

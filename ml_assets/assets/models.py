@@ -176,20 +176,13 @@ def torch_model(
     import torch
 
     from lib.evaluation import learning_curve_figure
-    from lib.torch_net import EpochLog, load_net, predict_proba, train_net
+    from lib.torch_net import load_net, predict_proba, train_net
 
     train, valid, test = splits(training_set)
     torch.set_num_threads(2)
-
-    def log_epoch(e: EpochLog) -> None:
-        context.log.info(
-            f"torch_model epoch {e.epoch}: train loss {e.train_loss:.4f}, valid loss {e.valid_loss:.4f}, valid ROC-AUC {e.valid_auc:.4f} ({e.seconds:.2f}s)"
-        )
-
     settings = config.train_config()
-    net = train_net(
-        feature_matrix(train), train["churned"].to_numpy(), feature_matrix(valid), valid["churned"].to_numpy(), settings, on_epoch=log_epoch
-    )
+    x_train, x_valid = feature_matrix(train), feature_matrix(valid)
+    net = train_net(x_train, train["churned"].to_numpy(), x_valid, valid["churned"].to_numpy(), settings, on_epoch=_epoch_logger(context))
     scores = predict_proba(load_net(net.state, net.architecture), feature_matrix(test))
     metrics, evaluation = evaluate("torch_model", test, scores, config.min_roc_auc)
 
@@ -221,8 +214,9 @@ def torch_model(
         "learning_curve": figure_markdown(learning_curve_figure(net.history), "learning curve"),
     }
     curve = [{"train_loss": e.train_loss, "valid_loss": e.valid_loss, "valid_roc_auc": e.valid_auc} for e in net.history]
-    tracked = (version, "torch", ref.sha256)
-    metadata.update(track_candidate(context, tracker, registry, tracked, params, metrics, training_set, metadata, curve=curve))
+    metadata.update(
+        track_candidate(context, tracker, registry, (version, "torch", ref.sha256), params, metrics, training_set, metadata, curve=curve)
+    )
     context.add_output_metadata(metadata)
     return ModelRecord(
         model_version=version,
@@ -235,6 +229,17 @@ def torch_model(
         metrics=metrics,
         details={"device": net.device, "best_epoch": net.best_epoch},
     )
+
+
+def _epoch_logger(context: dg.AssetExecutionContext) -> Any:
+    """One run-log line per epoch of the network (loss, validation ROC-AUC, seconds)."""
+
+    def log_epoch(e: Any) -> None:
+        context.log.info(
+            f"torch_model epoch {e.epoch}: train loss {e.train_loss:.4f}, valid loss {e.valid_loss:.4f}, valid ROC-AUC {e.valid_auc:.4f} ({e.seconds:.2f}s)"
+        )
+
+    return log_epoch
 
 
 def _rounds(config: LgbmConfig) -> dict[str, int]:

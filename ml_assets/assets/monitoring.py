@@ -93,9 +93,8 @@ def drift_report(
     give it (tails capped first; lib/drift.py); ageing features are scored but
     not counted, and no verdict is given while the windows fill. The metadata
     carries the share, the verdict, `drift_reason` (why the day did or did not
-    count) and a link to the day's page: the full HTML report for drift events
-    and the newest day, the verdict page for any other (`churn report drift
-    DAY` adds the plots; lib/drift_report.py). Once scores are a horizon old
+    count) and a link to the day's page (lib/drift_report.py): the full report
+    for events and the newest day, else the verdict. Once scores are a horizon old
     (the champion's own), matured ROC-AUC and calibration against the scoring
     model's figures are added (performance drift). The business view: each
     day's contact list (the top `contact_budget` of customers by score) and

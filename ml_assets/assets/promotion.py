@@ -137,8 +137,7 @@ def champion_model(
     rows, backtest = _tables(registry, evaluated, winner, previous, baseline_model, candidates)
     views = {"comparison": rows, "refused": refused, "backtest": backtest}
     views["extra"] = _views(champion, decision, reason, test, backtest, config.contact_budget, artifacts, lake)
-    # MLflow's aliases follow the registry (when tracking is on); the registry decided above.
-    views["extra"].update(tracker.mirror_aliases(registry, context.log.warning))
+    views["extra"].update(tracker.mirror_aliases(registry, context.log.warning))  # MLflow's aliases follow the decision
     return _output(context, champion, decision, reason, previous, registry, evaluated, **views)
 
 
