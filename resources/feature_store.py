@@ -188,7 +188,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
         if cached is not None and time.monotonic() - cached[1] < self.SERVICE_TTL_SECONDS:
             return cached[0]
         try:
-            service = self.store().get_feature_service(FEATURE_SERVICE)
+            service = self._through_registry_rewrites(lambda: self.store().get_feature_service(FEATURE_SERVICE))
         except Exception as exc:  # noqa: BLE001 (Feast raises its own not-found type per registry backend)
             raise FeatureStoreError(
                 f"feature service {FEATURE_SERVICE!r} is not registered: materialize feature_definitions first ({exc})"
@@ -233,7 +233,34 @@ class FeatureStoreResource(dg.ConfigurableResource):
         from lib.feature_store import FEATURE_VIEW
 
         utc = dt.UTC
-        self.store().materialize(start_date=start.replace(tzinfo=utc), end_date=end.replace(tzinfo=utc), feature_views=[FEATURE_VIEW])
+        store = self.store()
+        self._through_registry_rewrites(
+            lambda: store.materialize(start_date=start.replace(tzinfo=utc), end_date=end.replace(tzinfo=utc), feature_views=[FEATURE_VIEW])
+        )
+
+    def _through_registry_rewrites(self, action: Any, attempts: int = 4) -> Any:
+        """Run a call that reads the registry, again after a fresh read when it found no definitions.
+
+        Feast's file registry is rewritten in place by every apply (truncated,
+        then written: feast/infra/registry/file.py), so a process that reads it
+        at that moment (a scoring run while a retraining applies the same
+        definitions) sees an empty or half-written registry for a few
+        milliseconds. An SQL
+        registry commits atomically and never gets here. Definitions that are
+        really missing still fail, after about 3 s.
+        """
+        from feast.errors import FeatureServiceNotFoundException, FeatureViewNotFoundException
+        from google.protobuf.message import DecodeError
+
+        for attempt in range(attempts):
+            try:
+                return action()
+            except (FeatureViewNotFoundException, FeatureServiceNotFoundException, DecodeError):
+                if self.registry_url or attempt == attempts - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+                self.store().refresh_registry()
+        return None
 
     @contextlib.contextmanager
     def exclusive_online_writes(self) -> Iterator[None]:

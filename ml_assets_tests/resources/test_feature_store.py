@@ -196,6 +196,30 @@ def test_feast_cli_lists_the_registered_views(store) -> None:
     assert FEATURE_VIEW in out.stdout
 
 
+def test_a_registry_rewritten_in_place_under_a_reader_is_read_again(store) -> None:
+    """Feast rewrites its file registry in place (truncate, then write) on every apply: a load or a lookup that reads it
+    at that moment finds it empty. Both read it again and go on once the writer is done."""
+    import threading
+
+    from lib.feature_store import FEATURE_SERVICE
+
+    registry = Path(store.registry_path)
+    whole = registry.read_bytes()
+    at = cutoff_for(DAYS[-1])
+    for call in (store.feature_service, lambda: store.materialize(at - dt.timedelta(hours=12), at + dt.timedelta(hours=12))):
+        store._service = None
+        registry.write_bytes(b"")  # what a reader sees between the truncate and the write
+        store.store().refresh_registry()
+        writer = threading.Timer(0.3, registry.write_bytes, args=(whole,))
+        writer.start()
+        call()
+        writer.join()
+    assert store.feature_service().name == FEATURE_SERVICE
+    assert store.online(CUSTOMERS[:1])["recency_days"].to_list() == pytest.approx(
+        _snapshot(DAYS[-1], CUSTOMERS[:1])["recency_days"].to_list()
+    )
+
+
 @pytest.mark.postgres
 @pytest.mark.xdist_group("postgres")
 def test_sql_registry_on_postgresql(tmp_path: Path, pg_schema: str) -> None:
