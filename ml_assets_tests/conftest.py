@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
 import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -353,3 +355,13 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineRun]:
     root = tmp_path_factory.mktemp("e2e")
     with dg.instance_for_test() as instance:
         yield run_full_pipeline(root, f"sqlite:///{root / 'warehouse.sqlite'}", instance)
+
+
+def stop_server(proc: subprocess.Popen, log: Any) -> None:
+    """Stop a server a test started (terminate, then kill after 30 s) and close its log."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()

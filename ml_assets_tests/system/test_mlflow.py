@@ -27,7 +27,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from ml_assets_tests.conftest import E2E_TRAIN_UNTIL, PipelineRun, copy_pipeline_env
+from ml_assets_tests.conftest import E2E_TRAIN_UNTIL, PipelineRun, copy_pipeline_env, stop_server
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER = REPO / ".venv-mlflow" / "bin" / "mlflow"
@@ -62,12 +62,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 time.sleep(1)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_server(proc, log)
 
 
 def _run(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], home: Path, keys: Any, config: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ml_assets_tests.conftest import E2E_DRIFT_DAYS, E2E_END, PipelineRun, copy_pipeline_env, resources_for
+from ml_assets_tests.conftest import E2E_DRIFT_DAYS, E2E_END, PipelineRun, copy_pipeline_env, resources_for, stop_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
@@ -151,12 +151,7 @@ def webserver(e2e: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> Ite
         assert _graphql(url, "mutation { setNuxSeen }")["setNuxSeen"] is not None
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_server(proc, log)
 
 
 def _graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
