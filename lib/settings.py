@@ -326,6 +326,14 @@ _JSON_ENV = (
 )
 
 
+def set_library_defaults(values: Mapping[str, str]) -> None:
+    """Give a library the environment variables it reads itself (never a setting of this project), unless the
+    deployment set them already: CUDA's deterministic workspace, the Python a local Spark master's workers start, the
+    MLflow client's retries and timeout. This module stays the one place that touches the environment."""
+    for name, value in values.items():
+        os.environ.setdefault(name, value)
+
+
 def _dig(data: Mapping[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
         if not isinstance(data, Mapping) or part not in data:

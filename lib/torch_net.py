@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lib.settings import set_library_defaults
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -112,14 +114,12 @@ def build_net(architecture: dict[str, Any]) -> Any:
 
 
 def seed_everything(seed: int) -> None:
-    import os
-
     import numpy as np
     import torch
 
     # cuBLAS is only deterministic with a fixed workspace; it must be set before
     # the first CUDA matmul, so set it here rather than rely on the pod spec.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    set_library_defaults({"CUBLAS_WORKSPACE_CONFIG": ":4096:8"})
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

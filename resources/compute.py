@@ -10,12 +10,13 @@ polars engine, never imports it (the `spark` extra is optional).
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
+
+from lib.settings import set_library_defaults
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -79,7 +80,7 @@ class ComputeResource(dg.ConfigurableResource):
             if local:
                 # On one machine the Python workers are this interpreter (its packages), not whichever python3 is first
                 # on PATH: pyspark reads only the variable for that.
-                os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+                set_library_defaults({"PYSPARK_PYTHON": sys.executable})
             for key, value in {**local, **self.conf}.items():
                 builder = builder.config(key, value)
         for key, value in REQUIRED_CONF.items():

@@ -15,7 +15,6 @@ location never imports MLflow.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 import urllib.request
@@ -28,6 +27,7 @@ import dagster as dg
 from pydantic import Field
 
 from lib import tracking as rules
+from lib.settings import set_library_defaults
 from resources.registry.records import current_code_version
 
 NOT_INSTALLED = "the mlflow extra is not installed (pip install -e '.[mlflow]')"
@@ -167,9 +167,8 @@ class ExperimentTracker(dg.ConfigurableResource):
         if uri.startswith(("http://", "https://")):
             self._probe(uri)
         # Few, short retries: the default (7 retries, exponential backoff) would hold a step for minutes.
-        client_settings = {"MAX_RETRIES": "1", "BACKOFF_FACTOR": "1", "TIMEOUT": str(int(self.timeout_seconds))}
-        for name, value in client_settings.items():
-            os.environ.setdefault(f"MLFLOW_HTTP_REQUEST_{name}", value)
+        client = {"MAX_RETRIES": "1", "BACKOFF_FACTOR": "1", "TIMEOUT": str(int(self.timeout_seconds))}
+        set_library_defaults({f"MLFLOW_HTTP_REQUEST_{name}": value for name, value in client.items()})
         try:
             from mlflow.tracking import MlflowClient
         except ImportError as exc:
