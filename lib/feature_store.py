@@ -35,6 +35,9 @@ FEATURE_TTL = dt.timedelta(days=1)
 # Environment variables Feast expands in the generated feature_store.yaml.
 REDIS_ENV = "CHURN_FEAST_REDIS_URL"
 REGISTRY_ENV = "CHURN_FEAST_REGISTRY_URL"
+# The batch engine that loads the SQLite online store column-wise (resources/feast_engine.py).
+BULK_ENGINE = "resources.feast_engine.BulkSqliteEngine"
+ONLINE_WRITERS = ("bulk", "feast")
 
 FEATURE_VIEW_DESCRIPTION = "End-of-day customer snapshot (recency, frequency, spend, trends, habits); see the customer_features asset."
 
@@ -113,6 +116,7 @@ def repo_config(
     for_file: bool = False,
     project: str = PROJECT,
     online_write_batch_rows: int | None = None,
+    online_writer: str = "feast",
 ) -> dict[str, Any]:
     """The feature_store.yaml mapping.
 
@@ -122,7 +126,12 @@ def repo_config(
     passwords, and Feast expands them from the environment when it loads the file.
     `online_write_batch_rows` bounds how many rows a materialization converts
     and writes to the online store at once (None: all in one batch).
+    `online_writer` "bulk" loads a SQLite online store through the project's
+    column-wise engine (the same rows as Feast's writer, about 5x faster);
+    "feast" keeps Feast's own writer. A Redis store always uses Feast's.
     """
+    if online_writer not in ONLINE_WRITERS:
+        raise ValueError(f"online_writer must be one of {ONLINE_WRITERS}, not {online_writer!r}")
     if online_store not in ("sqlite", "redis"):
         raise ValueError(f"online_store must be sqlite or redis, not {online_store!r}")
     if offline_store not in ("dask", "duckdb"):
@@ -151,7 +160,7 @@ def repo_config(
         if online_store == "redis"
         else {"type": "sqlite", "path": online_path}
     )
-    return {
+    config: dict[str, Any] = {
         "project": project,
         "provider": "local",
         "registry": registry,
@@ -164,6 +173,9 @@ def repo_config(
         "materialization": {"online_write_batch_size": online_write_batch_rows},
         "entity_key_serialization_version": 3,
     }
+    if online_store == "sqlite" and online_writer == "bulk":
+        config["batch_engine"] = {"type": BULK_ENGINE}
+    return config
 
 
 def registered_summary(store: feast.FeatureStore) -> dict[str, Any]:

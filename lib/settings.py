@@ -76,6 +76,11 @@ class Deployment(BaseModel):
         default=None, description="Online store; none: redis when feast_redis_url is set, else sqlite."
     )
     feast_offline_store: Literal["duckdb", "dask"] = Field(default="duckdb", description="Feast offline engine.")
+    feast_online_writer: Literal["bulk", "feast"] = Field(
+        default="bulk",
+        description="How a SQLite online store is loaded: bulk, column-wise by the project's Feast batch engine (Feast's "
+        "table and rows, about 5x faster); feast, Feast's own row-by-row writer. Redis always uses Feast's.",
+    )
     feast_redis_url: SecretStr | None = Field(default=None, description="Redis connection string of the online store (secret).")
     feast_registry_url: SecretStr | None = Field(
         default=None, description="SQLAlchemy URL of a Feast SQL registry (secret); none: a file in data_dir."
@@ -282,6 +287,7 @@ ENV: dict[str, str] = {
     "CHURN_FEAST_PROJECT": "deployment.feast_project",
     "CHURN_FEAST_ONLINE_STORE": "deployment.feast_online_store",
     "CHURN_FEAST_OFFLINE_STORE": "deployment.feast_offline_store",
+    "CHURN_FEAST_ONLINE_WRITER": "deployment.feast_online_writer",
     "CHURN_FEAST_REDIS_URL": "deployment.feast_redis_url",
     "CHURN_FEAST_REGISTRY_URL": "deployment.feast_registry_url",
     "CHURN_DEMO_CUSTOMERS": "deployment.demo_customers",

@@ -24,7 +24,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     import feast
     import polars as pl
@@ -99,6 +99,11 @@ class FeatureStoreResource(dg.ConfigurableResource):
         description="Rows Feast converts and writes to the online store at a time when it materializes a snapshot: "
         "bounds memory (one batch of 280 k customers peaked at 4.5 GB); the store ends up the same.",
     )
+    online_writer: str = Field(
+        default="bulk",
+        description="bulk: a SQLite online store is loaded column-wise by resources/feast_engine.py (Feast's table and rows, "
+        "about 5x faster); feast: Feast's own writer. Redis always uses Feast's.",
+    )
     online_lock_wait_s: float = Field(
         default=1800.0,
         gt=0,
@@ -129,6 +134,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
             for_file=for_file,
             project=self.project,
             online_write_batch_rows=self.online_write_batch_rows,
+            online_writer=self.online_writer,
         )
 
     def write_config(self) -> Path:
@@ -228,15 +234,27 @@ class FeatureStoreResource(dg.ConfigurableResource):
             del entity_df
             yield chunk, served.with_columns(pl.col("event_timestamp").dt.replace_time_zone(None).dt.cast_time_unit("us"))
 
-    def materialize(self, start: dt.datetime, end: dt.datetime) -> None:
-        """Load the newest feature values with event time in [start, end] into the online store."""
+    def materialize(self, start: dt.datetime, end: dt.datetime, progress: Callable[[str], None] | None = None) -> None:
+        """Load the newest feature values with event time in [start, end] into the online store.
+
+        `progress` receives a line at least every 10 s while the bulk SQLite
+        engine writes (customers written, elapsed).
+        """
         from lib.feature_store import FEATURE_VIEW
 
         utc = dt.UTC
         store = self.store()
-        self._through_registry_rewrites(
-            lambda: store.materialize(start_date=start.replace(tzinfo=utc), end_date=end.replace(tzinfo=utc), feature_views=[FEATURE_VIEW])
-        )
+
+        def load() -> None:
+            store.materialize(start_date=start.replace(tzinfo=utc), end_date=end.replace(tzinfo=utc), feature_views=[FEATURE_VIEW])
+
+        if self.online_store == "sqlite" and self.online_writer == "bulk":
+            from resources.feast_engine import reporting
+
+            with reporting(progress):
+                self._through_registry_rewrites(load)
+        else:
+            self._through_registry_rewrites(load)
 
     def _through_registry_rewrites(self, action: Any, attempts: int = 4) -> Any:
         """Run a call that reads the registry, again after a fresh read when it found no definitions.

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,7 +110,9 @@ def online_features(
     # Dagster's record of loaded days covers stores loaded before the store
     # kept its own record of the day it serves.
     newest_done = [dt.date.fromisoformat(k) for k in context.instance.get_materialized_partitions(ONLINE_FEATURES)]
-    load = load_online_snapshot(feature_store, lake, [*partition_days(context), *newest_done], config.skew_sample, config.seed)
+    load = load_online_snapshot(
+        feature_store, lake, [*partition_days(context), *newest_done], config.skew_sample, config.seed, context.log.info
+    )
     target, snapshot, sample, mismatches = load.target, load.snapshot, load.sample, load.mismatches
     context.log.info(f"online_features: snapshot {target} ({snapshot.height} customers) in the {feature_store.online_store} online store")
     return dg.MaterializeResult(
@@ -147,7 +150,14 @@ class OnlineLoad:
     lock_wait_s: float  # waiting for another writer's load
 
 
-def load_online_snapshot(feature_store: FeatureStoreResource, lake: Lake, days: list[dt.date], skew_sample: int, seed: int) -> OnlineLoad:
+def load_online_snapshot(
+    feature_store: FeatureStoreResource,
+    lake: Lake,
+    days: list[dt.date],
+    skew_sample: int,
+    seed: int,
+    progress: Callable[[str], None] | None = None,
+) -> OnlineLoad:
     """Load the newest of `days` and of the day the store already serves into the online store, then check it for skew.
 
     All of it under the store's writer lock: another run loading a different
@@ -173,7 +183,7 @@ def load_online_snapshot(feature_store: FeatureStoreResource, lake: Lake, days: 
         cutoff = cutoff_for(target)
         # Rows of day D carry feature_timestamp = cutoff(D) exactly; a window of
         # +-12 h around it picks that snapshot and no other.
-        feature_store.materialize(cutoff - dt.timedelta(hours=12), cutoff + dt.timedelta(hours=12))
+        feature_store.materialize(cutoff - dt.timedelta(hours=12), cutoff + dt.timedelta(hours=12), progress)
         feature_store.record_served_snapshot(target)
         snapshot = lake.read_partitions(CUSTOMER_FEATURES, [target.isoformat()], needed_by=" (needed by online_features)")
         sample = snapshot.sample(n=min(skew_sample, snapshot.height), seed=seed) if snapshot.height else snapshot
