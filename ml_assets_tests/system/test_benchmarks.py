@@ -30,6 +30,7 @@ QUICK = {
     "bench_quality": "Model quality out of time",
     "bench_drift": "Drift report",
     "bench_feast": "Feast point-in-time retrieval",
+    "bench_online": "SQLite tables identical row by row (bulk vs Feast's writer): yes",
     "bench_service": "Online scoring service",
     "bench_erasure": "Erasure of one customer",
     "bench_chain": "The registry's hash chain",
