@@ -148,8 +148,8 @@ def unpack_sql(table: str) -> str:
     """
     value = f"CASE WHEN substr(s.v, n.j * {DOUBLE_BYTES} + 1, 1) = x'{DOUBLE_TAG:02x}' THEN substr(s.v, n.j * {DOUBLE_BYTES} + 1, {DOUBLE_BYTES}) ELSE x'' END"
     text = f"NULLIF(rtrim(substr(s.x, n.j * {TEXT_WIDTH} + 1, {TEXT_WIDTH})), '')"
-    # Identifiers only: this module's constants and Feast's table name, quoted; the values are bound.
     return (
+        # Identifiers only: this module's constants and Feast's table name, quoted; the values are bound.
         f"INSERT INTO {quote(table)} (entity_key, feature_name, value, value_text, vector_value, event_ts, created_ts) "  # noqa: S608
         f"SELECT s.k, n.name, {value}, {text}, NULL, s.event_ts, s.created_ts FROM {STAGE} s CROSS JOIN {NAMES} n "
         # WHERE true: SQLite's parser needs it between a SELECT's join and ON CONFLICT.
