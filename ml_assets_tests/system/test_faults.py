@@ -272,6 +272,10 @@ def test_sigkill_mid_training_export_or_registry_write_leaves_no_corrupt_state(e
     if point == "onnx_export":  # half an ONNX file in a temporary name, never renamed into place
         assert any(p.name.endswith(".tmp") for p in left_behind), left_behind
     assert _verify_registry(registry) == []
+    if point == "training":
+        # The run died before it wrote a model: what it left (its STARTED run record, the training set it wrote)
+        # is left by the later kills too, and the reruns after those show the next run is not stopped by it.
+        return
 
     # The same training run again, unharmed, completes and leaves a consistent registry.
     resources = resources_for(data, env["CHURN_WAREHOUSE_URL"])

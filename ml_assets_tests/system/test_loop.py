@@ -1,4 +1,8 @@
-"""The closed loop, hermetic: drift found in real reports, one sensor evaluation, the requested retraining run, the gate's verdict."""
+"""The closed loop, hermetic: drift found in real reports, one sensor evaluation, the requested retraining run, the gate's verdict.
+
+It runs on a private copy of the shared e2e pipeline run (its data and its Dagster instance), so the loop starts
+from the same reports and champion without building the whole pipeline a second time.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,22 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ml_assets_tests.conftest import E2E_DRIFT_DAYS, run_full_pipeline
+from ml_assets_tests.conftest import E2E_DRIFT_DAYS, PipelineRun, copy_pipeline_env, resources_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("loop")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
 
-def test_drift_triggers_one_retraining_run_whose_champion_decision_is_recorded(tmp_path: Path) -> None:
+def test_drift_triggers_one_retraining_run_whose_champion_decision_is_recorded(e2e: PipelineRun, tmp_path: Path) -> None:
     from ml_assets.pipeline import run_drift_sensor_once
 
-    with dg.instance_for_test() as instance:
-        run = run_full_pipeline(tmp_path, f"sqlite:///{tmp_path / 'warehouse.sqlite'}", instance)
-        registry = run.resources["registry"]
+    env, data, home = copy_pipeline_env(e2e, tmp_path)
+    resources = resources_for(data, env["CHURN_WAREHOUSE_URL"])
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        registry = resources["registry"]
         before = registry.champion().version
         versions_before = {v.version for v in registry.versions()}
 
-        sensor, training = run_drift_sensor_once(instance, run.resources, log_level="ERROR")
+        sensor, training = run_drift_sensor_once(instance, resources, log_level="ERROR")
         (request,) = sensor.run_requests
         # The first day whose report crossed the threshold, against the champion that scored it.
         assert request.tags["ml/drift_partition"] == E2E_DRIFT_DAYS[0].isoformat()
@@ -47,6 +52,6 @@ def test_drift_triggers_one_retraining_run_whose_champion_decision_is_recorded(t
         assert (after != before) == (decision["action"] == "promoted")
 
         # The same drift records, evaluated again (say, by a daemon that lost its cursor): no second run.
-        again, nothing = run_drift_sensor_once(instance, run.resources)
+        again, nothing = run_drift_sensor_once(instance, resources)
         assert not again.run_requests and nothing is None
         assert "cooldown" in again.skip_reason.skip_message or "none above" in again.skip_reason.skip_message
