@@ -22,14 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import Timing, machine, table
+from benchmarks.common import Timing, feature_snapshot, machine, table
 
 
 def _lake(root: Path, days: int, customers: int) -> list[dt.date]:
     import numpy as np
-    import polars as pl
 
-    from lib.features import FEATURE_COLUMNS, cutoff_for
+    from lib.features import FEATURE_COLUMNS
 
     folder = root / "customer_features"
     folder.mkdir(parents=True)
@@ -38,16 +37,7 @@ def _lake(root: Path, days: int, customers: int) -> list[dt.date]:
     start = dt.date(2024, 7, 1)
     dates = [start + dt.timedelta(days=i) for i in range(days)]
     for day in dates:
-        frame = pl.DataFrame(
-            {
-                "customer_id": ids,
-                "snapshot_date": [day] * customers,
-                **{c: rng.random(customers) for c in FEATURE_COLUMNS},
-                "feature_timestamp": [cutoff_for(day)] * customers,
-                "last_tx_ts": [cutoff_for(day)] * customers,
-            },
-            schema_overrides={"feature_timestamp": pl.Datetime("us"), "last_tx_ts": pl.Datetime("us")},
-        )
+        frame = feature_snapshot(day, ids, {c: rng.random(customers) for c in FEATURE_COLUMNS})
         frame.write_parquet(folder / f"{day.isoformat()}.parquet", compression="zstd")
     return dates
 

@@ -20,7 +20,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from benchmarks.common import machine, run_python
+from benchmarks.common import feature_snapshot, machine, run_python
 
 DAYS = [dt.date(2025, 3, 1), dt.date(2025, 3, 2)]
 
@@ -49,25 +49,15 @@ print(json.dumps({"times": times, "rss_mb": peak_rss_mb(), "served": served.heig
 
 def _lake(root: Path, customers: int) -> list[str]:
     import numpy as np
-    import polars as pl
 
-    from lib.features import FEATURE_COLUMNS, cutoff_for
+    from lib.features import FEATURE_COLUMNS
 
     folder = root / "customer_features"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(11)
     ids = [f"C{i:08d}" for i in rng.permutation(customers)]
     for day in DAYS:
-        frame = pl.DataFrame(
-            {
-                "customer_id": ids,
-                "snapshot_date": [day] * customers,
-                **{c: rng.gamma(2.0, 20.0, customers) for c in FEATURE_COLUMNS},
-                "feature_timestamp": [cutoff_for(day)] * customers,
-                "last_tx_ts": [cutoff_for(day)] * customers,
-            },
-            schema_overrides={"feature_timestamp": pl.Datetime("us"), "last_tx_ts": pl.Datetime("us")},
-        )
+        frame = feature_snapshot(day, ids, {c: rng.gamma(2.0, 20.0, customers) for c in FEATURE_COLUMNS})
         frame.write_parquet(folder / f"{day.isoformat()}.parquet")
     return ids[:100]
 
@@ -116,7 +106,13 @@ def main(argv: list[str] | None = None) -> str:
         }
         if not args.no_redis and tcp_reachable("127.0.0.1", 6379):
             runs["Redis, Feast's writer"] = _load(
-                root, root / "lake", "redis", probe, online_store="redis", redis_url="127.0.0.1:6379", project=f"bench_{uuid.uuid4().hex[:8]}"
+                root,
+                root / "lake",
+                "redis",
+                probe,
+                online_store="redis",
+                redis_url="127.0.0.1:6379",
+                project=f"bench_{uuid.uuid4().hex[:8]}",
             )
         identical = _rows(root / "feast" / "online.db") == _rows(root / "bulk" / "online.db")
     finally:

@@ -123,3 +123,22 @@ def project_sandbox(prefix: str, **env: str) -> Iterator[Path]:
         os.environ.clear()
         os.environ.update(old_env)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def feature_snapshot(day, ids: list[str], values: dict):
+    """One customer_features partition as the asset writes it: the ids, `values` per feature column, the day's timestamps."""
+    import polars as pl
+
+    from lib.features import cutoff_for
+
+    n = len(ids)
+    return pl.DataFrame(
+        {
+            "customer_id": ids,
+            "snapshot_date": [day] * n,
+            **values,
+            "feature_timestamp": [cutoff_for(day)] * n,
+            "last_tx_ts": [cutoff_for(day)] * n,
+        },
+        schema_overrides={"feature_timestamp": pl.Datetime("us"), "last_tx_ts": pl.Datetime("us")},
+    )
