@@ -133,8 +133,12 @@ def _load(spec: ExplainSpec) -> Any:
     raise ValueError(f"no explanation for model kind {spec.kind!r}; explained kinds: {', '.join(KINDS)}")
 
 
-def explain(spec: ExplainSpec, x: np.ndarray) -> Explanation:
-    """Contributions and base for each row of a float32 model-input matrix (``spec.features`` order)."""
+def explain(spec: ExplainSpec, x: np.ndarray, progress: Callable[[int], None] | None = None) -> Explanation:
+    """Contributions and base for each row of a float32 model-input matrix (``spec.features`` order).
+
+    ``progress(rows)`` is called as the sampling explainer (the network's) gets through chunks of rows: at scale it is
+    the slow one (about 16 s per 200,000 rows on 2 cores), and a long run must say how far it is.
+    """
     import numpy as np
 
     m = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, len(spec.features))
@@ -152,7 +156,7 @@ def explain(spec: ExplainSpec, x: np.ndarray) -> Explanation:
             w.model_weight * tree.contributions + w.bgnbd_weight * bg.contributions,
             w.model_weight * tree.base + w.bgnbd_weight * bg.base + w.intercept,
         )
-    return path_shapley(_onnx_logit(model), m, ref, range(m.shape[1]), sampled_orders(m.shape[1]))
+    return path_shapley(_onnx_logit(model), m, ref, range(m.shape[1]), sampled_orders(m.shape[1]), progress)
 
 
 def raw_score(spec: ExplainSpec, x: np.ndarray) -> np.ndarray:
@@ -218,7 +222,12 @@ def sampled_orders(n_features: int, orders: int = NETWORK_ORDERS, seed: int = OR
 
 
 def path_shapley(
-    f: Callable[[np.ndarray], np.ndarray], m: np.ndarray, ref: np.ndarray, inputs: Any, orders: list[tuple[int, ...]]
+    f: Callable[[np.ndarray], np.ndarray],
+    m: np.ndarray,
+    ref: np.ndarray,
+    inputs: Any,
+    orders: list[tuple[int, ...]],
+    progress: Callable[[int], None] | None = None,
 ) -> Explanation:
     """Baseline Shapley values of ``f`` for the ``inputs`` columns, averaged over ``orders``.
 
@@ -250,6 +259,8 @@ def path_shapley(
                 contributions[lo : lo + len(rows), j] += values[k] - previous
                 previous = values[k]
         contributions[lo : lo + len(rows)] /= len(orders)
+        if progress is not None:
+            progress(lo + len(rows))
     return Explanation(contributions, base)
 
 
@@ -304,7 +315,7 @@ def reasons_frame(spec: ExplainSpec, x: np.ndarray) -> pl.DataFrame:
     return _frame(names, values)
 
 
-def served_reasons(rows: int, parts: Sequence[tuple[ExplainSpec, Any, Any]]) -> pl.DataFrame:
+def served_reasons(rows: int, parts: Sequence[tuple[ExplainSpec, Any, Any]], progress: Callable[[int], None] | None = None) -> pl.DataFrame:
     """The reason columns of ``rows`` served scores: each part is (the serving model's spec, the positions it served,
     their feature matrix); positions no explained model served (rollout.reasons off) get nulls. Both engines' batch
     scoring use it, so the champion's and the canary's reasons land on their own customers alike."""
@@ -315,7 +326,7 @@ def served_reasons(rows: int, parts: Sequence[tuple[ExplainSpec, Any, Any]]) -> 
     for spec, positions, x in parts:
         if len(positions) == 0:
             continue
-        got, contributions = top_reasons(explain(spec, x).contributions, spec.features)
+        got, contributions = top_reasons(explain(spec, x, progress).contributions, spec.features)
         for r in range(REASONS):
             for i, name in zip(positions, got[r], strict=True):
                 names[r][i] = name

@@ -28,11 +28,12 @@ class Ticker:
     ) -> None:
         self.what, self.total, self.emit, self.unit, self.every_s, self.clock = what, total, emit, unit, every_s, clock
         self.started = self.last = clock()
+        self.said: int | None = None  # the `done` of the last line: a nested and an outer loop may both report the end
 
     def tick(self, done: int, rows: int | None = None) -> None:
         now = self.clock()
-        if now - self.last < self.every_s and done < self.total:
+        if (now - self.last < self.every_s and done < self.total) or done == self.said:
             return
-        self.last = now
+        self.last, self.said = now, done
         counted = f", {rows:,} rows" if rows is not None else ""
         self.emit(f"{self.what}: {done:,} of {self.total:,} {self.unit}{counted}, {now - self.started:.0f} s")

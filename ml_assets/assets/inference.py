@@ -10,6 +10,7 @@ from pydantic import Field
 
 from lib.export import score_frame
 from lib.frames import split_by_day
+from lib.progress import Ticker
 from lib.rollout import CANARY_ARM, CHAMPION_ARM, arm_of
 from ml_assets.champion import Champion, current_champion, load_champion, trusted_challengers
 from ml_assets.metadata import frame_metadata
@@ -143,7 +144,8 @@ def batch_predictions(
     )
     entities = customer_features.select("customer_id", "snapshot_date", pl.col("feature_timestamp").alias("event_timestamp"))
     arms: dict[str, str] = {}
-    served, shadow, missing = [], [], 0
+    served, shadow, missing, done = [], [], 0, 0
+    ticker = Ticker("batch_predictions", entities.height, context.log.info, unit="rows")
     # A chunk of Feast rows at a time (in time order): a range run holds its predictions, not every day's feature values.
     for chunk, rows in feature_store.historical_chunks(entities):
         features = chunk.join(rows.drop("snapshot_date", strict=False), on=["customer_id", "event_timestamp"], how="left")
@@ -152,10 +154,21 @@ def batch_predictions(
             scores = {
                 m.version: score_frame(m.session, features, m.features, m.version) for m in [champion, *_scorable(challengers, features)]
             }
-            served.append(with_reasons(_served(scores, champion, canary, config.canary_share, arms), features, champion, canary))
+            # The reasons are the slow part at scale (a network champion's): they report how far they are.
+            served.append(
+                with_reasons(
+                    _served(scores, champion, canary, config.canary_share, arms),
+                    features,
+                    champion,
+                    canary,
+                    lambda explained, before=done: ticker.tick(before + explained),
+                )
+            )
             shadow += [
                 s.with_columns(pl.lit("champion" if v == champion.version else "challenger").alias("role")) for v, s in scores.items()
             ]
+        done += chunk.height
+        ticker.tick(done)
         del features, rows
     if missing:
         raise dg.Failure(
@@ -245,9 +258,15 @@ def _served(
     )
 
 
-def with_reasons(served: pl.DataFrame, features: pl.DataFrame, champion: Champion, canary: Champion | None) -> pl.DataFrame:
+def with_reasons(
+    served: pl.DataFrame,
+    features: pl.DataFrame,
+    champion: Champion,
+    canary: Champion | None,
+    progress: Callable[[int], None] | None = None,
+) -> pl.DataFrame:
     """The served scores with the reasons of the model that served each (``features``: the same rows, in order); null
-    reasons where that model is not explained (rollout.reasons off)."""
+    reasons where that model is not explained (rollout.reasons off). ``progress(rows)``: rows explained so far."""
     from lib.explain import served_reasons
     from lib.training import feature_matrix
 
@@ -256,7 +275,7 @@ def with_reasons(served: pl.DataFrame, features: pl.DataFrame, champion: Champio
         mask = served["arm"] == arm
         if model is not None and model.explainer is not None and mask.any():
             parts.append((model.explainer, mask.arg_true().to_numpy(), feature_matrix(features.filter(mask), model.explainer.features)))
-    return pl.concat([served, served_reasons(served.height, parts)], how="horizontal")
+    return pl.concat([served, served_reasons(served.height, parts, progress)], how="horizontal")
 
 
 def _empty(entities: pl.DataFrame, version: str) -> pl.DataFrame:

@@ -112,6 +112,16 @@ def test_contributions_and_base_add_up_to_every_kinds_raw_score_and_served_proba
     assert explain(specs["bgnbd"], x).base == pytest.approx(float(logit(bgnbd_matrix_scores(bgnbd, features, HORIZON, ref))[0]))
 
 
+def test_the_sampling_explainer_reports_the_rows_it_has_explained() -> None:
+    """At scale the network's reasons take minutes: each chunk of rows is reported, the last with every row."""
+    from lib.explain import CHUNK_ROWS
+
+    m = np.ones((CHUNK_ROWS * 2 + 5, 3), dtype=np.float32)
+    seen: list[int] = []
+    path_shapley(lambda z: z.sum(axis=1), m, np.zeros(3, np.float32), range(3), sampled_orders(3), seen.append)
+    assert seen == [CHUNK_ROWS, CHUNK_ROWS * 2, CHUNK_ROWS * 2 + 5]
+
+
 def test_path_shapley_is_exact_over_every_order_and_for_additive_functions_over_sampled_orders() -> None:
     # f = z0 * z1 from the reference (0, 0) to (2, 3): the interaction is shared equally, 3 each.
     m = np.array([[2.0, 3.0]], dtype=np.float32)

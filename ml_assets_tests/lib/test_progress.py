@@ -24,6 +24,18 @@ def test_a_ticker_speaks_once_per_interval_and_for_the_last_item() -> None:
     ]
 
 
+def test_a_nested_loop_and_its_outer_loop_reporting_the_end_give_one_line() -> None:
+    """batch_predictions ticks from inside the reasons (rows explained) and after each chunk: the end is said once."""
+    now = [0.0]
+    lines: list[str] = []
+    ticker = Ticker("batch_predictions", 8, lines.append, unit="rows", every_s=10.0, clock=lambda: now[0])
+    for explained in (4, 8):
+        now[0] += 11.0
+        ticker.tick(explained)
+    ticker.tick(8)
+    assert lines == ["batch_predictions: 4 of 8 rows, 11 s", "batch_predictions: 8 of 8 rows, 22 s"]
+
+
 def _event(kind: str | None, step: str | None = None, at: float = 0.0, message: str = "") -> SimpleNamespace:
     dagster_event = SimpleNamespace(event_type_value=kind) if kind else None
     return SimpleNamespace(dagster_event=dagster_event, step_key=step, timestamp=at, user_message=message)
