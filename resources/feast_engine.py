@@ -135,7 +135,8 @@ class BulkSqliteEngine(LocalComputeEngine):
         pulled = pulled.take(keys.arg_sort().to_arrow())
         del whole, keys
         emit = _progress.get()
-        ticker = Ticker(f"online store load ({view.name})", pulled.num_rows, emit or LOG.info, unit="customers")
+        # Named after the asset that loads the store, as the CLI shows step progress (ml_assets/cli/progress.py).
+        ticker = Ticker("online_features", pulled.num_rows, emit or LOG.info, unit="customers")
         connection = sqlite3.connect(SqliteOnlineStore._get_db_path(config), isolation_level=None, timeout=60)
         try:
             connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")

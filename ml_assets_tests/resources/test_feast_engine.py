@@ -100,8 +100,10 @@ def test_the_bulk_engine_stores_feasts_rows_byte_for_byte_and_feast_serves_them(
     # Feast's online read of both stores: the same values, including the customer who dropped out.
     ids = [*IDS, "new-customer", "C00299"]
     assert bulk_store.online(ids).equals(feast_store.online(ids))
-    # The last batch always reports (customers written of the total).
-    assert lines and lines[-1].startswith("online store load (customer_features): 308 of 308 customers")
+    # The last batch always reports (customers written of the total), in the form the CLI shows as a step's progress.
+    from ml_assets.cli.progress import TICKER_LINE
+
+    assert lines and lines[-1].startswith("online_features: 308 of 308 customers") and TICKER_LINE.match(lines[-1])
 
 
 def test_a_row_feast_would_store_differently_sends_the_load_through_feasts_writer(
