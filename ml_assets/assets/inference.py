@@ -143,6 +143,34 @@ def batch_predictions(
         FEATURES, keys, needed_by=" (needed by batch_predictions)", columns=["customer_id", "snapshot_date", "feature_timestamp"]
     )
     entities = customer_features.select("customer_id", "snapshot_date", pl.col("feature_timestamp").alias("event_timestamp"))
+    served, shadow = _score_chunks(context, feature_store, entities, champion, challengers, canary, config.canary_share)
+    frame = pl.concat(served, how="vertical") if served else _empty(entities, champion.version)
+    scores_frame = (
+        pl.concat(shadow, how="vertical").select("customer_id", "snapshot_date", "model_version", "role", "churn_probability")
+        if shadow
+        else _empty(entities, champion.version).select(
+            "customer_id", "snapshot_date", "model_version", pl.lit("champion").alias("role"), "churn_probability"
+        )
+    )
+    day_metadata(context, frame, scores_frame, champion, [c.version for c in challengers], canary)
+    by_day = split_by_day(customer_features.select("customer_id", "snapshot_date"), "snapshot_date")
+    list_unscored(
+        context, lake, lambda day, ids: ids.filter(ids.is_in(by_day[day]["customer_id"].implode())) if day in by_day else ids.clear()
+    )
+    yield dg.Output(frame, output_name="batch_predictions")
+    yield dg.Output(scores_frame, output_name="shadow_scores")
+
+
+def _score_chunks(
+    context: dg.AssetExecutionContext,
+    feature_store: FeatureStoreResource,
+    entities: pl.DataFrame,
+    champion: Champion,
+    challengers: list[Champion],
+    canary: Champion | None,
+    canary_share: float,
+) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
+    """(served scores with reasons, every model's scores) per chunk of Feast rows, with a progress line every 10 s."""
     arms: dict[str, str] = {}
     served, shadow, missing, done = [], [], 0, 0
     ticker = Ticker("batch_predictions", entities.height, context.log.info, unit="rows")
@@ -157,7 +185,7 @@ def batch_predictions(
             # The reasons are the slow part at scale (a network champion's): they report how far they are.
             served.append(
                 with_reasons(
-                    _served(scores, champion, canary, config.canary_share, arms),
+                    _served(scores, champion, canary, canary_share, arms),
                     features,
                     champion,
                     canary,
@@ -175,21 +203,7 @@ def batch_predictions(
             f"batch_predictions: the feature store returned no features for {missing} of {entities.height} customers; "
             "re-materialize feature_definitions and online_features for these days"
         )
-    frame = pl.concat(served, how="vertical") if served else _empty(entities, champion.version)
-    scores_frame = (
-        pl.concat(shadow, how="vertical").select("customer_id", "snapshot_date", "model_version", "role", "churn_probability")
-        if shadow
-        else _empty(entities, champion.version).select(
-            "customer_id", "snapshot_date", "model_version", pl.lit("champion").alias("role"), "churn_probability"
-        )
-    )
-    day_metadata(context, frame, scores_frame, champion, [c.version for c in challengers], canary)
-    by_day = split_by_day(customer_features.select("customer_id", "snapshot_date"), "snapshot_date")
-    list_unscored(
-        context, lake, lambda day, ids: ids.filter(ids.is_in(by_day[day]["customer_id"].implode())) if day in by_day else ids.clear()
-    )
-    yield dg.Output(frame, output_name="batch_predictions")
-    yield dg.Output(scores_frame, output_name="shadow_scores")
+    return served, shadow
 
 
 def list_unscored(context: dg.AssetExecutionContext, lake: Lake, scored_among: Callable[[dt.date, pl.Series], pl.Series]) -> None:
