@@ -158,7 +158,7 @@ class BulkSqliteEngine(LocalComputeEngine):
                     if source.created_timestamp_column
                     else [None] * frame.height,
                 )
-                _check_against_feast(batch.slice(0, CHECKED_ROWS), view, join_key, frame.head(CHECKED_ROWS), features)
+                _check_against_feast(batch.slice(0, CHECKED_ROWS), view, join_key, packed)
                 # One transaction per batch, as Feast's writer commits: a reader waits for one commit at most.
                 connection.execute("BEGIN IMMEDIATE")
                 try:
@@ -192,13 +192,13 @@ def _stored_timestamps(column: Any) -> list[Any]:
     return [distinct.get(value) for value in naive.to_list()]
 
 
-def _check_against_feast(batch: Any, view: Any, join_key: str, frame: Any, features: tuple[str, ...]) -> None:
-    """Feast's own conversion of the first rows (entity key, value bytes, text, timestamp) must equal the engine's."""
+def _check_against_feast(batch: Any, view: Any, join_key: str, packed: feast_rows.PackedRows) -> None:
+    """Feast's own conversion of `batch` (a batch's first rows) must equal the engine's packing of them: entity key,
+    value bytes, text, timestamp."""
     from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.infra.online_stores.helpers import extract_text_and_num
     from feast.utils import _convert_arrow_to_proto, to_naive_utc
 
-    packed = feast_rows.pack(frame, join_key, features, _stored_timestamps(frame[view.batch_source.timestamp_field]), [None] * frame.height)
     ours = {key: i for i, key in enumerate(packed.keys)}
     adapt = sqlite3.adapters.get((dt.datetime, sqlite3.PrepareProtocol)) or (lambda v: v)
     for entity, values, event_ts, _ in _convert_arrow_to_proto(batch, view, {join_key: view.entity_columns[0].dtype.to_value_type()}):
@@ -208,7 +208,7 @@ def _check_against_feast(batch: Any, view: Any, join_key: str, frame: Any, featu
             raise BatchMismatch(f"the entity key of {entity.entity_values[0]!r} differs from Feast's serialization")
         if packed.event_ts[i] != adapt(to_naive_utc(event_ts)):
             raise BatchMismatch(f"the event timestamp of {entity.entity_values[0]!r} differs from Feast's: {packed.event_ts[i]!r}")
-        for j, name in enumerate(features):
+        for j, name in enumerate(packed.features):
             raw = packed.values[i][j * feast_rows.DOUBLE_BYTES : (j + 1) * feast_rows.DOUBLE_BYTES]
             value = raw if raw[0] == feast_rows.DOUBLE_TAG else b""
             text = packed.texts[i][j * feast_rows.TEXT_WIDTH : (j + 1) * feast_rows.TEXT_WIDTH].rstrip() or None
