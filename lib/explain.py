@@ -305,6 +305,24 @@ def first_reason_summary(contributions: np.ndarray, features: tuple[str, ...], t
     ]
 
 
+def explained_count(rows: int, share: float) -> int:
+    """How many of a day's ``rows`` scores get reasons: the ``share`` with the highest scores, at least one (the count
+    ``lib.business.top_k`` takes for a contact list of that share)."""
+    return min(rows, max(1, int(round(rows * share)))) if rows else 0
+
+
+def explained_positions(scores: np.ndarray, ids: Sequence[str], share: float) -> np.ndarray:
+    """Positions of one day's rows that get reasons: the ``explained_count`` highest scores, ties broken by customer id,
+    so every chunking of the day and both engines (polars, Spark) pick the same customers. Sorted ascending."""
+    import numpy as np
+    import polars as pl
+
+    k = explained_count(len(scores), share)
+    frame = pl.DataFrame({"score": np.asarray(scores, dtype=np.float64), "id": pl.Series(list(ids), dtype=pl.String)})
+    top = frame.with_row_index("position").sort(["score", "id"], descending=[True, False], nulls_last=True).head(k)
+    return np.sort(top["position"].to_numpy().astype(np.int64))
+
+
 def reason_columns(k: int = REASONS) -> list[str]:
     return [f"reason_{r}" for r in range(1, k + 1)] + [f"contribution_{r}" for r in range(1, k + 1)]
 

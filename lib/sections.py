@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from lib.schema import check_column_map, check_identifier
 
@@ -158,7 +158,14 @@ class Rollout(BaseModel):
     )
     reasons: bool = Field(
         default=True,
-        description="Store every served score's three reasons (the features that pushed it up most) in batch_predictions.",
+        description="Store served scores' three reasons (the features that pushed them up most) in batch_predictions.",
+    )
+    reasons_share: float = Field(
+        default=0.2,
+        gt=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Share of each day's highest served scores that get reasons (1.0: every score); at least contact_budget.",
     )
     min_matured_days: int = Field(default=3, ge=1, le=60, description="Matured days a challenger must win over before it is promoted.")
     promote_margin: float = Field(
@@ -185,6 +192,16 @@ class Rollout(BaseModel):
     confidence: float = Field(default=0.95, ge=0.5, lt=1.0, allow_inf_nan=False, description="Confidence of the bootstrap intervals.")
     auto_promote: bool = Field(default=True, description="Let the rollout policy promote a challenger on matured outcomes.")
     auto_rollback: bool = Field(default=True, description="Let the rollout policy roll a failing champion back by itself.")
+
+    @model_validator(mode="after")
+    def _contact_list_explained(self) -> Rollout:
+        # The reasons are for the people who act on the list: a contacted customer without them is a silent gap.
+        if self.reasons and self.reasons_share < self.contact_budget:
+            raise ValueError(
+                f"rollout.reasons_share ({self.reasons_share}) is below rollout.contact_budget ({self.contact_budget}): "
+                "contacted customers would have no reasons; set CHURN_REASONS_SHARE to at least the contact budget"
+            )
+        return self
 
 
 class Compute(BaseModel):

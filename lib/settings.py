@@ -272,6 +272,7 @@ ENV: dict[str, str] = {
     "CHURN_CANARY_SHARE": "rollout.canary_share",
     "CHURN_CONTACT_BUDGET": "rollout.contact_budget",
     "CHURN_REASONS": "rollout.reasons",
+    "CHURN_REASONS_SHARE": "rollout.reasons_share",
     "CHURN_ROLLOUT_MIN_MATURED_DAYS": "rollout.min_matured_days",
     "CHURN_ROLLOUT_PROMOTE_MARGIN": "rollout.promote_margin",
     "CHURN_ROLLOUT_ROLLBACK_FLOOR": "rollout.rollback_floor",

@@ -41,7 +41,12 @@ SETTING_OF_FIELD: dict[str, dict[str, str]] = {
     "torch_model": {"min_roc_auc": "min_roc_auc"},
     "stacked_model": {"min_roc_auc": "min_roc_auc"},
     "champion_model": {"baseline_margin": "baseline_margin", "contact_budget": "rollout.contact_budget"},
-    "batch_predictions": {"shadow": "rollout.shadow", "canary_share": "rollout.canary_share", "reasons": "rollout.reasons"},
+    "batch_predictions": {
+        "shadow": "rollout.shadow",
+        "canary_share": "rollout.canary_share",
+        "reasons": "rollout.reasons",
+        "reasons_share": "rollout.reasons_share",
+    },
     "rollout_evaluation": {
         "contact_budget": "rollout.contact_budget",
         "min_matured_days": "rollout.min_matured_days",

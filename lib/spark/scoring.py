@@ -79,10 +79,23 @@ def _scorer(models: list[ShippedModel], canary_index: int | None, canary_share: 
             share = canary_share if canary_index is not None else 0.0
             arms = [arm_of(str(c), share) for c in ids]
             columns["arm"] = pa.array(arms, type=pa.string())
-            columns.update(_served_reasons(batch, models, canary_index, np.array(arms) == CANARY_ARM))
             yield pa.RecordBatch.from_pydict(columns)
 
     return score
+
+
+def _explainer(models: list[ShippedModel], canary_index: int | None):  # noqa: ANN202 (a closure Spark ships)
+    def explain(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import numpy as np
+        import pyarrow as pa
+
+        for batch in batches:
+            in_canary = np.asarray(batch.column("arm").to_pylist(), dtype=object) == CANARY_ARM
+            columns: dict[str, Any] = {"customer_id": batch.column("customer_id"), "snapshot_date": batch.column("snapshot_date")}
+            columns.update(_served_reasons(batch, models, canary_index, in_canary))
+            yield pa.RecordBatch.from_pydict(columns)
+
+    return explain
 
 
 def _served_reasons(batch: pa.RecordBatch, models: list[ShippedModel], canary_index: int | None, in_canary: Any) -> dict[str, Any]:
@@ -107,13 +120,56 @@ def _served_reasons(batch: pa.RecordBatch, models: list[ShippedModel], canary_in
     }
 
 
+def _with_reasons(served: DataFrame, features: DataFrame, models: list[ShippedModel], canary_index: int | None, share: float) -> DataFrame:
+    """``served`` with the reasons of the ``share`` of each day's highest scores (ties by customer id: the rows
+    ``lib.explain.explained_positions`` picks on a single node), nulls on the rest."""
+    from pyspark.sql import Window
+
+    from lib.explain import explained_count
+
+    serving = [models[0]] + ([models[canary_index]] if canary_index is not None else [])
+    explained = [m for m in serving if m.explainer is not None]
+    if not explained:  # rollout.reasons off
+        return served.select(
+            "*",
+            *[F.lit(None).cast("string").alias(f"reason_{r}") for r in range(1, REASONS + 1)],
+            *[F.lit(None).cast("double").alias(f"contribution_{r}") for r in range(1, REASONS + 1)],
+        )
+    spark = served.sparkSession
+    counts = served.groupBy("snapshot_date").count().collect()
+    quota = spark.createDataFrame([(r["snapshot_date"], explained_count(r["count"], share)) for r in counts], "snapshot_date date, _k long")
+    order = Window.partitionBy("snapshot_date").orderBy(F.desc("churn_probability"), F.asc("customer_id"))
+    top = (
+        served.select("customer_id", "snapshot_date", "churn_probability", "arm")
+        .withColumn("_rank", F.row_number().over(order))
+        .join(F.broadcast(quota), on="snapshot_date")
+        .filter(F.col("_rank") <= F.col("_k"))
+        .select("customer_id", "snapshot_date", "arm")
+    )
+    needed = sorted({f for m in explained for f in m.explainer.features})  # type: ignore[union-attr]
+    schema = ", ".join(
+        ["customer_id string", "snapshot_date date"]
+        + [f"reason_{r} string" for r in range(1, REASONS + 1)]
+        + [f"contribution_{r} double" for r in range(1, REASONS + 1)]
+    )
+    reasons = top.join(features.select("customer_id", "snapshot_date", *needed), on=["customer_id", "snapshot_date"]).mapInArrow(
+        _explainer(models, canary_index), schema
+    )
+    return served.join(reasons, on=["customer_id", "snapshot_date"], how="left")
+
+
 def score_features(
-    features: DataFrame, models: list[ShippedModel], canary_index: int | None = None, canary_share: float = 0.0
+    features: DataFrame,
+    models: list[ShippedModel],
+    canary_index: int | None = None,
+    canary_share: float = 0.0,
+    reasons_share: float = 1.0,
 ) -> tuple[DataFrame, DataFrame]:
     """(served, shadow) for the feature rows: ``models[0]`` is the champion, the others active challengers.
 
     served: customer_id, snapshot_date, churn_probability, model_version, arm (the champion's score, or in the
-    canary arm the ``canary_index`` model's). shadow: every model's score, role champion or challenger.
+    canary arm the ``canary_index`` model's), and the reasons of the ``reasons_share`` of each day's highest scores.
+    shadow: every model's score, role champion or challenger.
     """
     schema = ", ".join(
         [
@@ -121,8 +177,6 @@ def score_features(
             "snapshot_date date",
             *[f"{score_column(i)} double" for i in range(len(models))],
             "arm string",
-            *[f"reason_{r} string" for r in range(1, REASONS + 1)],
-            *[f"contribution_{r} double" for r in range(1, REASONS + 1)],
         ]
     )
     needed = sorted({f for m in models for f in m.features})
@@ -140,7 +194,6 @@ def score_features(
             F.col(score_column(0)).alias("churn_probability"),
             F.lit(champion.version).alias("model_version"),
             F.lit(CHAMPION_ARM).alias("arm"),
-            *reason_columns(),
         )
     else:
         in_canary = F.col("arm") == CANARY_ARM
@@ -150,8 +203,10 @@ def score_features(
             F.when(in_canary, F.col(score_column(canary_index))).otherwise(F.col(score_column(0))).alias("churn_probability"),
             F.when(in_canary, F.lit(models[canary_index].version)).otherwise(F.lit(champion.version)).alias("model_version"),
             "arm",
-            *reason_columns(),
         )
+    served = _with_reasons(served, features, models, canary_index, reasons_share).select(
+        "customer_id", "snapshot_date", "churn_probability", "model_version", "arm", *reason_columns()
+    )
     shadow = functools.reduce(
         lambda a, b: a.unionByName(b),
         [

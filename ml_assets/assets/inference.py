@@ -5,6 +5,7 @@ import datetime as dt
 from collections.abc import Callable
 
 import dagster as dg
+import numpy as np
 import polars as pl
 from pydantic import Field
 
@@ -67,7 +68,13 @@ class ScoringConfig(dg.Config):
     )
     reasons: bool = Field(
         default=default_of("batch_predictions", "reasons"),
-        description="Store each served score's three reasons, from the serving model's own explanation (rollout.reasons).",
+        description="Store served scores' three reasons, from the serving model's own explanation (rollout.reasons).",
+    )
+    reasons_share: float = Field(
+        default=default_of("batch_predictions", "reasons_share"),
+        gt=0.0,
+        le=1.0,
+        description="Share of each day's highest served scores that get reasons; the rest hold none (rollout.reasons_share).",
     )
 
 
@@ -136,14 +143,18 @@ def batch_predictions(
     if compute.spark:
         from ml_assets.assets.inference_spark import spark_batch_predictions
 
-        yield from spark_batch_predictions(context, compute, lake, artifacts, champion, challengers, canary, config.canary_share)
+        yield from spark_batch_predictions(
+            context, compute, lake, artifacts, champion, challengers, canary, config.canary_share, config.reasons_share
+        )
         return
     keys = context.asset_partition_keys_for_input("customer_features")
     customer_features = lake.read_partitions(
         FEATURES, keys, needed_by=" (needed by batch_predictions)", columns=["customer_id", "snapshot_date", "feature_timestamp"]
     )
     entities = customer_features.select("customer_id", "snapshot_date", pl.col("feature_timestamp").alias("event_timestamp"))
-    served, shadow = _score_chunks(context, feature_store, entities, champion, challengers, canary, config.canary_share)
+    served, shadow = _score_chunks(
+        context, feature_store, entities, champion, challengers, canary, config.canary_share, config.reasons_share
+    )
     frame = pl.concat(served, how="vertical") if served else _empty(entities, champion.version)
     scores_frame = (
         pl.concat(shadow, how="vertical").select("customer_id", "snapshot_date", "model_version", "role", "churn_probability")
@@ -169,11 +180,14 @@ def _score_chunks(
     challengers: list[Champion],
     canary: Champion | None,
     canary_share: float,
+    reasons_share: float,
 ) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
     """(served scores with reasons, every model's scores) per chunk of Feast rows, with a progress line every 10 s."""
     arms: dict[str, str] = {}
     served, shadow, missing, done = [], [], 0, 0
     ticker = Ticker("batch_predictions", entities.height, context.log.info, unit="rows")
+    days = _DayBuffer(entities, [m for m in (champion, canary) if m is not None and m.explainer is not None], reasons_share)
+    reasons = Ticker("batch_predictions: reasons", days.to_explain, context.log.info, unit="rows")
     # A chunk of Feast rows at a time (in time order): a range run holds its predictions, not every day's feature values.
     for chunk, rows in feature_store.historical_chunks(entities):
         features = chunk.join(rows.drop("snapshot_date", strict=False), on=["customer_id", "event_timestamp"], how="left")
@@ -182,16 +196,10 @@ def _score_chunks(
             scores = {
                 m.version: score_frame(m.session, features, m.features, m.version) for m in [champion, *_scorable(challengers, features)]
             }
-            # The reasons are the slow part at scale (a network champion's): they report how far they are.
-            served.append(
-                with_reasons(
-                    _served(scores, champion, canary, canary_share, arms),
-                    features,
-                    champion,
-                    canary,
-                    lambda explained, before=done: ticker.tick(before + explained),
-                )
-            )
+            # A day's reasons go to its highest scores, known once its last row is scored; at scale (a network champion)
+            # they are the slow part and report how far they are.
+            for day in days.add(_served(scores, champion, canary, canary_share, arms), features):
+                served.append(days.explained(day, champion, canary, reasons))
             shadow += [
                 s.with_columns(pl.lit("champion" if v == champion.version else "challenger").alias("role")) for v, s in scores.items()
             ]
@@ -204,6 +212,51 @@ def _score_chunks(
             "re-materialize feature_definitions and online_features for these days"
         )
     return served, shadow
+
+
+class _DayBuffer:
+    """Each day's served scores (and the explained models' features) held until the day's last row is scored.
+
+    The reasons go to the ``reasons_share`` of each day's highest served scores (`lib.explain.explained_positions`),
+    which are known only then: Feast's chunks follow time, so a day can span two chunks, and a chunk hold two days.
+    """
+
+    def __init__(self, entities: pl.DataFrame, explained: list[Champion], share: float) -> None:
+        from lib.explain import explained_count
+
+        self.left = {day: n for day, n in entities.group_by("snapshot_date").len().iter_rows()}
+        self.features = sorted({f for m in explained for f in m.explainer.features}) if explained else []  # type: ignore[union-attr]
+        self.share, self.parts, self.done = share, {}, 0  # type: float, dict[dt.date, list[pl.DataFrame]], int
+        self.to_explain = sum(explained_count(n, share) for n in self.left.values()) if explained else 0
+
+    def add(self, served: pl.DataFrame, features: pl.DataFrame) -> list[dt.date]:
+        """Hold one chunk (``features``: the same rows, in order); the days it completes."""
+        both = pl.concat([served, features.select([f for f in self.features if f in features.columns])], how="horizontal")
+        complete = []
+        for (day,), part in both.partition_by("snapshot_date", as_dict=True, maintain_order=True).items():
+            self.parts.setdefault(day, []).append(part)
+            self.left[day] -= part.height
+            if self.left[day] == 0:
+                complete.append(day)
+        return complete
+
+    def explained(self, day: dt.date, champion: Champion, canary: Champion | None, ticker: Ticker) -> pl.DataFrame:
+        """The day's served scores with reasons on its highest ones, nulls on the rest; the day is let go."""
+        from lib.explain import explained_positions, served_reasons
+
+        whole = pl.concat(self.parts.pop(day), how="vertical")
+        columns = [c for c in whole.columns if c not in self.features]
+        if not self.to_explain:  # rollout.reasons off: nothing is explained
+            return pl.concat([whole.select(columns), served_reasons(whole.height, [])], how="horizontal")
+        ids = whole["customer_id"].cast(pl.String).to_list()
+        picked = pl.Series(np.isin(np.arange(whole.height), explained_positions(whole["churn_probability"].to_numpy(), ids, self.share)))
+        whole = whole.with_row_index("_row")
+        top, rest = whole.filter(picked), whole.filter(~picked)
+        explained = with_reasons(top.select("_row", *columns), top, champion, canary, lambda n, before=self.done: ticker.tick(before + n))
+        self.done += top.height
+        ticker.tick(self.done)
+        rest = pl.concat([rest.select("_row", *columns), served_reasons(rest.height, [])], how="horizontal")
+        return pl.concat([explained, rest]).sort("_row").drop("_row")  # the rows in the order they were scored
 
 
 def list_unscored(context: dg.AssetExecutionContext, lake: Lake, scored_among: Callable[[dt.date, pl.Series], pl.Series]) -> None:

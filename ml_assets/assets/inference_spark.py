@@ -50,6 +50,7 @@ def spark_batch_predictions(
     challengers: list[Champion],
     canary: Champion | None,
     canary_share: float,
+    reasons_share: float,
 ) -> Iterator[Any]:
     days = partition_days(context)
     paths = lake.partition_paths(FEATURES, [d.isoformat() for d in days], needed_by=" (needed by batch_predictions)")
@@ -67,7 +68,7 @@ def spark_batch_predictions(
     models = [ship(champion, artifacts), *[ship(c, artifacts) for c in scorable]]
     canary_index = next((i for i, c in enumerate(scorable, start=1) if canary is not None and c.version == canary.version), None)
     context.log.info(f"batch_predictions: {len(days)} days, {len(models)} models on {compute.describe()}")
-    served, shadow = score_features(features, models, canary_index, canary_share)
+    served, shadow = score_features(features, models, canary_index, canary_share, reasons_share)
     for day in days:
         write_day(served.filter(F.col("snapshot_date") == F.lit(day)), lake.path_for(BATCH, day.isoformat(), ".parquet"))
         write_day(shadow.filter(F.col("snapshot_date") == F.lit(day)), lake.path_for(SHADOW, day.isoformat(), ".parquet"))

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from lib.features import churn_labels
 from lib.progress import Ticker
-from lib.rollout import Comparison, Matured, RolloutPolicy, Verdict, compare, matured, rollout_verdict
+from lib.rollout import Comparison, Matured, RolloutPolicy, Verdict, compare, judge, rollout_verdict
 from ml_assets.champion import trusted_champion
 from ml_assets.partitions import daily_partitions, partition_days
 from ml_assets.run_config import default_of
@@ -132,16 +132,22 @@ def _evaluate(day: dt.date, champion: ModelVersion, config: RolloutConfig, lake:
     if len(np.unique(y)) < 2:
         return f"matured scores of {champion.version} have a single outcome class; nothing to rank yet"
     days = frame["snapshot_date"].n_unique()
-    own = matured(
+    versions = [c for c in frame.columns if c not in ("customer_id", "snapshot_date", "churned", champion.version)]
+    # Challengers scored on every pooled customer share the champion's bootstrap draws; one that started scoring
+    # part-way through the pool is compared on its own customers.
+    whole = [v for v in versions if frame[v].null_count() == 0]
+    budget, confidence, resamples = config.contact_budget, config.confidence, config.resamples
+    own, comparisons = judge(
         y,
         frame[champion.version].to_numpy(),
+        {v: frame[v].to_numpy() for v in whole},
         champion=champion.version,
         days=days,
-        confidence=config.confidence,
-        resamples=config.resamples,
+        budget=budget,
+        confidence=confidence,
+        resamples=resamples,
     )
-    comparisons = []
-    for version in [c for c in frame.columns if c not in ("customer_id", "snapshot_date", "churned", champion.version)]:
+    for version in [v for v in versions if v not in whole]:
         both = frame.filter(pl.col(version).is_not_null())
         yb = both["churned"].to_numpy()
         if both.height and len(np.unique(yb)) == 2:
@@ -153,9 +159,9 @@ def _evaluate(day: dt.date, champion: ModelVersion, config: RolloutConfig, lake:
                     champion=champion.version,
                     challenger=version,
                     days=both["snapshot_date"].n_unique(),
-                    budget=config.contact_budget,
-                    confidence=config.confidence,
-                    resamples=config.resamples,
+                    budget=budget,
+                    confidence=confidence,
+                    resamples=resamples,
                 )
             )
     return own, comparisons

@@ -17,6 +17,8 @@ from lib.explain import (
     ADDITIVITY_TOLERANCE,
     ExplainSpec,
     explain,
+    explained_count,
+    explained_positions,
     path_shapley,
     raw_score,
     reasons_frame,
@@ -190,3 +192,60 @@ def test_reasons_frame_and_a_tampered_artifact(world) -> None:
     forged = ExplainSpec(spec.kind, spec.version, spec.features, spec.artifact + b"\n", "0" * 64, spec.reference, HORIZON)
     with pytest.raises(ExplainDigestError, match="hashes to"):
         explain(forged, x[:2])
+
+
+def test_the_explained_rows_are_the_days_highest_scores_ties_by_id_whatever_their_order() -> None:
+    scores = np.array([0.2, 0.9, 0.5, 0.9, 0.1, 0.7, 0.5, 0.3, 0.9, 0.4])
+    ids = ["c07", "c03", "c11", "c01", "c05", "c09", "c02", "c04", "c10", "c06"]
+    assert explained_count(10, 0.3) == 3 and explained_count(10, 0.01) == 1 and explained_count(0, 0.5) == 0
+    assert explained_count(10, 1.0) == 10
+    # Three rows tie at 0.9: all three are the top 3; of the two at 0.5 the smaller id goes first.
+    assert explained_positions(scores, ids, 0.3).tolist() == [1, 3, 8]
+    assert explained_positions(scores, ids, 0.5).tolist() == [1, 3, 5, 6, 8]  # c02 before c11 at 0.5
+    assert explained_positions(scores, ids, 1.0).tolist() == list(range(10))
+    # The same customers in any row order (one chunk or several, either engine).
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        p = rng.permutation(10)
+        picked = {ids[p[i]] for i in explained_positions(scores[p], [ids[j] for j in p], 0.5)}
+        assert picked == {"c03", "c01", "c10", "c09", "c02"}
+
+
+@pytest.mark.slow
+def test_a_days_reasons_go_to_its_highest_scores_however_feast_cuts_the_chunks(world) -> None:
+    """The scoring step's day buffer: one chunk or chunks of 7 rows cutting across days give the same rows, and the
+    reasons land on each day's top ``share`` exactly, equal to explaining those rows directly."""
+    from types import SimpleNamespace
+
+    from lib.progress import Ticker
+    from ml_assets.assets.inference import _DayBuffer
+
+    specs, x, features, _, _ = world
+    spec = specs["lightgbm"]
+    champion = SimpleNamespace(explainer=spec)
+    n = min(len(x), 60)
+    rows = pl.DataFrame(x[:n], schema=list(features), orient="row").with_columns(
+        pl.Series("customer_id", [f"u{i:03d}" for i in range(n)]),
+        pl.Series("snapshot_date", [dt.date(2025, 1, 1 + i % 3) for i in range(n)]),
+    )
+    probability = 1 / (1 + np.exp(-load_booster(spec.artifact.decode()).predict(x[:n], raw_score=True)))
+    served = rows.select("customer_id", "snapshot_date", pl.Series("churn_probability", probability), pl.lit("champion").alias("arm"))
+
+    def run(chunk: int) -> pl.DataFrame:
+        buffer = _DayBuffer(rows.select("customer_id", "snapshot_date"), [champion], 0.25)  # type: ignore[list-item]
+        ticker, out = Ticker("t", buffer.to_explain, lambda _: None), []
+        for lo in range(0, n, chunk):
+            for day in buffer.add(served.slice(lo, chunk), rows.slice(lo, chunk)):
+                out.append(buffer.explained(day, champion, None, ticker))  # type: ignore[arg-type]
+        assert not buffer.parts and buffer.done == buffer.to_explain == sum(explained_count(20, 0.25) for _ in range(3))
+        return pl.concat(out).sort("customer_id")
+
+    whole, chunked = run(n), run(7)
+    assert whole.equals(chunked) and whole.height == n
+    for (day,), part in whole.partition_by("snapshot_date", as_dict=True).items():
+        top = set(part["customer_id"].gather(explained_positions(part["churn_probability"].to_numpy(), part["customer_id"], 0.25)))
+        assert set(part.filter(pl.col("contribution_1").is_not_null() | pl.col("reason_1").is_not_null())["customer_id"]) <= top
+        assert part.filter(~pl.col("customer_id").is_in(list(top)))["reason_1"].null_count() == part.height - len(top), day
+        mine = part.filter(pl.col("customer_id").is_in(list(top))).sort("customer_id")
+        direct = reasons_frame(spec, feature_matrix(rows.filter(pl.col("customer_id").is_in(list(top))).sort("customer_id"), features))
+        assert mine["reason_1"].to_list() == direct["reason_1"].to_list()

@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lib.rollout import CANARY_ARM, Interval, Matured, RolloutPolicy, arm_of, compare, matured, outcome_metrics, rollout_verdict
+from lib.rollout import (
+    CANARY_ARM,
+    Interval,
+    Matured,
+    RolloutPolicy,
+    arm_of,
+    compare,
+    judge,
+    matured,
+    outcome_metrics,
+    rollout_verdict,
+)
 
 POLICY = RolloutPolicy(min_matured_days=3, promote_margin=0.01, rollback_floor=0.6, rollback_margin=0.01)
 
@@ -111,3 +122,35 @@ def test_a_bootstrap_draw_as_multiplicities_gives_the_metrics_of_the_resampled_r
             assert mine[name] == pytest.approx(reference[name], abs=1e-12), name
         # At the budget's edge, tied customers count by their share rather than by the draw's order.
         assert mine["precision_at_budget"] == pytest.approx(reference["precision_at_budget"], abs=0.0 if not ties else 0.02)
+
+
+def test_above_the_bootstrap_cap_a_subsample_gives_the_pools_interval_at_a_fixed_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool above ``BOOTSTRAP_ROWS`` is resampled on a subsample whose spread is scaled to the pool: the intervals
+    keep the pool's own estimate, about the width of the full bootstrap, and the same verdicts."""
+    import lib.rollout as rollout
+
+    rng = np.random.default_rng(5)
+    n = 40_000
+    y = (rng.random(n) < 0.4).astype(np.int8)
+    good = np.clip(0.4 + 0.25 * (y - 0.4) + rng.normal(0, 0.2, n), 0.001, 0.999)
+    better = np.clip(good + 0.05 * (y - 0.4) + rng.normal(0, 0.05, n), 0.001, 0.999)
+    monkeypatch.setattr(rollout, "BOOTSTRAP_ROWS", n)
+    full = compare(y, good, better, champion="a", challenger="b", days=3, budget=0.1)
+    own = matured(y, good, champion="a", days=3)
+    monkeypatch.setattr(rollout, "BOOTSTRAP_ROWS", 8_000)
+    capped = compare(y, good, better, champion="a", challenger="b", days=3, budget=0.1)
+    capped_own = matured(y, good, champion="a", days=3)
+    assert capped.rows == n and capped.champion_metrics == full.champion_metrics
+    for metric in ("roc_auc", "log_loss", "precision_at_budget"):
+        a, b = full.difference[metric], capped.difference[metric]
+        assert a.estimate == b.estimate and b.low < b.estimate < b.high, metric
+        assert (b.high - b.low) == pytest.approx(a.high - a.low, rel=0.35), metric
+    assert capped.difference["roc_auc"].low > 0 and full.difference["roc_auc"].low > 0
+    assert capped_own.roc_auc.estimate == own.roc_auc.estimate
+    assert (capped_own.roc_auc.high - capped_own.roc_auc.low) == pytest.approx(own.roc_auc.high - own.roc_auc.low, rel=0.35)
+    # One set of draws for the champion and every challenger gives what each call alone gives.
+    for cap in (8_000, n):
+        monkeypatch.setattr(rollout, "BOOTSTRAP_ROWS", cap)
+        alone = [compare(y, good, s, champion="a", challenger=k, days=3, budget=0.1) for k, s in (("b", better), ("g", good))]
+        together = judge(y, good, {"b": better, "g": good}, champion="a", days=3, budget=0.1)
+        assert together == (matured(y, good, champion="a", days=3), alone)

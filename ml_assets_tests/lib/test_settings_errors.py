@@ -46,6 +46,10 @@ def _load(tmp_path: Path, content: str | bytes, **env: str) -> None:
             ["'deployment.service.customer_id_pattern'", "not a regular expression"],
         ),
         ("label_horizon_days: [1, 2\n", ["churn.yaml is not valid YAML at line"]),
+        (
+            "rollout:\n  contact_budget: 0.3\n",
+            ["'rollout'", "rollout.reasons_share (0.2) is below rollout.contact_budget (0.3)", "CHURN_REASONS_SHARE"],
+        ),
     ],
 )
 def test_each_error_names_the_file_key_value_and_rule(tmp_path: Path, content: str | bytes, expected: list[str]) -> None:

@@ -26,6 +26,7 @@ QUICK = {
     "bench_steps": "Per-step overhead",
     "bench_scoring": "Batch scoring",
     "bench_explain": "Reasons per customer in batch scoring",
+    "bench_rollout": "Rollout verdict for one day",
     "bench_features": "Features for one day",
     "bench_quality": "Model quality out of time",
     "bench_drift": "Drift report",

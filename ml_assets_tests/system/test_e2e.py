@@ -312,15 +312,24 @@ def test_every_customer_is_scored_by_the_champion_and_in_shadow_by_the_challenge
 
 
 def _reasons_are_the_champions(e2e: PipelineRun, served: pl.DataFrame, day: dt.date) -> None:
-    """Every served score carries the champion's reasons, and its explanation adds up to the served score."""
-    from lib.explain import explain, reasons_frame
+    """The day's highest served scores (rollout.reasons_share) carry the champion's reasons, the rest none, and each
+    explanation adds up to the served score."""
+    from lib.explain import explain, explained_positions, reasons_frame
     from lib.features import feature_label
+    from lib.settings import Settings
     from lib.training import feature_matrix
     from ml_assets.champion import explain_spec
 
     registry, artifacts = e2e.resources["registry"], e2e.resources["artifacts"]
     spec = explain_spec(registry.champion(), artifacts)
     labels = {feature_label(f) for f in spec.features}
+    share = Settings().rollout.reasons_share
+    top = explained_positions(served["churn_probability"].to_numpy(), served["customer_id"].to_list(), share)
+    picked = served.with_row_index("_row").filter(pl.col("_row").is_in(top.tolist())).drop("_row")
+    assert 0 < picked.height < served.height and picked.height == round(served.height * share)
+    others = served.join(picked.select("customer_id"), on="customer_id", how="anti")
+    assert others.select(pl.all_horizontal(pl.col("^reason_.*$", "^contribution_.*$").is_null()).all()).item()
+    served = picked
     assert set(served["reason_1"].drop_nulls()) <= labels and served["reason_1"].null_count() < served.height / 2
     ranked = served.drop_nulls(["contribution_3"])
     assert ranked.height and (ranked["contribution_1"] >= ranked["contribution_2"]).all()
@@ -346,7 +355,9 @@ def test_a_canary_share_of_customers_is_served_by_the_challenger_and_stays_in_it
     env, data, home = copy_pipeline_env(e2e, tmp_path)
     resources = resources_for(data, env["CHURN_WAREHOUSE_URL"])
     day = E2E_QUIET_DAYS[0]
-    config = {"ops": {"batch_predictions": {"config": {"canary_share": 0.2}}}}
+    # Every score explained here (the default share is checked in the shared run): the challenger's scores may all rank
+    # below the champion's highest, and each arm's reasons are what this test is about.
+    config = {"ops": {"batch_predictions": {"config": {"canary_share": 0.2, "reasons_share": 1.0}}}}
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert materialize_range(SCORING, day, day, instance, resources, "CRITICAL", run_config=config).success
     served = resources["lake"].read_partitions(dg.AssetKey("batch_predictions"), [day.isoformat()])
