@@ -5,14 +5,12 @@ import datetime as dt
 from collections.abc import Callable
 
 import dagster as dg
-import numpy as np
 import polars as pl
 from pydantic import Field
 
-from lib.export import score_frame
 from lib.frames import split_by_day
-from lib.progress import Ticker
-from lib.rollout import CANARY_ARM, CHAMPION_ARM, arm_of
+from lib.rollout import CANARY_ARM, CHAMPION_ARM
+from ml_assets.assets.inference_days import SHADOW_COLUMNS, score_days
 from ml_assets.champion import Champion, current_champion, load_champion, trusted_challengers
 from ml_assets.metadata import frame_metadata
 from ml_assets.partitions import daily_partitions, partition_days
@@ -152,111 +150,23 @@ def batch_predictions(
         FEATURES, keys, needed_by=" (needed by batch_predictions)", columns=["customer_id", "snapshot_date", "feature_timestamp"]
     )
     entities = customer_features.select("customer_id", "snapshot_date", pl.col("feature_timestamp").alias("event_timestamp"))
-    served, shadow = _score_chunks(
-        context, feature_store, entities, champion, challengers, canary, config.canary_share, config.reasons_share
-    )
-    frame = pl.concat(served, how="vertical") if served else _empty(entities, champion.version)
-    scores_frame = (
-        pl.concat(shadow, how="vertical").select("customer_id", "snapshot_date", "model_version", "role", "churn_probability")
-        if shadow
-        else _empty(entities, champion.version).select(
-            "customer_id", "snapshot_date", "model_version", pl.lit("champion").alias("role"), "churn_probability"
-        )
-    )
-    day_metadata(context, frame, scores_frame, champion, [c.version for c in challengers], canary)
+    versions = [c.version for c in challengers]
+
+    def write(day: dt.date, frame: pl.DataFrame, scores: pl.DataFrame) -> None:
+        write_day(context, lake, day, (frame, scores), champion, versions, canary)
+
+    models = (champion, challengers, canary)
+    written = score_days(context, feature_store, entities, models, config.canary_share, config.reasons_share, write)
+    empty = _empty(entities, champion.version)
+    for day in [d for d in partition_days(context) if d not in written]:  # a day without customers still has its (empty) files
+        write(day, empty, empty.select(*SHADOW_COLUMNS[:2], "model_version", pl.lit("champion").alias("role"), "churn_probability"))
     by_day = split_by_day(customer_features.select("customer_id", "snapshot_date"), "snapshot_date")
     list_unscored(
         context, lake, lambda day, ids: ids.filter(ids.is_in(by_day[day]["customer_id"].implode())) if day in by_day else ids.clear()
     )
-    yield dg.Output(frame, output_name="batch_predictions")
-    yield dg.Output(scores_frame, output_name="shadow_scores")
-
-
-def _score_chunks(
-    context: dg.AssetExecutionContext,
-    feature_store: FeatureStoreResource,
-    entities: pl.DataFrame,
-    champion: Champion,
-    challengers: list[Champion],
-    canary: Champion | None,
-    canary_share: float,
-    reasons_share: float,
-) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
-    """(served scores with reasons, every model's scores) per chunk of Feast rows, with a progress line every 10 s."""
-    arms: dict[str, str] = {}
-    served, shadow, missing, done = [], [], 0, 0
-    ticker = Ticker("batch_predictions", entities.height, context.log.info, unit="rows")
-    days = _DayBuffer(entities, [m for m in (champion, canary) if m is not None and m.explainer is not None], reasons_share)
-    reasons = Ticker("batch_predictions: reasons", days.to_explain, context.log.info, unit="rows")
-    # A chunk of Feast rows at a time (in time order): a range run holds its predictions, not every day's feature values.
-    for chunk, rows in feature_store.historical_chunks(entities):
-        features = chunk.join(rows.drop("snapshot_date", strict=False), on=["customer_id", "event_timestamp"], how="left")
-        missing += features.filter(pl.any_horizontal(pl.col(list(champion.features)).is_null())).height
-        if not missing:
-            scores = {
-                m.version: score_frame(m.session, features, m.features, m.version) for m in [champion, *_scorable(challengers, features)]
-            }
-            # A day's reasons go to its highest scores, known once its last row is scored; at scale (a network champion)
-            # they are the slow part and report how far they are.
-            for day in days.add(_served(scores, champion, canary, canary_share, arms), features):
-                served.append(days.explained(day, champion, canary, reasons))
-            shadow += [
-                s.with_columns(pl.lit("champion" if v == champion.version else "challenger").alias("role")) for v, s in scores.items()
-            ]
-        done += chunk.height
-        ticker.tick(done)
-        del features, rows
-    if missing:
-        raise dg.Failure(
-            f"batch_predictions: the feature store returned no features for {missing} of {entities.height} customers; "
-            "re-materialize feature_definitions and online_features for these days"
-        )
-    return served, shadow
-
-
-class _DayBuffer:
-    """Each day's served scores (and the explained models' features) held until the day's last row is scored.
-
-    The reasons go to the ``reasons_share`` of each day's highest served scores (`lib.explain.explained_positions`),
-    which are known only then: Feast's chunks follow time, so a day can span two chunks, and a chunk hold two days.
-    """
-
-    def __init__(self, entities: pl.DataFrame, explained: list[Champion], share: float) -> None:
-        from lib.explain import explained_count
-
-        self.left = {day: n for day, n in entities.group_by("snapshot_date").len().iter_rows()}
-        self.features = sorted({f for m in explained for f in m.explainer.features}) if explained else []  # type: ignore[union-attr]
-        self.share, self.parts, self.done = share, {}, 0  # type: float, dict[dt.date, list[pl.DataFrame]], int
-        self.to_explain = sum(explained_count(n, share) for n in self.left.values()) if explained else 0
-
-    def add(self, served: pl.DataFrame, features: pl.DataFrame) -> list[dt.date]:
-        """Hold one chunk (``features``: the same rows, in order); the days it completes."""
-        both = pl.concat([served, features.select([f for f in self.features if f in features.columns])], how="horizontal")
-        complete = []
-        for (day,), part in both.partition_by("snapshot_date", as_dict=True, maintain_order=True).items():
-            self.parts.setdefault(day, []).append(part)
-            self.left[day] -= part.height
-            if self.left[day] == 0:
-                complete.append(day)
-        return complete
-
-    def explained(self, day: dt.date, champion: Champion, canary: Champion | None, ticker: Ticker) -> pl.DataFrame:
-        """The day's served scores with reasons on its highest ones, nulls on the rest; the day is let go."""
-        from lib.explain import explained_positions, served_reasons
-
-        whole = pl.concat(self.parts.pop(day), how="vertical")
-        columns = [c for c in whole.columns if c not in self.features]
-        if not self.to_explain:  # rollout.reasons off: nothing is explained
-            return pl.concat([whole.select(columns), served_reasons(whole.height, [])], how="horizontal")
-        ids = whole["customer_id"].cast(pl.String).to_list()
-        picked = pl.Series(np.isin(np.arange(whole.height), explained_positions(whole["churn_probability"].to_numpy(), ids, self.share)))
-        whole = whole.with_row_index("_row")
-        top, rest = whole.filter(picked), whole.filter(~picked)
-        explained = with_reasons(top.select("_row", *columns), top, champion, canary, lambda n, before=self.done: ticker.tick(before + n))
-        self.done += top.height
-        ticker.tick(self.done)
-        rest = pl.concat([rest.select("_row", *columns), served_reasons(rest.height, [])], how="horizontal")
-        return pl.concat([explained, rest]).sort("_row").drop("_row")  # the rows in the order they were scored
+    # Each day is in the lake already (written as it completed): nothing is left for the IO manager.
+    yield dg.Output(None, output_name="batch_predictions")
+    yield dg.Output(None, output_name="shadow_scores")
 
 
 def list_unscored(context: dg.AssetExecutionContext, lake: Lake, scored_among: Callable[[dt.date, pl.Series], pl.Series]) -> None:
@@ -302,49 +212,6 @@ def list_unscored(context: dg.AssetExecutionContext, lake: Lake, scored_among: C
         )
 
 
-def _scorable(challengers: list[Champion], features: pl.DataFrame) -> list[Champion]:
-    """The challengers whose features the feature service serves (a model of another feature set is skipped)."""
-    return [c for c in challengers if all(f in features.columns for f in c.features)]
-
-
-def _served(
-    scores: dict[str, pl.DataFrame], champion: Champion, canary: Champion | None, share: float, arms: dict[str, str]
-) -> pl.DataFrame:
-    """The served score per customer: the champion's, or in the canary arm the canary challenger's."""
-    base = scores[champion.version].with_columns(pl.lit(CHAMPION_ARM).alias("arm"))
-    if canary is None or canary.version not in scores:
-        return base
-    ids = base["customer_id"].to_list()
-    arm = [arms.setdefault(c, arm_of(c, share)) for c in ids]
-    in_canary = pl.Series("in_canary", [a == CANARY_ARM for a in arm])
-    other = scores[canary.version]
-    return base.with_columns(
-        pl.when(in_canary).then(other["churn_probability"]).otherwise(pl.col("churn_probability")).alias("churn_probability"),
-        pl.when(in_canary).then(pl.lit(canary.version)).otherwise(pl.col("model_version")).alias("model_version"),
-        pl.when(in_canary).then(pl.lit(CANARY_ARM)).otherwise(pl.lit(CHAMPION_ARM)).alias("arm"),
-    )
-
-
-def with_reasons(
-    served: pl.DataFrame,
-    features: pl.DataFrame,
-    champion: Champion,
-    canary: Champion | None,
-    progress: Callable[[int], None] | None = None,
-) -> pl.DataFrame:
-    """The served scores with the reasons of the model that served each (``features``: the same rows, in order); null
-    reasons where that model is not explained (rollout.reasons off). ``progress(rows)``: rows explained so far."""
-    from lib.explain import served_reasons
-    from lib.training import feature_matrix
-
-    parts = []
-    for model, arm in ((champion, CHAMPION_ARM), (canary, CANARY_ARM)):
-        mask = served["arm"] == arm
-        if model is not None and model.explainer is not None and mask.any():
-            parts.append((model.explainer, mask.arg_true().to_numpy(), feature_matrix(features.filter(mask), model.explainer.features)))
-    return pl.concat([served, served_reasons(served.height, parts, progress)], how="horizontal")
-
-
 def _empty(entities: pl.DataFrame, version: str) -> pl.DataFrame:
     from lib.explain import served_reasons
 
@@ -360,40 +227,42 @@ def _empty(entities: pl.DataFrame, version: str) -> pl.DataFrame:
     return pl.concat([scores, served_reasons(0, [])], how="horizontal")
 
 
-def day_metadata(
+def write_day(
     context: dg.AssetExecutionContext,
-    frame: pl.DataFrame,
-    scores: pl.DataFrame,
+    lake: Lake,
+    day: dt.date,
+    frames: tuple[pl.DataFrame, pl.DataFrame],
     champion: Champion,
     challengers: list[str],
     canary: Champion | None,
 ) -> None:
-    by_day, shadow_by_day = split_by_day(frame, "snapshot_date"), split_by_day(scores, "snapshot_date")
-    descriptions = prediction_descriptions(champion.horizon_days)
-    for day in partition_days(context):
-        part = by_day.get(day, frame.clear())
-        key = day.isoformat()
-        context.add_asset_metadata(
-            {
-                **frame_metadata(part, descriptions),
-                "label_horizon_days": champion.horizon_days or 0,
-                "model_version": champion.version,
-                "model_kind": champion.kind,
-                "canary_version": canary.version if canary else "none",
-                "canary_rows": int((part["arm"] == CANARY_ARM).sum()) if part.height else 0,
-                "mean_churn_probability": float(part["churn_probability"].mean()) if part.height else 0.0,
-                "share_above_0_5": float((part["churn_probability"] > 0.5).mean()) if part.height else 0.0,
-            },
-            asset_key=BATCH,
-            partition_key=key,
-        )
-        shadow_part = shadow_by_day.get(day, scores.clear())
-        context.add_asset_metadata(
-            {
-                **frame_metadata(shadow_part, SHADOW_DESCRIPTIONS),
-                "champion": champion.version,
-                "challengers": dg.MetadataValue.json(challengers),
-            },
-            asset_key=SHADOW,
-            partition_key=key,
-        )
+    """One day's served scores and shadow scores into the lake, with their metadata on the day's partitions."""
+    part, shadow_part = frames
+    key = day.isoformat()
+    for asset, frame in ((BATCH, part), (SHADOW, shadow_part)):
+        lake.write_parquet(lake.path_for(asset, key, ".parquet"), frame)
+    context.add_asset_metadata(
+        {
+            **frame_metadata(part, prediction_descriptions(champion.horizon_days)),
+            "lake_path": dg.MetadataValue.path(str(lake.path_for(BATCH, key, ".parquet"))),
+            "label_horizon_days": champion.horizon_days or 0,
+            "model_version": champion.version,
+            "model_kind": champion.kind,
+            "canary_version": canary.version if canary else "none",
+            "canary_rows": int((part["arm"] == CANARY_ARM).sum()) if part.height else 0,
+            "mean_churn_probability": float(part["churn_probability"].mean()) if part.height else 0.0,
+            "share_above_0_5": float((part["churn_probability"] > 0.5).mean()) if part.height else 0.0,
+        },
+        asset_key=BATCH,
+        partition_key=key,
+    )
+    context.add_asset_metadata(
+        {
+            **frame_metadata(shadow_part, SHADOW_DESCRIPTIONS),
+            "lake_path": dg.MetadataValue.path(str(lake.path_for(SHADOW, key, ".parquet"))),
+            "champion": champion.version,
+            "challengers": dg.MetadataValue.json(challengers),
+        },
+        asset_key=SHADOW,
+        partition_key=key,
+    )

@@ -218,7 +218,7 @@ def test_a_days_reasons_go_to_its_highest_scores_however_feast_cuts_the_chunks(w
     from types import SimpleNamespace
 
     from lib.progress import Ticker
-    from ml_assets.assets.inference import _DayBuffer
+    from ml_assets.assets.inference_days import DayBuffer
 
     specs, x, features, _, _ = world
     spec = specs["lightgbm"]
@@ -232,11 +232,11 @@ def test_a_days_reasons_go_to_its_highest_scores_however_feast_cuts_the_chunks(w
     served = rows.select("customer_id", "snapshot_date", pl.Series("churn_probability", probability), pl.lit("champion").alias("arm"))
 
     def run(chunk: int) -> pl.DataFrame:
-        buffer = _DayBuffer(rows.select("customer_id", "snapshot_date"), [champion], 0.25)  # type: ignore[list-item]
+        buffer = DayBuffer(rows.select("customer_id", "snapshot_date"), [champion], 0.25)  # type: ignore[list-item]
         ticker, out = Ticker("t", buffer.to_explain, lambda _: None), []
         for lo in range(0, n, chunk):
             for day in buffer.add(served.slice(lo, chunk), rows.slice(lo, chunk)):
-                out.append(buffer.explained(day, champion, None, ticker))  # type: ignore[arg-type]
+                out.append(buffer.explained(day, champion, None, ticker)[0])  # type: ignore[arg-type]
         assert not buffer.parts and buffer.done == buffer.to_explain == sum(explained_count(20, 0.25) for _ in range(3))
         return pl.concat(out).sort("customer_id")
 
