@@ -430,6 +430,32 @@ def _day_chunks(frame: pl.DataFrame, chunk_rows: int) -> list[list[dt.date]]:
     return chunks
 
 
+class FeatureValidation:
+    """The feature suite over days handed in one at a time (a run that writes each day as it is computed): days are
+    held until about ``chunk_rows`` rows, validated together, let go; ``outcomes()`` merges the verdicts, the same as
+    one `validate_features` over every day."""
+
+    def __init__(self, feature_columns: Iterable[str], chunk_rows: int = 1_000_000) -> None:
+        self.columns, self.chunk_rows = list(feature_columns), chunk_rows
+        self.held: list[pl.DataFrame] = []
+        self.per_chunk: list[list[Outcome]] = []
+
+    def add(self, day: pl.DataFrame) -> None:
+        self.held.append(day)
+        if sum(f.height for f in self.held) >= self.chunk_rows:
+            self._validate()
+
+    def outcomes(self) -> list[Outcome]:
+        self._validate()
+        return merge_outcomes(self.per_chunk) if self.per_chunk else []
+
+    def _validate(self) -> None:
+        frame = pl.concat([f for f in self.held if f.height], how="vertical") if any(f.height for f in self.held) else None
+        self.held = []
+        if frame is not None:
+            self.per_chunk.append(validate_features(frame, self.columns, self.chunk_rows))
+
+
 def merge_outcomes(per_chunk: list[list[Outcome]]) -> list[Outcome]:
     """One outcome per rule from the same suite run over disjoint chunks: passed only if every chunk passed."""
     if len(per_chunk) == 1:

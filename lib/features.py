@@ -239,28 +239,36 @@ def fold_snapshots(
     extras: tuple[str, ...] = (),
     population_days: int | None = None,
     on_day: Callable[[int, int], None] | None = None,
+    write_day: Callable[[dt.date, pl.DataFrame], None] | None = None,
 ) -> tuple[list[pl.DataFrame], pl.DataFrame]:
     """Snapshot days from ``state`` (the history up to the day before the first one) and ``transactions``
     (every day from the first to the last, and the ``WINDOW_DAYS`` before each): one frame per day, and the state after the last.
 
     Each day costs that day's transactions, its window and one pass over the customers. ``on_day(days done, feature
-    rows so far)`` is called after each day (progress lines, ``lib.progress.Ticker``).
+    rows so far)`` is called after each day (progress lines, ``lib.progress.Ticker``). With ``write_day``, each day's
+    frame is handed to it as soon as it is computed and not kept (the list comes back empty): a range run then holds
+    one day of features, not 30 days of every customer (8.4 M rows at 10 M transactions a year).
     """
     state = empty_state(channels) if state is None else state
     days = sorted(snapshot_dates)
     tx = transactions.with_columns(pl.col("ts").cast(pl.Datetime("us")))
     frames, rows = [], 0
     folded = cutoff_for(days[0] - _DAY)
-    for day in days:
+    for done, day in enumerate(days, start=1):
         cutoff = cutoff_for(day)
         # The days since the last fold (one, in a daily run): ``transactions`` must hold them.
         state = fold_day(state, tx.filter((pl.col("ts") >= folded) & (pl.col("ts") < cutoff)), channels)
         folded = cutoff
         window = tx.filter((pl.col("ts") < cutoff) & (pl.col("ts") >= cutoff - dt.timedelta(days=WINDOW_DAYS)))
-        frames.append(features_from_state(state, window, day, columns, channels, extras, population_days))
-        rows += frames[-1].height
+        frame = features_from_state(state, window, day, columns, channels, extras, population_days)
+        rows += frame.height
+        if write_day is None:
+            frames.append(frame)
+        else:
+            write_day(day, frame)
+        del frame
         if on_day is not None:
-            on_day(len(frames), rows)
+            on_day(done, rows)
     return frames, state
 
 

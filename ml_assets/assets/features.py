@@ -7,9 +7,8 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from lib.expectations import Outcome, outcome_table, validate_features
+from lib.expectations import FeatureValidation, Outcome, outcome_table
 from lib.features import WINDOW_DAYS, cutoff_for, feature_columns, fold_snapshots, window_in_history
-from lib.frames import split_by_day
 from lib.history import empty_state, fits, state_from_history
 from lib.progress import Ticker
 from lib.schema import RAW_COLUMNS
@@ -19,6 +18,7 @@ from ml_assets.run_config import default_of
 from resources import ComputeResource, Lake, SqlWarehouse
 
 VALIDATED = dg.AssetKey("validated_transactions")
+FEATURES = dg.AssetKey("customer_features")
 # The carried per-customer state, one parquet per day a run ended on (not an asset: an internal of customer_features).
 STATE = dg.AssetKey("customer_features_state")
 STATES_KEPT = 8
@@ -140,7 +140,9 @@ def customer_features(
         validated_transactions = validated_transactions.with_columns(pl.lit(None, dtype=pl.String).alias(e) for e in missing)
     state, state_from = _state_before(days[0], lake, channels)
     ticker = Ticker("customer_features", len(days), context.log.info)
-    frames, state = fold_snapshots(
+    writer = _DayWriter(context, lake, columns)
+    # Each day goes to the lake as soon as it is computed: a range run holds one day of features, never the whole range.
+    _, state = fold_snapshots(
         state,
         validated_transactions,
         days,
@@ -149,33 +151,45 @@ def customer_features(
         extras=extras,
         population_days=config.population_days,
         on_day=ticker.tick,
+        write_day=writer.write,
     )
-    frame = pl.concat(frames, how="vertical")
+    del validated_transactions
     _keep_state(lake, days[-1], state)
-    by_day = split_by_day(frame, "snapshot_date")
-    dupes = 0
     for day in days:
-        part = by_day.get(day, frame.clear())
+        context.add_asset_metadata(
+            {**writer.metadata[day], "customers_in_state": state.height, "state_from": state_from}, partition_key=day.isoformat()
+        )
+    # The files are written: nothing for the IO manager to store.
+    yield dg.Output(
+        None, metadata={"lake_path": dg.MetadataValue.path(str(lake.path_for(FEATURES, days[0].isoformat(), ".parquet").parent))}
+    )
+    yield from check_results(writer.duplicates, writer.validation.outcomes())
+
+
+class _DayWriter:
+    """One day of features at a time: its file in the lake, its figures, its duplicate count, its validation."""
+
+    def __init__(self, context: dg.AssetExecutionContext, lake: Lake, columns: tuple[str, ...]) -> None:
+        self.context, self.lake = context, lake
+        self.validation = FeatureValidation(columns)
+        self.duplicates = 0
+        self.metadata: dict[dt.date, dict[str, object]] = {}
+
+    def write(self, day: dt.date, part: pl.DataFrame) -> None:
+        self.lake.write_parquet(self.lake.path_for(FEATURES, day.isoformat(), ".parquet"), part)
         # Per day: one hash of a day's customers instead of one over (customer, day) for the whole range.
-        dupes += int(part["customer_id"].is_duplicated().sum())
+        self.duplicates += int(part["customer_id"].is_duplicated().sum())
         means = (
             {c: round(float(part[c].mean()), 4) for c in ("recency_days", "tx_count_30d", "spend_30d", "avg_basket")} if part.height else {}
         )
-        context.add_asset_metadata(
-            {
-                **frame_metadata(part, FEATURE_DESCRIPTIONS),
-                "active_customers": part.height,
-                "customers_in_state": state.height,
-                "state_from": state_from,
-                **{f"mean_{c}": v for c, v in means.items()},
-            },
-            partition_key=day.isoformat(),
-        )
+        self.metadata[day] = {
+            **frame_metadata(part, FEATURE_DESCRIPTIONS),
+            "active_customers": part.height,
+            **{f"mean_{c}": v for c, v in means.items()},
+        }
         if part.is_empty():
-            context.log.warning(f"customer_features {day}: no customer has a purchase before the end of this day")
-    outcomes = validate_features(frame, columns) if frame.height else []
-    yield dg.Output(frame)
-    yield from check_results(dupes, outcomes)
+            self.context.log.warning(f"customer_features {day}: no customer has a purchase before the end of this day")
+        self.validation.add(part)
 
 
 def check_results(dupes: int, outcomes: list[Outcome]) -> Iterator[dg.AssetCheckResult]:

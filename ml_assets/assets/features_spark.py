@@ -15,6 +15,7 @@ from lib.progress import Ticker
 from lib.spark.daily import FeatureInputs, run_features
 from ml_assets.assets.features import (
     FEATURE_DESCRIPTIONS,
+    FEATURES,
     STATE,
     STATES_KEPT,
     VALIDATED,
@@ -23,8 +24,6 @@ from ml_assets.assets.features import (
 )
 from ml_assets.metadata import frame_metadata
 from resources import ComputeResource, Lake
-
-FEATURES = dg.AssetKey("customer_features")
 
 
 def spark_customer_features(

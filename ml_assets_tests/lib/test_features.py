@@ -117,7 +117,7 @@ def test_churn_label_is_no_purchase_within_the_horizon() -> None:
 
 def test_feature_suite_in_chunks_of_days_gives_the_whole_frame_verdicts(small_transactions: pl.DataFrame) -> None:
     """Validating a long range in chunks (bounded memory) finds exactly what one validation of all rows finds."""
-    from lib.expectations import validate_features
+    from lib.expectations import FeatureValidation, validate_features
 
     last = small_transactions["ts"].max().date()
     days = [last - dt.timedelta(days=i) for i in range(6)]
@@ -137,6 +137,12 @@ def test_feature_suite_in_chunks_of_days_gives_the_whole_frame_verdicts(small_tr
         whole = validate_features(data, FEATURE_COLUMNS, chunk_rows=10**9)
         chunked = validate_features(data, FEATURE_COLUMNS, chunk_rows=day_rows + 1)
         assert [(o.rule, o.success, o.observed) for o in chunked] == [(o.rule, o.success, o.observed) for o in whole]
+        # Handed in a day at a time, as customer_features writes them (held up to two days' rows, then validated).
+        by_day = FeatureValidation(FEATURE_COLUMNS, chunk_rows=2 * day_rows)
+        for (_,), part in data.partition_by("snapshot_date", as_dict=True, maintain_order=True).items():
+            by_day.add(part)
+        assert len(by_day.per_chunk) >= 2
+        assert [(o.rule, o.success, o.observed) for o in by_day.outcomes()] == [(o.rule, o.success, o.observed) for o in whole]
     failed = {o.rule: o.observed for o in chunked if not o.success}
     assert set(failed) == {"tx_count_7d_non_negative", "mobile_share_share_range", "customer_unique_per_day"}
     assert failed["tx_count_7d_non_negative"] == 2  # the planted row and its duplicate
@@ -202,3 +208,19 @@ def test_the_window_skips_days_before_the_history_starts_and_keeps_holes_after_i
     # A missing day after the first ingested one is a hole: still read, so the read fails and names it.
     read, before = window_in_history(window, ["2025-01-01", "2025-01-04"])
     assert read == window and before == []
+
+
+def test_a_range_handed_over_day_by_day_is_the_range_kept_whole(small_transactions: pl.DataFrame) -> None:
+    """customer_features writes each day as it is folded: the same frames and the same state as keeping them all."""
+    from lib.features import fold_snapshots
+
+    last = small_transactions["ts"].max().date()
+    days = [last - dt.timedelta(days=i) for i in range(5, -1, -1)]
+    kept, state = fold_snapshots(None, small_transactions, days)
+    handed: dict[dt.date, pl.DataFrame] = {}
+    none_kept, state_after = fold_snapshots(None, small_transactions, days, write_day=handed.__setitem__)
+    assert none_kept == [] and list(handed) == days
+    for day, frame in zip(days, kept, strict=True):
+        # Equal up to the order polars sums in (two runs that both keep every day differ there too).
+        assert_frame_equal(handed[day].sort("customer_id"), frame.sort("customer_id"))
+    assert_frame_equal(state_after.sort("customer_id"), state.sort("customer_id"))
