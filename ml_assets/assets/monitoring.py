@@ -21,7 +21,6 @@ from lib.drift_report import (
 )
 from lib.export import onnx_churn_probability
 from lib.features import WINDOW_DAYS
-from lib.frames import split_by_day
 from lib.progress import Ticker
 from ml_assets.champion import Champion, current_champion
 from ml_assets.metadata import markdown_table
@@ -31,6 +30,7 @@ from resources import ArtifactStore, Lake, MissingPartitionError, ModelRegistry
 from resources.registry import ModelVersion, RegistryError
 
 CUSTOMER_FEATURES = dg.AssetKey("customer_features")
+BATCH_PREDICTIONS = dg.AssetKey("batch_predictions")
 # Where each day's page (DAY.html) and verdict (DAY.json) go; LATEST_MARKER names the newest day with a full report
 # for being the newest. LEGACY_LATEST: where an earlier version kept that day's report (emptied on the next run).
 REPORTS, LATEST_MARKER, LEGACY_LATEST = "drift_reports", "latest-day.txt", "drift_reports/latest"
@@ -71,12 +71,13 @@ class DriftConfig(dg.Config):
     owners=["team:ml-platform"],
     metadata={"partition_expr": "snapshot_date"},
     deps=["champion_model"],
+    # Read by the asset a day at a time (features and scores of 30 days at 10 M transactions a year are 8.4 M rows
+    # each): the IO manager would load every day of both at once.
+    ins={"customer_features": dg.AssetIn(dagster_type=dg.Nothing), "batch_predictions": dg.AssetIn(dagster_type=dg.Nothing)},
 )
 def drift_report(
     context: dg.AssetExecutionContext,
     config: DriftConfig,
-    customer_features: pl.DataFrame,
-    batch_predictions: pl.DataFrame,
     artifacts: ArtifactStore,
     registry: ModelRegistry,
     lake: Lake,
@@ -108,20 +109,18 @@ def drift_report(
     first_day = dt.date.fromisoformat(validated[0]) if validated else None
     columns = [*features, "prediction"]
     keys = ["customer_id", "snapshot_date"]
-    _check_scored(customer_features, batch_predictions, keys)
-    # Joined a day at a time: a range run never holds a second copy of every day's features.
-    features_by_day = split_by_day(customer_features, "snapshot_date")
-    scores_by_day = split_by_day(batch_predictions.select(*keys, "churn_probability"), "snapshot_date")
-    rows = []
     days = partition_days(context)
+    read = _DayReader(lake, [d.isoformat() for d in days], keys)
+    rows = []
     reported = lake.existing_partitions(dg.AssetKey("drift_report"))
     ticker = Ticker("drift_report", len(days), context.log.info)
     for done, day in enumerate(days):
         ticker.tick(done)
         key = day.isoformat()
-        if day not in features_by_day or day not in scores_by_day:
+        day_features, day_scores = read.day(key)
+        if day_features.is_empty() or day_scores.is_empty():
             raise dg.Failure(f"drift_report {key}: no scored customers on this day; there is nothing to compare")
-        part = active_customers(features_by_day[day].join(scores_by_day[day], on=keys, how="inner"))
+        part = active_customers(day_features.join(day_scores, on=keys, how="inner"))
         current = sample_rows(
             part.select(*features, pl.col("churn_probability").alias("prediction")).to_pandas(), config.max_current_rows, seed=13
         )
@@ -132,9 +131,9 @@ def drift_report(
         report = _report(artifacts, key, result, (ref_frame, current, reference_name), config.render_every_day, latest)
         # Labels need every customer scored that day, not only the active ones.
         performance = matured_performance(
-            day, features_by_day[day], champion.horizon_days, config.max_roc_auc_drop, lake, registry, config.contact_budget
+            day, day_features, champion.horizon_days, config.max_roc_auc_drop, lake, registry, config.contact_budget
         )
-        business = todays_list(features_by_day[day], scores_by_day[day], keys, config.contact_budget)
+        business = todays_list(day_features, day_scores, keys, config.contact_budget)
         rows += [(day, c, result.column_scores[c], result.drifted(c)) for c in columns]
         metadata = {
             **_verdict_metadata(result, config.drift_share_threshold),
@@ -218,12 +217,28 @@ def _demote_previous_latest(artifacts: ArtifactStore, key: str) -> None:
         artifacts.put_named(REPORTS, f"{previous}.json", verdict_record(result, previous, reference, None))
 
 
-def _check_scored(customer_features: pl.DataFrame, batch_predictions: pl.DataFrame, keys: list[str]) -> None:
-    unscored = customer_features.select(keys).join(batch_predictions.select(keys), on=keys, how="anti").height
-    if unscored:
-        raise dg.Failure(
-            f"drift_report: {unscored} customers have features but no prediction; re-materialize batch_predictions for these days"
+class _DayReader:
+    """The run's days of features and scores from the lake, one day at a time; before any, the check that every
+    customer with features was scored (keys only, every day: fails before anything is reported)."""
+
+    def __init__(self, lake: Lake, days: list[str], keys: list[str]) -> None:
+        self.lake, self.keys = lake, keys
+        needed = " (needed by drift_report)"
+        unscored = (
+            lake.read_partitions(CUSTOMER_FEATURES, days, needed_by=needed, columns=keys)
+            .join(lake.read_partitions(BATCH_PREDICTIONS, days, needed_by=needed, columns=keys), on=keys, how="anti")
+            .height
         )
+        if unscored:
+            raise dg.Failure(
+                f"drift_report: {unscored} customers have features but no prediction; re-materialize batch_predictions for these days"
+            )
+
+    def day(self, key: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(the day's features, its scores: customer_id, snapshot_date, churn_probability)."""
+        needed = " (needed by drift_report)"
+        features = self.lake.read_partitions(CUSTOMER_FEATURES, [key], needed_by=needed)
+        return features, self.lake.read_partitions(BATCH_PREDICTIONS, [key], needed_by=needed, columns=[*self.keys, "churn_probability"])
 
 
 class _References:
@@ -333,7 +348,7 @@ def matured_performance(
     if horizon_days is None:
         return {"performance_status": "the champion records no label horizon; retrain (training_job) to judge matured scores"}
     when = scored_day(day, horizon_days)
-    key = dg.AssetKey("batch_predictions")
+    key = BATCH_PREDICTIONS
     if when.isoformat() not in set(lake.existing_partitions(key)):
         return {"performance_status": f"no scores on {when} to evaluate yet", "label_horizon_days": horizon_days}
     scored = lake.read_partitions(key, [when.isoformat()])
