@@ -231,7 +231,8 @@ class FeatureStoreResource(dg.ConfigurableResource):
         store, service = self.store(), self.feature_service()
         for chunk in entities.sort("event_timestamp").iter_slices(max(1, self.historical_chunk_rows)):
             entity_df = chunk.with_columns(pl.col("event_timestamp").dt.replace_time_zone("UTC")).to_pandas()
-            served = pl.from_pandas(store.get_historical_features(entity_df=entity_df, features=service).to_df())
+            # Arrow straight into polars: the same columns, types and values as through pandas, one copy fewer.
+            served = pl.DataFrame(store.get_historical_features(entity_df=entity_df, features=service).to_arrow())
             del entity_df
             yield chunk, served.with_columns(pl.col("event_timestamp").dt.replace_time_zone(None).dt.cast_time_unit("us"))
 

@@ -180,7 +180,9 @@ class _DayWriter:
         # Per day: one hash of a day's customers instead of one over (customer, day) for the whole range.
         self.duplicates += int(part["customer_id"].is_duplicated().sum())
         means = (
-            {c: round(float(part[c].mean()), 4) for c in ("recency_days", "tx_count_30d", "spend_30d", "avg_basket")} if part.height else {}
+            {c: round(float(part.select(pl.col(c).mean()).item()), 4) for c in ("recency_days", "tx_count_30d", "spend_30d", "avg_basket")}
+            if part.height
+            else {}
         )
         self.metadata[day] = {
             **frame_metadata(part, FEATURE_DESCRIPTIONS),
