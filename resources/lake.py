@@ -62,14 +62,19 @@ class Lake(dg.ConfigurableResource):
         tmp.rename(path)
 
     def read_partitions(
-        self, key: dg.AssetKey, partitions: list[str], needed_by: str = "", columns: list[str] | None = None
+        self, key: dg.AssetKey, partitions: list[str], needed_by: str = "", columns: list[str] | None = None, where_present: bool = False
     ) -> pl.DataFrame:
+        """Every partition's rows (``columns`` only, when given; with ``where_present`` those of them each file has)."""
         frames = []
         missing = []
         for partition in partitions:
             path = self.path_for(key, partition, ".parquet")
             try:
-                frames.append(pl.read_parquet(path.read_bytes(), columns=columns))
+                data = path.read_bytes()
+                wanted = columns
+                if columns is not None and where_present:
+                    wanted = [c for c in columns if c in pl.read_parquet_schema(io.BytesIO(data))]
+                frames.append(pl.read_parquet(data, columns=wanted))
             except FileNotFoundError:
                 missing.append(partition)
         if missing:

@@ -22,6 +22,8 @@ FEATURES = dg.AssetKey("customer_features")
 # The carried per-customer state, one parquet per day a run ended on (not an asset: an internal of customer_features).
 STATE = dg.AssetKey("customer_features_state")
 STATES_KEPT = 8
+# What the state is built from (lib.history.state_from_history); quantity and channel only where the source has them.
+STATE_COLUMNS = ("customer_id", "ts", "amount", "quantity", "channel")
 
 FEATURE_DESCRIPTIONS = {
     "customer_id": "Customer identifier.",
@@ -221,8 +223,11 @@ def _state_before(day: dt.date, lake: Lake, channels: tuple[str, ...]) -> tuple[
     history = [p for p in lake.existing_partitions(VALIDATED) if p <= before]
     if not history:
         return empty_state(channels), "empty: no validated day before it"
-    # Only the columns the state needs: the whole history is read once, then carried.
-    frames = lake.read_partitions(VALIDATED, history, needed_by=" (rebuilding customer_features_state)")
+    # Only the columns the state needs: the whole history is read once, then carried (at 10 M transactions a year, all
+    # columns of 335 days took the features run to 4.6 GB).
+    frames = lake.read_partitions(
+        VALIDATED, history, needed_by=" (rebuilding customer_features_state)", columns=list(STATE_COLUMNS), where_present=True
+    )
     frames = frames.filter(pl.col("ts") < cutoff_for(day - dt.timedelta(days=1)))
     return state_from_history(frames, channels), f"rebuilt from {len(history)} validated days"
 

@@ -99,6 +99,20 @@ def test_lake_names_missing_partitions(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+def test_lake_reads_the_asked_columns_each_partition_has(tmp_path: Path) -> None:
+    """The state rebuild asks for quantity and channel, which a source without them never wrote: null there, no error."""
+    lake = Lake(root=str(tmp_path))
+    key = dg.AssetKey("validated_transactions")
+    lake.write_parquet(lake.path_for(key, "2025-01-01", ".parquet"), pl.DataFrame({"customer_id": ["a"], "amount": [1.0], "note": ["x"]}))
+    lake.write_parquet(
+        lake.path_for(key, "2025-01-02", ".parquet"), pl.DataFrame({"customer_id": ["b"], "amount": [2.0], "channel": ["web"]})
+    )
+    got = lake.read_partitions(key, ["2025-01-01", "2025-01-02"], columns=["customer_id", "amount", "channel"], where_present=True)
+    assert got.columns == ["customer_id", "amount", "channel"] and got["channel"].to_list() == [None, "web"]
+    with pytest.raises(pl.exceptions.ColumnNotFoundError):
+        lake.read_partitions(key, ["2025-01-01"], columns=["customer_id", "channel"])
+
+
 def test_split_by_day_keeps_every_row_in_its_day_and_order() -> None:
     ts = [dt.datetime(2025, 1, 2, 5), dt.datetime(2025, 1, 1), dt.datetime(2025, 1, 2, 1), dt.datetime(2025, 1, 1, 3)]
     unsorted = pl.DataFrame({"ts": ts, "x": [1, 2, 3, 4]})
