@@ -438,11 +438,14 @@ class FeatureValidation:
     def __init__(self, feature_columns: Iterable[str], chunk_rows: int = 1_000_000) -> None:
         self.columns, self.chunk_rows = list(feature_columns), chunk_rows
         self.held: list[pl.DataFrame] = []
+        self.held_rows = 0
         self.per_chunk: list[list[Outcome]] = []
 
     def add(self, day: pl.DataFrame) -> None:
-        self.held.append(day)
-        if sum(f.height for f in self.held) >= self.chunk_rows:
+        if day.height:
+            self.held.append(day)
+            self.held_rows += day.height
+        if self.held_rows >= self.chunk_rows:
             self._validate()
 
     def outcomes(self) -> list[Outcome]:
@@ -450,10 +453,9 @@ class FeatureValidation:
         return merge_outcomes(self.per_chunk) if self.per_chunk else []
 
     def _validate(self) -> None:
-        frame = pl.concat([f for f in self.held if f.height], how="vertical") if any(f.height for f in self.held) else None
-        self.held = []
-        if frame is not None:
-            self.per_chunk.append(validate_features(frame, self.columns, self.chunk_rows))
+        if self.held:
+            self.per_chunk.append(validate_features(pl.concat(self.held, how="vertical"), self.columns, self.chunk_rows))
+        self.held, self.held_rows = [], 0
 
 
 def merge_outcomes(per_chunk: list[list[Outcome]]) -> list[Outcome]:

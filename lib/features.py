@@ -266,7 +266,6 @@ def fold_snapshots(
             frames.append(frame)
         else:
             write_day(day, frame)
-        del frame
         if on_day is not None:
             on_day(done, rows)
     return frames, state

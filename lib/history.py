@@ -51,6 +51,10 @@ def fits(state: pl.DataFrame, channels: tuple[str, ...]) -> bool:
     return dict(state.schema) == state_schema(channels)
 
 
+# The transaction columns a state is built from; quantity and channel only where the source has them.
+STATE_INPUTS = ("customer_id", "ts", "amount", "quantity", "channel")
+
+
 def state_from_history(transactions: pl.DataFrame | pl.LazyFrame, channels: tuple[str, ...]) -> pl.DataFrame:
     """The state of every customer in ``transactions`` (columns customer_id, ts, amount; quantity and channel when present)."""
     lf = transactions.lazy()

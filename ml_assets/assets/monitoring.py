@@ -221,12 +221,13 @@ class _DayReader:
     """The run's days of features and scores from the lake, one day at a time; before any, the check that every
     customer with features was scored (keys only, every day: fails before anything is reported)."""
 
+    NEEDED = " (needed by drift_report)"
+
     def __init__(self, lake: Lake, days: list[str], keys: list[str]) -> None:
         self.lake, self.keys = lake, keys
-        needed = " (needed by drift_report)"
         unscored = (
-            lake.read_partitions(CUSTOMER_FEATURES, days, needed_by=needed, columns=keys)
-            .join(lake.read_partitions(BATCH_PREDICTIONS, days, needed_by=needed, columns=keys), on=keys, how="anti")
+            lake.read_partitions(CUSTOMER_FEATURES, days, needed_by=self.NEEDED, columns=keys)
+            .join(lake.read_partitions(BATCH_PREDICTIONS, days, needed_by=self.NEEDED, columns=keys), on=keys, how="anti")
             .height
         )
         if unscored:
@@ -236,9 +237,10 @@ class _DayReader:
 
     def day(self, key: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         """(the day's features, its scores: customer_id, snapshot_date, churn_probability)."""
-        needed = " (needed by drift_report)"
-        features = self.lake.read_partitions(CUSTOMER_FEATURES, [key], needed_by=needed)
-        return features, self.lake.read_partitions(BATCH_PREDICTIONS, [key], needed_by=needed, columns=[*self.keys, "churn_probability"])
+        features = self.lake.read_partitions(CUSTOMER_FEATURES, [key], needed_by=self.NEEDED)
+        return features, self.lake.read_partitions(
+            BATCH_PREDICTIONS, [key], needed_by=self.NEEDED, columns=[*self.keys, "churn_probability"]
+        )
 
 
 class _References:
