@@ -7,6 +7,7 @@ import sys
 
 from benchmarks import (
     bench_backfill,
+    bench_backtest,
     bench_chain,
     bench_drift,
     bench_erasure,
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_steps,
         bench_scoring,
         bench_explain,
+        bench_backtest,
         bench_rollout,
         bench_features,
         bench_quality,

@@ -143,35 +143,64 @@ def run_backtest(name: str, frame: pl.DataFrame, folds: list[Fold], scorer: Scor
     return Backtest(name, rows, scored=kept)
 
 
-def baseline_scorers(horizon_days: int) -> dict[str, Scorer]:
-    """Recency alone, and each of BG/NBD's rankings (``bgnbd_<ranking>``), fitted at the cutoff on the cutoff's own
-    (x, t_x, T): no label is used, so that is fair. One fit per cutoff serves every ranking."""
-    from lib.baselines import RANKINGS, bgnbd_inputs, fit_bgnbd, recency_scores
+def bgnbd_fits(frame: pl.DataFrame, folds: list[Fold]) -> dict[str, dict[str, float]]:
+    """BG/NBD fitted at each cutoff on the cutoff's own (x, t_x, T), as plain parameters by cutoff day: fitted once for
+    every ranking, the baseline's record and each candidate's margin (no label is used, so that is fair)."""
+    from lib.baselines import bgnbd_inputs, fit_bgnbd
 
-    fitted: dict[Any, Any] = {}
+    fits = {}
+    for fold in folds:
+        cutoff = frame.filter(pl.col("snapshot_date") == fold.cutoff)
+        if cutoff.height:
+            fits[fold.cutoff.isoformat()] = fit_bgnbd(*bgnbd_inputs(cutoff)).as_dict()
+    return fits
+
+
+def baseline_scorers(horizon_days: int, fits: dict[str, dict[str, float]] | None = None) -> dict[str, Scorer]:
+    """Recency alone, and each of BG/NBD's rankings (``bgnbd_<ranking>``) with BG/NBD as ``fits`` holds it for the
+    cutoff (``bgnbd_fits``), fitted here on the cutoff's own customers for a cutoff it lacks."""
+    from lib.baselines import RANKINGS, bgnbd_from_dict, bgnbd_inputs, fit_bgnbd, recency_scores
+
+    fitted = {cutoff: bgnbd_from_dict(params) for cutoff, params in (fits or {}).items()}
 
     def ranking(name: str) -> Scorer:
         def score(fit: pl.DataFrame, valid: pl.DataFrame, scored: pl.DataFrame) -> np.ndarray:
-            key = (scored["snapshot_date"].max(), scored.height)
-            if key not in fitted:
-                fitted[key] = fit_bgnbd(*bgnbd_inputs(scored))
-            return RANKINGS[name](fitted[key], *bgnbd_inputs(scored), float(horizon_days))
+            cutoff = cast(dt.date, scored["snapshot_date"].max()).isoformat()
+            if cutoff not in fitted:
+                fitted[cutoff] = fit_bgnbd(*bgnbd_inputs(scored))
+            return RANKINGS[name](fitted[cutoff], *bgnbd_inputs(scored), float(horizon_days))
 
         return score
 
     return {"recency": lambda fit, valid, scored: recency_scores(scored), **{f"bgnbd_{n}": ranking(n) for n in RANKINGS}}
 
 
-def baseline_backtests(frame: pl.DataFrame, folds: list[Fold], horizon_days: int) -> tuple[list[Backtest], dict[str, float]]:
+def baseline_backtests(
+    frame: pl.DataFrame, folds: list[Fold], horizon_days: int, fits: dict[str, dict[str, float]] | None = None
+) -> tuple[list[Backtest], dict[str, float]]:
     """Recency and BG/NBD on the folds, BG/NBD as the strongest of its rankings (named in ``variant``), and each
     ranking's mean backtest ROC-AUC: the gate compares with the strongest baseline there is, not a convenient one."""
-    results = {name: run_backtest(name, frame, folds, scorer) for name, scorer in baseline_scorers(horizon_days).items()}
+    results = {name: run_backtest(name, frame, folds, scorer) for name, scorer in baseline_scorers(horizon_days, fits).items()}
     rankings = {name.removeprefix("bgnbd_"): r for name, r in results.items() if name.startswith("bgnbd_")}
     scored = {n: r for n, r in rankings.items() if r.folds}
     best = max(scored, key=lambda n: scored[n].roc_auc) if scored else "p_no_purchase"
     chosen = rankings[best]
     bgnbd = Backtest("bgnbd", chosen.folds, variant=best, scored=chosen.scored)
     return [results["recency"], bgnbd], {n: r.roc_auc for n, r in rankings.items()}
+
+
+def bgnbd_backtest(
+    frame: pl.DataFrame, folds: list[Fold], horizon_days: int, ranking: str | None, fits: dict[str, dict[str, float]]
+) -> Backtest:
+    """BG/NBD's backtest as the baseline judged it (its ``ranking``, its ``fits`` by cutoff), re-scored without
+    refitting: what each candidate's margin is paired with. Without a ranking (a record from before rankings were
+    stored) every ranking is run again to find it."""
+    from lib.baselines import RANKINGS
+
+    if ranking not in RANKINGS:
+        return baseline_backtests(frame, folds, horizon_days, fits)[0][1]
+    result = run_backtest("bgnbd", frame, folds, baseline_scorers(horizon_days, fits)[f"bgnbd_{ranking}"])
+    return Backtest("bgnbd", result.folds, variant=ranking, scored=result.scored)
 
 
 def comparison_table(results: list[Backtest]) -> pl.DataFrame:

@@ -79,7 +79,9 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> BgNbd:
         raise ValueError("fit_bgnbd: no customers to fit")
     if data.filter((pl.col("x") < 0) | (pl.col("t_x") < 0) | (pl.col("t_x") > pl.col("T"))).height:
         raise ValueError("fit_bgnbd: need x >= 0 and 0 <= t_x <= T for every customer")
-    grouped = data.group_by("x", "t_x", "T").len()
+    # Sorted: polars groups in whatever order its threads finish, and a different order of the weighted sum moves
+    # the optimizer's path, so the same customers would fit to parameters differing in the sixth digit.
+    grouped = data.group_by("x", "t_x", "T").len().sort("x", "t_x", "T")
     gx, gt_x, g_t = (grouped[c].to_numpy() for c in ("x", "t_x", "T"))
     weight = grouped["len"].to_numpy().astype(float)
     start = np.log([1.0, max(float(np.mean(big_t)), 1e-3), 1.0, 1.0])

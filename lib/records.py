@@ -61,6 +61,8 @@ class BaselineRecord(ModelRecord):
     baselines: dict[str, dict[str, Any]] = Field(default_factory=dict)
     best: str | None = None
     best_backtest_roc_auc: float | None = None
+    # BG/NBD's parameters as fitted at each cutoff (by cutoff day): candidates pair their backtest with these, unrefitted.
+    bgnbd_fits: dict[str, dict[str, float]] = Field(default_factory=dict)
 
 
 class ChampionDecision(BaseModel):

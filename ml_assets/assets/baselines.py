@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from lib.backtest import Backtest, Fold, backtest_folds, label_horizon
+from lib.backtest import Backtest, backtest_folds, label_horizon
 from lib.features import model_features
 from lib.records import Artifact, BaselineRecord
 from lib.training import feature_matrix
@@ -44,16 +44,15 @@ def baseline_model(
     others, it becomes champion when no learned model beats the baselines, so
     scoring always has the best model there is and never a worse one.
     """
-    from lib.backtest import baseline_backtests
-    from lib.baselines import bgnbd_inputs, fit_bgnbd
+    from lib.backtest import baseline_backtests, bgnbd_fits
+    from lib.baselines import bgnbd_inputs, bgnbd_matrix_scores, fit_bgnbd
 
     folds = backtest_folds(training_set)
     horizon = label_horizon(training_set)
-    results, rankings = baseline_backtests(training_set, folds, horizon)
+    fits = bgnbd_fits(training_set, folds)
+    results, rankings = baseline_backtests(training_set, folds, horizon, fits)
     scored = [r for r in results if r.folds]
     best = max(scored, key=lambda r: r.roc_auc) if scored else None
-    fits = _fits_by_cutoff(training_set, folds)
-    from lib.baselines import bgnbd_matrix_scores
 
     features = list(model_features(training_set))
     newest = training_set.filter(pl.col("snapshot_date") == training_set["snapshot_date"].max())
@@ -88,6 +87,7 @@ def baseline_model(
         baselines={r.name: {**r.metrics(), "folds": r.folds, **({"ranking": r.variant} if r.variant else {})} for r in results},
         best=best.name if best else None,
         best_backtest_roc_auc=best.roc_auc if best else None,
+        bgnbd_fits=fits,
         # The BG/NBD model version, exported to ONNX by bgnbd_onnx like the learned models.
         model_version=version,
         kind="bgnbd",
@@ -125,18 +125,6 @@ def _metadata(
         "best_baseline": best.name if best else "none",
         "best_backtest_roc_auc": best.roc_auc if best else float("nan"),
         "backtest": dg.MetadataValue.md(markdown_table(comparison_table(results)) if scored else "_no cutoff with matured labels_"),
-        "bgnbd_parameters_by_cutoff": dg.MetadataValue.json(fits),
+        "bgnbd_parameters_by_cutoff": dg.MetadataValue.json({c: {k: round(v, 4) for k, v in p.items()} for c, p in fits.items()}),
         "horizon_days": horizon,
     }
-
-
-def _fits_by_cutoff(training_set: pl.DataFrame, folds: list[Fold]) -> dict[str, dict[str, float]]:
-    """BG/NBD's parameters as fitted at each backtest cutoff (shown beside the backtest)."""
-    from lib.baselines import bgnbd_inputs, fit_bgnbd
-
-    fits = {}
-    for fold in folds:
-        cutoff = training_set.filter(pl.col("snapshot_date") == fold.cutoff)
-        if cutoff.height:
-            fits[fold.cutoff.isoformat()] = {k: round(v, 4) for k, v in fit_bgnbd(*bgnbd_inputs(cutoff)).as_dict().items()}
-    return fits

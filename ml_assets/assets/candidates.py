@@ -10,7 +10,7 @@ import polars as pl
 
 from lib.backtest import backtest_folds, label_horizon
 from lib.features import model_features
-from lib.records import ModelRecord
+from lib.records import BaselineRecord, ModelRecord
 from ml_assets.metadata import figure_markdown, markdown_table, plots_of
 from resources import ArtifactStore, ExperimentTracker, ModelRegistry, TrackedModel
 
@@ -98,15 +98,21 @@ def splits(training_set: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.D
     return train, valid, test
 
 
-def backtest_figures(name: str, training_set: pl.DataFrame, scorer: Any) -> tuple[dict[str, float], dict[str, Any]]:
+def backtest_figures(
+    name: str, training_set: pl.DataFrame, scorer: Any, baseline: BaselineRecord
+) -> tuple[dict[str, float], dict[str, Any]]:
     """The headline: mean ROC-AUC and PR-AUC over the out-of-time cutoffs, the per-cutoff table, and the margin over
-    BG/NBD (its strongest ranking, as the gate sees it) with a paired bootstrap interval on the same scored rows."""
-    from lib.backtest import baseline_backtests, comparison_table, run_backtest
+    BG/NBD (its strongest ranking, as the gate sees it) with a paired bootstrap interval on the same scored rows.
+
+    BG/NBD is the baseline's own: its ranking and its fit at each cutoff come from ``baseline`` (``baseline_model``),
+    so it is re-scored here, not refitted."""
+    from lib.backtest import bgnbd_backtest, comparison_table, run_backtest
     from lib.margin import paired_margin
 
     folds = backtest_folds(training_set)
     result = run_backtest(name, training_set, folds, scorer)
-    _, bgnbd = baseline_backtests(training_set, folds, label_horizon(training_set))[0]
+    ranking = baseline.baselines.get("bgnbd", {}).get("ranking")
+    bgnbd = bgnbd_backtest(training_set, folds, label_horizon(training_set), ranking, baseline.bgnbd_fits)
     margin = paired_margin([(y, s, b) for (y, s), (_, b) in zip(result.scored, bgnbd.scored, strict=True)])
     metrics = {**result.metrics(), **margin.as_metrics("backtest_margin_vs_bgnbd")}
     metadata: dict[str, Any] = dict(metrics)

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from lib.backtest import label_horizon
 from lib.features import model_features
-from lib.records import Artifact, ModelRecord
+from lib.records import Artifact, BaselineRecord, ModelRecord
 from lib.torch_net import TorchTrainConfig
 from lib.training import feature_matrix, search_grid, train_lgbm
 from ml_assets.assets.candidates import backtest_figures, evaluate, splits, store_and_register, track_candidate
@@ -67,6 +67,7 @@ def lgbm_model(
     context: dg.AssetExecutionContext,
     config: LgbmConfig,
     training_set: pl.DataFrame,
+    baseline_model: BaselineRecord,
     artifacts: ArtifactStore,
     registry: ModelRegistry,
     tracker: ExperimentTracker,
@@ -104,7 +105,7 @@ def lgbm_model(
         m = train_lgbm(fit, valid, params, config.num_boost_round, config.early_stopping_rounds, [chosen])
         return load_booster(m.model_text).predict(feature_matrix(scored))
 
-    backtest, backtest_md = backtest_figures("lgbm_model", training_set, fold_model)
+    backtest, backtest_md = backtest_figures("lgbm_model", training_set, fold_model, baseline_model)
     metrics = {**backtest, **metrics}
     registered = {**chosen, "best_iteration": model.best_iteration}
     ref, version = store_and_register(
@@ -156,6 +157,7 @@ def torch_model(
     context: dg.AssetExecutionContext,
     config: TorchConfig,
     training_set: pl.DataFrame,
+    baseline_model: BaselineRecord,
     artifacts: ArtifactStore,
     registry: ModelRegistry,
     tracker: ExperimentTracker,
@@ -190,7 +192,7 @@ def torch_model(
         fold = train_net(feature_matrix(fit), fit["churned"].to_numpy(), feature_matrix(valid), valid["churned"].to_numpy(), settings)
         return predict_proba(load_net(fold.state, fold.architecture), feature_matrix(scored))
 
-    backtest, backtest_md = backtest_figures("torch_model", training_set, fold_model)
+    backtest, backtest_md = backtest_figures("torch_model", training_set, fold_model, baseline_model)
     metrics = {**backtest, **metrics}
     params = {**net.architecture, **{k: getattr(settings, k) for k in ("learning_rate", "weight_decay", "batch_size", "seed")}}
     params["best_epoch"] = net.best_epoch

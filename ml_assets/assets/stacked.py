@@ -71,7 +71,9 @@ def stacked_model(
         context.log.warning(f"stacked_model: {how}")
     metrics, evaluation = evaluate("stacked_model", test, scores, config.min_roc_auc)
 
-    backtest, backtest_md = backtest_figures("stacked_model", training_set, stack_scorer(_fold_learner(lgbm_model), horizon))
+    backtest, backtest_md = backtest_figures(
+        "stacked_model", training_set, stack_scorer(_fold_learner(lgbm_model), horizon), baseline_model
+    )
     metrics = {**backtest, **metrics}
     component = {"lightgbm": lgbm_model.model_version, "bgnbd": baseline_model.model_version}
     data = pack(model_text, bgnbd_params, stack, horizon, features, component)

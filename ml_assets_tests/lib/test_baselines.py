@@ -123,6 +123,40 @@ def test_a_fold_never_scores_what_it_trained_on() -> None:
     assert result.metrics()["backtest_cutoffs"] == 1.0 and 0.0 <= result.roc_auc <= 1.0
 
 
+def test_candidates_pair_with_the_baselines_own_bgnbd_without_refitting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A candidate's margin is paired with BG/NBD as `baseline_model` judged it: its ranking and its fit at each cutoff,
+    carried through the record as JSON, give the same folds and scored rows as running every baseline again."""
+    import json
+
+    import lib.baselines
+    from lib.backtest import bgnbd_backtest, bgnbd_fits, labelled_snapshots, weekly_snapshots
+    from lib.datagen import RetailConfig, generate_retail, retail_as_transactions
+    from lib.features import feature_columns
+
+    start, end = dt.date(2024, 1, 1), dt.date(2025, 6, 30)
+    tx = retail_as_transactions(generate_retail(RetailConfig(start=start, end=end, customers=2_000, seed=5)))
+    days = weekly_snapshots(start, end - dt.timedelta(days=30), 20, 180)
+    frame = labelled_snapshots(tx, days, 30, feature_columns({"quantity"}))
+    folds = plan_backtest(days, 30, 3, 28)
+    fits = json.loads(json.dumps(bgnbd_fits(frame, folds)))
+    assert sorted(fits) == [f.cutoff.isoformat() for f in folds]
+    (_, judged), _ = baseline_backtests(frame, folds, 30, fits)
+    (_, fresh), _ = baseline_backtests(frame, folds, 30)
+    assert judged.folds == fresh.folds and judged.variant == fresh.variant
+
+    def no_fit(*args: object) -> None:
+        raise AssertionError("BG/NBD refitted")
+
+    monkeypatch.setattr(lib.baselines, "fit_bgnbd", no_fit)
+    again = bgnbd_backtest(frame, folds, 30, judged.variant, fits)
+    assert again.folds == judged.folds and again.variant == judged.variant
+    for (y1, s1), (y2, s2) in zip(again.scored, judged.scored, strict=True):
+        assert np.array_equal(y1, y2) and np.array_equal(s1, s2)
+    monkeypatch.undo()
+    # A record from before the ranking was stored: every ranking is run again and the strongest chosen.
+    assert bgnbd_backtest(frame, folds, 30, None, {}).folds == fresh.folds
+
+
 @pytest.mark.parametrize("horizon", [90, 30])
 def test_the_model_beats_recency_and_bgnbd_out_of_time_on_a_retail_log(horizon: int) -> None:
     """The retail profile (most customers buy once, heavy-tailed spend): LightGBM on the whole-history

@@ -148,6 +148,46 @@ def test_path_shapley_is_exact_over_every_order_and_for_additive_functions_over_
     assert sampled_orders(12) == orders
 
 
+def test_steps_that_change_nothing_are_not_evaluated_and_the_values_stay_exact() -> None:
+    """Most customers sit at the reference on many features (nothing bought in a window, a zero share): those steps
+    leave the row as it was, so the walk credits them 0 without evaluating the model, and stops evaluating after a
+    row's last change (the row itself, scored once). The values are still every order's exact Shapley values."""
+    import itertools
+    from math import factorial
+
+    rng = np.random.default_rng(7)
+    ref = np.array([0.5, 0.0, 1.0, 2.0], dtype=np.float32)
+    m = rng.normal(size=(300, 4)).astype(np.float32)
+    at_ref = rng.random((300, 4)) < 0.5
+    m[at_ref] = np.broadcast_to(ref, m.shape)[at_ref]
+    evaluated = [0]
+
+    def f(z: np.ndarray) -> np.ndarray:
+        evaluated[0] += len(z)
+        z = z.astype(np.float64)
+        return z[:, 0] * z[:, 1] * z[:, 2] + np.tanh(z[:, 3] - z[:, 0])
+
+    e = path_shapley(f, m, ref, range(4), sampled_orders(4))
+    # Shapley's formula, subset by subset, for each row.
+    expected = np.zeros((300, 4))
+    for j in range(4):
+        others = [i for i in range(4) if i != j]
+        for size in range(4):
+            for subset in itertools.combinations(others, size):
+                weight = factorial(size) * factorial(3 - size) / factorial(4)
+                without = np.where(np.isin(np.arange(4), subset), m, ref).astype(np.float32)
+                with_j = np.where(np.isin(np.arange(4), [*subset, j]), m, ref).astype(np.float32)
+                expected[:, j] += weight * (f(with_j) - f(without))
+    assert np.max(np.abs(e.contributions - expected)) < 1e-9
+    assert not e.contributions[at_ref].any()
+    evaluated[0] = 0
+    path_shapley(f, m, ref, range(4), sampled_orders(4))
+    # Every step of 24 orders would be 24 x 4 x 300 rows; the start and the row itself are two evaluations more.
+    changed = (~at_ref).sum(axis=1)
+    needed = 24 * np.maximum(changed - 1, 0).sum() + 2 * 300
+    assert evaluated[0] <= needed < 24 * 4 * 300
+
+
 def test_top_reasons_are_the_largest_positive_contributions_in_words() -> None:
     features = ("recency_days", "spend_90d", "web_share", "n_country_values")
     c = np.array([[0.5, -0.1, 0.2, 0.9], [-1.0, -2.0, 0.1, -0.5], [0.3, 0.3, 0.0, 0.0]])
