@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> str:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--customers", type=int, default=30_000)
     args = parser.parse_args(argv)
     customers = 5_000 if args.quick else args.customers
     start, end, horizon = dt.date(2024, 1, 1), dt.date(2025, 6, 30), 30
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> str:
     frame = labelled_snapshots(tx, days, horizon, feature_columns({"quantity"}))
     folds = plan_backtest(days, horizon, 3, 28)
 
+    baseline_backtests(frame, folds[:1], horizon)  # imports and first calls, paid by neither path
     t0 = time.perf_counter()
     (_, before), _ = baseline_backtests(frame, folds, horizon)
     t1 = time.perf_counter()
