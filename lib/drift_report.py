@@ -11,7 +11,9 @@ A report now holds:
   differently (no significance test, ageing features included);
 - evidently's per-column drift plots (``ValueDrift``, the same method and
   threshold) for the columns that reached the threshold, counted or not, and
-  the churn score; on a quiet day, the ``QUIET_DETAIL`` closest ones;
+  the churn score, the farthest first and at most the drift report's
+  ``report_plots`` (a report asked for plots every one); on a quiet day, the
+  ``QUIET_DETAIL`` closest ones;
 - a reference to evidently's bundle and font stored once beside the reports
   (``lib_files``; evidently's own "folder" layout), not a copy in every page.
 
@@ -58,15 +60,18 @@ def bundle_name() -> str:
     return f"evidently-{evidently.__version__}.js"
 
 
-def detail_columns(result: DriftResult) -> list[str]:
-    """The columns whose plots the report carries: every one at or over the threshold (the churn score included),
-    or on a quiet day the ``QUIET_DETAIL`` closest to it."""
+def detail_columns(result: DriftResult, plots: int = 0) -> list[str]:
+    """The columns whose plots the report carries: the ones at or over the threshold (the churn score included), the
+    farthest first, at most ``plots`` of them (0: every one), or on a quiet day the ``QUIET_DETAIL`` closest to it.
+
+    Each plot is most of a report's cost (about a quarter of a second: evidently builds a plotly figure per column),
+    and a drift event moves many columns together; the verdict table names every one either way."""
     ranked = sorted(result.column_scores, key=lambda c: -result.column_scores[c])
     reached = [c for c in ranked if result.column_scores[c] >= result.threshold]
-    return reached or ranked[:QUIET_DETAIL]
+    return reached[: plots or None] or ranked[:QUIET_DETAIL]
 
 
-def verdict_table(result: DriftResult, day: str) -> str:
+def verdict_table(result: DriftResult, day: str, plotted: int | None = None) -> str:
     """The day's verdict as an HTML block: the reason and one row per column (escaped: column names are settings)."""
     rows = []
     for c in sorted(result.column_scores, key=lambda c: -result.column_scores[c]):
@@ -85,21 +90,30 @@ def verdict_table(result: DriftResult, day: str) -> str:
         f"<h2>Drift on {html.escape(day)}: {verdict}</h2><p>{html.escape(result.reason)}</p>"
         f"<p>Normed Wasserstein distance against the reference, threshold {result.threshold}; a column counts when its "
         f"permutation p-value is below {SIGNIFICANCE}. Plots below: {DRIFT_METHOD} drift of the columns that reached "
-        "the threshold (or, on a quiet day, the closest ones), tails capped as for the verdict.</p>"
+        f"the threshold (or, on a quiet day, the closest ones), tails capped as for the verdict{_plotted_note(result, day, plotted)}.</p>"
         '<table border="1" cellpadding="4" style="border-collapse: collapse">'
         "<tr><th>column</th><th>distance</th><th>p-value</th><th>counted</th></tr>" + "".join(rows) + "</table></div>"
     )
 
 
-def render_report(reference: pd.DataFrame, current: pd.DataFrame, result: DriftResult, day: str, lib_prefix: str) -> bytes:
-    """One standalone page: the verdict table, then evidently's drift plots of ``detail_columns``. The page loads
-    evidently's bundle and font from ``lib_prefix`` (a relative folder holding ``lib_files``)."""
+def _plotted_note(result: DriftResult, day: str, plotted: int | None) -> str:
+    """Says so when the plots leave out columns that reached the threshold."""
+    reached = sum(v >= result.threshold for v in result.column_scores.values())
+    if plotted is None or plotted >= reached:
+        return ""
+    return f"; the {plotted} farthest of the {reached} that reached it (<code>churn report drift {html.escape(day)}</code> plots every one)"
+
+
+def render_report(reference: pd.DataFrame, current: pd.DataFrame, result: DriftResult, day: str, lib_prefix: str, plots: int = 0) -> bytes:
+    """One standalone page: the verdict table, then evidently's drift plots of ``detail_columns`` (at most ``plots``,
+    0: every column that reached the threshold). The page loads evidently's bundle and font from ``lib_prefix`` (a
+    relative folder holding ``lib_files``)."""
     import base64
 
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
-    columns = detail_columns(result)
+    columns = detail_columns(result, plots)
     reference, current = cap_tails(reference, current, columns)
     definition = DataDefinition(numerical_columns=columns)
     ref = Dataset.from_pandas(reference[columns], data_definition=definition)
@@ -110,7 +124,7 @@ def render_report(reference: pd.DataFrame, current: pd.DataFrame, result: DriftR
     # evidently's single-file page inlines both; its folder layout references them instead, as here.
     page = page.replace(f"<script>{files[bundle_name()].decode()}</script>", f'<script src="{lib_prefix}{bundle_name()}"></script>', 1)
     page = page.replace(f"url(data:font/ttf;base64,{base64.b64encode(files[FONT]).decode()})", f"url({lib_prefix}{FONT})", 1)
-    return page.replace("<body>", "<body>" + verdict_table(result, day), 1).encode()
+    return page.replace("<body>", "<body>" + verdict_table(result, day, len(columns)), 1).encode()
 
 
 def verdict_record(result: DriftResult, day: str, reference: str, full_report: str | None) -> bytes:

@@ -54,6 +54,12 @@ class DriftConfig(dg.Config):
         description="The full HTML drift report (evidently's plots) for every day; by default drift events and the newest "
         "day have one, every other day a verdict page (`churn report drift DAY` adds the plots on demand).",
     )
+    report_plots: int = Field(
+        default=6,
+        ge=0,
+        description="A full report plots at most this many of the columns that reached the threshold, the farthest first "
+        "(about a quarter of a second each); 0 plots every one, as `churn report drift DAY` does. The verdict table names all.",
+    )
     max_roc_auc_drop: float = Field(
         default=0.05, description="Performance drift when matured ROC-AUC falls this far below the scoring model's backtest ROC-AUC."
     )
@@ -128,7 +134,8 @@ def drift_report(
         verdict = judged(first_day, day - dt.timedelta(days=config.reference_lag_days), WINDOW_DAYS)
         result = compute_drift(ref_frame, current, columns, config.column_threshold, config.drift_share_threshold, verdict)
         latest = day == days[-1] and key >= max(reported, default="")
-        report = _report(artifacts, key, result, (ref_frame, current, reference_name), config.render_every_day, latest)
+        samples = (ref_frame, current, reference_name)
+        report = _report(artifacts, key, result, samples, config.render_every_day, latest, config.report_plots)
         # Labels need every customer scored that day, not only the active ones.
         performance = matured_performance(
             day, day_features, champion.horizon_days, config.max_roc_auc_drop, lake, registry, config.contact_budget
@@ -154,13 +161,19 @@ def drift_report(
 
 
 def _report(
-    artifacts: ArtifactStore, key: str, result: DriftResult, samples: tuple[Any, Any, str], asked: bool, latest: bool
+    artifacts: ArtifactStore,
+    key: str,
+    result: DriftResult,
+    samples: tuple[Any, Any, str],
+    asked: bool,
+    latest: bool,
+    plots: int = 0,
 ) -> dict[str, Any]:
     """The day's page, so the UI's link works for every day (lib.drift_report).
 
     Drift events, asked-for days and the newest day get the full report
-    (the verdict and evidently's plots; building it is most of a day's
-    drift work); every other day gets the verdict page, a few kB. Each day's
+    (the verdict and evidently's plots of at most `report_plots` columns;
+    building it is most of a day's drift work); every other day gets the verdict page, a few kB. Each day's
     verdict is stored beside its page as JSON, which is what turns the
     previous newest day's full report into a verdict page once a newer day
     is reported, without its samples. evidently's bundle and font are
@@ -177,7 +190,7 @@ def _report(
         for name, data in lib_files().items():
             if name not in stored:
                 artifacts.put_named(f"{REPORTS}/{LIB_DIR}", name, data)
-        page = render_report(reference, current, result, key, f"{LIB_DIR}/")
+        page = render_report(reference, current, result, key, f"{LIB_DIR}/", plots)
     verdict = artifacts.put_named(REPORTS, f"{key}.json", verdict_record(result, key, reference_name, full))
     report = artifacts.put_named(REPORTS, f"{key}.html", page)
     if full == "latest":

@@ -9,7 +9,7 @@ import sys
 
 def cmd_report_drift(args: argparse.Namespace) -> int:
     """Re-runs `drift_report` for the day with `render_every_day`: the same samples (seeded), the same verdict, and
-    the full report in place of the verdict page; a new materialization of the day, kept when newer days are reported."""
+    the full report, with every column's plot, in place of the verdict page; a new materialization of the day, kept when newer days are reported."""
     import dagster as dg
 
     from ml_assets.pipeline import materialize_range
@@ -19,7 +19,8 @@ def cmd_report_drift(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"churn report drift: {args.day!r} is not a day (YYYY-MM-DD)", file=sys.stderr)
         return 2
-    config = {"ops": {"drift_report": {"config": {"render_every_day": True}}}}
+    # Asked for: the plot of every column that reached the threshold, not only the farthest `report_plots`.
+    config = {"ops": {"drift_report": {"config": {"render_every_day": True, "report_plots": 0}}}}
     with dg.DagsterInstance.get() as instance:
         result = materialize_range(["drift_report"], day, day, instance, run_config=config, log_level=args.log_level)
     metadata = next(m.metadata for m in result.asset_materializations_for_node("drift_report") if m.partition == day.isoformat())

@@ -48,6 +48,21 @@ def test_an_event_report_states_the_verdict_on_every_column_and_plots_only_those
     assert plotted == {"feature_1", "feature_2", "feature_5"}
 
 
+def test_a_report_plots_at_most_report_plots_columns_the_farthest_first_and_says_which() -> None:
+    ref, cur, columns = _samples({"feature_1": 1.9, "feature_2": 1.6, "feature_5": 1.4, "feature_6": 1.3})
+    result = compute_drift(ref, cur, columns, 0.1, 0.25)
+    reached = sorted((c for c in columns if result.column_scores[c] >= 0.1), key=lambda c: -result.column_scores[c])
+    assert len(reached) == 4
+    assert detail_columns(result, 2) == reached[:2] and detail_columns(result, 0) == detail_columns(result, 9) == reached
+    page = render_report(ref, cur, result, "2025-06-09", "_lib/", plots=2).decode()
+    assert set(re.findall(r"feature_\d", page[: page.index("<body>")])) == set(reached[:2])
+    # The verdict still names every column, and says the plots are the two farthest of four, and how to see all.
+    verdict = page[page.index("<body>") : page.index("</table>")]
+    assert all(f"<td>{c}</td>" in verdict for c in columns)
+    assert "the 2 farthest of the 4 that reached it" in verdict and "churn report drift 2025-06-09" in verdict
+    assert "farthest of the" not in render_report(ref, cur, result, "2025-06-09", "_lib/").decode()
+
+
 def test_a_quiet_report_plots_the_closest_columns_and_escapes_what_it_prints() -> None:
     ref, cur, columns = _samples({})
     ref, cur = ref.rename(columns={"feature_0": "<b>odd</b>"}), cur.rename(columns={"feature_0": "<b>odd</b>"})
