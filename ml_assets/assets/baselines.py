@@ -1,5 +1,6 @@
 """The classical baselines every candidate must beat out of time; BG/NBD registered as a model version."""
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -45,7 +46,7 @@ def baseline_model(
     scoring always has the best model there is and never a worse one.
     """
     from lib.backtest import baseline_backtests, bgnbd_fits
-    from lib.baselines import bgnbd_inputs, bgnbd_matrix_scores, fit_bgnbd
+    from lib.baselines import bgnbd_from_dict, bgnbd_inputs, bgnbd_matrix_scores, fit_bgnbd
 
     folds = backtest_folds(training_set)
     horizon = label_horizon(training_set)
@@ -55,8 +56,11 @@ def baseline_model(
     best = max(scored, key=lambda r: r.roc_auc) if scored else None
 
     features = list(model_features(training_set))
-    newest = training_set.filter(pl.col("snapshot_date") == training_set["snapshot_date"].max())
-    fitted = fit_bgnbd(*bgnbd_inputs(newest))
+    newest_day = training_set["snapshot_date"].max()
+    newest = training_set.filter(pl.col("snapshot_date") == newest_day)
+    # The newest snapshot is usually the last backtest cutoff: the same customers, so the same (deterministic) fit.
+    newest_fit = fits.get(newest_day.isoformat()) if isinstance(newest_day, dt.date) else None
+    fitted = bgnbd_from_dict(newest_fit) if newest_fit else fit_bgnbd(*bgnbd_inputs(newest))
     _, _, test = splits(training_set)
     bgnbd = next(r for r in results if r.name == "bgnbd")
     test_metrics, evaluation = evaluate(
