@@ -103,6 +103,29 @@ def test_onnx_export_matches_the_network_at_any_batch_size(trained) -> None:
         assert report.max_abs_diff < 1e-6, rows
 
 
+def test_scoring_in_bounded_calls_gives_each_row_its_own_score(trained, monkeypatch) -> None:
+    """Rows go to onnxruntime in calls of at most SHARD_MAX_ROWS (a session's arena keeps its largest call's buffers):
+    one worker or two, the scores are those of one call over every row, in the rows' order."""
+    import numpy as np
+
+    from lib import export
+    from lib.torch_net import load_net, net_to_onnx
+
+    net, _, (_, _, xv, _) = trained
+    session = export.onnx_session(net_to_onnx(load_net(net.state, net.architecture), xv.shape[1]))
+    rows = np.tile(xv, (-(-600 // len(xv)), 1))[:600]
+    whole = np.asarray(session.run(None, {export.ONNX_INPUT_NAME: np.ascontiguousarray(rows, dtype=np.float32)})[1][:, 1], dtype=np.float64)
+    calls: list[int] = []
+    run = session.run
+    monkeypatch.setattr(session, "run", lambda out, feed: calls.append(len(feed[export.ONNX_INPUT_NAME])) or run(out, feed), raising=False)
+    monkeypatch.setattr(export, "SHARD_MAX_ROWS", 64)
+    monkeypatch.setattr(export, "SHARD_MIN_ROWS", 100)
+    for workers in (1, 2):
+        calls.clear()
+        np.testing.assert_array_equal(export.onnx_churn_probability(session, rows, workers=workers), whole)
+        assert max(calls) <= 64 and sum(calls) == 600, (workers, calls)
+
+
 def test_holdout_split_is_by_customer_and_stable() -> None:
     from lib.training import split_holdout
 
