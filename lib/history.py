@@ -13,6 +13,7 @@ run, or after a gap) and is what the folded state is tested against.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import cast
 
 import polars as pl
@@ -124,3 +125,25 @@ def fold_day(state: pl.DataFrame, day_transactions: pl.DataFrame, channels: tupl
     if day_transactions.is_empty():
         return state
     return merge_states(state, state_from_history(day_transactions, channels))
+
+
+def state_in_stretches(stretches: Iterable[tuple[dt.date | None, pl.DataFrame]], channels: tuple[str, ...]) -> pl.DataFrame | None:
+    """The state of a history read a stretch at a time, oldest first: the same as ``state_from_history`` of it all,
+    holding one stretch at a time (a first run at 10 M transactions a year read 335 days at once).
+
+    Each stretch comes with the first day of the next one (None for the last): its rows dated on or after that day
+    wait for the next stretch, so every merge is of whole, consecutive days. None when a stretch holds a row dated
+    before a day already folded (files that do not follow the days): the caller builds the state from all of it.
+    """
+    state, carried, folded_until = empty_state(channels), None, None
+    for next_first, frame in stretches:
+        frame = frame.with_columns(pl.col("ts").cast(pl.Datetime("us")))
+        if carried is not None:
+            frame = pl.concat([carried, frame], how="diagonal_relaxed")
+        day = pl.col("ts").dt.date()
+        if folded_until is not None and frame.filter(day < folded_until).height:
+            return None
+        now, carried = (frame, None) if next_first is None else (frame.filter(day < next_first), frame.filter(day >= next_first))
+        state = merge_states(state, state_from_history(now, channels))
+        folded_until = next_first
+    return state

@@ -185,6 +185,38 @@ def test_the_carried_state_folded_day_by_day_equals_the_state_rebuilt_from_histo
         merge_states(state, early)
 
 
+def test_the_state_rebuilt_a_stretch_at_a_time_is_the_state_of_the_whole_history(small_transactions: pl.DataFrame) -> None:
+    """A first run rebuilds the carried state a stretch of days at a time (bounded memory): the same state as from all
+    of it, also when a file holds rows of the next day (they wait for the next stretch); a row older than what is
+    already folded cannot be merged exactly, so the caller is told to build it whole."""
+    from lib.features import DEFAULT_CHANNELS
+    from lib.history import state_from_history, state_in_stretches
+
+    days = sorted(small_transactions["ts"].dt.date().unique().to_list())
+    whole = state_from_history(small_transactions, DEFAULT_CHANNELS)
+    # Stretches of 4 days; each file also holds the first few rows of the next stretch's first day.
+    starts = days[::4]
+
+    def stretches(stray: bool = False):
+        for i, start in enumerate(starts):
+            nxt = starts[i + 1] if i + 1 < len(starts) else None
+            day = pl.col("ts").dt.date()
+            rows = small_transactions.filter((day >= start) & ((day < nxt) if nxt else pl.lit(True)))
+            if nxt is not None:  # the next stretch's first rows arrive early, in this file
+                rows = pl.concat([rows, small_transactions.filter(day == nxt).head(3)])
+            if i > 0:  # ... and are not in the next one again
+                rows = rows.filter(~pl.struct(rows.columns).is_in(small_transactions.filter(day == start).head(3).to_struct().implode()))
+            if stray and i == 2:  # a row of an earlier stretch, in a later file
+                rows = pl.concat([rows, small_transactions.filter(day == starts[0]).head(1)])
+            yield nxt, rows
+
+    assert sum(f.height for _, f in stretches()) == small_transactions.height
+    rebuilt = state_in_stretches(stretches(), DEFAULT_CHANNELS)
+    assert rebuilt is not None
+    same(rebuilt, whole)
+    assert state_in_stretches(stretches(stray=True), DEFAULT_CHANNELS) is None
+
+
 def test_population_is_everyone_with_a_purchase_or_the_configured_horizon() -> None:
     tx = _tx(
         [
