@@ -39,7 +39,7 @@ def write_card(
     from lib.evaluation import calibration_bins, calibration_figure, classification_metrics, png_base64, roc_pr_figure
     from lib.explain import explain, first_reason_summary
     from lib.export import onnx_churn_probability
-    from lib.model_card import CardFacts, card_html, permutation_importance
+    from lib.model_card import CardFacts, card_html, card_sample, permutation_importance
     from ml_assets.assets.features import FEATURE_DESCRIPTIONS
     from ml_assets.champion import explain_spec
 
@@ -52,6 +52,7 @@ def write_card(
     ]
     title = f"{champion.version}, test split ({len(y):,} rows)"
     spec = explain_spec(champion, artifacts)
+    explained = card_sample(len(y))
     facts = CardFacts(
         version=champion.version,
         kind=champion.kind,
@@ -72,7 +73,8 @@ def write_card(
         calibration=[{k: round(float(v), 4) for k, v in b.items()} for b in calibration_bins(y, scores)],
         business=business,
         reasons=reasons,
-        first_reasons=first_reason_summary(explain(spec, x).contributions, columns) if len(y) else [],
+        first_reasons=first_reason_summary(explain(spec, x[explained]).contributions, columns) if len(y) else [],
+        first_reasons_rows=len(explained) if len(explained) < len(y) else None,
         drift=_drift_since(lake, champion),
         figures={
             "ROC and precision-recall, test split": png_base64(roc_pr_figure(y, scores, title), dpi=80),

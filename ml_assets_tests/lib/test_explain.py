@@ -218,6 +218,25 @@ def test_the_first_reason_summary_counts_each_customers_first_reason() -> None:
     ]
 
 
+def test_the_model_card_explains_a_seeded_sample_of_a_large_test_split_and_says_so() -> None:
+    from lib.explain import first_reason_summary
+    from lib.model_card import CardFacts, card_html, card_sample
+
+    assert card_sample(5, cap=10).tolist() == [0, 1, 2, 3, 4]
+    sample = card_sample(100_000, cap=2_000)
+    assert len(sample) == len(set(sample.tolist())) == 2_000 and (np.diff(sample) > 0).all()
+    assert card_sample(100_000, cap=2_000).tolist() == sample.tolist()  # the same rows on every run
+    # A first reason held by 30 % of the rows: the sample's share within a few points of it.
+    rng = np.random.default_rng(1)
+    c = np.where(rng.random((100_000, 1)) < 0.3, [[1.0, 0.0]], [[0.0, 1.0]])
+    share = first_reason_summary(c[sample], ("recency_days", "spend_90d"))[1]["share of customers"]
+    assert abs(share - 0.3) < 0.04
+    facts = dict(version="v", kind="torch", created_at="", code_version="", horizon_days=30, decision="kept", reason="")
+    rest = dict(data_window={}, population={}, out_of_time=[], test_metrics={}, calibration=[], business=[], reasons=[], drift=[])
+    assert "a seeded sample of 2,000 rows" in card_html(CardFacts(**facts, **rest, first_reasons_rows=2_000))
+    assert "seeded sample" not in card_html(CardFacts(**facts, **rest))
+
+
 def test_reasons_frame_and_a_tampered_artifact(world) -> None:
     from lib.explain import ExplainDigestError
 
