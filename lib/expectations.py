@@ -218,7 +218,9 @@ def _context() -> gx.data_context.AbstractDataContext:
 
 
 def run_suite(frame: pd.DataFrame | Any, suite_name: str, rules: Iterable[Rule], index_column: str | None = None) -> list[Outcome]:
-    """Validate a pandas frame, or a Spark DataFrame in GX's Spark engine, against the rules, one GX validation for all of them."""
+    """Validate a pandas frame, or a Spark DataFrame in GX's Spark engine, against the rules, one GX validation for all of them.
+
+    A pandas frame is emptied afterwards (its columns dropped in place): pass a copy made for the call."""
     import great_expectations as gx
 
     ctx = _context()
@@ -258,6 +260,13 @@ def run_suite(frame: pd.DataFrame | Any, suite_name: str, rules: Iterable[Rule],
         if res.exception_info and res.exception_info.get("raised_exception"):
             raise RuntimeError(f"expectation {rule} could not run: {res.exception_info.get('exception_message')}")
         outcomes.append(Outcome(rule, bool(res.success), _plain(observed), _describe(cfg), rows))
+    if not spark:
+        # GX's batch objects refer to each other in cycles that hold the frame, and in a run process (Dagster, torch,
+        # GX: millions of long-lived objects) Python's full collection comes seldom: at 10 M transactions a year 21 of
+        # the feature suite's frames (160 MB each) were still held at the end of customer_features. The frame is this
+        # call's own (a pandas copy made for it): emptied here, whatever still refers to it holds no rows. A full
+        # gc.collect() did the same for 0.65 s a call.
+        frame.drop(columns=list(frame.columns), inplace=True)
     return outcomes
 
 
