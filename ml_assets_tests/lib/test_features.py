@@ -163,7 +163,7 @@ def test_the_feature_suite_keeps_no_copy_of_what_it_validated(small_transactions
     try:
         for _ in range(3):
             validate_features(frame, FEATURE_COLUMNS)
-        held = [o for o in gc.get_objects() if isinstance(o, pd.DataFrame) and len(o) == frame.height and len(o.columns)]
+        held = [o for o in gc.get_objects() if type(o) is pd.DataFrame and len(o) == frame.height and len(o.columns)]
     finally:
         gc.enable()
     assert held == []
